@@ -1,0 +1,1 @@
+//! The `.flow` language: grammar, parser, formatter and checks.

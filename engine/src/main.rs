@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("flow: not yet implemented");
+    std::process::exit(2);
+}

@@ -1,0 +1,1 @@
+//! CPU implementations: the reference every CUDA kernel is checked against.
