@@ -12,6 +12,8 @@ pub mod exec;
 pub mod merge;
 pub mod model;
 pub mod report;
+pub mod llm;
+pub mod serve;
 pub mod train;
 
 use std::collections::BTreeMap;
@@ -25,6 +27,15 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry of the given ops (tests use it with ops of their own).
+    pub fn from_ops(list: Vec<Arc<dyn Op>>) -> Registry {
+        let mut ops: BTreeMap<&'static str, Arc<dyn Op>> = BTreeMap::new();
+        for op in list {
+            let name = op.spec().name;
+            assert!(ops.insert(name, op).is_none(), "two ops are named `{name}`");
+        }
+        Registry { ops }
+    }
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Op>> {
         self.ops.get(name)
     }
@@ -38,7 +49,6 @@ impl Registry {
 
 /// The standard library: every op `flow` ships.
 pub fn registry() -> Registry {
-    let mut ops: BTreeMap<&'static str, Arc<dyn Op>> = BTreeMap::new();
     let groups = [
         exec::ops(),
         data::ops(),
@@ -48,9 +58,5 @@ pub fn registry() -> Registry {
         eval::ops(),
         report::ops(),
     ];
-    for op in groups.into_iter().flatten() {
-        let name = op.spec().name;
-        assert!(ops.insert(name, op).is_none(), "two ops are named `{name}`");
-    }
-    Registry { ops }
+    Registry::from_ops(groups.into_iter().flatten().collect())
 }

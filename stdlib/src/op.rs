@@ -134,6 +134,10 @@ pub struct OpSpec {
     pub version: u32,
     pub doc: &'static str,
     pub params: Vec<Param>,
+    /// What the node's artifact directory is, as a value: `Type::Dir` for
+    /// most ops, `Type::Model` for ops that write a Hugging Face model
+    /// directory (so a `Model` parameter accepts the node).
+    pub produces: Type,
     pub outputs: Vec<Output>,
     pub resources: Resources,
 }

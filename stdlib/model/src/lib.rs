@@ -1,1 +1,3 @@
 //! The transformer runtime.
+
+pub mod gguf;

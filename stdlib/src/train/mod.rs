@@ -1,9 +1,11 @@
-//! The `train` ops.
+//! The `train` ops, one a file.
 
 use std::sync::Arc;
 
 use crate::op::Op;
 
+pub mod cpt;
+
 pub fn ops() -> Vec<Arc<dyn Op>> {
-    vec![]
+    [cpt::ops()].concat()
 }

@@ -1,0 +1,1 @@
+//! GGUF import (not yet written).
