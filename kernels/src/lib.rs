@@ -2,3 +2,4 @@
 //! reference (`cpu`) and, for NVIDIA GPUs, a CUDA version (`cuda/*.cu`).
 
 pub mod cpu;
+pub mod cuda;
