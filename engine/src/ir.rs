@@ -48,7 +48,7 @@ pub struct Pipeline {
     pub nodes: Vec<Node>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ParamDef {
     pub name: String,
     pub value: Value,
@@ -59,7 +59,7 @@ pub struct ParamDef {
 }
 
 /// A node: one op call, or a map of one op call over a list.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Node {
     pub name: String,
     pub span: Span,
@@ -76,7 +76,7 @@ pub struct Node {
     pub device: Option<DeviceRequest>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct MapOver {
     pub var: String,
     pub over: Arg,
@@ -90,18 +90,29 @@ pub enum DeviceRequest {
 }
 
 /// A resolved argument expression.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Arg {
     /// A literal (after `--set`, params are not folded in: see `Param`).
     Lit(Value),
     /// A reference to a param, kept by name so `flow plan` can say which
     /// param changed.
-    Param { name: String, value: Value },
+    Param {
+        name: String,
+        value: Value,
+    },
     /// A node's artifact directory, or one of its named outputs
     /// (`cpt.checkpoints`).
-    Node { node: String, field: Option<String>, span: Span },
+    Node {
+        node: String,
+        field: Option<String>,
+        span: Span,
+    },
     /// `file("path")` or `dir("path")`: an input hashed by content.
-    Input { kind: InputKind, path: PathBuf, span: Span },
+    Input {
+        kind: InputKind,
+        path: PathBuf,
+        span: Span,
+    },
     /// The current element inside a map node.
     MapVar,
     List(Vec<Arg>),
@@ -116,7 +127,7 @@ pub enum InputKind {
     Dir,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum TemplatePart {
     Text(String),
     /// `{out}`: the node's output directory.

@@ -1,4 +1,5 @@
+//! The `flow` binary: see `flow --help` and [`flow_engine::cli`].
+
 fn main() {
-    eprintln!("flow: not yet implemented");
-    std::process::exit(2);
+    std::process::exit(flow_engine::cli::main());
 }

@@ -10,14 +10,27 @@ use flow_kernels::cuda;
 fn every_kernel_compiles_for_sm80_and_sm90() {
     let nvrtc = cuda::load_nvrtc().unwrap_or_else(|e| panic!("{e}"));
     let headers = cuda::locate_headers().unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("NVRTC: {}; headers: {} ({})", nvrtc.display(), headers.path.display(), headers.origin);
+    eprintln!(
+        "NVRTC: {}; headers: {} ({})",
+        nvrtc.display(),
+        headers.path.display(),
+        headers.origin
+    );
     let mut failures = Vec::new();
     for kernel in cuda::SOURCES {
         for arch in ["sm_80", "sm_90"] {
             match cuda::compile(kernel, arch, None) {
                 Ok(ptx) => {
-                    assert!(ptx.contains(".entry"), "{} for {arch}: PTX has no entry point", kernel.name);
-                    assert!(ptx.contains(&format!(".target {arch}")), "{} for {arch}: wrong target", kernel.name);
+                    assert!(
+                        ptx.contains(".entry"),
+                        "{} for {arch}: PTX has no entry point",
+                        kernel.name
+                    );
+                    assert!(
+                        ptx.contains(&format!(".target {arch}")),
+                        "{} for {arch}: wrong target",
+                        kernel.name
+                    );
                 }
                 Err(e) => failures.push(e.to_string()),
             }
@@ -46,15 +59,36 @@ fn every_kernel_entry_point_is_exported_unmangled() {
     // The Rust launchers look functions up by these names.
     let expected = [
         ("adamw", &["adamw_bf16", "adamw_f32"][..]),
-        ("slerp", &["slerp_reduce_f32", "slerp_reduce_bf16", "slerp_coefficients", "slerp_apply_f32", "slerp_apply_bf16"]),
-        ("attention", &["attention_forward_d64", "attention_forward_d128", "attention_backward_dq_d128", "attention_backward_dkdv_d64", "attention_backward_delta_d64"]),
+        (
+            "slerp",
+            &[
+                "slerp_reduce_f32",
+                "slerp_reduce_bf16",
+                "slerp_coefficients",
+                "slerp_apply_f32",
+                "slerp_apply_bf16",
+            ],
+        ),
+        (
+            "attention",
+            &[
+                "attention_forward_d64",
+                "attention_forward_d128",
+                "attention_backward_dq_d128",
+                "attention_backward_dkdv_d64",
+                "attention_backward_delta_d64",
+            ],
+        ),
         ("cross_entropy", &["cross_entropy_forward_backward"]),
     ];
     for (name, entries) in expected {
         let kernel = cuda::SOURCES.iter().find(|k| k.name == name).unwrap();
         let ptx = cuda::compile(kernel, "sm_90", None).unwrap_or_else(|e| panic!("{e}"));
         for entry in entries {
-            assert!(ptx.contains(&format!(".entry {entry}(")), "{name}: no entry {entry}");
+            assert!(
+                ptx.contains(&format!(".entry {entry}(")),
+                "{name}: no entry {entry}"
+            );
         }
     }
 }

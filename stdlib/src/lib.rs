@@ -9,10 +9,10 @@ pub mod op;
 pub mod data;
 pub mod eval;
 pub mod exec;
+pub mod llm;
 pub mod merge;
 pub mod model;
 pub mod report;
-pub mod llm;
 pub mod serve;
 pub mod train;
 

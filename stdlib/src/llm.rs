@@ -1,1 +1,305 @@
-//! Chat backends shared by `annotate` and `judge`: an OpenAI-compatible HTTP client and the local model runtime (not yet written).
+//! Chat backends shared by `annotate` (and usable by `judge`): one trait,
+//! [`ChatBackend`], with an OpenAI-compatible HTTP client ([`OpenAiBackend`])
+//! and the local model runtime ([`LocalBackend`], greedy generation with the
+//! model's chat template).
+//!
+//! API keys: the HTTP backend takes the NAME of an environment variable and
+//! reads the key from it when built; the key is kept in a private field, is
+//! never printed by `Debug` or [`ChatBackend::describe`], and never goes into
+//! an error message.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value as Json};
+
+pub use flow_model::ChatMessage;
+
+/// One chat completion request.
+#[derive(Clone, Debug)]
+pub struct ChatRequest {
+    pub messages: Vec<ChatMessage>,
+    pub max_tokens: usize,
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// A JSON schema the answer must follow, sent as OpenAI's
+    /// `response_format: {type: "json_schema", ...}` where the backend takes it.
+    pub json_schema: Option<Json>,
+}
+
+/// Why a chat request failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatError {
+    /// The server could not be reached or did not answer in time (after retries).
+    Transport(String),
+    /// The server answered with an error status (after retries for 429/5xx).
+    Status(u16, String),
+    /// The server's answer was not an OpenAI chat completion.
+    BadResponse(String),
+    /// The local model failed.
+    Model(String),
+}
+
+impl std::fmt::Display for ChatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChatError::Transport(e) => write!(f, "request failed: {e}"),
+            ChatError::Status(s, body) => write!(f, "server answered HTTP {s}: {body}"),
+            ChatError::BadResponse(e) => write!(f, "malformed answer: {e}"),
+            ChatError::Model(e) => write!(f, "local model: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ChatError {}
+
+/// A chat model: a request in, the assistant's text out.
+pub trait ChatBackend: Send + Sync {
+    /// The assistant message's content.
+    fn chat(&self, req: &ChatRequest) -> Result<String, ChatError>;
+    /// What to record in artifacts (backend, model, endpoint; never a key).
+    fn describe(&self) -> Json;
+    /// Requests worth running at once.
+    fn concurrency(&self) -> usize;
+    /// Whether `json_schema` is honoured (constrained output).
+    fn supports_json_schema(&self) -> bool;
+}
+
+/// Settings of [`OpenAiBackend`].
+#[derive(Clone, Debug)]
+pub struct OpenAiSettings {
+    /// e.g. `https://api.openai.com/v1` or `http://127.0.0.1:8000/v1`;
+    /// requests go to `{base_url}/chat/completions`.
+    pub base_url: String,
+    pub model: String,
+    /// Name of the environment variable holding the API key; empty: no key.
+    pub api_key_env: String,
+    pub concurrency: usize,
+    /// Retries after the first attempt, on transport errors, 429 and 5xx.
+    pub retries: u32,
+    /// Wait before retry `k` (0-based) is `backoff × 2^k`.
+    pub backoff: Duration,
+    /// Limit for one whole request.
+    pub timeout: Duration,
+    /// Whether to send `response_format` with the JSON schema.
+    pub json_schema: bool,
+}
+
+/// An OpenAI-compatible `/chat/completions` client (vLLM, llama.cpp server,
+/// TGI, OpenAI, `flow serve`...).
+pub struct OpenAiBackend {
+    settings: OpenAiSettings,
+    api_key: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for OpenAiBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiBackend")
+            .field("settings", &self.settings)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl OpenAiBackend {
+    /// Builds the client; reads the key from `settings.api_key_env`. Errors
+    /// name the variable, never its value.
+    pub fn new(settings: OpenAiSettings) -> Result<OpenAiBackend, String> {
+        let api_key = if settings.api_key_env.is_empty() {
+            None
+        } else {
+            match std::env::var(&settings.api_key_env) {
+                Ok(k) if !k.trim().is_empty() => Some(k.trim().to_string()),
+                _ => {
+                    return Err(format!(
+                        "environment variable {} (api_key_env) is not set or empty",
+                        settings.api_key_env
+                    ))
+                }
+            }
+        };
+        if !(settings.base_url.starts_with("http://") || settings.base_url.starts_with("https://"))
+        {
+            return Err(format!(
+                "base_url {:?} must start with http:// or https://",
+                settings.base_url
+            ));
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(settings.timeout))
+            .http_status_as_error(false)
+            .max_idle_connections_per_host(settings.concurrency.max(1))
+            .build()
+            .into();
+        Ok(OpenAiBackend {
+            settings,
+            api_key,
+            agent,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "{}/chat/completions",
+            self.settings.base_url.trim_end_matches('/')
+        )
+    }
+
+    fn once(&self, body: &str) -> Result<String, (bool, ChatError)> {
+        let mut req = self
+            .agent
+            .post(self.url())
+            .header("Content-Type", "application/json");
+        if let Some(key) = &self.api_key {
+            req = req.header("Authorization", format!("Bearer {key}"));
+        }
+        let resp = req
+            .send(body)
+            .map_err(|e| (true, ChatError::Transport(e.to_string())))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .into_body()
+            .with_config()
+            .limit(16 << 20)
+            .read_to_string()
+            .map_err(|e| {
+                (
+                    true,
+                    ChatError::Transport(format!("reading the answer: {e}")),
+                )
+            })?;
+        if status != 200 {
+            let retry = status == 429 || status >= 500;
+            let short: String = text.chars().take(300).collect();
+            return Err((retry, ChatError::Status(status, short)));
+        }
+        let v: Json = serde_json::from_str(&text).map_err(|e| {
+            let short: String = text.chars().take(200).collect();
+            (
+                false,
+                ChatError::BadResponse(format!("not JSON ({e}): {short:?}")),
+            )
+        })?;
+        match v["choices"][0]["message"]["content"].as_str() {
+            Some(c) => Ok(c.to_string()),
+            None => {
+                let short: String = text.chars().take(200).collect();
+                Err((
+                    false,
+                    ChatError::BadResponse(format!("no choices[0].message.content in {short:?}")),
+                ))
+            }
+        }
+    }
+}
+
+impl ChatBackend for OpenAiBackend {
+    fn chat(&self, req: &ChatRequest) -> Result<String, ChatError> {
+        let mut body = json!({
+            "model": self.settings.model,
+            "messages": req.messages,
+            "max_tokens": req.max_tokens,
+            "temperature": req.temperature,
+        });
+        if let (Some(schema), true) = (&req.json_schema, self.settings.json_schema) {
+            body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": true}});
+        }
+        let body = body.to_string();
+        let mut attempt = 0u32;
+        loop {
+            match self.once(&body) {
+                Ok(c) => return Ok(c),
+                Err((retry, e)) => {
+                    if !retry || attempt >= self.settings.retries {
+                        return Err(e);
+                    }
+                    std::thread::sleep(self.settings.backoff * 2u32.saturating_pow(attempt));
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn describe(&self) -> Json {
+        json!({
+            "backend": "openai",
+            "base_url": self.settings.base_url,
+            "model": self.settings.model,
+            "api_key_env": self.settings.api_key_env,
+            "json_schema": self.settings.json_schema,
+            "retries": self.settings.retries,
+            "timeout_s": self.settings.timeout.as_secs_f64(),
+        })
+    }
+
+    fn concurrency(&self) -> usize {
+        self.settings.concurrency.max(1)
+    }
+
+    fn supports_json_schema(&self) -> bool {
+        self.settings.json_schema
+    }
+}
+
+/// The local model runtime: the model's chat template, then greedy
+/// generation (temperature from the request) until EOS or `max_tokens`.
+pub struct LocalBackend {
+    model: flow_model::Model,
+    tokenizer: flow_model::Tokenizer,
+    template: flow_model::ChatTemplate,
+    dir: String,
+}
+
+impl LocalBackend {
+    pub fn load(model_dir: &Path) -> Result<LocalBackend, String> {
+        let model = flow_model::Model::load(model_dir).map_err(|e| e.to_string())?;
+        let tokenizer = flow_model::Tokenizer::load(model_dir).map_err(|e| e.to_string())?;
+        let template = flow_model::ChatTemplate::load(model_dir).map_err(|e| e.to_string())?;
+        Ok(LocalBackend {
+            model,
+            tokenizer,
+            template,
+            dir: model_dir.display().to_string(),
+        })
+    }
+}
+
+impl ChatBackend for LocalBackend {
+    fn chat(&self, req: &ChatRequest) -> Result<String, ChatError> {
+        let prompt = self
+            .template
+            .render(&req.messages, true)
+            .map_err(|e| ChatError::Model(e.to_string()))?;
+        // the template already holds the special tokens (BOS etc.)
+        let ids = self
+            .tokenizer
+            .encode(&prompt, false)
+            .map_err(|e| ChatError::Model(e.to_string()))?;
+        let opts = flow_model::GenerateOptions {
+            max_tokens: req.max_tokens,
+            temperature: req.temperature,
+            ..Default::default()
+        };
+        let out = self.model.generate(&[ids], &opts);
+        let generation = out
+            .into_iter()
+            .next()
+            .ok_or_else(|| ChatError::Model("no generation".into()))?;
+        self.tokenizer
+            .decode(&generation.tokens, true)
+            .map_err(|e| ChatError::Model(e.to_string()))
+    }
+
+    fn describe(&self) -> Json {
+        json!({"backend": "local", "model": self.dir, "decoding": "greedy"})
+    }
+
+    fn concurrency(&self) -> usize {
+        1
+    }
+
+    fn supports_json_schema(&self) -> bool {
+        false
+    }
+}

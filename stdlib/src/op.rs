@@ -93,10 +93,20 @@ pub struct Param {
 
 impl Param {
     pub fn required(name: &'static str, ty: Type, doc: &'static str) -> Self {
-        Param { name, ty, default: None, doc }
+        Param {
+            name,
+            ty,
+            default: None,
+            doc,
+        }
     }
     pub fn optional(name: &'static str, ty: Type, default: Value, doc: &'static str) -> Self {
-        Param { name, ty, default: Some(default), doc }
+        Param {
+            name,
+            ty,
+            default: Some(default),
+            doc,
+        }
     }
 }
 
@@ -120,9 +130,18 @@ pub struct Resources {
 }
 
 impl Resources {
-    pub const ONE_THREAD: Resources = Resources { threads: 1, gpu: false };
-    pub const ALL_THREADS: Resources = Resources { threads: 0, gpu: false };
-    pub const MODEL: Resources = Resources { threads: 0, gpu: true };
+    pub const ONE_THREAD: Resources = Resources {
+        threads: 1,
+        gpu: false,
+    };
+    pub const ALL_THREADS: Resources = Resources {
+        threads: 0,
+        gpu: false,
+    };
+    pub const MODEL: Resources = Resources {
+        threads: 0,
+        gpu: true,
+    };
 }
 
 /// Everything the engine needs to know about an op before running it.
@@ -194,7 +213,10 @@ impl OpContext<'_> {
     }
 
     fn mismatch<T>(&self, name: &str, want: &str, got: &Value) -> OpResult<T> {
-        Err(miette::miette!("parameter `{name}`: expected {want}, got {}", got.kind()))
+        Err(miette::miette!(
+            "parameter `{name}`: expected {want}, got {}",
+            got.kind()
+        ))
     }
 
     pub fn str(&self, name: &str) -> OpResult<&str> {

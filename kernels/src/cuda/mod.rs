@@ -7,11 +7,13 @@
 //! missing, so nothing here touches cudarc before [`probe`] (driver) or
 //! [`load_nvrtc`] (compiler) succeeded.
 
+mod device;
 mod sources;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+pub use device::Gpu;
 pub use sources::{KernelSource, SOURCES};
 
 /// Why the CUDA path is unavailable or failed.
@@ -26,7 +28,11 @@ pub enum CudaError {
     #[error("failed to load {path}: {message}")]
     Load { path: PathBuf, message: String },
     #[error("kernel `{kernel}` failed to compile for {arch}:\n{log}")]
-    Compile { kernel: String, arch: String, log: String },
+    Compile {
+        kernel: String,
+        arch: String,
+        log: String,
+    },
     #[error("kernel cache {path}: {message}")]
     Cache { path: PathBuf, message: String },
 }
@@ -83,7 +89,12 @@ fn cuda_roots() -> Vec<PathBuf> {
 fn wheel_roots() -> Vec<PathBuf> {
     // The CI tool folder of this checkout, from anywhere inside it.
     let mut bases: Vec<PathBuf> = std::env::current_dir()
-        .map(|d| d.ancestors().map(|a| a.join(".ci/.tools")).filter(|p| p.is_dir()).collect())
+        .map(|d| {
+            d.ancestors()
+                .map(|a| a.join(".ci/.tools"))
+                .filter(|p| p.is_dir())
+                .collect()
+        })
         .unwrap_or_default();
     if let Ok(out) = std::process::Command::new("python3")
         .args(["-c", "import site,sys; print('\\n'.join(site.getsitepackages()+[site.getusersitepackages()]+sys.path))"])
@@ -129,7 +140,9 @@ pub fn locate_nvrtc() -> Result<PathBuf, CudaError> {
             searched.push(d.display().to_string());
         }
     }
-    Err(CudaError::NoNvrtc { searched: searched.join(", ") })
+    Err(CudaError::NoNvrtc {
+        searched: searched.join(", "),
+    })
 }
 
 /// Where the CUDA headers came from, said once in the log.
@@ -147,7 +160,10 @@ pub fn locate_headers() -> Result<HeaderDir, CudaError> {
     if let Some(p) = std::env::var_os("FLOW_CUDA_INCLUDE") {
         let p = PathBuf::from(p);
         if p.join("cuda_bf16.h").is_file() {
-            return Ok(HeaderDir { path: p, origin: "FLOW_CUDA_INCLUDE" });
+            return Ok(HeaderDir {
+                path: p,
+                origin: "FLOW_CUDA_INCLUDE",
+            });
         }
         searched.push(p.display().to_string());
     }
@@ -165,7 +181,9 @@ pub fn locate_headers() -> Result<HeaderDir, CudaError> {
         }
         searched.push(p.display().to_string());
     }
-    Err(CudaError::NoHeaders { searched: searched.join(", ") })
+    Err(CudaError::NoHeaders {
+        searched: searched.join(", "),
+    })
 }
 
 /// Loads libnvrtc from [`locate_nvrtc`] once and keeps it loaded, so that
@@ -182,14 +200,19 @@ pub fn load_nvrtc() -> Result<&'static Path, CudaError> {
     });
     match r {
         Ok(p) => Ok(p.as_path()),
-        Err(e) => Err(CudaError::Load { path: PathBuf::from("libnvrtc"), message: e.clone() }),
+        Err(e) => Err(CudaError::Load {
+            path: PathBuf::from("libnvrtc"),
+            message: e.clone(),
+        }),
     }
 }
 
 /// The kernel's source with the shared header spliced in (NVRTC gets one
 /// self-contained translation unit).
 pub fn full_source(kernel: &KernelSource) -> String {
-    kernel.source.replace("#include \"common.cuh\"", sources::COMMON)
+    kernel
+        .source
+        .replace("#include \"common.cuh\"", sources::COMMON)
 }
 
 /// NVRTC options for an architecture such as `sm_90`.
@@ -218,7 +241,11 @@ pub fn cache_dir() -> PathBuf {
 /// PTX of one kernel family for `arch`, compiled by NVRTC or read from the
 /// cache. The cache key covers the full source, the options and the NVRTC
 /// library's path and size, so any change recompiles.
-pub fn compile(kernel: &KernelSource, arch: &str, cache: Option<&Path>) -> Result<String, CudaError> {
+pub fn compile(
+    kernel: &KernelSource,
+    arch: &str,
+    cache: Option<&Path>,
+) -> Result<String, CudaError> {
     let nvrtc = load_nvrtc()?;
     let headers = locate_headers()?;
     let source = full_source(kernel);
@@ -230,7 +257,12 @@ pub fn compile(kernel: &KernelSource, arch: &str, cache: Option<&Path>) -> Resul
         h.update(&[0]);
     }
     h.update(nvrtc.as_os_str().as_encoded_bytes());
-    h.update(&std::fs::metadata(nvrtc).map(|m| m.len()).unwrap_or(0).to_le_bytes());
+    h.update(
+        &std::fs::metadata(nvrtc)
+            .map(|m| m.len())
+            .unwrap_or(0)
+            .to_le_bytes(),
+    );
     let key = h.finalize().to_hex();
     let cached = cache.map(|dir| dir.join(format!("{}-{arch}-{key}.ptx", kernel.name)));
     if let Some(p) = &cached {
@@ -238,14 +270,22 @@ pub fn compile(kernel: &KernelSource, arch: &str, cache: Option<&Path>) -> Resul
             return Ok(ptx);
         }
     }
-    let opts = cudarc::nvrtc::CompileOptions { options, name: Some(format!("{}.cu", kernel.name)), ..Default::default() };
+    let opts = cudarc::nvrtc::CompileOptions {
+        options,
+        name: Some(format!("{}.cu", kernel.name)),
+        ..Default::default()
+    };
     let ptx = cudarc::nvrtc::compile_ptx_with_opts(&source, opts).map_err(|e| match e {
         cudarc::nvrtc::CompileError::CompileError { log, .. } => CudaError::Compile {
             kernel: kernel.name.to_string(),
             arch: arch.to_string(),
             log: log.to_string_lossy().into_owned(),
         },
-        other => CudaError::Compile { kernel: kernel.name.to_string(), arch: arch.to_string(), log: other.to_string() },
+        other => CudaError::Compile {
+            kernel: kernel.name.to_string(),
+            arch: arch.to_string(),
+            log: other.to_string(),
+        },
     })?;
     let text = ptx.to_src();
     if let Some(p) = &cached {
@@ -255,10 +295,19 @@ pub fn compile(kernel: &KernelSource, arch: &str, cache: Option<&Path>) -> Resul
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CudaError> {
-    let err = |e: std::io::Error| CudaError::Cache { path: path.to_path_buf(), message: e.to_string() };
+    let err = |e: std::io::Error| CudaError::Cache {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
-    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
     std::fs::write(&tmp, bytes).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
 }

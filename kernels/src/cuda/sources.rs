@@ -12,7 +12,10 @@ pub const COMMON: &str = include_str!("../../cuda/common.cuh");
 
 macro_rules! kernel {
     ($name:literal) => {
-        KernelSource { name: $name, source: include_str!(concat!("../../cuda/", $name, ".cu")) }
+        KernelSource {
+            name: $name,
+            source: include_str!(concat!("../../cuda/", $name, ".cu")),
+        }
     };
 }
 

@@ -1,9 +1,605 @@
-//! `filter` (not yet written).
+//! `filter`: applies a trained classifier to a whole corpus, streaming, in
+//! parallel over shards and over chunks of documents within a shard.
+//!
+//! Output shard `docs-NNNNN` holds the kept documents of input shard NNNNN,
+//! in their input order (raw lines passed through unchanged unless a score
+//! field is requested), so the output does not depend on the thread count.
 
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::op::Op;
+use miette::{miette, IntoDiagnostic, WrapErr};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::corpus::{
+    corpus_shards, for_each_line, on_error_param, parse_doc, write_json_atomic, ErrorLog, OnError,
+};
+use super::train_classifier::{load_any_classifier, Classifier};
+#[cfg(test)]
+use super::train_classifier::{load_classifier, NgramModel};
+use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
-    vec![]
+    vec![Arc::new(Filter)]
+}
+
+/// Documents scored together by the parallel workers of one shard.
+const CHUNK: usize = 2048;
+
+/// Counts of one shard.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ShardStats {
+    pub file: String,
+    pub documents_in: u64,
+    pub documents_out: u64,
+    /// Whitespace-separated tokens.
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub chars_in: u64,
+    pub chars_out: u64,
+    /// Histogram of scores in ten bins [0, 0.1), ..., [0.9, 1].
+    pub score_histogram: [u64; 10],
+    pub errors: ErrorLog,
+}
+
+struct Decision {
+    keep: bool,
+    score: f32,
+    tokens: u64,
+    chars: u64,
+    line: String,
+}
+
+/// Whitespace-separated tokens (ASCII whitespace, as `split_ascii_whitespace`)
+/// and characters of a text, in one pass over its bytes.
+fn count_tokens_chars(text: &str) -> (u64, u64) {
+    let (mut tokens, mut chars, mut in_token) = (0u64, 0u64, false);
+    for &b in text.as_bytes() {
+        chars += (b & 0xc0 != 0x80) as u64;
+        let ws = b.is_ascii_whitespace();
+        tokens += (!ws && !in_token) as u64;
+        in_token = !ws;
+    }
+    (tokens, chars)
+}
+
+/// Settings shared by all shards.
+pub struct FilterSettings<'a> {
+    pub model: &'a Classifier,
+    pub threshold: f32,
+    pub keep_above: bool,
+    pub score_field: &'a str,
+    pub policy: OnError,
+}
+
+/// Filters one shard into `out_path`.
+pub fn filter_shard(
+    input: &Path,
+    out_path: &Path,
+    s: &FilterSettings,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> OpResult<ShardStats> {
+    let mut stats = ShardStats {
+        file: out_path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let tmp = out_path.with_extension("tmp");
+    let file = File::create(&tmp)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot create {}", tmp.display()))?;
+    let mut enc = zstd::stream::write::Encoder::new(BufWriter::with_capacity(1 << 16, file), 3)
+        .into_diagnostic()?;
+    let mut pending: Vec<(u64, String)> = Vec::with_capacity(CHUNK);
+    let mut flush = |pending: &mut Vec<(u64, String)>, stats: &mut ShardStats| -> OpResult<()> {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(miette!("cancelled"));
+        }
+        let decided: Vec<Result<Decision, String>> = pending
+            .par_iter()
+            .map(|(line_no, line)| {
+                let doc = parse_doc(input, *line_no, line).map_err(|e| e.to_string())?;
+                let score = s.model.score(&doc.text).map_err(|e| {
+                    format!("{}:{line_no}: document {}: {e}", input.display(), doc.id)
+                })?;
+                let keep = if s.keep_above {
+                    score >= s.threshold
+                } else {
+                    score < s.threshold
+                };
+                let (tokens, chars) = count_tokens_chars(&doc.text);
+                let out = if keep && !s.score_field.is_empty() {
+                    let mut v: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(line)
+                            .map_err(|e| format!("{}:{line_no}: {e}", input.display()))?;
+                    v.insert(s.score_field.to_string(), serde_json::json!(score));
+                    serde_json::to_string(&v).map_err(|e| e.to_string())?
+                } else {
+                    String::new()
+                };
+                Ok(Decision {
+                    keep,
+                    score,
+                    tokens,
+                    chars,
+                    line: out,
+                })
+            })
+            .collect();
+        for ((_, line), d) in pending.iter().zip(decided) {
+            match d {
+                Ok(d) => {
+                    stats.documents_in += 1;
+                    stats.tokens_in += d.tokens;
+                    stats.chars_in += d.chars;
+                    stats.score_histogram[((d.score * 10.0) as usize).min(9)] += 1;
+                    if d.keep {
+                        stats.documents_out += 1;
+                        stats.tokens_out += d.tokens;
+                        stats.chars_out += d.chars;
+                        let text = if s.score_field.is_empty() {
+                            line.as_str()
+                        } else {
+                            d.line.as_str()
+                        };
+                        enc.write_all(text.as_bytes()).into_diagnostic()?;
+                        enc.write_all(b"\n").into_diagnostic()?;
+                    }
+                }
+                Err(e) => {
+                    let (place, what) = e.split_once(": ").unwrap_or(("?", e.as_str()));
+                    stats.errors.record(s.policy, place, what)?;
+                }
+            }
+        }
+        pending.clear();
+        Ok(())
+    };
+    for_each_line(input, |n, line| {
+        if !line.is_empty() {
+            pending.push((n, line.to_string()));
+            if pending.len() >= CHUNK {
+                flush(&mut pending, &mut stats)?;
+            }
+        }
+        Ok(())
+    })?;
+    flush(&mut pending, &mut stats)?;
+    let mut w = enc.finish().into_diagnostic()?;
+    w.flush().into_diagnostic()?;
+    drop(w);
+    std::fs::rename(&tmp, out_path).into_diagnostic()?;
+    Ok(stats)
+}
+
+/// The `filter` op.
+pub struct Filter;
+
+impl Op for Filter {
+    fn spec(&self) -> OpSpec {
+        OpSpec {
+            name: "filter",
+            version: 1,
+            doc: "Applies a train_classifier model to every document of a corpus (parallel over shards and documents); keeps those scoring at or above the threshold; filter.json has per-shard documents, whitespace tokens and characters in and out.",
+            params: vec![
+                Param::required("corpus", Type::Dir, "corpus artifact"),
+                Param::required("classifier", Type::Dir, "train_classifier artifact"),
+                Param::optional("threshold", Type::Float, Value::Float(-1.0), "score threshold; negative: the classifier's chosen threshold"),
+                Param::optional("keep", Type::Enum(vec!["above".into(), "below".into()]), Value::Str("above".into()), "above: keep score >= threshold (the positive class); below: keep the rest"),
+                Param::optional("score_field", Type::Str, Value::Str(String::new()), "if set, kept records get the score under this field"),
+                on_error_param(),
+            ],
+            produces: Type::Dir,
+            outputs: vec![Output { name: "stats", ty: Type::File, doc: "filter.json" }],
+            resources: Resources::ALL_THREADS,
+        }
+    }
+
+    fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
+        let policy = OnError::from_ctx(ctx)?;
+        let (info, model) = load_any_classifier(ctx.path("classifier")?)?;
+        let t = ctx.float("threshold")?;
+        let threshold = if t < 0.0 { info.threshold } else { t } as f32;
+        let shards = corpus_shards(ctx.path("corpus")?)?;
+        let settings = FilterSettings {
+            model: &model,
+            threshold,
+            keep_above: ctx.str("keep")? == "above",
+            score_field: ctx.str("score_field")?,
+            policy,
+        };
+        ctx.progress.set_total(shards.len() as u64, "shards");
+        let done = AtomicU64::new(0);
+        let start = std::time::Instant::now();
+        let results: Vec<OpResult<ShardStats>> = shards
+            .par_iter()
+            .enumerate()
+            .map(|(i, shard)| {
+                let out = ctx.out_dir.join(format!("docs-{i:05}.jsonl.zst"));
+                let r = filter_shard(shard, &out, &settings, ctx.cancel);
+                done.fetch_add(1, Ordering::Relaxed);
+                ctx.progress.inc(1);
+                r
+            })
+            .collect();
+        let per_shard: Vec<ShardStats> = results.into_iter().collect::<OpResult<_>>()?;
+        let secs = start.elapsed().as_secs_f64();
+        let sum = |f: fn(&ShardStats) -> u64| per_shard.iter().map(f).sum::<u64>();
+        let docs_in = sum(|s| s.documents_in);
+        let stats = serde_json::json!({
+            "threshold": threshold,
+            "keep": ctx.str("keep")?,
+            "positive": info.positive,
+            "documents_in": docs_in,
+            "documents_out": sum(|s| s.documents_out),
+            "tokens_in": sum(|s| s.tokens_in),
+            "tokens_out": sum(|s| s.tokens_out),
+            "chars_in": sum(|s| s.chars_in),
+            "chars_out": sum(|s| s.chars_out),
+            "errors": sum(|s| s.errors.count),
+            "seconds": secs,
+            "threads": ctx.threads,
+            "per_shard": per_shard,
+        });
+        write_json_atomic(&ctx.out_dir.join("filter.json"), &stats)?;
+        ctx.log(&format!(
+            "kept {} of {docs_in} documents in {secs:.2}s ({:.0} docs/s)",
+            stats["documents_out"],
+            docs_in as f64 / secs.max(1e-9)
+        ));
+        Ok(BTreeMap::from([(
+            "stats".to_string(),
+            Value::Path("filter.json".into()),
+        )]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::corpus::testutil::*;
+    use super::super::corpus::Corpus;
+    use super::super::train_classifier::TrainClassifier;
+    use super::*;
+
+    #[test]
+    fn filter_keeps_what_the_classifier_scores_above_threshold() {
+        let tmp = tempfile::tempdir().unwrap();
+        // several shards so the parallel path and the renumbering are exercised
+        let corpus = tmp.path().join("c");
+        run_op(
+            &Corpus,
+            &[
+                ("input", Value::Path(demo_dir().join("fineweb2-demo.jsonl"))),
+                ("docs_per_shard", Value::Int(60)),
+            ],
+            &corpus,
+        )
+        .unwrap();
+        let clf = tmp.path().join("clf");
+        run_op(
+            &TrainClassifier,
+            &[
+                ("corpus", Value::Path(corpus.clone())),
+                ("labels", Value::Path(demo_dir().join("labels.csv"))),
+                ("positive", Value::Str("medizinisch".into())),
+            ],
+            &clf,
+        )
+        .unwrap();
+        let out = tmp.path().join("f");
+        run_op(
+            &Filter,
+            &[
+                ("corpus", Value::Path(corpus.clone())),
+                ("classifier", Value::Path(clf.clone())),
+                ("score_field", Value::Str("med_score".into())),
+            ],
+            &out,
+        )
+        .unwrap();
+        let stats: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("filter.json")).unwrap())
+                .unwrap();
+        let (_, model) = load_classifier(&clf).unwrap();
+        let threshold = stats["threshold"].as_f64().unwrap() as f32;
+        let all = read_corpus(&corpus);
+        let expected: Vec<&serde_json::Value> = all
+            .iter()
+            .filter(|d| model.score(d["text"].as_str().unwrap()) >= threshold)
+            .collect();
+        let kept = read_corpus(&out);
+        assert_eq!(kept.len(), expected.len());
+        for (k, e) in kept.iter().zip(&expected) {
+            assert_eq!(k["id"], e["id"]);
+            assert!((k["med_score"].as_f64().unwrap() as f32) >= threshold);
+        }
+        assert_eq!(stats["documents_in"], all.len() as u64);
+        assert_eq!(stats["documents_out"], kept.len() as u64);
+        // roughly 40% of the demo is medical
+        let frac = kept.len() as f64 / all.len() as f64;
+        assert!((0.25..0.6).contains(&frac), "{frac}");
+        let tokens: u64 = all
+            .iter()
+            .map(|d| d["text"].as_str().unwrap().split_whitespace().count() as u64)
+            .sum();
+        assert_eq!(stats["tokens_in"], tokens);
+        assert_eq!(stats["per_shard"].as_array().unwrap().len(), 6);
+        // the complement with keep: below
+        let below = tmp.path().join("b");
+        run_op(
+            &Filter,
+            &[
+                ("corpus", Value::Path(corpus)),
+                ("classifier", Value::Path(clf)),
+                ("keep", Value::Str("below".into())),
+            ],
+            &below,
+        )
+        .unwrap();
+        assert_eq!(read_corpus(&below).len() + kept.len(), all.len());
+    }
+
+    #[test]
+    fn token_and_char_counts_match_std() {
+        for t in [
+            "",
+            "  ",
+            "Übelkeit und  Fieber\n\tnach 3 Tagen ",
+            "a",
+            "ä ö ü ß",
+        ] {
+            assert_eq!(
+                count_tokens_chars(t),
+                (
+                    t.split_ascii_whitespace().count() as u64,
+                    t.chars().count() as u64
+                ),
+                "{t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn filter_reports_a_bad_line_with_shard_and_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let corpus = demo_corpus(&tmp.path().join("c"));
+        let clf = tmp.path().join("clf");
+        run_op(
+            &TrainClassifier,
+            &[
+                ("corpus", Value::Path(corpus.clone())),
+                ("labels", Value::Path(demo_dir().join("labels.csv"))),
+                ("positive", Value::Str("medizinisch".into())),
+            ],
+            &clf,
+        )
+        .unwrap();
+        let bad = tmp.path().join("bad");
+        std::fs::create_dir_all(&bad).unwrap();
+        let text = "{\"id\":\"a\",\"text\":\"Fieber und Husten\"}\n{\"id\":\"b\"}\n";
+        std::fs::write(
+            bad.join("docs-00000.jsonl.zst"),
+            zstd::encode_all(text.as_bytes(), 1).unwrap(),
+        )
+        .unwrap();
+        let err = run_op(
+            &Filter,
+            &[
+                ("corpus", Value::Path(bad.clone())),
+                ("classifier", Value::Path(clf.clone())),
+                ("on_error", Value::Str("fail".into())),
+            ],
+            &tmp.path().join("o"),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:?}").contains("docs-00000.jsonl.zst:2"),
+            "{err:?}"
+        );
+        let out = tmp.path().join("o2");
+        run_op(
+            &Filter,
+            &[
+                ("corpus", Value::Path(bad)),
+                ("classifier", Value::Path(clf)),
+                ("threshold", Value::Float(0.0)),
+            ],
+            &out,
+        )
+        .unwrap();
+        let stats: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("filter.json")).unwrap())
+                .unwrap();
+        assert_eq!(stats["errors"], 1);
+        assert_eq!(stats["documents_in"], 1);
+        assert_eq!(stats["documents_out"], 1);
+    }
+
+    /// Synthetic German-like documents of about `chars` characters.
+    fn synth_docs(n: usize, chars: usize, seed: u64) -> Vec<String> {
+        use rand::{Rng, SeedableRng};
+        let words = [
+            "der",
+            "die",
+            "das",
+            "und",
+            "mit",
+            "bei",
+            "einer",
+            "Behandlung",
+            "Patienten",
+            "Krankenhaus",
+            "Therapie",
+            "Mannschaft",
+            "Spiel",
+            "Regierung",
+            "Stadt",
+            "Zwiebeln",
+            "Wanderung",
+            "Geräte",
+            "Übelkeit",
+            "Schmerzen",
+            "wurde",
+            "werden",
+            "nicht",
+            "über",
+            "für",
+            "Ärztin",
+            "Gemeinderat",
+            "Fußball",
+            "Straßenbahn",
+            "Rezept",
+            "Nebenwirkungen",
+            "Untersuchung",
+            "Jahr",
+        ];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| {
+                let mut t = String::with_capacity(chars + 32);
+                while t.len() < chars {
+                    if rng.random_bool(0.3) {
+                        // an invented word: random syllables
+                        let syl = [
+                            "ver", "ge", "schaft", "ung", "lich", "keit", "bau", "stein", "wald",
+                            "ter", "an", "ös",
+                        ];
+                        for _ in 0..rng.random_range(2..5) {
+                            t.push_str(syl[rng.random_range(0..syl.len())]);
+                        }
+                    } else {
+                        t.push_str(words[rng.random_range(0..words.len())]);
+                    }
+                    t.push(if rng.random_bool(0.07) { '.' } else { ' ' });
+                    if t.ends_with('.') {
+                        t.push(' ');
+                    }
+                }
+                t
+            })
+            .collect()
+    }
+
+    /// CPU seconds (user + system) of this process or thread so far, from
+    /// /proc (clock ticks of 1/100 s); None off Linux.
+    fn cpu_seconds(which: &str) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{which}/stat")).ok()?;
+        let after = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = after.split_whitespace().collect();
+        Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+    }
+
+    /// Throughput of the n-gram filter; run by scripts/bench_filter.sh in a
+    /// release build (FLOW_BENCH_DOCS documents, default 40,000).
+    #[test]
+    #[ignore = "benchmark: run by scripts/bench_filter.sh"]
+    fn bench_filter_throughput() {
+        use super::super::train_classifier::NgramFeatures;
+        use rand::{Rng, SeedableRng};
+        let n: usize = std::env::var("FLOW_BENCH_DOCS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(40_000);
+        let docs = synth_docs(n, 3000, 1);
+        let avg_chars = docs.iter().map(|d| d.chars().count()).sum::<usize>() as f64 / n as f64;
+        let features = NgramFeatures {
+            buckets: 1 << 18,
+            word_ngrams: 2,
+            char_min: 3,
+            char_max: 5,
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let weights: Vec<f32> = (0..features.buckets)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let model = NgramModel {
+            features: features.clone(),
+            weights,
+            bias: 0.0,
+        };
+        // 1. scoring alone, one thread
+        let t = std::time::Instant::now();
+        let cpu0 = cpu_seconds("thread-self");
+        let mut kept = 0usize;
+        for d in &docs {
+            kept += (model.score(d) >= 0.5) as usize;
+        }
+        let score_secs = t.elapsed().as_secs_f64();
+        let score_cpu = cpu_seconds("thread-self").zip(cpu0).map(|(a, b)| a - b);
+        // 2. the whole op (zstd shards in and out, JSON parsing, stats) on all threads
+        let tmp = tempfile::tempdir().unwrap();
+        let corpus = tmp.path().join("c");
+        std::fs::create_dir_all(&corpus).unwrap();
+        let shards = 8;
+        for s in 0..shards {
+            let mut w =
+                super::super::corpus::ShardWriter::new(&corpus, &format!("tmp{s}"), u64::MAX);
+            for (i, d) in docs.iter().enumerate().skip(s).step_by(shards) {
+                w.write_json(&serde_json::json!({"id": format!("d{i}"), "text": d, "url": "https://example.org/x"})).unwrap();
+            }
+            for (name, _) in w.finish().unwrap() {
+                std::fs::rename(
+                    corpus.join(&name),
+                    corpus.join(format!("docs-{s:05}.jsonl.zst")),
+                )
+                .unwrap();
+            }
+        }
+        let clf = tmp.path().join("clf");
+        std::fs::create_dir_all(&clf).unwrap();
+        let bytes: Vec<u8> = model.weights.iter().flat_map(|w| w.to_le_bytes()).collect();
+        std::fs::write(clf.join("weights.f32"), bytes).unwrap();
+        let info = serde_json::json!({"method": "ngram", "positive": "x", "threshold": 0.5, "features": features, "bias": 0.0, "weights_file": "weights.f32",
+            "train_documents": 0, "valid_documents": 0, "valid_positive": 0, "threshold_rule": "bench", "valid": super::super::agreement::Prf::default(),
+            "valid_at_half": super::super::agreement::Prf::default(), "epochs": 0, "seed": 0});
+        std::fs::write(clf.join("classifier.json"), info.to_string()).unwrap();
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let out = tmp.path().join("o");
+        let t = std::time::Instant::now();
+        let cpu0 = cpu_seconds("self");
+        pool.install(|| {
+            run_op(
+                &Filter,
+                &[
+                    ("corpus", Value::Path(corpus)),
+                    ("classifier", Value::Path(clf)),
+                ],
+                &out,
+            )
+        })
+        .unwrap();
+        let op_secs = t.elapsed().as_secs_f64();
+        let op_cpu = cpu_seconds("self").zip(cpu0).map(|(a, b)| a - b);
+        let per_cpu_s = |cpu: Option<f64>| {
+            cpu.map(|c| format!("{:.0}", n as f64 / c.max(1e-9)))
+                .unwrap_or("n/a".into())
+        };
+        println!("BENCH documents={n} avg_chars={avg_chars:.0} kept={kept}");
+        // wall-clock rates suffer when other processes share the cores; docs per
+        // CPU-second is the per-core rate regardless
+        println!(
+            "BENCH score_only_1_thread wall_docs_per_s={:.0} docs_per_cpu_s={}",
+            n as f64 / score_secs,
+            per_cpu_s(score_cpu)
+        );
+        println!(
+            "BENCH filter_op threads={threads} wall_docs_per_s={:.0} wall_docs_per_s_per_core={:.0} docs_per_cpu_s={}",
+            n as f64 / op_secs,
+            n as f64 / op_secs / threads as f64,
+            per_cpu_s(op_cpu)
+        );
+    }
 }

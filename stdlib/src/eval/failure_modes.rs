@@ -1,9 +1,480 @@
-//! `failure_modes` (not yet written).
+//! `failure_modes(responses, baseline?)`: the side effects the DeFineMed
+//! papers report for merged models, measured per response:
+//!
+//! * language mixing: the response is cut into clauses (at sentence and
+//!   clause punctuation and line breaks); each clause of at least
+//!   `min_clause_words` words is identified with `whatlang` among the
+//!   `languages` (the target first). Words of clauses in another language are
+//!   foreign; consecutive foreign clauses form a span. A response is flagged
+//!   when a span has `min_span` or more words.
+//! * verbosity: the response's length (tokens, as `generate` counted them;
+//!   words when absent) over the baseline's response to the same prompt.
+//! * repetition: 1 − distinct word n-grams / n-grams.
+//!
+//! Writes `failure_modes.json` (aggregates) and `failure_modes.jsonl` (per response).
 
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::op::Op;
+use miette::{miette, IntoDiagnostic, WrapErr};
+use serde_json::{json, Value as Json};
+use whatlang::{Detector, Lang};
+
+use crate::merge::slerp::tensors::{write_atomic, write_json};
+use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+
+/// A whatlang language from an ISO 639-3 code or a common ISO 639-1 code.
+pub fn parse_lang(code: &str) -> Option<Lang> {
+    let three = match code.to_ascii_lowercase().as_str() {
+        "de" => "deu",
+        "en" => "eng",
+        "fr" => "fra",
+        "es" => "spa",
+        "it" => "ita",
+        "nl" => "nld",
+        "pt" => "por",
+        "pl" => "pol",
+        "ru" => "rus",
+        "sv" => "swe",
+        "da" => "dan",
+        "cs" => "ces",
+        "tr" => "tur",
+        "zh" => "cmn",
+        "ja" => "jpn",
+        other => return Lang::from_code(other),
+    };
+    Lang::from_code(three)
+}
+
+/// Language-mixing measurement of one text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mixing {
+    pub words: usize,
+    pub foreign_words: usize,
+    /// Longest run of consecutive foreign words.
+    pub longest_span: usize,
+    /// Languages of the foreign clauses.
+    pub foreign_langs: Vec<String>,
+}
+
+fn words(s: &str) -> Vec<&str> {
+    s.split_whitespace()
+        .filter(|w| w.chars().any(char::is_alphanumeric))
+        .collect()
+}
+
+/// Cuts text at sentence/clause punctuation and line breaks.
+fn clauses(text: &str) -> Vec<&str> {
+    text.split(['.', '!', '?', ';', ':', '\n', '(', ')', '"', '„', '“', '”'])
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// Measures language mixing of `text` against `target` (first of `detector`'s languages).
+pub fn language_mixing(
+    text: &str,
+    target: Lang,
+    detector: &Detector,
+    min_clause_words: usize,
+) -> Mixing {
+    let mut m = Mixing {
+        words: 0,
+        foreign_words: 0,
+        longest_span: 0,
+        foreign_langs: Vec::new(),
+    };
+    let mut run = 0;
+    for clause in clauses(text) {
+        let n = words(clause).len();
+        if n == 0 {
+            continue;
+        }
+        m.words += n;
+        // Short clauses (a heading, a term) carry too little signal; they
+        // neither count as foreign nor break a foreign span.
+        if n < min_clause_words {
+            continue;
+        }
+        let lang = detector.detect_lang(clause).unwrap_or(target);
+        if lang != target {
+            m.foreign_words += n;
+            run += n;
+            m.longest_span = m.longest_span.max(run);
+            let code = lang.code().to_owned();
+            if !m.foreign_langs.contains(&code) {
+                m.foreign_langs.push(code);
+            }
+        } else {
+            run = 0;
+        }
+    }
+    m
+}
+
+/// 1 − distinct n-grams / n-grams of the lower-cased words (0 when too short).
+pub fn repetition_ratio(text: &str, n: usize) -> f64 {
+    let w: Vec<String> = words(text).iter().map(|x| x.to_lowercase()).collect();
+    if n == 0 || w.len() < n {
+        return 0.0;
+    }
+    let grams: Vec<&[String]> = w.windows(n).collect();
+    let distinct: HashSet<&[String]> = grams.iter().copied().collect();
+    1.0 - distinct.len() as f64 / grams.len() as f64
+}
+
+struct Row {
+    id: String,
+    response: String,
+    length: f64,
+    truncated: bool,
+}
+
+fn read_rows(path: &Path) -> OpResult<(Vec<Row>, Option<Json>)> {
+    let file = if path.is_dir() {
+        path.join("responses.jsonl")
+    } else {
+        path.to_owned()
+    };
+    let text = std::fs::read_to_string(&file)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading {}", file.display()))?;
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", file.display(), i + 1);
+        let v: Json = serde_json::from_str(line).map_err(|e| miette!("{at}: invalid JSON: {e}"))?;
+        let id = match v.get("id") {
+            Some(Json::String(s)) => s.clone(),
+            Some(o) if !o.is_null() => o.to_string(),
+            _ => return Err(miette!("{at}: missing `id`")),
+        };
+        let response = v
+            .get("response")
+            .and_then(Json::as_str)
+            .ok_or_else(|| miette!("{at}: missing string `response`"))?
+            .to_owned();
+        let length = v
+            .get("tokens")
+            .and_then(Json::as_f64)
+            .unwrap_or(words(&response).len() as f64);
+        let truncated = v.get("finish_reason").and_then(Json::as_str) == Some("length");
+        rows.push(Row {
+            id,
+            response,
+            length,
+            truncated,
+        });
+    }
+    let summary = path.join("generate.json");
+    let checkpoint = if path.is_dir() && summary.is_file() {
+        let v: Json = serde_json::from_str(&std::fs::read_to_string(&summary).into_diagnostic()?)
+            .map_err(|e| miette!("{}: invalid JSON: {e}", summary.display()))?;
+        v.get("checkpoint").cloned().filter(|c| !c.is_null())
+    } else {
+        None
+    };
+    Ok((rows, checkpoint))
+}
+
+fn mean(v: &[f64]) -> Json {
+    if v.is_empty() {
+        Json::Null
+    } else {
+        json!(v.iter().sum::<f64>() / v.len() as f64)
+    }
+}
+
+fn median(v: &[f64]) -> Json {
+    if v.is_empty() {
+        return Json::Null;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let m = s.len() / 2;
+    json!(if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    })
+}
+
+/// The `failure_modes` op.
+pub struct FailureModes;
+
+impl Op for FailureModes {
+    fn spec(&self) -> OpSpec {
+        OpSpec {
+            name: "failure_modes",
+            version: 1,
+            doc: "Language mixing (share of words in clauses not in the target language; responses with a foreign span of min_span words flagged), verbosity (length over the baseline's answer to the same prompt) and repetition (repeated n-gram ratio) of a generate artifact. Writes failure_modes.json and failure_modes.jsonl.",
+            params: vec![
+                Param::required("responses", Type::Either(Box::new(Type::Dir), Box::new(Type::File)), "generate node (or responses.jsonl) to analyse"),
+                Param::optional("baseline", Type::Either(Box::new(Type::Dir), Box::new(Type::Str)), Value::Str(String::new()), "generate node of the baseline for verbosity; empty: none"),
+                Param::optional("language", Type::Str, Value::Str("deu".into()), "target language (ISO 639-3 or 639-1)"),
+                Param::optional("languages", Type::List(Box::new(Type::Str)), Value::List(vec![Value::Str("eng".into())]), "other languages the detector may choose (besides the target)"),
+                Param::optional("min_span", Type::Int, Value::Int(5), "foreign words in a row that flag a response"),
+                Param::optional("min_clause_words", Type::Int, Value::Int(3), "clauses shorter than this are not classified"),
+                Param::optional("ngram", Type::Int, Value::Int(3), "n of the repetition n-grams"),
+                Param::optional("repetition_threshold", Type::Float, Value::Float(0.3), "repetition ratio above which a response is flagged"),
+                Param::optional("verbose_ratio", Type::Float, Value::Float(1.5), "length ratio above which a response counts as longer than the baseline's"),
+                Param::optional("name", Type::Str, Value::Str(String::new()), "model name in the report"),
+            ],
+            produces: Type::Dir,
+            outputs: vec![Output { name: "json", ty: Type::File, doc: "failure_modes.json" }],
+            resources: Resources::ONE_THREAD,
+        }
+    }
+
+    fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
+        let path = ctx.path("responses")?.to_owned();
+        let (rows, checkpoint) = read_rows(&path)?;
+        let baseline: Option<PathBuf> = match ctx.value("baseline")? {
+            Value::Path(p) => Some(p.clone()),
+            Value::Str(s) if s.is_empty() => None,
+            Value::Str(s) => Some(PathBuf::from(s)),
+            other => {
+                return Err(miette!(
+                    "parameter `baseline`: expected a generate node, got {}",
+                    other.kind()
+                ))
+            }
+        };
+        let base_rows: BTreeMap<String, f64> = match &baseline {
+            Some(p) => read_rows(p)?
+                .0
+                .into_iter()
+                .map(|r| (r.id, r.length))
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        let code = ctx.str("language")?;
+        let target = parse_lang(code).ok_or_else(|| {
+            miette!(
+                help = "use an ISO 639-3 code such as deu, eng, fra",
+                "parameter `language`: unknown language `{code}`"
+            )
+        })?;
+        let mut allow = vec![target];
+        for (i, v) in ctx.list("languages")?.iter().enumerate() {
+            let Value::Str(c) = v else {
+                return Err(miette!(
+                    "parameter `languages`, item {i}: expected a string"
+                ));
+            };
+            let l = parse_lang(c).ok_or_else(|| {
+                miette!("parameter `languages`, item {i}: unknown language `{c}`")
+            })?;
+            if !allow.contains(&l) {
+                allow.push(l);
+            }
+        }
+        if allow.len() < 2 {
+            return Err(miette!(
+                "parameter `languages`: name at least one language besides the target"
+            ));
+        }
+        let detector = Detector::with_allowlist(allow);
+        let min_span = ctx.int("min_span")?.max(1) as usize;
+        let min_clause = ctx.int("min_clause_words")?.max(1) as usize;
+        let n = ctx.int("ngram")?.max(1) as usize;
+        let rep_thr = ctx.float("repetition_threshold")?;
+        let verbose_ratio = ctx.float("verbose_ratio")?;
+
+        let mut per = String::new();
+        let (mut shares, mut reps, mut ratios, mut lengths, mut base_lengths) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        let (mut flagged_mix, mut flagged_rep, mut longer, mut truncated) =
+            (0usize, 0usize, 0usize, 0usize);
+        for r in &rows {
+            let m = language_mixing(&r.response, target, &detector, min_clause);
+            let share = if m.words > 0 {
+                m.foreign_words as f64 / m.words as f64
+            } else {
+                0.0
+            };
+            let mixed = m.longest_span >= min_span;
+            let rep = repetition_ratio(&r.response, n);
+            let ratio = base_rows
+                .get(&r.id)
+                .filter(|b| **b > 0.0)
+                .map(|b| r.length / b);
+            shares.push(share);
+            reps.push(rep);
+            lengths.push(r.length);
+            if let Some(b) = base_rows.get(&r.id) {
+                base_lengths.push(*b);
+            }
+            if let Some(x) = ratio {
+                ratios.push(x);
+                if x > verbose_ratio {
+                    longer += 1;
+                }
+            }
+            flagged_mix += mixed as usize;
+            flagged_rep += (rep > rep_thr) as usize;
+            truncated += r.truncated as usize;
+            per.push_str(
+                &json!({"id": r.id, "words": m.words, "foreign_words": m.foreign_words, "foreign_share": share,
+                    "longest_foreign_span": m.longest_span, "foreign_languages": m.foreign_langs, "mixed": mixed,
+                    "length": r.length, "length_ratio": ratio, "repetition": rep, "repetitive": rep > rep_thr,
+                    "truncated": r.truncated})
+                .to_string(),
+            );
+            per.push('\n');
+        }
+        let total = rows.len().max(1) as f64;
+        let name = match ctx.str("name")? {
+            "" => path
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            s => s.to_owned(),
+        };
+        let out = json!({
+            "model": name,
+            "n": rows.len(),
+            "language": target.code(),
+            "language_mixing": {
+                "mean_foreign_share": mean(&shares),
+                "flagged": flagged_mix,
+                "flagged_share": flagged_mix as f64 / total,
+                "min_span": min_span,
+            },
+            "verbosity": {
+                "mean_length": mean(&lengths),
+                "baseline_mean_length": mean(&base_lengths),
+                "mean_ratio": mean(&ratios),
+                "median_ratio": median(&ratios),
+                "longer_share": if ratios.is_empty() { Json::Null } else { json!(longer as f64 / ratios.len() as f64) },
+                "compared": ratios.len(),
+                "truncated_share": truncated as f64 / total,
+            },
+            "repetition": {
+                "ngram": n,
+                "mean_ratio": mean(&reps),
+                "flagged": flagged_rep,
+                "flagged_share": flagged_rep as f64 / total,
+                "threshold": rep_thr,
+            },
+            "checkpoint": checkpoint,
+        });
+        write_atomic(&ctx.out_dir.join("failure_modes.jsonl"), per.as_bytes())?;
+        write_json(&ctx.out_dir.join("failure_modes.json"), &out)?;
+        ctx.log(&format!(
+            "{} responses: {flagged_mix} with language mixing, {flagged_rep} repetitive",
+            rows.len()
+        ));
+        Ok(BTreeMap::from([(
+            "json".to_owned(),
+            Value::Path("failure_modes.json".into()),
+        )]))
+    }
+}
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
-    vec![]
+    vec![Arc::new(FailureModes)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merge::slerp::testctx::run_op;
+
+    fn de_en() -> Detector {
+        Detector::with_allowlist(vec![Lang::Deu, Lang::Eng])
+    }
+
+    #[test]
+    fn english_span_in_german_text_is_found() {
+        let text = "Fieber ist eine Erhöhung der Körpertemperatur über den Normalwert. \
+                    The patient should drink plenty of water and rest in bed. \
+                    Bei anhaltendem Fieber sollte man einen Arzt aufsuchen.";
+        let m = language_mixing(text, Lang::Deu, &de_en(), 3);
+        assert_eq!(m.words, 9 + 11 + 8);
+        assert_eq!(m.foreign_words, 11);
+        assert_eq!(m.longest_span, 11);
+        assert_eq!(m.foreign_langs, vec!["eng".to_owned()]);
+        let pure = "Fieber ist eine Erhöhung der Körpertemperatur. Bei anhaltendem Fieber sollte man einen Arzt aufsuchen.";
+        let m = language_mixing(pure, Lang::Deu, &de_en(), 3);
+        assert_eq!((m.foreign_words, m.longest_span), (0, 0));
+    }
+
+    #[test]
+    fn repetition_counts_repeated_ngrams() {
+        // 9 words, 7 trigrams, 3 distinct.
+        assert!((repetition_ratio("a b c a b c a b c", 3) - 4.0 / 7.0).abs() < 1e-12);
+        assert_eq!(repetition_ratio("one two three four", 3), 0.0);
+        assert_eq!(repetition_ratio("short", 3), 0.0);
+    }
+
+    #[test]
+    fn op_writes_mixing_verbosity_and_repetition() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (m, b) = (tmp.path().join("m"), tmp.path().join("b"));
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let rows = [
+            json!({"id": 1, "prompt": "p", "response": "Die Behandlung hängt von der Ursache ab. You should always consult your doctor about this first. Gute Besserung und viel Ruhe.", "tokens": 30, "finish_reason": "stop"}),
+            json!({"id": 2, "prompt": "p", "response": "Ruhe. Ruhe. Ruhe. Ruhe. Ruhe. Ruhe.", "tokens": 60, "finish_reason": "length"}),
+        ];
+        std::fs::write(
+            m.join("responses.jsonl"),
+            rows.iter().map(|r| format!("{r}\n")).collect::<String>(),
+        )
+        .unwrap();
+        std::fs::write(
+            m.join("generate.json"),
+            json!({"checkpoint": {"tokens_seen": 5}}).to_string(),
+        )
+        .unwrap();
+        let base = [
+            json!({"id": 1, "prompt": "p", "response": "x", "tokens": 20}),
+            json!({"id": 2, "prompt": "p", "response": "y", "tokens": 20}),
+        ];
+        std::fs::write(
+            b.join("responses.jsonl"),
+            base.iter().map(|r| format!("{r}\n")).collect::<String>(),
+        )
+        .unwrap();
+        let out = tmp.path().join("out");
+        let (res, _) = run_op(
+            &FailureModes,
+            &[
+                ("responses", Value::Path(m)),
+                ("baseline", Value::Path(b)),
+                ("name", Value::Str("merged".into())),
+            ],
+            &out,
+        );
+        res.unwrap();
+        let j: Json =
+            serde_json::from_str(&std::fs::read_to_string(out.join("failure_modes.json")).unwrap())
+                .unwrap();
+        assert_eq!(j["model"], "merged");
+        assert_eq!(j["language_mixing"]["flagged"], 1);
+        // Ratios 30/20 and 60/20.
+        assert!((j["verbosity"]["mean_ratio"].as_f64().unwrap() - 2.25).abs() < 1e-12);
+        assert!((j["verbosity"]["longer_share"].as_f64().unwrap() - 0.5).abs() < 1e-12);
+        assert!((j["verbosity"]["truncated_share"].as_f64().unwrap() - 0.5).abs() < 1e-12);
+        // "Ruhe."×6 (one-word clauses, not classified): 4 trigrams, 1 distinct -> 0.75, flagged.
+        assert_eq!(j["repetition"]["flagged"], 1);
+        assert_eq!(j["checkpoint"]["tokens_seen"], 5);
+        let lines = std::fs::read_to_string(out.join("failure_modes.jsonl")).unwrap();
+        let first: Json = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+        assert_eq!(first["foreign_words"], 9);
+        assert!((first["length_ratio"].as_f64().unwrap() - 1.5).abs() < 1e-12);
+        let (res, _) = run_op(
+            &FailureModes,
+            &[
+                ("responses", Value::Path(tmp.path().join("m"))),
+                ("language", Value::Str("xx".into())),
+            ],
+            &tmp.path().join("o2"),
+        );
+        assert!(format!("{:?}", res.unwrap_err()).contains("unknown language"));
+    }
 }

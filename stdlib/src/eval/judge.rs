@@ -1,9 +1,840 @@
-//! `judge` (not yet written).
+//! `judge(a, b, judge)`: pairwise LLM-as-judge of two models' responses.
+//!
+//! Inputs are two `generate` artifacts (`responses.jsonl` lines
+//! `{id, prompt, response, tokens, messages?}`; `generate.json` may carry the
+//! model's `checkpoint`). Every prompt both answered is judged twice, with
+//! the responses in both orders; when the two verdicts disagree the pair
+//! counts as a tie, and when either answer cannot be parsed the pair is
+//! counted as unparseable and has no winner. Every raw answer is saved.
+//!
+//! The template is a YAML (or JSON) file `{messages: [{role, content}]}`
+//! whose contents are minijinja templates over `query`, `response_a`,
+//! `response_b` and `context` (earlier chat messages, a list of `{role,
+//! content}`). The judge answers with JSON whose `winner` is "A", "B" or
+//! "0" (a tie).
+//!
+//! Backends (`crate::llm`): a model directory runs on flow's runtime; a
+//! string names a model of an OpenAI-compatible endpoint
+//! (`{endpoint}/chat/completions`), asked for JSON that follows
+//! [`answer_schema`] when `json_mode` is on.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use crate::op::Op;
+use miette::{miette, IntoDiagnostic, WrapErr};
+use serde_json::{json, Value as Json};
+
+use crate::llm::{
+    ChatBackend, ChatMessage, ChatRequest, LocalBackend, OpenAiBackend, OpenAiSettings,
+};
+use crate::merge::slerp::tensors::{write_atomic, write_json};
+use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+
+/// The built-in template (the structure of the DeFineMed judge prompt:
+/// a system role, a JSON schema for the answer, optional context, the query
+/// and the two responses).
+pub const DEFAULT_TEMPLATE: &str = r#"messages:
+  - role: system
+    content: |
+      You judge pairs of responses to a query. Decide which response is better,
+      weighing correctness, clarity, completeness and relevance.
+  - role: user
+    content: |
+      Compare the two responses below. Answer with JSON that follows this schema:
+
+      {"type": "object", "properties": {"winner": {"type": "string", "enum": ["A", "B", "0"], "description": "The better response: 'A', 'B', or '0' for a tie."}}, "required": ["winner"]}
+      {% if context %}
+      Context:
+      {% for msg in context %}
+        {{ msg.role | capitalize }}:
+          {{ msg.content | indent(width=8) }}
+      {% endfor %}
+      {% endif %}
+      Query:
+        {{ query | indent(width=8) }}
+
+      Response A:
+        {{ response_a | indent(width=8) }}
+
+      Response B:
+        {{ response_b | indent(width=8) }}
+
+      Given the query and the context above, which response is better?
+"#;
+
+/// The JSON schema of a judge's answer.
+pub fn answer_schema() -> Json {
+    json!({
+        "type": "object",
+        "properties": {"winner": {"type": "string", "enum": ["A", "B", "0"], "description": "The better response: 'A', 'B', or '0' for a tie."}},
+        "required": ["winner"],
+        "additionalProperties": false
+    })
+}
+
+/// One line of a `responses.jsonl`.
+#[derive(Clone, Debug)]
+pub struct ResponseItem {
+    pub prompt: String,
+    pub response: String,
+    /// Earlier messages of the chat (everything before the last user turn).
+    pub context: Vec<ChatMessage>,
+}
+
+/// A `generate` artifact: responses by id (in file order) and lineage.
+pub struct Responses {
+    pub ids: Vec<String>,
+    pub items: BTreeMap<String, ResponseItem>,
+    pub checkpoint: Option<Json>,
+    pub model: Option<String>,
+}
+
+/// Reads `responses.jsonl` (and `generate.json`, when present) of a generate
+/// artifact directory, or a responses file.
+pub fn read_responses(path: &Path) -> OpResult<Responses> {
+    let (file, summary) = if path.is_dir() {
+        (
+            path.join("responses.jsonl"),
+            Some(path.join("generate.json")),
+        )
+    } else {
+        (path.to_owned(), None)
+    };
+    let text = std::fs::read_to_string(&file)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading {}", file.display()))?;
+    let mut ids = Vec::new();
+    let mut items = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", file.display(), i + 1);
+        let v: Json = serde_json::from_str(line).map_err(|e| miette!("{at}: invalid JSON: {e}"))?;
+        let id = match v.get("id") {
+            Some(Json::String(s)) => s.clone(),
+            Some(other) if !other.is_null() => other.to_string(),
+            _ => return Err(miette!("{at}: missing `id`")),
+        };
+        let prompt = v
+            .get("prompt")
+            .and_then(Json::as_str)
+            .ok_or_else(|| miette!("{at}: missing string `prompt`"))?
+            .to_owned();
+        let response = v
+            .get("response")
+            .and_then(Json::as_str)
+            .ok_or_else(|| miette!("{at}: missing string `response`"))?
+            .to_owned();
+        let mut context = Vec::new();
+        if let Some(Json::Array(msgs)) = v.get("messages") {
+            let parsed: Vec<ChatMessage> = msgs
+                .iter()
+                .filter_map(|m| {
+                    Some(ChatMessage {
+                        role: m.get("role")?.as_str()?.to_owned(),
+                        content: m.get("content")?.as_str()?.to_owned(),
+                    })
+                })
+                .collect();
+            // The last user message is the query itself.
+            let last_user = parsed
+                .iter()
+                .rposition(|m| m.role == "user")
+                .unwrap_or(parsed.len());
+            context = parsed[..last_user].to_vec();
+        }
+        if items
+            .insert(
+                id.clone(),
+                ResponseItem {
+                    prompt,
+                    response,
+                    context,
+                },
+            )
+            .is_some()
+        {
+            return Err(miette!("{at}: id {id} appears twice"));
+        }
+        ids.push(id);
+    }
+    let mut checkpoint = None;
+    let mut model = None;
+    if let Some(s) = summary.filter(|s| s.is_file()) {
+        let v: Json = serde_json::from_str(&std::fs::read_to_string(&s).into_diagnostic()?)
+            .map_err(|e| miette!("{}: invalid JSON: {e}", s.display()))?;
+        checkpoint = v.get("checkpoint").cloned().filter(|c| !c.is_null());
+        model = v.get("model").and_then(Json::as_str).map(str::to_owned);
+    }
+    Ok(Responses {
+        ids,
+        items,
+        checkpoint,
+        model,
+    })
+}
+
+/// A parsed judge template.
+pub struct JudgeTemplate {
+    env: minijinja::Environment<'static>,
+    roles: Vec<String>,
+}
+
+impl JudgeTemplate {
+    /// Parses YAML/JSON text `{messages: [{role, content}]}`; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> OpResult<JudgeTemplate> {
+        let v: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| miette!("{origin}: not valid YAML: {e}"))?;
+        let msgs = v
+            .get("messages")
+            .and_then(|m| m.as_sequence())
+            .ok_or_else(|| miette!(help = "a template is {messages: [{role: system, content: ...}, {role: user, content: ...}]}", "{origin}: no `messages` list"))?;
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
+        let mut roles = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            let role = m
+                .get("role")
+                .and_then(|r| r.as_str())
+                .ok_or_else(|| miette!("{origin}: message {i} has no string `role`"))?;
+            let content = m
+                .get("content")
+                .and_then(|r| r.as_str())
+                .ok_or_else(|| miette!("{origin}: message {i} has no string `content`"))?;
+            env.add_template_owned(format!("m{i}"), content.to_owned())
+                .map_err(|e| miette!("{origin}: message {i}: template error: {e}"))?;
+            roles.push(role.to_owned());
+        }
+        Ok(JudgeTemplate { env, roles })
+    }
+
+    /// The chat for one comparison.
+    pub fn render(
+        &self,
+        item: &ResponseItem,
+        response_a: &str,
+        response_b: &str,
+    ) -> Result<Vec<ChatMessage>, String> {
+        let context: Vec<Json> = item
+            .context
+            .iter()
+            .map(|m| json!({"role": m.role, "content": m.content}))
+            .collect();
+        let ctx = minijinja::context! {
+            query => item.prompt,
+            response_a => response_a,
+            response_b => response_b,
+            context => context,
+        };
+        self.roles
+            .iter()
+            .enumerate()
+            .map(|(i, role)| {
+                let t = self
+                    .env
+                    .get_template(&format!("m{i}"))
+                    .map_err(|e| e.to_string())?;
+                let content = t
+                    .render(&ctx)
+                    .map_err(|e| format!("rendering message {i}: {e}"))?;
+                Ok(ChatMessage {
+                    role: role.clone(),
+                    content,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The winner a judge's answer names ("A", "B" or "0"), if it can be read:
+/// the first JSON object with a `winner` field, else a `"winner": "X"` pair.
+pub fn parse_winner(answer: &str) -> Option<&'static str> {
+    let norm = |s: &str| match s.trim() {
+        "A" | "a" => Some("A"),
+        "B" | "b" => Some("B"),
+        "0" | "tie" | "Tie" | "TIE" => Some("0"),
+        _ => None,
+    };
+    // JSON objects anywhere in the answer (e.g. inside a ```json fence).
+    let bytes = answer.as_bytes();
+    let mut start = 0;
+    while let Some(off) = answer[start..].find('{') {
+        let open = start + off;
+        let mut depth = 0usize;
+        let mut in_str = false;
+        let mut escape = false;
+        let mut end = None;
+        for (k, &c) in bytes[open..].iter().enumerate() {
+            if in_str {
+                match c {
+                    _ if escape => escape = false,
+                    b'\\' => escape = true,
+                    b'"' => in_str = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                b'"' => in_str = true,
+                b'{' => depth += 1,
+                b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(open + k + 1);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(end) = end else { break };
+        if let Ok(v) = serde_json::from_str::<Json>(&answer[open..end]) {
+            match v.get("winner") {
+                Some(Json::String(s)) => return norm(s),
+                Some(Json::Number(n)) if n.as_i64() == Some(0) => return Some("0"),
+                _ => {}
+            }
+        }
+        start = open + 1;
+    }
+    let idx = answer.find("\"winner\"")?;
+    let rest = answer[idx + 8..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    let rest = rest.strip_prefix('"')?;
+    let close = rest.find('"')?;
+    norm(&rest[..close])
+}
+
+/// Combines the verdicts of the two orders into the winner in terms of the
+/// models (A = model a): inconsistent verdicts are a tie.
+pub fn combine(first: Option<&str>, swapped: Option<&str>) -> (Option<&'static str>, bool) {
+    let (Some(x), Some(y)) = (first, swapped) else {
+        return (None, false);
+    };
+    // In the swapped order "A" is model b.
+    let y_for_a = match y {
+        "A" => "B",
+        "B" => "A",
+        _ => "0",
+    };
+    let x: &'static str = match x {
+        "A" => "A",
+        "B" => "B",
+        _ => "0",
+    };
+    if x == y_for_a {
+        (Some(x), true)
+    } else {
+        (Some("0"), false)
+    }
+}
+
+fn model_name(given: &str, r: &Responses, path: &Path) -> String {
+    if !given.is_empty() {
+        return given.to_owned();
+    }
+    let from = r.model.as_deref().map(Path::new).unwrap_or(path);
+    from.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| from.display().to_string())
+}
+
+/// Judges every shared prompt in both orders; returns verdict lines and the summary.
+pub fn run_judging(
+    ctx: &OpContext,
+    backend: &dyn ChatBackend,
+    template: &JudgeTemplate,
+    a: &Responses,
+    b: &Responses,
+    names: (&str, &str),
+    max_tokens: usize,
+) -> OpResult<(Vec<Json>, Json)> {
+    let workers = backend.concurrency().max(1);
+    let shared: Vec<&String> = a
+        .ids
+        .iter()
+        .filter(|id| b.items.contains_key(*id))
+        .collect();
+    let missing = a.ids.len() + b.ids.len() - 2 * shared.len();
+    if missing > 0 {
+        ctx.log(&format!(
+            "warning: {missing} prompts were answered by only one model and are not judged"
+        ));
+    }
+    if shared.is_empty() {
+        return Err(miette!(
+            help = "both generate nodes must answer the same prompt file",
+            "the two response sets share no prompt id"
+        ));
+    }
+    ctx.progress
+        .set_total(shared.len() as u64 * 2, "judgements");
+    // Work items: (prompt index, swapped?).
+    let jobs: Vec<(usize, bool)> = (0..shared.len())
+        .flat_map(|i| [(i, false), (i, true)])
+        .collect();
+    let answers: Mutex<Vec<Option<Result<String, String>>>> = Mutex::new(vec![None; jobs.len()]);
+    let next = AtomicUsize::new(0);
+    let render_err: Mutex<Option<String>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1) {
+            s.spawn(|| loop {
+                if ctx.cancel.load(Ordering::Relaxed) {
+                    return;
+                }
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(i, swapped)) = jobs.get(k) else {
+                    return;
+                };
+                let id = shared[i];
+                let (ra, rb) = (&a.items[id], &b.items[id]);
+                let (first, second) = if swapped {
+                    (&rb.response, &ra.response)
+                } else {
+                    (&ra.response, &rb.response)
+                };
+                let msgs = match template.render(ra, first, second) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        *render_err.lock().expect("lock") = Some(format!("prompt {id}: {e}"));
+                        return;
+                    }
+                };
+                let req = ChatRequest {
+                    messages: msgs,
+                    max_tokens,
+                    temperature: 0.0,
+                    json_schema: Some(answer_schema()),
+                };
+                let ans = backend.chat(&req).map_err(|e| e.to_string());
+                answers.lock().expect("lock")[k] = Some(ans);
+                ctx.progress.inc(1);
+            });
+        }
+    });
+    ctx.check_cancelled()?;
+    if let Some(e) = render_err.into_inner().expect("lock") {
+        return Err(miette!("judge template: {e}"));
+    }
+    let answers = answers.into_inner().expect("lock");
+    let mut lines = Vec::new();
+    let (mut wins, mut ties, mut losses, mut unparseable, mut inconsistent, mut failed) =
+        (0, 0, 0, 0, 0, 0);
+    for (i, id) in shared.iter().enumerate() {
+        let mut orders = Vec::new();
+        let mut parsed = Vec::new();
+        for k in [2 * i, 2 * i + 1] {
+            let (raw, error) = match &answers[k] {
+                Some(Ok(t)) => (Json::String(t.clone()), Json::Null),
+                Some(Err(e)) => (Json::Null, Json::String(e.clone())),
+                None => (Json::Null, Json::String("not judged".into())),
+            };
+            if !error.is_null() {
+                failed += 1;
+            }
+            let w = raw.as_str().and_then(parse_winner);
+            parsed.push(w);
+            orders.push(json!({"winner": w, "raw": raw, "error": error}));
+        }
+        let (winner, consistent) = combine(parsed[0], parsed[1]);
+        match winner {
+            None => unparseable += 1,
+            Some("A") => wins += 1,
+            Some("B") => losses += 1,
+            Some(_) => {
+                ties += 1;
+                if !consistent {
+                    inconsistent += 1;
+                }
+            }
+        }
+        lines.push(json!({
+            "id": id,
+            "model_a": names.0,
+            "model_b": names.1,
+            "winner": winner,
+            "consistent": consistent,
+            "a_first": orders[0],
+            "b_first": orders[1],
+            "checkpoint_a": a.checkpoint,
+            "checkpoint_b": b.checkpoint,
+        }));
+    }
+    if failed > 0 {
+        ctx.log(&format!(
+            "warning: {failed} judge requests failed (see `error` in verdicts.jsonl)"
+        ));
+    }
+    let judged = wins + ties + losses;
+    let summary = json!({
+        "model_a": names.0,
+        "model_b": names.1,
+        "wins": wins,
+        "ties": ties,
+        "losses": losses,
+        "unparseable": unparseable,
+        "inconsistent": inconsistent,
+        "failed_requests": failed,
+        "n": shared.len(),
+        "win_rate": if judged > 0 { wins as f64 / judged as f64 } else { f64::NAN },
+        "score": if judged > 0 { (wins as f64 + ties as f64 / 2.0) / judged as f64 } else { f64::NAN },
+        "judge": backend.describe(),
+        "checkpoint_a": a.checkpoint,
+        "checkpoint_b": b.checkpoint,
+    });
+    Ok((lines, summary))
+}
+
+/// The `judge` op.
+pub struct Judge;
+
+impl Op for Judge {
+    fn spec(&self) -> OpSpec {
+        OpSpec {
+            name: "judge",
+            version: 1,
+            doc: "Pairwise LLM-as-judge of two generate artifacts: every shared prompt judged in both orders (disagreement counts as a tie), raw answers saved in verdicts.jsonl ({model_a, model_b, winner: A|B|0|null, ...}), win/tie/loss counts of model a in judge.json.",
+            params: vec![
+                Param::required("a", Type::Either(Box::new(Type::Dir), Box::new(Type::File)), "generate node (or responses.jsonl) of model A, e.g. a checkpoint"),
+                Param::required("b", Type::Either(Box::new(Type::Dir), Box::new(Type::File)), "generate node (or responses.jsonl) of model B, e.g. the baseline"),
+                Param::required("judge", Type::Either(Box::new(Type::Model), Box::new(Type::Str)), "a model (runs locally) or the model name at an OpenAI-compatible `endpoint`"),
+                Param::optional("template", Type::Either(Box::new(Type::File), Box::new(Type::Str)), Value::Str(String::new()), "YAML {messages: [{role, content}]} with minijinja over query, response_a, response_b, context; empty: built-in"),
+                Param::optional("endpoint", Type::Str, Value::Str("https://api.openai.com/v1".into()), "base URL of the OpenAI-compatible API"),
+                Param::optional("api_key_env", Type::Str, Value::Str("OPENAI_API_KEY".into()), "environment variable holding the API key; empty: no key is sent"),
+                Param::optional("name_a", Type::Str, Value::Str(String::new()), "name of model A in the verdicts; empty: the model directory's name"),
+                Param::optional("name_b", Type::Str, Value::Str(String::new()), "name of model B in the verdicts; empty: the model directory's name"),
+                Param::optional("max_tokens", Type::Int, Value::Int(256), "longest judge answer"),
+                Param::optional("json_mode", Type::Bool, Value::Bool(true), "ask the endpoint for JSON following the answer schema (response_format json_schema)"),
+                Param::optional("concurrency", Type::Int, Value::Int(8), "requests in flight (OpenAI backend)"),
+            ],
+            produces: Type::Dir,
+            outputs: vec![
+                Output { name: "verdicts", ty: Type::File, doc: "verdicts.jsonl" },
+                Output { name: "summary", ty: Type::File, doc: "judge.json" },
+            ],
+            resources: Resources::MODEL,
+        }
+    }
+
+    fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
+        let pa = ctx.path("a")?.to_owned();
+        let pb = ctx.path("b")?.to_owned();
+        let a = read_responses(&pa)?;
+        let b = read_responses(&pb)?;
+        let mut name_a = model_name(ctx.str("name_a")?, &a, &pa);
+        let mut name_b = model_name(ctx.str("name_b")?, &b, &pb);
+        if name_a == name_b {
+            name_a.push_str("#a");
+            name_b.push_str("#b");
+            ctx.log(&format!("warning: both models are named the same; using {name_a} and {name_b} (set name_a / name_b)"));
+        }
+        let template = match ctx.value("template")? {
+            Value::Path(p) => {
+                let text = std::fs::read_to_string(p)
+                    .into_diagnostic()
+                    .wrap_err_with(|| format!("reading {}", p.display()))?;
+                JudgeTemplate::parse(&text, &p.display().to_string())?
+            }
+            Value::Str(s) if s.is_empty() => {
+                JudgeTemplate::parse(DEFAULT_TEMPLATE, "built-in template")?
+            }
+            Value::Str(s) => JudgeTemplate::parse(s, "template")?,
+            other => {
+                return Err(miette!(
+                    "parameter `template`: expected a file or a string, got {}",
+                    other.kind()
+                ))
+            }
+        };
+        let max_tokens = usize::try_from(ctx.int("max_tokens")?)
+            .map_err(|_| miette!("parameter `max_tokens`: must be positive"))?;
+        let backend: Box<dyn ChatBackend> = match ctx.value("judge")? {
+            Value::Path(dir) => Box::new(
+                LocalBackend::load(dir)
+                    .map_err(|e| miette!("judge model {}: {e}", dir.display()))?,
+            ),
+            Value::Str(name) if !name.is_empty() => {
+                let concurrency = usize::try_from(ctx.int("concurrency")?)
+                    .unwrap_or(1)
+                    .clamp(1, 256);
+                let settings = OpenAiSettings {
+                    base_url: ctx.str("endpoint")?.to_owned(),
+                    model: name.clone(),
+                    api_key_env: ctx.str("api_key_env")?.to_owned(),
+                    concurrency,
+                    retries: 3,
+                    backoff: std::time::Duration::from_secs(1),
+                    timeout: std::time::Duration::from_secs(180),
+                    json_schema: ctx.bool("json_mode")?,
+                };
+                Box::new(OpenAiBackend::new(settings).map_err(|e| {
+                    miette!(
+                        help = "set api_key_env to \"\" for endpoints without a key",
+                        "judge endpoint: {e}"
+                    )
+                })?)
+            }
+            other => {
+                return Err(miette!(
+                    help = "pass a model node or the name of an endpoint's model",
+                    "parameter `judge`: expected a model or a model name, got {}",
+                    other.kind()
+                ))
+            }
+        };
+        let (lines, summary) = run_judging(
+            ctx,
+            backend.as_ref(),
+            &template,
+            &a,
+            &b,
+            (&name_a, &name_b),
+            max_tokens,
+        )?;
+        let mut text = String::new();
+        for l in &lines {
+            text.push_str(&l.to_string());
+            text.push('\n');
+        }
+        write_atomic(&ctx.out_dir.join("verdicts.jsonl"), text.as_bytes())?;
+        write_json(&ctx.out_dir.join("judge.json"), &summary)?;
+        ctx.log(&format!(
+            "{name_a} vs {name_b}: {} wins, {} ties, {} losses, {} unparseable",
+            summary["wins"], summary["ties"], summary["losses"], summary["unparseable"]
+        ));
+        Ok(BTreeMap::from([
+            ("verdicts".to_owned(), Value::Path("verdicts.jsonl".into())),
+            ("summary".to_owned(), Value::Path("judge.json".into())),
+        ]))
+    }
+}
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
-    vec![]
+    vec![Arc::new(Judge)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merge::slerp::testctx::run_op;
+
+    #[test]
+    fn winners_are_read_from_json_or_pairs() {
+        assert_eq!(parse_winner(r#"{"winner": "A"}"#), Some("A"));
+        assert_eq!(
+            parse_winner("Sure!\n```json\n{\"reason\": \"x {y}\", \"winner\": \"B\"}\n```"),
+            Some("B")
+        );
+        assert_eq!(parse_winner(r#"{"winner": "0"}"#), Some("0"));
+        assert_eq!(parse_winner(r#"{"winner": 0}"#), Some("0"));
+        assert_eq!(parse_winner(r#"the "winner": "A" because"#), Some("A"));
+        assert_eq!(parse_winner(r#"{"winner": "C"}"#), None);
+        assert_eq!(parse_winner("I cannot decide."), None);
+        assert_eq!(parse_winner("{unclosed"), None);
+    }
+
+    #[test]
+    fn both_orders_are_combined() {
+        assert_eq!(combine(Some("A"), Some("B")), (Some("A"), true)); // a wins twice
+        assert_eq!(combine(Some("B"), Some("A")), (Some("B"), true)); // b wins twice
+        assert_eq!(combine(Some("A"), Some("A")), (Some("0"), false)); // position bias: tie
+        assert_eq!(combine(Some("0"), Some("0")), (Some("0"), true));
+        assert_eq!(combine(Some("0"), Some("B")), (Some("0"), false));
+        assert_eq!(combine(None, Some("A")), (None, false));
+    }
+
+    #[test]
+    fn template_renders_context_query_and_responses() {
+        let t = JudgeTemplate::parse(DEFAULT_TEMPLATE, "built-in").unwrap();
+        let item = ResponseItem {
+            prompt: "What is\nfever?".into(),
+            response: String::new(),
+            context: vec![ChatMessage {
+                role: "system".into(),
+                content: "Be brief.".into(),
+            }],
+        };
+        let msgs = t.render(&item, "first", "second").unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0].role, "system");
+        let u = &msgs[1].content;
+        assert!(
+            u.contains("Context:") && u.contains("System:") && u.contains("Be brief."),
+            "{u}"
+        );
+        assert!(u.contains("What is\n        fever?"), "{u}");
+        let (ia, ib) = (
+            u.find("Response A:\n  first").unwrap(),
+            u.find("Response B:\n  second").unwrap(),
+        );
+        assert!(ia < ib);
+        let no_ctx = ResponseItem {
+            prompt: "q".into(),
+            response: String::new(),
+            context: vec![],
+        };
+        assert!(!t.render(&no_ctx, "x", "y").unwrap()[1]
+            .content
+            .contains("Context:"));
+        assert!(JudgeTemplate::parse("messages: 3", "t").is_err());
+    }
+
+    fn write_responses(dir: &Path, rows: &[(&str, &str)], checkpoint: Json) {
+        std::fs::create_dir_all(dir).unwrap();
+        let text: String = rows
+            .iter()
+            .map(|(id, r)| format!("{}\n", json!({"id": id, "prompt": format!("question {id}"), "response": r, "tokens": 3})))
+            .collect();
+        std::fs::write(dir.join("responses.jsonl"), text).unwrap();
+        std::fs::write(
+            dir.join("generate.json"),
+            json!({"checkpoint": checkpoint, "model": "/x/y/model"}).to_string(),
+        )
+        .unwrap();
+    }
+
+    /// An OpenAI-compatible endpoint whose "judge" prefers a response that
+    /// contains "good", answers "A" when both or neither do (position bias),
+    /// and answers nonsense for question q4.
+    fn mock_endpoint() -> (String, std::thread::JoinHandle<usize>) {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1", server.server_addr().to_ip().unwrap());
+        let handle = std::thread::spawn(move || {
+            let mut served = 0;
+            while served < 10 {
+                let Ok(Some(mut req)) = server.recv_timeout(std::time::Duration::from_secs(10))
+                else {
+                    break;
+                };
+                let mut body = String::new();
+                req.as_reader().read_to_string(&mut body).unwrap();
+                let v: Json = serde_json::from_str(&body).unwrap();
+                assert_eq!(v["model"], "judge-model");
+                let user = v["messages"][1]["content"].as_str().unwrap().to_owned();
+                let a = &user[user.find("Response A:").unwrap()..user.find("Response B:").unwrap()];
+                let b = &user[user.find("Response B:").unwrap()..];
+                let answer = if user.contains("question q4") {
+                    "no idea".to_owned()
+                } else if b.contains("good") && !a.contains("good") {
+                    r#"{"winner": "B"}"#.to_owned()
+                } else {
+                    // A is better, or they are alike and the judge picks the first.
+                    r#"{"winner": "A"}"#.to_owned()
+                };
+                let resp =
+                    json!({"choices": [{"message": {"role": "assistant", "content": answer}}]});
+                req.respond(tiny_http::Response::from_string(resp.to_string()))
+                    .unwrap();
+                served += 1;
+            }
+            served
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn judges_both_orders_through_an_openai_endpoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ga, gb) = (tmp.path().join("ga"), tmp.path().join("gb"));
+        write_responses(
+            &ga,
+            &[
+                ("q1", "good"),
+                ("q2", "bad"),
+                ("q3", "same"),
+                ("q4", "good"),
+                ("q5", "good"),
+            ],
+            json!({"tokens_seen": 1000}),
+        );
+        write_responses(
+            &gb,
+            &[
+                ("q1", "bad"),
+                ("q2", "good"),
+                ("q3", "same"),
+                ("q4", "bad"),
+                ("q5", "meh"),
+            ],
+            Json::Null,
+        );
+        let (url, server) = mock_endpoint();
+        let out = tmp.path().join("out");
+        let (res, log) = run_op(
+            &Judge,
+            &[
+                ("a", Value::Path(ga)),
+                ("b", Value::Path(gb)),
+                ("judge", Value::Str("judge-model".into())),
+                ("endpoint", Value::Str(url)),
+                ("name_a", Value::Str("ckpt".into())),
+                ("name_b", Value::Str("source".into())),
+                ("api_key_env", Value::Str(String::new())),
+                ("concurrency", Value::Int(2)),
+            ],
+            &out,
+        );
+        res.unwrap();
+        assert_eq!(
+            server.join().unwrap(),
+            10,
+            "every prompt judged in both orders"
+        );
+        let summary: Json =
+            serde_json::from_str(&std::fs::read_to_string(out.join("judge.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            (
+                summary["wins"].as_u64(),
+                summary["ties"].as_u64(),
+                summary["losses"].as_u64()
+            ),
+            (Some(2), Some(1), Some(1)),
+            "{summary}"
+        );
+        assert_eq!(summary["unparseable"], 1);
+        assert_eq!(summary["inconsistent"], 1);
+        let lines: Vec<Json> = std::fs::read_to_string(out.join("verdicts.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 5);
+        let q3 = lines.iter().find(|l| l["id"] == "q3").unwrap();
+        assert_eq!(q3["winner"], "0");
+        assert_eq!(q3["consistent"], false);
+        assert_eq!(q3["a_first"]["raw"], r#"{"winner": "A"}"#);
+        let q4 = lines.iter().find(|l| l["id"] == "q4").unwrap();
+        assert!(q4["winner"].is_null());
+        assert_eq!(q4["b_first"]["raw"], "no idea");
+        assert_eq!(lines[0]["model_a"], "ckpt");
+        assert_eq!(lines[0]["checkpoint_a"]["tokens_seen"], 1000);
+        assert!(log.iter().any(|l| l.contains("2 wins")), "{log:?}");
+        // The verdicts feed `davidson`: 2 wins, 1 tie, 1 loss give π = 2:1 and ν = 1/√2.
+        let (res, _) = run_op(
+            &crate::eval::davidson::Davidson,
+            &[
+                ("verdicts", Value::List(vec![Value::Path(out.clone())])),
+                ("bootstrap", Value::Int(0)),
+            ],
+            &tmp.path().join("dav"),
+        );
+        res.unwrap();
+        let d: Json = serde_json::from_str(
+            &std::fs::read_to_string(tmp.path().join("dav/davidson.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            (d["strengths"]["ckpt"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9,
+            "{d}"
+        );
+        assert!((d["tie"].as_f64().unwrap() - 0.5f64.sqrt()).abs() < 1e-9);
+        assert_eq!(d["skipped"], 1);
+        assert_eq!(d["checkpoints"]["ckpt"]["tokens_seen"], 1000);
+    }
 }

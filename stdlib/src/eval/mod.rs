@@ -4,11 +4,17 @@ use std::sync::Arc;
 
 use crate::op::Op;
 
-pub mod mcqa;
-pub mod judge;
 pub mod davidson;
 pub mod failure_modes;
+pub mod judge;
+pub mod mcqa;
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
-    [mcqa::ops(), judge::ops(), davidson::ops(), failure_modes::ops()].concat()
+    [
+        mcqa::ops(),
+        judge::ops(),
+        davidson::ops(),
+        failure_modes::ops(),
+    ]
+    .concat()
 }

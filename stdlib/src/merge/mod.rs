@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use crate::op::Op;
 
-pub mod slerp;
 pub mod linear;
+pub mod slerp;
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
     [slerp::ops(), linear::ops()].concat()

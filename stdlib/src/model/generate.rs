@@ -1,9 +1,643 @@
-//! `generate` (not yet written).
+//! `generate`: a response from the model for every prompt of a JSONL file,
+//! through the model's chat template.
+//!
+//! Input lines are `{"id": ..., "prompt": "..."}` (sent as one user message,
+//! after an optional system message) or `{"id": ..., "messages": [{"role":
+//! ..., "content": ...}, ...]}`. Output: `responses.jsonl` with one
+//! `{"id", "prompt", "response", "tokens", "finish_reason"}` line per input
+//! line, in input order (the `judge` op reads it), and `generate.json` with
+//! token counts.
+//!
+//! Greedy decoding is batched. With `temperature > 0` every prompt is sampled
+//! on its own with a seed drawn from `(seed, line index)`, so a response does
+//! not depend on the batch size or on the other prompts.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use crate::op::Op;
+use miette::{miette, IntoDiagnostic, WrapErr};
+use serde_json::{json, Value as Json};
+
+use crate::eval::mcqa::write_atomic;
+use crate::model::runtime::{self, ChatMessage, FinishReason, GenerateOptions, LanguageModel};
+use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
-    vec![]
+    vec![Arc::new(Generate)]
+}
+
+/// One prompt of the input file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromptItem {
+    pub id: Json,
+    /// The prompt text: the `prompt` field, or the last user message.
+    pub prompt: String,
+    /// The chat to render (the `messages` field, or the prompt as a user message).
+    pub messages: Vec<ChatMessage>,
+    /// `file:line`, for messages.
+    pub source: String,
+}
+
+fn message_list(value: &Json, at: &str) -> OpResult<Vec<ChatMessage>> {
+    let Json::Array(list) = value else {
+        return Err(miette!(
+            "{at}: `messages` must be a list of {{\"role\", \"content\"}} objects"
+        ));
+    };
+    if list.is_empty() {
+        return Err(miette!("{at}: `messages` is empty"));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = m.get("role").and_then(Json::as_str);
+            let content = m.get("content").and_then(Json::as_str);
+            match (role, content) {
+                (Some(r), Some(c)) => Ok(ChatMessage {
+                    role: r.to_string(),
+                    content: c.to_string(),
+                }),
+                _ => Err(miette!(
+                    "{at}: message {i} needs string fields `role` and `content`"
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Reads the prompt file. `system`, when not empty, opens every chat that
+/// has no system message of its own.
+pub fn load_prompts(path: &Path, system: &str) -> OpResult<Vec<PromptItem>> {
+    let text = std::fs::read_to_string(path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading {}", path.display()))?;
+    let mut items = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", path.display(), i + 1);
+        let value: Json =
+            serde_json::from_str(line).map_err(|e| miette!("{at}: not valid JSON: {e}"))?;
+        let Json::Object(obj) = value else {
+            return Err(miette!("{at}: each line must be a JSON object"));
+        };
+        let id = obj
+            .get("id")
+            .cloned()
+            .ok_or_else(|| miette!("{at}: missing field `id`"))?;
+        if !seen.insert(id.to_string()) {
+            return Err(miette!("{at}: id {id} appears twice; ids must be unique"));
+        }
+        let mut messages = match (obj.get("prompt"), obj.get("messages")) {
+            (Some(Json::String(p)), None) => vec![ChatMessage {
+                role: "user".into(),
+                content: p.clone(),
+            }],
+            (Some(other), None) => {
+                return Err(miette!("{at}: `prompt` must be a string, found {other}"))
+            }
+            (None, Some(m)) => message_list(m, &at)?,
+            (Some(_), Some(_)) => {
+                return Err(miette!(
+                    "{at}: give either `prompt` or `messages`, not both"
+                ))
+            }
+            (None, None) => return Err(miette!("{at}: missing field `prompt` (or `messages`)")),
+        };
+        if !system.is_empty() && messages.first().map(|m| m.role.as_str()) != Some("system") {
+            messages.insert(
+                0,
+                ChatMessage {
+                    role: "system".into(),
+                    content: system.to_string(),
+                },
+            );
+        }
+        let prompt = messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        items.push(PromptItem {
+            id,
+            prompt,
+            messages,
+            source: at,
+        });
+    }
+    if items.is_empty() {
+        return Err(miette!("{}: no prompts", path.display()));
+    }
+    Ok(items)
+}
+
+/// A response as written to `responses.jsonl`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Response {
+    pub text: String,
+    pub prompt_tokens: usize,
+    /// Generated tokens, the stop token included (it was generated).
+    pub tokens: usize,
+    pub finish_reason: FinishReason,
+}
+
+/// Settings of [`generate_all`].
+#[derive(Clone, Debug)]
+pub struct GenerateSettings {
+    pub max_tokens: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
+    pub batch_size: usize,
+    /// Render prompts with the chat template (else the prompt text is
+    /// encoded as it is, with the tokenizer's special tokens).
+    pub chat: bool,
+}
+
+/// A per-prompt seed from the run's seed and the prompt's index (splitmix64).
+pub fn item_seed(seed: u64, index: usize) -> u64 {
+    let mut z = seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The token ids of an item's prompt.
+pub fn prompt_tokens(
+    model: &dyn LanguageModel,
+    item: &PromptItem,
+    chat: bool,
+) -> OpResult<Vec<u32>> {
+    let ids = if chat {
+        let text = model
+            .render_chat(&item.messages, true)
+            .map_err(|e| miette!("{}: {e}", item.source))?;
+        // transformers' apply_chat_template(tokenize=True) adds no special
+        // tokens: the template writes them.
+        model.encode(&text, false)
+    } else {
+        let text: Vec<&str> = item.messages.iter().map(|m| m.content.as_str()).collect();
+        model.encode(&text.join("\n"), true)
+    }
+    .map_err(|e| miette!("{}: {e}", item.source))?;
+    if ids.is_empty() {
+        return Err(miette!("{}: the prompt encodes to no tokens", item.source));
+    }
+    if ids.len() >= model.max_context() {
+        return Err(miette!(
+            "{}: the prompt has {} tokens; the model takes at most {} (prompt and response)",
+            item.source,
+            ids.len(),
+            model.max_context()
+        ));
+    }
+    Ok(ids)
+}
+
+/// Generates a response for every item, in order; `on_done` hears how many
+/// finished and may stop the run by returning an error.
+pub fn generate_all(
+    model: &dyn LanguageModel,
+    items: &[PromptItem],
+    settings: &GenerateSettings,
+    on_done: &mut dyn FnMut(usize) -> OpResult<()>,
+) -> OpResult<Vec<Response>> {
+    let prompts = items
+        .iter()
+        .map(|it| prompt_tokens(model, it, settings.chat))
+        .collect::<OpResult<Vec<_>>>()?;
+    let mut out = Vec::with_capacity(items.len());
+    let greedy = settings.temperature <= 0.0;
+    // Sampling goes one prompt a call so that each has its own seed.
+    let batch = if greedy {
+        settings.batch_size.max(1)
+    } else {
+        1
+    };
+    let mut start = 0;
+    while start < prompts.len() {
+        let end = (start + batch).min(prompts.len());
+        let longest = prompts[start..end].iter().map(Vec::len).max().unwrap_or(0);
+        let opts = GenerateOptions {
+            max_tokens: settings
+                .max_tokens
+                .min(model.max_context().saturating_sub(longest)),
+            temperature: settings.temperature,
+            top_p: settings.top_p,
+            seed: if greedy {
+                settings.seed
+            } else {
+                item_seed(settings.seed, start)
+            },
+            stop_tokens: Vec::new(),
+        };
+        let gens = model.generate(&prompts[start..end], &opts);
+        if gens.len() != end - start {
+            return Err(miette!(
+                "internal: the model returned {} generations for {} prompts",
+                gens.len(),
+                end - start
+            ));
+        }
+        for (g, p) in gens.iter().zip(&prompts[start..end]) {
+            let mut shown = g.tokens.as_slice();
+            if g.finish_reason == FinishReason::Stop {
+                shown = shown.split_last().map(|(_, rest)| rest).unwrap_or(shown);
+            }
+            let text = model
+                .decode(shown, true)
+                .map_err(|e| miette!("decoding a response: {e}"))?;
+            out.push(Response {
+                text,
+                prompt_tokens: p.len(),
+                tokens: g.tokens.len(),
+                finish_reason: g.finish_reason,
+            });
+        }
+        on_done(end - start)?;
+        start = end;
+    }
+    Ok(out)
+}
+
+/// Writes `responses.jsonl` and `generate.json`.
+pub fn write_outputs(
+    out_dir: &Path,
+    items: &[PromptItem],
+    responses: &[Response],
+    settings: &GenerateSettings,
+    checkpoint: Option<Json>,
+    model_dir: &Path,
+) -> OpResult<Outputs> {
+    let mut lines = String::new();
+    for (item, r) in items.iter().zip(responses) {
+        let mut line = json!({
+            "id": item.id,
+            "prompt": item.prompt,
+            "response": r.text,
+            "tokens": r.tokens,
+            "prompt_tokens": r.prompt_tokens,
+            "finish_reason": r.finish_reason.as_str(),
+        });
+        if item.messages.len() > 1 {
+            line["messages"] = json!(item
+                .messages
+                .iter()
+                .map(|m| json!({"role": m.role, "content": m.content}))
+                .collect::<Vec<_>>());
+        }
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    write_atomic(out_dir, "responses.jsonl", lines.as_bytes())?;
+    let prompt_tokens: usize = responses.iter().map(|r| r.prompt_tokens).sum();
+    let completion_tokens: usize = responses.iter().map(|r| r.tokens).sum();
+    let stopped = responses
+        .iter()
+        .filter(|r| r.finish_reason == FinishReason::Stop)
+        .count();
+    let mut summary = json!({
+        "n": responses.len(),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "finish_reasons": {"stop": stopped, "length": responses.len() - stopped},
+        "max_tokens": settings.max_tokens,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "seed": settings.seed,
+        "chat_template": settings.chat,
+        "model": model_dir.display().to_string(),
+    });
+    if let Some(c) = checkpoint {
+        summary["checkpoint"] = c;
+    }
+    write_atomic(
+        out_dir,
+        "generate.json",
+        serde_json::to_string_pretty(&summary)
+            .into_diagnostic()?
+            .as_bytes(),
+    )?;
+    let mut out = Outputs::new();
+    out.insert("responses".into(), Value::Path("responses.jsonl".into()));
+    out.insert("summary".into(), Value::Path("generate.json".into()));
+    Ok(out)
+}
+
+/// The `generate` op.
+pub struct Generate;
+
+impl Op for Generate {
+    fn spec(&self) -> OpSpec {
+        OpSpec {
+            name: "generate",
+            version: 1,
+            doc: "A response from the model for every prompt of a JSONL file ({id, prompt} or {id, messages}), through the model's chat template.",
+            params: vec![
+                Param::required("model", Type::Model, "the model"),
+                Param::required("prompts", Type::File, "JSONL: {\"id\", \"prompt\"} or {\"id\", \"messages\"} a line"),
+                Param::optional("max_tokens", Type::Int, Value::Int(512), "most tokens per response"),
+                Param::optional("temperature", Type::Float, Value::Float(0.0), "0: greedy; otherwise sampling temperature"),
+                Param::optional("top_p", Type::Float, Value::Float(1.0), "nucleus sampling mass"),
+                Param::optional("seed", Type::Int, Value::Int(0), "sampling seed"),
+                Param::optional("batch_size", Type::Int, Value::Int(8), "prompts decoded together (greedy only; results do not depend on it)"),
+                Param::optional("chat", Type::Bool, Value::Bool(true), "render prompts with the model's chat template"),
+                Param::optional("system", Type::Str, Value::Str(String::new()), "a system message for chats without one"),
+            ],
+            produces: Type::Dir,
+            outputs: vec![
+                Output { name: "responses", ty: Type::File, doc: "responses.jsonl" },
+                Output { name: "summary", ty: Type::File, doc: "generate.json: token counts" },
+            ],
+            resources: Resources::MODEL,
+        }
+    }
+
+    fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
+        let model_dir = ctx.path("model")?;
+        let settings = settings_from(ctx)?;
+        let items = load_prompts(ctx.path("prompts")?, ctx.str("system")?)?;
+        let checkpoint =
+            runtime::read_checkpoint(model_dir).map_err(|e| miette!("generate: {e}"))?;
+        let model = runtime::load(model_dir).map_err(|e| miette!("generate: {e}"))?;
+        ctx.progress.set_total(items.len() as u64, "prompts");
+        let responses = generate_all(model.as_ref(), &items, &settings, &mut |n| {
+            ctx.progress.inc(n as u64);
+            ctx.check_cancelled()
+        })?;
+        ctx.log(&format!("generate: {} responses", responses.len()));
+        write_outputs(
+            &ctx.out_dir,
+            &items,
+            &responses,
+            &settings,
+            checkpoint,
+            model_dir,
+        )
+    }
+}
+
+fn settings_from(ctx: &OpContext) -> OpResult<GenerateSettings> {
+    let max_tokens = ctx.int("max_tokens")?;
+    let temperature = ctx.float("temperature")?;
+    let top_p = ctx.float("top_p")?;
+    if max_tokens < 1 {
+        return Err(miette!(
+            "generate: `max_tokens` must be at least 1, got {max_tokens}"
+        ));
+    }
+    if !(temperature >= 0.0 && temperature.is_finite()) {
+        return Err(miette!(
+            "generate: `temperature` must be 0 or more, got {temperature}"
+        ));
+    }
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(miette!("generate: `top_p` must be in (0, 1], got {top_p}"));
+    }
+    Ok(GenerateSettings {
+        max_tokens: max_tokens as usize,
+        temperature: temperature as f32,
+        top_p: top_p as f32,
+        seed: ctx.int("seed")? as u64,
+        batch_size: ctx.int("batch_size")?.max(1) as usize,
+        chat: ctx.bool("chat")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::runtime::ToyModel;
+
+    fn write(dir: &Path, text: &str) -> std::path::PathBuf {
+        let p = dir.join("prompts.jsonl");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn settings(temperature: f32, batch_size: usize) -> GenerateSettings {
+        GenerateSettings {
+            max_tokens: 12,
+            temperature,
+            top_p: 0.9,
+            seed: 5,
+            batch_size,
+            chat: true,
+        }
+    }
+
+    #[test]
+    fn reads_prompts_and_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "{\"id\": 1, \"prompt\": \"Hallo\"}\n\n{\"id\": \"b\", \"messages\": [{\"role\": \"system\", \"content\": \"S\"}, {\"role\": \"user\", \"content\": \"Frage\"}]}\n",
+        );
+        let items = load_prompts(&p, "Sei kurz.").unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            items[0].messages[0],
+            ChatMessage {
+                role: "system".into(),
+                content: "Sei kurz.".into()
+            }
+        );
+        assert_eq!(items[0].prompt, "Hallo");
+        // A chat with its own system message keeps it.
+        assert_eq!(items[1].messages[0].content, "S");
+        assert_eq!(items[1].prompt, "Frage");
+        assert!(items[1].source.ends_with("prompts.jsonl:3"));
+    }
+
+    #[test]
+    fn bad_prompt_lines_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, want) in [
+            (
+                "{\"prompt\": \"x\"}\n",
+                "prompts.jsonl:1: missing field `id`",
+            ),
+            (
+                "{\"id\": 1, \"prompt\": \"x\"}\n{\"id\": 1, \"prompt\": \"y\"}\n",
+                "prompts.jsonl:2: id 1 appears twice",
+            ),
+            ("{\"id\": 1}\n", "prompts.jsonl:1: missing field `prompt`"),
+            (
+                "{\"id\": 1, \"messages\": [{\"role\": \"user\"}]}\n",
+                "prompts.jsonl:1: message 0 needs",
+            ),
+            (
+                "{\"id\": 1, \"prompt\": 3}\n",
+                "prompts.jsonl:1: `prompt` must be a string",
+            ),
+        ] {
+            let p = write(dir.path(), text);
+            let err = format!("{}", load_prompts(&p, "").unwrap_err());
+            assert!(err.contains(want), "{err} should contain {want}");
+        }
+    }
+
+    #[test]
+    fn greedy_responses_follow_the_model_and_do_not_depend_on_batching() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "{\"id\": 1, \"prompt\": \"abc\"}\n{\"id\": 2, \"prompt\": \"xyz\"}\n{\"id\": 3, \"prompt\": \"q\"}\n");
+        let items = load_prompts(&p, "").unwrap();
+        let model = ToyModel::new(3);
+        let one = generate_all(&model, &items, &settings(0.0, 1), &mut |_| Ok(())).unwrap();
+        let all = generate_all(&model, &items, &settings(0.0, 8), &mut |_| Ok(())).unwrap();
+        assert_eq!(one, all);
+        // Independent check: greedy decoding of the toy bigram model is the
+        // argmax chain from the last prompt token ('>' of "<assistant>").
+        let mut prev = b'>' as u32;
+        let mut expected = Vec::new();
+        for _ in 0..12 {
+            let row = model.row(prev);
+            let next = (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b }) as u32;
+            expected.push(next);
+            if next == ToyModel::EOS {
+                break;
+            }
+            prev = next;
+        }
+        let shown: Vec<u32> = expected
+            .iter()
+            .copied()
+            .filter(|&t| t != ToyModel::EOS)
+            .collect();
+        assert_eq!(one[0].text, model.decode(&shown, true).unwrap());
+        assert_eq!(one[0].tokens, expected.len());
+        assert_eq!(one[0].prompt_tokens, "<user>abc</user>\n<assistant>".len());
+    }
+
+    #[test]
+    fn sampled_responses_depend_on_seed_not_on_batch_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "{\"id\": 1, \"prompt\": \"abc\"}\n{\"id\": 2, \"prompt\": \"abc\"}\n",
+        );
+        let items = load_prompts(&p, "").unwrap();
+        let model = ToyModel::new(3);
+        let a = generate_all(&model, &items, &settings(1.0, 1), &mut |_| Ok(())).unwrap();
+        let b = generate_all(&model, &items, &settings(1.0, 2), &mut |_| Ok(())).unwrap();
+        assert_eq!(a, b);
+        // Two identical prompts get different seeds.
+        assert_ne!(a[0].text, a[1].text);
+    }
+
+    /// The op end to end on the golden tiny Qwen2 model: the response is
+    /// the runtime's greedy continuation of the chat-templated prompt.
+    #[test]
+    fn generate_op_on_the_golden_model() {
+        let model_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/qwen2");
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "{\"id\": 7, \"prompt\": \"The patient\"}\n");
+        let out_dir = dir.path().join("out");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let log = |_: &str| {};
+        let mut params = std::collections::BTreeMap::new();
+        params.insert("model".into(), Value::Path(model_dir.clone()));
+        params.insert("prompts".into(), Value::Path(p));
+        params.insert("max_tokens".into(), Value::Int(6));
+        params.insert("temperature".into(), Value::Float(0.0));
+        params.insert("top_p".into(), Value::Float(1.0));
+        params.insert("seed".into(), Value::Int(0));
+        params.insert("batch_size".into(), Value::Int(4));
+        params.insert("chat".into(), Value::Bool(true));
+        params.insert("system".into(), Value::Str(String::new()));
+        let ctx = OpContext {
+            params,
+            out_dir: out_dir.clone(),
+            threads: 1,
+            device: crate::op::Device::Cpu,
+            progress: &crate::op::NoProgress,
+            log: &log,
+            cancel: &cancel,
+        };
+        Generate.run(&ctx).unwrap();
+        let line: Json = serde_json::from_str(
+            std::fs::read_to_string(out_dir.join("responses.jsonl"))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+        let model = runtime::load(&model_dir).unwrap();
+        let text = model
+            .render_chat(
+                &[ChatMessage {
+                    role: "user".into(),
+                    content: "The patient".into(),
+                }],
+                true,
+            )
+            .unwrap();
+        assert!(text.contains("<|im_start|>user"), "{text}");
+        let ids = model.encode(&text, false).unwrap();
+        let g = &model.generate(
+            std::slice::from_ref(&ids),
+            &GenerateOptions {
+                max_tokens: 6,
+                temperature: 0.0,
+                top_p: 1.0,
+                seed: 0,
+                stop_tokens: vec![],
+            },
+        )[0];
+        assert_eq!(line["id"], 7);
+        assert_eq!(line["tokens"], g.tokens.len());
+        assert_eq!(line["prompt_tokens"], ids.len());
+        let mut shown = g.tokens.clone();
+        if g.finish_reason == FinishReason::Stop {
+            shown.pop();
+        }
+        assert_eq!(
+            line["response"],
+            model.decode(&shown, true).unwrap().as_str()
+        );
+    }
+
+    #[test]
+    fn writes_responses_and_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "{\"id\": \"a\", \"prompt\": \"abc\"}\n");
+        let items = load_prompts(&p, "").unwrap();
+        let responses = vec![Response {
+            text: "Antwort".into(),
+            prompt_tokens: 7,
+            tokens: 3,
+            finish_reason: FinishReason::Stop,
+        }];
+        let out_dir = dir.path().join("out");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        write_outputs(
+            &out_dir,
+            &items,
+            &responses,
+            &settings(0.0, 1),
+            Some(json!({"step": 3})),
+            Path::new("m"),
+        )
+        .unwrap();
+        let line: Json = serde_json::from_str(
+            std::fs::read_to_string(out_dir.join("responses.jsonl"))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+        assert_eq!(
+            line,
+            json!({"id": "a", "prompt": "abc", "response": "Antwort", "tokens": 3, "prompt_tokens": 7, "finish_reason": "stop"})
+        );
+        let summary: Json =
+            serde_json::from_str(&std::fs::read_to_string(out_dir.join("generate.json")).unwrap())
+                .unwrap();
+        assert_eq!(summary["total_tokens"], 10);
+        assert_eq!(summary["finish_reasons"]["stop"], 1);
+        assert_eq!(summary["checkpoint"]["step"], 3);
+    }
 }

@@ -1,9 +1,303 @@
-//! `cpt` (not yet written).
+//! `train`: continued pre-training (causal LM loss) of a model on a packed
+//! token dataset, with AdamW, warmup + decay, gradient accumulation, clipping
+//! and log-spaced checkpoints. The node's directory is the final model.
 
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::op::Op;
+use flow_model::train::{self, Schedule, TrainConfig, TrainMonitor};
+use flow_model::SaveDtype;
+use miette::miette;
+
+use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+
+/// The `train` op.
+pub struct Train;
+
+struct Monitor<'a, 'b> {
+    ctx: &'a OpContext<'b>,
+}
+
+impl TrainMonitor for Monitor<'_, '_> {
+    fn on_step(&self, step: usize, total: usize, loss: f64, lr: f64) {
+        self.ctx.progress.inc(1);
+        self.ctx
+            .progress
+            .message(&format!("loss {loss:.4} lr {lr:.2e}"));
+        if step == total || step.is_multiple_of(10) {
+            self.ctx
+                .log(&format!("step {step}/{total} loss {loss:.6} lr {lr:.3e}"));
+        }
+    }
+    fn log(&self, line: &str) {
+        self.ctx.log(line);
+    }
+    fn cancelled(&self) -> bool {
+        self.ctx.cancel.load(Ordering::Relaxed)
+    }
+}
+
+fn positive(ctx: &OpContext, name: &str) -> OpResult<usize> {
+    let v = ctx.int(name)?;
+    if v < 1 {
+        return Err(miette!(
+            "parameter `{name}`: expected a positive integer, got {v}"
+        ));
+    }
+    Ok(v as usize)
+}
+
+fn non_negative(ctx: &OpContext, name: &str) -> OpResult<f64> {
+    let v = ctx.float(name)?;
+    if !(v >= 0.0 && v.is_finite()) {
+        return Err(miette!(
+            "parameter `{name}`: expected a finite number >= 0, got {v}"
+        ));
+    }
+    Ok(v)
+}
+
+impl Op for Train {
+    fn spec(&self) -> OpSpec {
+        let s = |x: &str| Value::Str(x.to_string());
+        OpSpec {
+            name: "train",
+            version: 1,
+            doc: "Continued pre-training on a packed dataset (AdamW, warmup then cosine/linear decay, gradient accumulation, global-norm clipping); writes the final model, log-spaced checkpoints and losses.jsonl",
+            params: vec![
+                Param::required("model", Type::Model, "the model to train"),
+                Param::required("data", Type::Dir, "a packed dataset (the `pack` op's output)"),
+                Param::optional("lr", Type::Float, Value::Float(2e-5), "peak learning rate"),
+                Param::optional("weight_decay", Type::Float, Value::Float(0.1), "AdamW decoupled weight decay (matrices and embeddings only; never norms or biases)"),
+                Param::optional("warmup_ratio", Type::Float, Value::Float(0.1), "linear warmup over ceil(ratio × steps) steps"),
+                Param::optional("schedule", Type::Enum(vec!["cosine".into(), "linear".into(), "constant".into()]), s("cosine"), "decay after warmup (transformers' schedules)"),
+                Param::optional("effective_batch", Type::Int, Value::Int(128), "sequences per optimizer step"),
+                Param::optional("micro_batch", Type::Int, Value::Int(4), "sequences per forward/backward (gradient accumulation up to effective_batch)"),
+                Param::optional("epochs", Type::Int, Value::Int(1), "passes over the data"),
+                Param::optional("checkpoints", Type::Int, Value::Int(18), "number of checkpoints, spaced logarithmically over the steps"),
+                Param::optional("max_grad_norm", Type::Float, Value::Float(1.0), "global gradient-norm clipping; 0 disables"),
+                Param::optional("seed", Type::Int, Value::Int(0), "data order seed"),
+                Param::optional("dtype", Type::Enum(vec!["f32".into(), "bf16".into()]), s("f32"), "storage dtype of saved models (training is f32)"),
+                Param::optional("activation_checkpointing", Type::Bool, Value::Bool(false), "recompute layer activations in backward to save memory"),
+                Param::optional("max_steps", Type::Int, Value::Int(0), "stop after this many optimizer steps; 0 = all"),
+                Param::optional("save_optimizer", Type::Bool, Value::Bool(false), "also write optimizer.safetensors (AdamW moments, f32 weights, data position) into each checkpoint, to resume from it"),
+            ],
+            produces: Type::Model,
+            outputs: vec![
+                Output { name: "checkpoints", ty: Type::List(Box::new(Type::Model)), doc: "the checkpoint model directories, in step order" },
+                Output { name: "losses", ty: Type::File, doc: "losses.jsonl: step, loss, lr, grad_norm, tokens_seen per optimizer step" },
+            ],
+            resources: Resources::MODEL,
+        }
+    }
+
+    fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
+        let model_dir = ctx.path("model")?.to_path_buf();
+        let data_dir = ctx.path("data")?.to_path_buf();
+        let schedule = match ctx.str("schedule")? {
+            "cosine" => Schedule::Cosine,
+            "linear" => Schedule::Linear,
+            "constant" => Schedule::Constant,
+            other => {
+                return Err(miette!(
+                    "parameter `schedule`: expected cosine, linear or constant, got {other:?}"
+                ))
+            }
+        };
+        let save_dtype = match ctx.str("dtype")? {
+            "f32" => SaveDtype::F32,
+            "bf16" => SaveDtype::Bf16,
+            other => {
+                return Err(miette!(
+                    "parameter `dtype`: expected \"f32\" or \"bf16\", got {other:?}"
+                ))
+            }
+        };
+        let lr = non_negative(ctx, "lr")?;
+        let max_steps = ctx.int("max_steps")?;
+        if max_steps < 0 {
+            return Err(miette!(
+                "parameter `max_steps`: expected >= 0, got {max_steps}"
+            ));
+        }
+        let checkpoints = ctx.int("checkpoints")?;
+        if checkpoints < 0 {
+            return Err(miette!(
+                "parameter `checkpoints`: expected >= 0, got {checkpoints}"
+            ));
+        }
+        let warmup_ratio = non_negative(ctx, "warmup_ratio")?;
+        if warmup_ratio > 1.0 {
+            return Err(miette!(
+                "parameter `warmup_ratio`: expected 0 to 1, got {warmup_ratio}"
+            ));
+        }
+        let cfg = TrainConfig {
+            lr,
+            weight_decay: non_negative(ctx, "weight_decay")?,
+            warmup_ratio,
+            schedule,
+            effective_batch: positive(ctx, "effective_batch")?,
+            micro_batch: positive(ctx, "micro_batch")?,
+            epochs: positive(ctx, "epochs")?,
+            checkpoints: checkpoints as usize,
+            max_grad_norm: non_negative(ctx, "max_grad_norm")?,
+            seed: ctx.int("seed")? as u64,
+            save_dtype,
+            activation_checkpointing: ctx.bool("activation_checkpointing")?,
+            max_steps: max_steps as usize,
+            save_optimizer: ctx.bool("save_optimizer")?,
+        };
+        let data = train::PackedData::load(&data_dir).map_err(|e| miette!("{e}"))?;
+        let total = train::total_steps(data.sequences, &cfg);
+        drop(data);
+        ctx.progress.set_total(total as u64, "steps");
+        ctx.log(&format!(
+            "training {} on {} for {total} steps (effective batch {}, micro batch {})",
+            model_dir.display(),
+            data_dir.display(),
+            cfg.effective_batch,
+            cfg.micro_batch
+        ));
+        let monitor = Monitor { ctx };
+        let summary = train::train(&model_dir, &data_dir, &ctx.out_dir, &cfg, None, &monitor)
+            .map_err(|e| match e {
+                flow_model::ModelError::Cancelled => miette!("cancelled"),
+                other => miette!("{other}"),
+            })?;
+        let mut out = Outputs::new();
+        out.insert(
+            "checkpoints".into(),
+            Value::List(summary.checkpoints.into_iter().map(Value::Path).collect()),
+        );
+        out.insert("losses".into(), Value::Path(PathBuf::from("losses.jsonl")));
+        Ok(out)
+    }
+}
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
-    vec![]
+    vec![Arc::new(Train)]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::op::{Device, NoProgress};
+
+    fn golden(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/golden")
+            .join(name)
+    }
+
+    fn write_packed(dir: &Path, sequences: usize, seq_len: usize) {
+        let tokens: Vec<u32> = (0..sequences * seq_len)
+            .map(|i| (3 + (i * 37) % 290) as u32)
+            .collect();
+        let docs: Vec<u32> = (0..sequences * seq_len)
+            .map(|i| ((i % seq_len) / 5) as u32)
+            .collect();
+        let bytes = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        std::fs::write(dir.join("tokens.bin"), bytes(&tokens)).unwrap();
+        std::fs::write(dir.join("doc_ids.bin"), bytes(&docs)).unwrap();
+        let meta = format!(
+            r#"{{"seq_len": {seq_len}, "sequences": {sequences}, "tokens": 0, "documents": 0, "eos_id": 2, "pad_id": 0, "tokenizer_hash": ""}}"#
+        );
+        std::fs::write(dir.join("pack.json"), meta).unwrap();
+    }
+
+    fn run(params: BTreeMap<String, Value>, out: &Path, cancel: bool) -> OpResult<Outputs> {
+        let cancel = AtomicBool::new(cancel);
+        let log = |_: &str| {};
+        let ctx = OpContext {
+            params,
+            out_dir: out.to_path_buf(),
+            threads: 2,
+            device: Device::Cpu,
+            progress: &NoProgress,
+            log: &log,
+            cancel: &cancel,
+        };
+        Train.run(&ctx)
+    }
+
+    fn params(data: &Path) -> BTreeMap<String, Value> {
+        let mut p: BTreeMap<String, Value> = Train
+            .spec()
+            .params
+            .into_iter()
+            .filter_map(|p| p.default.map(|d| (p.name.to_string(), d)))
+            .collect();
+        p.insert("model".into(), Value::Path(golden("llama")));
+        p.insert("data".into(), Value::Path(data.to_path_buf()));
+        p.insert("lr".into(), Value::Float(1e-3));
+        p.insert("effective_batch".into(), Value::Int(2));
+        p.insert("micro_batch".into(), Value::Int(1));
+        p.insert("checkpoints".into(), Value::Int(2));
+        p.insert("dtype".into(), Value::Str("bf16".into()));
+        p
+    }
+
+    #[test]
+    fn train_op_writes_model_checkpoints_and_losses() {
+        let data = tempfile::tempdir().unwrap();
+        write_packed(data.path(), 6, 12);
+        let out = tempfile::tempdir().unwrap();
+        let outputs = run(params(data.path()), out.path(), false).unwrap();
+        let Value::List(ck) = &outputs["checkpoints"] else {
+            panic!("checkpoints is not a list")
+        };
+        assert_eq!(
+            ck,
+            &vec![
+                Value::Path("checkpoints/step-000001".into()),
+                Value::Path("checkpoints/step-000003".into())
+            ]
+        );
+        let losses = std::fs::read_to_string(out.path().join("losses.jsonl")).unwrap();
+        assert_eq!(losses.lines().count(), 3);
+        let model = flow_model::Model::load(out.path()).unwrap();
+        assert_eq!(model.config.vocab_size, 300);
+        assert!(out.path().join("tokenizer.json").is_file());
+        let lineage: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                out.path()
+                    .join("checkpoints/step-000003/flow_checkpoint.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(lineage["step"], 3);
+        // 6 sequences × 12 positions; targets exist inside each 5-token document: 4+4+1 per sequence
+        assert_eq!(lineage["tokens_seen"], 6 * 9);
+        let n = model.config.param_count() as f64;
+        assert_eq!(lineage["flops"].as_f64().unwrap(), 6.0 * n * 54.0);
+    }
+
+    #[test]
+    fn train_op_rejects_bad_input_and_honours_cancel() {
+        let data = tempfile::tempdir().unwrap();
+        write_packed(data.path(), 2, 8);
+        let out = tempfile::tempdir().unwrap();
+        let mut p = params(data.path());
+        p.insert("micro_batch".into(), Value::Int(0));
+        assert!(run(p, out.path(), false)
+            .unwrap_err()
+            .to_string()
+            .contains("micro_batch"));
+        let e = run(params(data.path()), out.path(), true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cancelled"), "{e}");
+        std::fs::write(data.path().join("tokens.bin"), [0u8; 6]).unwrap();
+        let e = run(params(data.path()), out.path(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tokens.bin"), "{e}");
+    }
 }

@@ -1,0 +1,779 @@
+//! The executor: runs a pipeline's nodes, in parallel where the graph and
+//! the resources allow, reusing every artifact whose key is already in the
+//! store.
+//!
+//! A node becomes ready when all its upstream nodes are done. Its arguments
+//! are then resolved (upstream artifacts by content hash), its key computed
+//! and looked up; a hit is `cached`, a miss is queued. A map node expands
+//! into one unit per element of its `over` list at that point. Queued units
+//! start while the `--jobs` limit, the CPU thread budget (an op asking for 0
+//! threads takes all cores, alone) and the one-GPU-node rule allow. A failed
+//! unit fails its node; everything downstream is skipped, everything else
+//! goes on. Ctrl-C sets the `cancel` flag ops poll; no new unit starts and
+//! the run ends once the running ones returned.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io::Write;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flow_stdlib::op::{Device, Op, OpContext, Value};
+use flow_stdlib::Registry;
+use serde::Serialize;
+
+use crate::device::resolve_device;
+use crate::graph::Graph;
+use crate::ir::{DeviceRequest, Pipeline};
+use crate::keys::{unit_key, value_to_json, RVal, UnitKey};
+use crate::memo::InputMemo;
+use crate::progress::{Display, NodeProgress};
+use crate::resolve::{NodeValue, Resolver, UnitSpec};
+use crate::store::{
+    content_hash, hash_file_content, now, tree_hash, Meta, RunNode, RunRecord, Store,
+};
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Most units running at once (at least 1).
+    pub jobs: usize,
+    /// CPU threads to share among running units (at least 1).
+    pub cores: usize,
+    pub device: DeviceRequest,
+    /// Print one JSON event a line on stdout.
+    pub json: bool,
+    /// Print nothing on stderr.
+    pub quiet: bool,
+    /// Set on Ctrl-C.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        RunOptions {
+            jobs: cores,
+            cores,
+            device: DeviceRequest::Auto,
+            json: false,
+            quiet: true,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// One node (or map element) outcome, as printed with `--json`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct NodeEvent {
+    pub event: &'static str,
+    pub node: String,
+    /// `ran`, `cached`, `failed` or `skipped`.
+    pub status: &'static str,
+    pub key: Option<String>,
+    pub seconds: f64,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunSummary {
+    pub ran: usize,
+    pub cached: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    /// Ctrl-C ended the run early.
+    pub interrupted: bool,
+    pub events: Vec<NodeEvent>,
+}
+
+impl RunSummary {
+    /// The status of a node or element by display name.
+    pub fn status_of(&self, name: &str) -> Option<&'static str> {
+        self.events
+            .iter()
+            .find(|e| e.node == name)
+            .map(|e| e.status)
+    }
+}
+
+enum NState {
+    Waiting,
+    Active {
+        pending: usize,
+        values: Vec<Option<NodeValue>>,
+        failed: bool,
+    },
+    Done,
+    Failed,
+    Skipped,
+}
+
+struct Unit {
+    node: usize,
+    elem: Option<usize>,
+    display: String,
+    key: UnitKey,
+    args: BTreeMap<String, RVal>,
+}
+
+struct Failure {
+    report: miette::Report,
+    log_tail: Vec<String>,
+    log_path: PathBuf,
+    cancelled: bool,
+}
+
+struct Finished {
+    unit: usize,
+    seconds: f64,
+    result: Result<Meta, Failure>,
+}
+
+/// Runs a pipeline against a store. Errors are about the run as a whole
+/// (the cache is unusable, the graph is broken); node failures are counted
+/// in the summary.
+pub fn run(
+    p: &Pipeline,
+    registry: &Registry,
+    store: &Store,
+    opts: &RunOptions,
+) -> miette::Result<RunSummary> {
+    let graph = Graph::build(p)?;
+    let _lock = store.lock(opts.quiet)?;
+    let mut ex = Executor::new(p, registry, store, opts, &graph);
+    let started = now();
+    ex.go()?;
+    let finished = now();
+    let outcome = if ex.summary.interrupted {
+        "interrupted"
+    } else if ex.summary.failed > 0 {
+        "failed"
+    } else {
+        "ok"
+    };
+    let record = RunRecord {
+        id: Store::new_run_id(),
+        pipeline: pipeline_id(&p.path),
+        started,
+        finished,
+        outcome: outcome.to_string(),
+        nodes: std::mem::take(&mut ex.records),
+    };
+    store.record_run(&record)?;
+    ex.memo.save()?;
+    let s = &ex.summary;
+    if opts.json {
+        let done = serde_json::json!({
+            "event": "done", "ran": s.ran, "cached": s.cached, "failed": s.failed, "skipped": s.skipped
+        });
+        print_line(&done.to_string());
+    }
+    ex.display.println(&format!(
+        "flow: {} ran, {} cached, {} failed, {} skipped ({:.2}s){}",
+        s.ran,
+        s.cached,
+        s.failed,
+        s.skipped,
+        finished - started,
+        if s.interrupted { ", interrupted" } else { "" }
+    ));
+    Ok(ex.summary)
+}
+
+/// How a pipeline is named in run records: its canonical path.
+pub fn pipeline_id(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn print_line(line: &str) {
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    let _ = writeln!(lock, "{line}");
+    let _ = lock.flush();
+}
+
+struct Executor<'a> {
+    p: &'a Pipeline,
+    registry: &'a Registry,
+    store: &'a Store,
+    opts: &'a RunOptions,
+    graph: &'a Graph,
+    memo: InputMemo,
+    display: Display,
+    workdir: PathBuf,
+    default_device: Device,
+    state: Vec<NState>,
+    done: BTreeMap<String, NodeValue>,
+    units: Vec<Unit>,
+    queue: VecDeque<usize>,
+    ready: VecDeque<usize>,
+    running: usize,
+    threads_used: usize,
+    gpu_busy: bool,
+    unit_res: BTreeMap<usize, (usize, bool)>,
+    tx: mpsc::Sender<Finished>,
+    rx: mpsc::Receiver<Finished>,
+    summary: RunSummary,
+    records: Vec<RunNode>,
+}
+
+impl<'a> Executor<'a> {
+    fn new(
+        p: &'a Pipeline,
+        registry: &'a Registry,
+        store: &'a Store,
+        opts: &'a RunOptions,
+        graph: &'a Graph,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let (default_device, notice) = resolve_device(opts.device);
+        let display = Display::new(opts.quiet);
+        if let Some(n) = notice {
+            display.println(&n);
+        }
+        let workdir = p
+            .path
+            .parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .and_then(|d| std::fs::canonicalize(d).ok())
+            .unwrap_or_else(|| PathBuf::from("."));
+        Executor {
+            p,
+            registry,
+            store,
+            opts,
+            graph,
+            memo: InputMemo::load(&store.root),
+            display,
+            workdir,
+            default_device,
+            state: p.nodes.iter().map(|_| NState::Waiting).collect(),
+            done: BTreeMap::new(),
+            units: Vec::new(),
+            queue: VecDeque::new(),
+            ready: VecDeque::new(),
+            running: 0,
+            threads_used: 0,
+            gpu_busy: false,
+            unit_res: BTreeMap::new(),
+            tx,
+            rx,
+            summary: RunSummary::default(),
+            records: Vec::new(),
+        }
+    }
+
+    fn go(&mut self) -> miette::Result<()> {
+        for &i in &self.graph.order {
+            if self.graph.deps[i].is_empty() {
+                self.ready.push_back(i);
+            }
+        }
+        loop {
+            while let Some(i) = self.ready.pop_front() {
+                self.prepare(i);
+            }
+            let cancelled = self.opts.cancel.load(Ordering::Relaxed);
+            if cancelled {
+                self.summary.interrupted = true;
+            } else {
+                self.start_units();
+            }
+            if self.running == 0 && (cancelled || self.queue.is_empty()) && self.ready.is_empty() {
+                break;
+            }
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(f) => self.finished(f),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn event(
+        &mut self,
+        name: &str,
+        status: &'static str,
+        key: Option<&str>,
+        seconds: f64,
+        parts: Option<&UnitKey>,
+    ) {
+        match status {
+            "ran" => self.summary.ran += 1,
+            "cached" => self.summary.cached += 1,
+            "failed" => self.summary.failed += 1,
+            _ => self.summary.skipped += 1,
+        }
+        let ev = NodeEvent {
+            event: "node",
+            node: name.to_string(),
+            status,
+            key: key.map(str::to_string),
+            seconds: (seconds * 1000.0).round() / 1000.0,
+        };
+        if self.opts.json {
+            if let Ok(line) = serde_json::to_string(&ev) {
+                print_line(&line);
+            }
+        }
+        self.summary.events.push(ev);
+        self.records.push(RunNode {
+            name: name.to_string(),
+            status: status.to_string(),
+            key: key.map(str::to_string),
+            parts: parts.map(|u| u.parts.clone()),
+        });
+    }
+
+    /// Resolves a ready node, computes its units' keys, serves hits from
+    /// the store and queues the misses.
+    fn prepare(&mut self, i: usize) {
+        let node = &self.p.nodes[i];
+        let Some(op) = self.registry.get(&node.op) else {
+            let report = miette::miette!("node `{}`: unknown op `{}`", node.name, node.op);
+            self.fail_node(i, report);
+            return;
+        };
+        let spec = op.spec();
+        let mut resolver = Resolver {
+            pipeline: self.p,
+            done: &self.done,
+            memo: &mut self.memo,
+        };
+        let units = resolver.units(node);
+        let units = match units {
+            Ok(u) => u,
+            Err(report) => {
+                self.fail_node(i, report);
+                return;
+            }
+        };
+        let n = units.len();
+        self.state[i] = NState::Active {
+            pending: n,
+            values: vec![None; n],
+            failed: false,
+        };
+        for UnitSpec {
+            elem,
+            display,
+            args,
+            element,
+        } in units
+        {
+            let key = unit_key(spec.name, spec.version, &args, element.as_ref());
+            if let Some(meta) = self.store.lookup(&key.key) {
+                let value = NodeValue::from_meta(self.store, &meta);
+                self.event(&display, "cached", Some(&key.key), 0.0, Some(&key));
+                self.unit_done(i, elem, Some(value));
+            } else {
+                self.units.push(Unit {
+                    node: i,
+                    elem,
+                    display,
+                    key,
+                    args,
+                });
+                self.queue.push_back(self.units.len() - 1);
+            }
+        }
+        if n == 0 {
+            self.finish_node(i);
+        }
+    }
+
+    fn resources_of(&self, u: usize) -> (usize, bool, Device) {
+        let node = &self.p.nodes[self.units[u].node];
+        let res = self
+            .registry
+            .get(&node.op)
+            .map(|o| o.spec().resources)
+            .unwrap_or(flow_stdlib::op::Resources::ONE_THREAD);
+        let cores = self.opts.cores.max(1);
+        let threads = if res.threads == 0 {
+            cores
+        } else {
+            res.threads.min(cores)
+        };
+        let device = match node.device {
+            Some(req) if req != DeviceRequest::Auto => resolve_device(req).0,
+            _ => self.default_device,
+        };
+        let gpu = res.gpu && matches!(device, Device::Cuda(_));
+        let device = if res.gpu { device } else { Device::Cpu };
+        (threads, gpu, device)
+    }
+
+    fn start_units(&mut self) {
+        let cores = self.opts.cores.max(1);
+        let jobs = self.opts.jobs.max(1);
+        let mut idx = 0;
+        while idx < self.queue.len() && self.running < jobs {
+            let u = self.queue[idx];
+            let (threads, gpu, device) = self.resources_of(u);
+            let fits = self.threads_used + threads <= cores && !(gpu && self.gpu_busy);
+            if !fits {
+                if threads == cores {
+                    // An exclusive unit waits at the head: nothing overtakes it.
+                    break;
+                }
+                idx += 1;
+                continue;
+            }
+            self.queue.remove(idx);
+            self.threads_used += threads;
+            self.gpu_busy |= gpu;
+            self.running += 1;
+            self.unit_res.insert(u, (threads, gpu));
+            self.spawn(u, threads, device);
+        }
+    }
+
+    fn spawn(&mut self, u: usize, threads: usize, device: Device) {
+        let unit = &self.units[u];
+        let node = &self.p.nodes[unit.node];
+        let Some(op) = self.registry.get(&node.op).cloned() else {
+            return;
+        };
+        let job = Job {
+            unit: u,
+            op,
+            store: self.store.clone(),
+            display: unit.display.clone(),
+            key: unit.key.clone(),
+            args: unit.args.clone(),
+            threads,
+            device,
+            cancel: Arc::clone(&self.opts.cancel),
+            workdir: self.workdir.clone(),
+            progress: self.display.start(&unit.display),
+        };
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            let f = job.execute();
+            let _ = tx.send(f);
+        });
+    }
+
+    fn finished(&mut self, f: Finished) {
+        self.running -= 1;
+        if let Some((threads, gpu)) = self.unit_res.remove(&f.unit) {
+            self.threads_used -= threads;
+            if gpu {
+                self.gpu_busy = false;
+            }
+        }
+        let (node, elem, display, key) = {
+            let u = &self.units[f.unit];
+            (u.node, u.elem, u.display.clone(), u.key.clone())
+        };
+        match f.result {
+            Ok(meta) => {
+                let value = NodeValue::from_meta(self.store, &meta);
+                self.display
+                    .println(&format!("ran     {display} ({:.2}s)", f.seconds));
+                self.event(&display, "ran", Some(&key.key), f.seconds, Some(&key));
+                self.unit_done(node, elem, Some(value));
+            }
+            Err(failure) if failure.cancelled => {
+                // Interrupted, not failed: no event, nothing skipped; the
+                // node simply does not finish in this run.
+                self.display.println(&format!("cancelled {display}"));
+                if let NState::Active { failed, .. } = &mut self.state[node] {
+                    *failed = true;
+                }
+                self.unit_done(node, elem, None);
+            }
+            Err(failure) => {
+                {
+                    self.display
+                        .println(&format!("FAILED  {display} ({:.2}s)", f.seconds));
+                    self.display.println(&format!("{:?}", failure.report));
+                    let text = format!("{:?}", failure.report);
+                    let already = failure
+                        .log_tail
+                        .last()
+                        .is_some_and(|l| !l.is_empty() && text.contains(l.as_str()));
+                    if !failure.log_tail.is_empty() && !already {
+                        self.display.println(&format!(
+                            "--- last lines of {} ---",
+                            failure.log_path.display()
+                        ));
+                        for l in &failure.log_tail {
+                            self.display.println(l);
+                        }
+                    }
+                }
+                self.event(&display, "failed", Some(&key.key), f.seconds, Some(&key));
+                if let NState::Active { failed, .. } = &mut self.state[node] {
+                    if !*failed {
+                        *failed = true;
+                        self.skip_downstream(node);
+                    }
+                }
+                self.unit_done(node, elem, None);
+            }
+        }
+    }
+
+    fn unit_done(&mut self, i: usize, elem: Option<usize>, value: Option<NodeValue>) {
+        let mut complete = false;
+        if let NState::Active {
+            pending, values, ..
+        } = &mut self.state[i]
+        {
+            values[elem.unwrap_or(0)] = value;
+            *pending -= 1;
+            complete = *pending == 0;
+        }
+        if complete {
+            self.finish_node(i);
+        }
+    }
+
+    fn finish_node(&mut self, i: usize) {
+        let state = std::mem::replace(&mut self.state[i], NState::Done);
+        let NState::Active { values, failed, .. } = state else {
+            self.state[i] = state;
+            return;
+        };
+        if failed {
+            self.state[i] = NState::Failed;
+            return;
+        }
+        let values: Vec<NodeValue> = values.into_iter().flatten().collect();
+        let value = if self.p.nodes[i].map.is_some() {
+            NodeValue::from_elements(&values)
+        } else {
+            match values.into_iter().next() {
+                Some(v) => v,
+                None => return,
+            }
+        };
+        self.done.insert(self.p.nodes[i].name.clone(), value);
+        for &d in &self.graph.dependents[i] {
+            if matches!(self.state[d], NState::Waiting)
+                && self.graph.deps[d]
+                    .iter()
+                    .all(|&x| matches!(self.state[x], NState::Done))
+                && !self.ready.contains(&d)
+            {
+                self.ready.push_back(d);
+            }
+        }
+    }
+
+    fn fail_node(&mut self, i: usize, report: miette::Report) {
+        let name = self.p.nodes[i].name.clone();
+        self.display.println(&format!("FAILED  {name}"));
+        self.display.println(&format!("{report:?}"));
+        self.state[i] = NState::Failed;
+        self.event(&name, "failed", None, 0.0, None);
+        self.skip_downstream(i);
+    }
+
+    fn skip_downstream(&mut self, i: usize) {
+        let cause = self.p.nodes[i].name.clone();
+        for d in self.graph.downstream(i) {
+            if matches!(self.state[d], NState::Waiting) {
+                self.state[d] = NState::Skipped;
+                let name = self.p.nodes[d].name.clone();
+                self.display
+                    .println(&format!("skipped {name} (upstream {cause} failed)"));
+                self.event(&name, "skipped", None, 0.0, None);
+            }
+        }
+    }
+}
+
+/// One unit handed to a worker thread.
+struct Job {
+    unit: usize,
+    op: Arc<dyn Op>,
+    store: Store,
+    display: String,
+    key: UnitKey,
+    args: BTreeMap<String, RVal>,
+    threads: usize,
+    device: Device,
+    cancel: Arc<AtomicBool>,
+    workdir: PathBuf,
+    progress: NodeProgress,
+}
+
+const LOG_TAIL: usize = 20;
+
+impl Job {
+    fn execute(self) -> Finished {
+        let t0 = Instant::now();
+        let started = now();
+        let result = self.build(started);
+        self.progress.finish();
+        Finished {
+            unit: self.unit,
+            seconds: t0.elapsed().as_secs_f64(),
+            result,
+        }
+    }
+
+    fn build(&self, started: f64) -> Result<Meta, Failure> {
+        let build = self.store.new_build(&self.key.key).map_err(|e| Failure {
+            report: e.into(),
+            log_tail: vec![],
+            log_path: PathBuf::new(),
+            cancelled: false,
+        })?;
+        let out = build.join("out");
+        let log_path = build.join("log.txt");
+        let log_file = Mutex::new(File::create(&log_path).ok());
+        let log = |line: &str| {
+            if let Ok(mut f) = log_file.lock() {
+                if let Some(f) = f.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+            }
+        };
+        let params: BTreeMap<String, Value> = self
+            .args
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_value(&out)))
+            .collect();
+        let ctx = OpContext {
+            params,
+            out_dir: out.clone(),
+            threads: self.threads,
+            device: self.device,
+            progress: &self.progress,
+            log: &log,
+            cancel: &self.cancel,
+        };
+        let run = || {
+            flow_stdlib::exec::with_workdir(&self.workdir, || {
+                std::panic::catch_unwind(AssertUnwindSafe(|| self.op.run(&ctx)))
+            })
+        };
+        let result = match rayon::ThreadPoolBuilder::new()
+            .num_threads(self.threads.max(1))
+            .build()
+        {
+            Ok(pool) => pool.install(run),
+            Err(_) => run(),
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".to_string());
+                Err(miette::miette!(
+                    "op `{}` panicked: {msg} (a bug in the op)",
+                    self.op.spec().name
+                ))
+            }
+        };
+        let fail = |report: miette::Report, store: &Store| {
+            let cancelled = self.cancel.load(Ordering::Relaxed);
+            log(&format!("error: {report}"));
+            drop(log_file.lock().map(|mut f| f.take()));
+            let tail = read_tail(&log_path, LOG_TAIL);
+            if cancelled {
+                store.discard(&build);
+            } else {
+                store.discard_failed(&build, &self.key.key);
+            }
+            Failure {
+                report,
+                log_tail: tail,
+                log_path: store.failed_log(&self.key.key),
+                cancelled,
+            }
+        };
+        let outputs = match result {
+            Ok(o) => o,
+            Err(report) => return Err(fail(report, &self.store)),
+        };
+        if let Ok(mut f) = log_file.lock() {
+            if let Some(f) = f.as_mut() {
+                let _ = f.flush();
+            }
+            f.take();
+        }
+        let mut json = serde_json::Map::new();
+        for (name, v) in &outputs {
+            json.insert(name.clone(), value_to_json(&relative_paths(v, &out)));
+        }
+        let outputs = serde_json::Value::Object(json);
+        let tree = match tree_hash(&out, &mut hash_file_content) {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(fail(
+                    miette::miette!("hashing the output of `{}`: {e}", self.display),
+                    &self.store,
+                ))
+            }
+        };
+        let finished = now();
+        let meta = Meta {
+            node: self.display.clone(),
+            op: self.op.spec().name.to_string(),
+            version: self.op.spec().version,
+            key: self.key.key.clone(),
+            parts: self.key.parts.clone(),
+            content_hash: content_hash(&tree, &outputs),
+            outputs,
+            tree_hash: tree,
+            seconds: finished - started,
+            started,
+            finished,
+        };
+        match self.store.commit(&build, &meta) {
+            Ok(()) => Ok(meta),
+            Err(e) => Err(fail(e.into(), &self.store)),
+        }
+    }
+}
+
+/// Output paths inside the output directory become relative to it.
+fn relative_paths(v: &Value, out: &Path) -> Value {
+    match v {
+        Value::Path(p) => Value::Path(
+            p.strip_prefix(out)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|_| p.clone()),
+        ),
+        Value::List(items) => Value::List(items.iter().map(|i| relative_paths(i, out)).collect()),
+        Value::Record(f) => Value::Record(
+            f.iter()
+                .map(|(k, i)| (k.clone(), relative_paths(i, out)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The last `n` lines of a file.
+pub fn read_tail(path: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}

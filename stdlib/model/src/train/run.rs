@@ -1,0 +1,379 @@
+//! A whole training run over a packed dataset: data order, micro-batching,
+//! gradient accumulation, checkpoints at log-spaced steps, losses.jsonl,
+//! and resuming from a checkpoint.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+use crate::error::{read_to_string, write_atomic, ModelError};
+use crate::model::Model;
+use crate::tokenizer::copy_tokenizer_files;
+use crate::train::backward::Sequence;
+use crate::train::optim::{OptimConfig, Schedule, Trainer};
+use crate::weights::SaveDtype;
+
+/// A packed token dataset (see the `pack` op): `tokens.bin`, `doc_ids.bin`, `pack.json`.
+pub struct PackedData {
+    pub seq_len: usize,
+    pub sequences: usize,
+    tokens: Vec<u32>,
+    doc_ids: Vec<u32>,
+}
+
+fn read_u32s(path: &Path) -> Result<Vec<u32>, ModelError> {
+    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    if bytes.len() % 4 != 0 {
+        return Err(ModelError::invalid(
+            path,
+            "length is not a multiple of 4 bytes (u32 little-endian expected)",
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+impl PackedData {
+    /// Reads and checks a packed dataset directory.
+    pub fn load(dir: &Path) -> Result<PackedData, ModelError> {
+        let meta_path = dir.join("pack.json");
+        let meta: serde_json::Value = serde_json::from_str(&read_to_string(&meta_path)?)
+            .map_err(|e| ModelError::invalid(&meta_path, format!("not valid JSON: {e}")))?;
+        let field = |k: &str| {
+            meta.get(k)
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+                .ok_or_else(|| {
+                    ModelError::invalid(&meta_path, format!("missing integer field `{k}`"))
+                })
+        };
+        let seq_len = field("seq_len")?;
+        let sequences = field("sequences")?;
+        if seq_len == 0 {
+            return Err(ModelError::invalid(&meta_path, "seq_len must be positive"));
+        }
+        let tokens = read_u32s(&dir.join("tokens.bin"))?;
+        let doc_ids = read_u32s(&dir.join("doc_ids.bin"))?;
+        for (name, v) in [("tokens.bin", &tokens), ("doc_ids.bin", &doc_ids)] {
+            if v.len() != seq_len * sequences {
+                return Err(ModelError::invalid(
+                    &dir.join(name),
+                    format!(
+                        "holds {} values but pack.json says {sequences} sequences × {seq_len}",
+                        v.len()
+                    ),
+                ));
+            }
+        }
+        Ok(PackedData {
+            seq_len,
+            sequences,
+            tokens,
+            doc_ids,
+        })
+    }
+
+    /// Training sequence `i` (padding positions get no target and their own doc id).
+    pub fn sequence(&self, i: usize) -> Sequence {
+        let r = i * self.seq_len..(i + 1) * self.seq_len;
+        Sequence::packed(&self.tokens[r.clone()], &self.doc_ids[r])
+    }
+}
+
+/// Everything the `train` op sets.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Warmup steps = ceil(warmup_ratio × total steps), as transformers' `get_warmup_steps`.
+    pub warmup_ratio: f64,
+    pub schedule: Schedule,
+    /// Sequences per optimizer step.
+    pub effective_batch: usize,
+    /// Sequences per forward/backward.
+    pub micro_batch: usize,
+    pub epochs: usize,
+    /// Number of log-spaced checkpoints (see [`checkpoint_steps`]).
+    pub checkpoints: usize,
+    pub max_grad_norm: f64,
+    pub seed: u64,
+    pub save_dtype: SaveDtype,
+    pub activation_checkpointing: bool,
+    /// 0 = all steps of `epochs`.
+    pub max_steps: usize,
+    /// Write optimizer.safetensors into every checkpoint (needed to resume from it).
+    pub save_optimizer: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            lr: 2e-5,
+            weight_decay: 0.1,
+            warmup_ratio: 0.1,
+            schedule: Schedule::Cosine,
+            effective_batch: 128,
+            micro_batch: 4,
+            epochs: 1,
+            checkpoints: 18,
+            max_grad_norm: 1.0,
+            seed: 0,
+            save_dtype: SaveDtype::F32,
+            activation_checkpointing: false,
+            max_steps: 0,
+            save_optimizer: true,
+        }
+    }
+}
+
+/// Callbacks of a run: progress, log lines, cancellation.
+pub trait TrainMonitor: Sync {
+    fn on_step(&self, _step: usize, _total: usize, _loss: f64, _lr: f64) {}
+    fn log(&self, _line: &str) {}
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// A monitor that ignores everything.
+pub struct NoMonitor;
+impl TrainMonitor for NoMonitor {}
+
+/// What a run produced.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    /// Checkpoint directories relative to the output directory, in step order.
+    pub checkpoints: Vec<PathBuf>,
+    pub losses: Vec<f64>,
+    pub total_steps: usize,
+}
+
+/// The checkpoint steps: `n` steps spaced logarithmically over `1..=total`. The ideal k-th step
+/// (k = 0..n) is `total^(k/(n-1))`; each is rounded to the nearest integer and then pushed up to
+/// one more than the previous step (early steps crowd together), and kept at most
+/// `total - (n-1-k)` so all `n` fit: `s_k = min(max(round(total^(k/(n-1))), s_{k-1} + 1), total - (n-1-k))`.
+/// The first is step 1 and the last is `total`. With `total <= n` every step is a checkpoint;
+/// `n == 1` gives `[total]`.
+pub fn checkpoint_steps(total: usize, n: usize) -> Vec<usize> {
+    if total == 0 || n == 0 {
+        return Vec::new();
+    }
+    if n == 1 {
+        return vec![total];
+    }
+    if total <= n {
+        return (1..=total).collect();
+    }
+    let mut out: Vec<usize> = Vec::with_capacity(n);
+    for k in 0..n {
+        let ideal = (total as f64).powf(k as f64 / (n - 1) as f64).round() as usize;
+        let lo = out.last().map_or(1, |p| p + 1);
+        out.push(ideal.max(lo).min(total - (n - 1 - k)));
+    }
+    out
+}
+
+/// The number of optimizer steps of a run.
+pub fn total_steps(sequences: usize, cfg: &TrainConfig) -> usize {
+    let per_epoch = sequences.div_ceil(cfg.effective_batch.max(1));
+    let all = per_epoch * cfg.epochs;
+    if cfg.max_steps > 0 {
+        all.min(cfg.max_steps)
+    } else {
+        all
+    }
+}
+
+/// The order of sequences in `epoch`: a ChaCha8 shuffle seeded by (seed, epoch).
+fn epoch_order(sequences: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..sequences).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64);
+    order.shuffle(&mut rng);
+    order
+}
+
+/// The sequence indices of optimizer step `step` (0-based), in micro-batches.
+fn step_batches(data: &PackedData, cfg: &TrainConfig, step: usize) -> Vec<Vec<usize>> {
+    let per_epoch = data.sequences.div_ceil(cfg.effective_batch.max(1));
+    let epoch = step / per_epoch;
+    let within = step % per_epoch;
+    let order = epoch_order(data.sequences, cfg.seed, epoch);
+    let start = within * cfg.effective_batch;
+    let end = (start + cfg.effective_batch).min(data.sequences);
+    order[start..end]
+        .chunks(cfg.micro_batch.max(1))
+        .map(|c| c.to_vec())
+        .collect()
+}
+
+/// Trains `model_dir` on `data_dir`, writing checkpoints under `out_dir/checkpoints/step-NNNNNN/`,
+/// the final model into `out_dir` itself, and `out_dir/losses.jsonl` (one line per step). With
+/// `resume`, continues from a checkpoint directory this function wrote (its optimizer.safetensors).
+pub fn train(
+    model_dir: &Path,
+    data_dir: &Path,
+    out_dir: &Path,
+    cfg: &TrainConfig,
+    resume: Option<&Path>,
+    monitor: &dyn TrainMonitor,
+) -> Result<TrainSummary, ModelError> {
+    if cfg.effective_batch == 0 || cfg.micro_batch == 0 {
+        return Err(ModelError::Input(
+            "effective_batch and micro_batch must be positive".into(),
+        ));
+    }
+    let data = PackedData::load(data_dir)?;
+    let model = Model::load(resume.unwrap_or(model_dir))?;
+    let total = total_steps(data.sequences, cfg);
+    if total == 0 {
+        return Err(ModelError::Input(format!(
+            "{}: the dataset has no sequences to train on",
+            data_dir.display()
+        )));
+    }
+    let warmup = (cfg.warmup_ratio * total as f64).ceil() as usize;
+    let optim = OptimConfig {
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        warmup_steps: warmup,
+        total_steps: total,
+        schedule: cfg.schedule,
+        max_grad_norm: cfg.max_grad_norm,
+        activation_checkpointing: cfg.activation_checkpointing,
+        ..OptimConfig::default()
+    };
+    let n_params = model.config.param_count();
+    let mut trainer = Trainer::new(model, optim);
+    let mut tokens_seen: u64 = 0;
+    let mut losses = Vec::new();
+    std::fs::create_dir_all(out_dir.join("checkpoints")).map_err(|e| ModelError::io(out_dir, e))?;
+    let losses_path = out_dir.join("losses.jsonl");
+    if let Some(r) = resume {
+        let meta = trainer.load_optimizer(&r.join("optimizer.safetensors"))?;
+        tokens_seen = meta
+            .get("tokens_seen")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if let Some(l) = meta
+            .get("losses")
+            .and_then(|s| serde_json::from_str::<Vec<f64>>(s).ok())
+        {
+            losses = l;
+        }
+    }
+    let mut losses_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&losses_path)
+        .map_err(|e| ModelError::io(&losses_path, e))?;
+    let ckpt_steps = checkpoint_steps(total, cfg.checkpoints);
+    let mut written = Vec::new();
+    let first = trainer.step as usize;
+    for step in first..total {
+        if monitor.cancelled() {
+            return Err(ModelError::Cancelled);
+        }
+        let batches: Vec<Vec<Sequence>> = step_batches(&data, cfg, step)
+            .into_iter()
+            .map(|mb| mb.into_iter().map(|i| data.sequence(i)).collect())
+            .collect();
+        let stats = trainer.step(&batches)?;
+        tokens_seen += stats.tokens as u64;
+        losses.push(stats.loss);
+        let line = json!({"step": step + 1, "loss": stats.loss, "lr": stats.lr, "grad_norm": stats.grad_norm, "tokens_seen": tokens_seen});
+        writeln!(losses_file, "{line}").map_err(|e| ModelError::io(&losses_path, e))?;
+        monitor.on_step(step + 1, total, stats.loss, stats.lr);
+        if ckpt_steps.contains(&(step + 1)) {
+            let rel = PathBuf::from(format!("checkpoints/step-{:06}", step + 1));
+            let dir = out_dir.join(&rel);
+            let mut extra = HashMap::new();
+            extra.insert("tokens_seen".to_string(), tokens_seen.to_string());
+            extra.insert(
+                "data_position".to_string(),
+                json!({"step": step + 1, "seed": cfg.seed}).to_string(),
+            );
+            extra.insert(
+                "rng".to_string(),
+                json!({"kind": "chacha8 shuffle per epoch", "seed": cfg.seed}).to_string(),
+            );
+            extra.insert(
+                "losses".to_string(),
+                serde_json::to_string(&losses).expect("JSON"),
+            );
+            write_model_dir(
+                &trainer,
+                &dir,
+                model_dir,
+                cfg,
+                step + 1,
+                tokens_seen,
+                n_params,
+                stats.loss,
+                &rel,
+            )?;
+            if cfg.save_optimizer {
+                trainer.save_optimizer(&dir.join("optimizer.safetensors"), &extra)?;
+            }
+            monitor.log(&format!(
+                "checkpoint {} (loss {:.4})",
+                rel.display(),
+                stats.loss
+            ));
+            written.push(rel);
+        }
+    }
+    let last = losses.last().copied().unwrap_or(f64::NAN);
+    write_model_dir(
+        &trainer,
+        out_dir,
+        model_dir,
+        cfg,
+        total,
+        tokens_seen,
+        n_params,
+        last,
+        Path::new("final"),
+    )?;
+    Ok(TrainSummary {
+        checkpoints: written,
+        losses,
+        total_steps: total,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_model_dir(
+    trainer: &Trainer,
+    dir: &Path,
+    tokenizer_from: &Path,
+    cfg: &TrainConfig,
+    step: usize,
+    tokens_seen: u64,
+    n_params: u64,
+    loss: f64,
+    rel: &Path,
+) -> Result<(), ModelError> {
+    trainer.model.save(dir, cfg.save_dtype)?;
+    copy_tokenizer_files(tokenizer_from, dir)?;
+    let lineage = json!({
+        "step": step,
+        "tokens_seen": tokens_seen,
+        "flops": 6.0 * n_params as f64 * tokens_seen as f64,
+        "loss": if loss.is_finite() { json!(loss) } else { json!(null) },
+        "source": rel.display().to_string(),
+    });
+    write_atomic(
+        &dir.join("flow_checkpoint.json"),
+        serde_json::to_string_pretty(&lineage)
+            .expect("JSON")
+            .as_bytes(),
+    )
+}

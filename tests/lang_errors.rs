@@ -1,0 +1,597 @@
+//! Every kind of error: the rendered diagnostic names the problem, points at
+//! the right line and column with the source snippet, and says what to do.
+
+mod lang_common;
+
+use lang_common::{errors, load_in, squash};
+
+/// Asserts that `rendered` holds every piece (whitespace-insensitive).
+fn has(rendered: &str, pieces: &[&str]) {
+    let flat = squash(rendered);
+    for piece in pieces {
+        assert!(
+            flat.contains(&squash(piece)),
+            "missing {piece:?} in:\n{rendered}"
+        );
+    }
+}
+
+#[test]
+fn syntax_error_points_at_the_token() {
+    let r = errors("param n = 1\na = gen(cmd \"x\")\n", &[]);
+    has(
+        &r,
+        &[
+            "syntax error",
+            "main.flow:2:13",
+            "a = gen(cmd \"x\")",
+            "arguments are named: `op(name: value, ...)`",
+        ],
+    );
+}
+
+#[test]
+fn syntax_error_unclosed_string() {
+    let r = errors("a = gen(cmd: \"x)\n", &[]);
+    has(
+        &r,
+        &[
+            "syntax error",
+            "main.flow:1:",
+            "must be closed with `\"` on the same line",
+        ],
+    );
+}
+
+#[test]
+fn syntax_error_bad_escape() {
+    let r = errors("a = gen(cmd: \"a\\qb\")\n", &[]);
+    has(
+        &r,
+        &["unknown escape `\\q`", "main.flow:1:16", "escapes are"],
+    );
+}
+
+#[test]
+fn keyword_cannot_name_a_node() {
+    let r = errors("in = gen(cmd: \"x\")\n", &[]);
+    has(&r, &["syntax error", "main.flow:1:1", "`in` is a keyword"]);
+}
+
+#[test]
+fn unknown_op_suggests_the_closest() {
+    let r = errors(
+        "param n = 1\nb = trian(base: dir(\"m\"), data: dir(\"d\"))\n",
+        &[],
+    );
+    has(
+        &r,
+        &[
+            "unknown op `trian`",
+            "main.flow:2:5",
+            "b = trian(",
+            "did you mean `train`?",
+        ],
+    );
+    let r = errors("b = zzzzzz()\n", &[]);
+    has(
+        &r,
+        &[
+            "unknown op `zzzzzz`",
+            "known ops: collect, count, gen, slerp, train",
+        ],
+    );
+}
+
+#[test]
+fn unknown_argument_suggests() {
+    let r = errors("a = gen(cmd: \"x\", m: 2)\n", &[]);
+    has(
+        &r,
+        &[
+            "unknown argument `m` for op `gen`",
+            "main.flow:1:19",
+            "did you mean `n`?",
+        ],
+    );
+    let r = errors("a = gen(cmd: \"x\", zzzzz: 2)\n", &[]);
+    has(&r, &["unknown argument `zzzzz`", "`gen` takes: cmd, n"]);
+}
+
+#[test]
+fn missing_required_argument() {
+    let r = errors("\na = gen(n: 2)\n", &[]);
+    has(
+        &r,
+        &[
+            "missing required argument `cmd` of op `gen`",
+            "main.flow:2:5",
+            "add `cmd: ...`, a template string (the command)",
+        ],
+    );
+}
+
+#[test]
+fn mistyped_arguments() {
+    let r = errors("a = gen(cmd: \"x\", n: \"two\")\n", &[]);
+    has(
+        &r,
+        &[
+            "mistyped argument `n` of `gen`: expected an integer, got a string",
+            "main.flow:1:22",
+            "pass an integer here",
+        ],
+    );
+    let r = errors("a = gen(cmd: \"x\", n: 2.5)\n", &[]);
+    has(
+        &r,
+        &[
+            "expected an integer, got a float",
+            "without a decimal point",
+        ],
+    );
+    let r = errors("c = count(input: \"data.txt\")\n", &[]);
+    has(
+        &r,
+        &[
+            "expected a file, got a string",
+            "main.flow:1:18",
+            "to read a file write `file(\"data.txt\")`",
+        ],
+    );
+    let r = errors("a = gen(cmd: \"x\")\nt = train(base: a, data: a)\n", &[]);
+    has(
+        &r,
+        &[
+            "mistyped argument `base` of `train`: expected a model, got node `a` (a directory)",
+            "main.flow:2:17",
+        ],
+    );
+    let r = errors(
+        "t = train(base: dir(\"m\"), data: dir(\"d\"), mode: \"lorra\")\n",
+        &[],
+    );
+    has(
+        &r,
+        &[
+            "expected one of \"full\", \"lora\", got a string",
+            "did you mean \"lora\"?",
+        ],
+    );
+    let r = errors(
+        "t = slerp(base: dir(\"m\"), other: dir(\"m\"), t: \"half\")\n",
+        &[],
+    );
+    has(
+        &r,
+        &["expected a number or a list of numbers, got a string"],
+    );
+    let r = errors(
+        "t = slerp(base: dir(\"m\"), other: file(\"m\"), t: 1)\n",
+        &[],
+    );
+    has(
+        &r,
+        &["argument `other` of `slerp`: expected a model, got a file input"],
+    );
+    let r = errors("param n = \"3\"\na = gen(cmd: \"x\", n: n)\n", &[]);
+    has(
+        &r,
+        &[
+            "expected an integer, got param `n` (a string)",
+            "main.flow:2:22",
+        ],
+    );
+    let r = errors("a = collect(items: [dir(\"a\"), 3])\n", &[]);
+    has(
+        &r,
+        &[
+            "an element of argument `items` of `collect`: expected a directory, got an integer",
+            "main.flow:1:31",
+        ],
+    );
+    let r = errors("a = gen(cmd: \"x\")\nc = count(input: a)\n", &[]);
+    has(
+        &r,
+        &["expected a file, got node `a` (a directory)", "`a.NAME`"],
+    );
+}
+
+#[test]
+fn map_variable_is_typed_by_its_list() {
+    let r = errors(
+        "a = gen(cmd: \"x\")\nm = [train(base: c, data: a) for c in [1, 2]]\n",
+        &[],
+    );
+    has(&r, &["mistyped argument `base` of `train`: expected a model, but the loop variable `c` takes an integer from its list", "main.flow:2:18", "`c` used here", "every element of the list must be a model"]);
+    assert_eq!(
+        lang_common::load(
+            "a = gen(cmd: \"x\")\nm = [train(base: c, data: a) for c in [1, 2]]\n",
+            &[]
+        )
+        .unwrap_err()
+        .len(),
+        1
+    );
+    let r = errors(
+        "param xs = [\"a\"]\nm = [gen(cmd: \"x\", n: c) for c in xs]\n",
+        &[],
+    );
+    has(&r, &["expected an integer, but param `xs` holds a string"]);
+    let r = errors("a = gen(cmd: \"x\")\nm = [count(input: c) for c in a.parts]\nn = [count(input: c) for c in a]\n", &[]);
+    has(
+        &r,
+        &[
+            "a map runs over a list, not node `a` (a directory)",
+            "main.flow:3:31",
+            "a node output of list type",
+        ],
+    );
+    assert_eq!(
+        lang_common::load(
+            "a = gen(cmd: \"x\")\nm = [count(input: c) for c in a.parts]\n",
+            &[]
+        )
+        .unwrap()
+        .nodes
+        .len(),
+        2
+    );
+}
+
+#[test]
+fn undefined_reference_suggests() {
+    let r = errors(
+        "alpha = gen(cmd: \"x\")\nb = count(input: alpah.nums)\n",
+        &[],
+    );
+    has(
+        &r,
+        &[
+            "undefined name `alpah`",
+            "main.flow:2:18",
+            "did you mean `alpha`?",
+        ],
+    );
+    let r = errors("b = count(input: qqqq)\n", &[]);
+    has(
+        &r,
+        &["undefined name `qqqq`", "define it as `param NAME = VALUE`"],
+    );
+}
+
+#[test]
+fn unknown_field_lists_the_outputs() {
+    let r = errors("a = gen(cmd: \"x\")\nb = count(input: a.numz)\n", &[]);
+    has(
+        &r,
+        &[
+            "`a` (op `gen`) has no output `numz`",
+            "main.flow:2:20",
+            "did you mean `nums`?",
+        ],
+    );
+    let r = errors("a = gen(cmd: \"x\")\nb = count(input: a.zzzzzzz)\n", &[]);
+    has(&r, &["op `gen` declares: nums, parts"]);
+    let r = errors("param p = 1\nb = count(input: p.x)\n", &[]);
+    has(&r, &["`p` is a param; params have no fields"]);
+}
+
+#[test]
+fn cycle_prints_its_path() {
+    let r = errors(
+        "a = gen(cmd: \"{c}\")\nb = gen(cmd: \"{a}\")\nc = count(input: b.nums)\n",
+        &[],
+    );
+    has(
+        &r,
+        &[
+            "dependency cycle: a -> c -> b -> a",
+            "main.flow:1:1",
+            "remove one of these references",
+        ],
+    );
+    let r = errors("a = gen(cmd: \"{a}\")\n", &[]);
+    has(&r, &["dependency cycle: a -> a"]);
+}
+
+#[test]
+fn duplicate_names_point_at_both() {
+    let r = errors(
+        "param a = 1\nb = gen(cmd: \"x\")\na = gen(cmd: \"y\")\n",
+        &[],
+    );
+    has(
+        &r,
+        &[
+            "duplicate name `a`",
+            "main.flow:3:1",
+            "defined again here",
+            "first defined here",
+            "share one namespace",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lib.flow"), "\nx = gen(cmd: \"x\")\n").unwrap();
+    let r = load_in(
+        dir.path(),
+        "import \"lib.flow\"\nx = gen(cmd: \"y\")\n",
+        &[],
+    )
+    .unwrap_err()
+    .render();
+    has(
+        &r,
+        &[
+            "duplicate name `x`",
+            "main.flow:2:1",
+            "`x` is first defined in",
+            "lib.flow:2:1",
+        ],
+    );
+}
+
+#[test]
+fn import_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.flow"), "import \"b.flow\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("b.flow"),
+        "x = gen(cmd: \"x\")\nimport \"main.flow\"\n",
+    )
+    .unwrap();
+    let r = load_in(dir.path(), "import \"a.flow\"\n", &[])
+        .unwrap_err()
+        .render();
+    has(
+        &r,
+        &[
+            "import cycle:",
+            "main.flow -> ",
+            "a.flow -> ",
+            "b.flow -> ",
+            "b.flow:2:8",
+            "move what both need",
+        ],
+    );
+    let r = load_in(dir.path(), "\nimport \"nope.flow\"\n", &[])
+        .unwrap_err()
+        .render();
+    has(
+        &r,
+        &[
+            "cannot read import `nope.flow`",
+            "main.flow:2:8",
+            "relative to the importing file",
+        ],
+    );
+    std::fs::write(dir.path().join("bad.flow"), "x = = 1\n").unwrap();
+    let r = load_in(dir.path(), "import \"bad.flow\"\n", &[])
+        .unwrap_err()
+        .render();
+    has(&r, &["syntax error", "bad.flow:1:5"]);
+}
+
+#[test]
+fn bad_set_values() {
+    let text = "param lr = 2e-5\nparam n = 3\n";
+    let r = errors(text, &["lrr=1"]);
+    has(
+        &r,
+        &[
+            "`--set`: unknown param `lrr`",
+            "--set:1:1",
+            "did you mean `lr`?",
+        ],
+    );
+    let r = errors(text, &["n=abc"]);
+    has(
+        &r,
+        &[
+            "`--set n`: expected an integer like the default, got a string",
+            "--set:1:3",
+            "the default of `n` is 3",
+        ],
+    );
+    let r = errors(text, &["lr=true"]);
+    has(&r, &["expected a float like the default, got a boolean"]);
+    let r = errors(text, &["n=[1,"]);
+    has(
+        &r,
+        &[
+            "`--set n`: `[1,` is not a valid value",
+            "a bare word is a string",
+        ],
+    );
+    let r = errors(text, &["n"]);
+    has(&r, &["bad `--set n`: expected NAME=VALUE"]);
+    let r = errors("a = gen(cmd: \"x\")\n", &["a=1"]);
+    has(
+        &r,
+        &["unknown param `a`", "`a` is a node; only params can be set"],
+    );
+}
+
+#[test]
+fn template_errors_point_into_the_string() {
+    let r = errors("param n = 1\na = gen(cmd: \"seq {nn} > {out}\")\n", &[]);
+    has(
+        &r,
+        &[
+            "unknown name `nn` in template",
+            "main.flow:2:19",
+            "{nn}",
+            "did you mean `n`?",
+        ],
+    );
+    let r = errors("a = gen(cmd: \"echo {x\")\n", &[]);
+    has(
+        &r,
+        &[
+            "unclosed `{` in template",
+            "main.flow:1:20",
+            "write `{{` for a literal `{`",
+        ],
+    );
+    let r = errors("a = gen(cmd: \"echo x}\")\n", &[]);
+    has(
+        &r,
+        &["unmatched `}` in template", "main.flow:1:21", "write `}}`"],
+    );
+    let r = errors("a = gen(cmd: \"echo {a b}\")\n", &[]);
+    has(&r, &["`{a b}` is not a valid placeholder"]);
+    let r = errors("a = gen(cmd: \"x\")\nb = gen(cmd: \"{a.nope}\")\n", &[]);
+    has(&r, &["has no output `nope`"]);
+    // Escapes shift offsets: the span still lands on the placeholder.
+    let r = errors("a = gen(cmd: \"\\t\\\"{zz}\")\n", &[]);
+    has(&r, &["unknown name `zz`", "main.flow:1:19"]);
+}
+
+#[test]
+fn other_errors() {
+    let r = errors("out = gen(cmd: \"x\")\n", &[]);
+    has(&r, &["`out` is a reserved name", "main.flow:1:1"]);
+    let r = errors("a = gen(cmd: \"x\", device: \"gpu\")\n", &[]);
+    has(&r, &["bad device \"gpu\"", "main.flow:1:27", "\"cuda:N\""]);
+    let r = errors("a = gen(cmd: \"x\")\nparam p = a\n", &[]);
+    has(
+        &r,
+        &[
+            "a param's value must be a literal, not a reference to `a`",
+            "main.flow:2:11",
+        ],
+    );
+    let r = errors("a = gen(cmd: \"x\", n: 1, n: 2)\n", &[]);
+    has(&r, &["argument `n` is given twice", "main.flow:1:25"]);
+    let r = errors(
+        "a = gen(cmd: \"x\")\nm = [count(input: a.nums) for a in [1]]\n",
+        &[],
+    );
+    has(&r, &["the loop variable `a` hides a name"]);
+
+    let r = errors("param big = 99999999999999999999\n", &[]);
+    has(&r, &["does not fit in 64 bits"]);
+}
+
+#[test]
+fn several_errors_are_reported_together() {
+    let r = errors(
+        "a = gen(cmd: \"x\", n: \"s\")\nb = nope(x: 1)\nc = count(input: zz)\n",
+        &[],
+    );
+    has(
+        &r,
+        &[
+            "expected an integer",
+            "unknown op `nope`",
+            "undefined name `zz`",
+            "3 errors",
+        ],
+    );
+    let d = lang_common::load("a = gen(cmd: \"x\", n: \"s\")\nb = nope(x: 1)\n", &[]).unwrap_err();
+    assert_eq!(d.0.len(), 2);
+    // Every report carries a help line.
+    for report in &d.0 {
+        assert!(report.help().is_some(), "no help in {report:?}");
+    }
+}
+
+#[test]
+fn more_type_rules() {
+    // A map node's field is a list: not a single file.
+    let r = errors(
+        "a = gen(cmd: \"x\")\nm = [train(base: dir(\"b\"), data: a) for x in [1]]\nc = count(input: m.log)\n",
+        &[],
+    );
+    has(
+        &r,
+        &[
+            "expected a file, got `m.log` (a list of files)",
+            "main.flow:3:18",
+        ],
+    );
+    // A list param for an either-typed argument; a string param is not a number.
+    let ok = lang_common::load(
+        "param ts = [0.5, 1]\nm = slerp(base: dir(\"a\"), other: dir(\"b\"), t: ts)\n",
+        &[],
+    );
+    assert!(ok.is_ok(), "{}", ok.unwrap_err());
+    let r = errors(
+        "param ts = \"half\"\nm = slerp(base: dir(\"a\"), other: dir(\"b\"), t: ts)\n",
+        &[],
+    );
+    has(
+        &r,
+        &["expected a number or a list of numbers, got param `ts` (a string)"],
+    );
+    // An undefined name inside an either-typed argument is reported as such.
+    let r = errors(
+        "m = slerp(base: dir(\"a\"), other: dir(\"b\"), t: [tt])\n",
+        &[],
+    );
+    has(&r, &["undefined name `tt`"]);
+    let r = errors("a = collect(items: [], meta: {k: 1, k: 2})\n", &[]);
+    has(&r, &["duplicate field `k`", "main.flow:1:37"]);
+    let r = errors("c = count(input: file(\"\"))\n", &[]);
+    has(&r, &["empty input path"]);
+    let r = errors("a = gen(cmd: \"x\", device: 1)\n", &[]);
+    has(&r, &["bad device", "main.flow:1:27"]);
+    let r = errors("a = gen(cmd: \"x\", n: true)\n", &[]);
+    has(&r, &["expected an integer, got a boolean"]);
+    let r = errors("a = collect(items: dir(\"x\"))\n", &[]);
+    has(
+        &r,
+        &[
+            "expected a list of directories, got a directory input",
+            "write a list",
+        ],
+    );
+}
+
+#[test]
+fn unknown_op_does_not_cascade() {
+    let d = lang_common::load(
+        "a = nope(x: 1)\nb = count(input: a.nums)\nc = gen(cmd: \"{a}\")\n",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(d.len(), 1, "{}", d.render());
+}
+
+#[test]
+fn diagnostics_display_renders_every_report() {
+    let d = lang_common::load("a = nope(x: 1)\nb = nope2()\n", &[]).unwrap_err();
+    let shown = format!("{d}");
+    assert!(
+        shown.contains("unknown op `nope`") && shown.contains("unknown op `nope2`"),
+        "{shown}"
+    );
+    assert!(
+        !d.render().contains('\u{1b}'),
+        "render() has no colour codes"
+    );
+}
+
+#[test]
+fn alias_errors() {
+    let r = errors("a = gen(cmd: \"x\")\nb = zz\n", &[]);
+    has(&r, &["undefined name `zz`", "main.flow:2:5"]);
+    let r = errors("a = b\nb = a\n", &[]);
+    has(&r, &["alias cycle: a -> b -> a", "main.flow:1:5"]);
+    let r = errors("param p = 1\nb = p\n", &[]);
+    has(&r, &["`b` is an alias of the param `p`"]);
+    let r = errors("a = gen(cmd: \"x\")\nb = a.numz\n", &[]);
+    has(
+        &r,
+        &[
+            "has no output `numz`",
+            "main.flow:2:7",
+            "did you mean `nums`?",
+        ],
+    );
+    let r = errors(
+        "a = gen(cmd: \"x\")\nb = a.nums\nc = count(input: b.x)\n",
+        &[],
+    );
+    has(&r, &["only one level of field access"]);
+}
