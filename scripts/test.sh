@@ -12,4 +12,4 @@ if [ ! -f "$tools/nvidia/cu13/include/cuda_bf16.h" ] || [ ! -f "$tools/nvidia/cu
 fi
 export FLOW_NVRTC_LIB="$PWD/$tools/nvidia/cu13/lib/libnvrtc.so.13"
 export FLOW_CUDA_INCLUDE="$PWD/$tools/nvidia/cu13/include"
-exec cargo test --workspace "$@"
+exec cargo test --workspace --no-fail-fast "$@"

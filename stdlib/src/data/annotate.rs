@@ -423,6 +423,11 @@ impl Op for Annotate {
                                 error: Some(e.to_string()),
                             },
                         };
+                        // Stop the other workers before they take another
+                        // document, not when the collector gets to it.
+                        if answer.error.is_some() && policy == OnError::Fail {
+                            stop.store(true, Ordering::Relaxed);
+                        }
                         if tx.send(answer).is_err() {
                             return;
                         }

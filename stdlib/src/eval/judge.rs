@@ -334,13 +334,26 @@ pub fn combine(first: Option<&str>, swapped: Option<&str>) -> (Option<&'static s
     }
 }
 
+/// The name a model goes by in the verdicts: the given name; else, for a
+/// checkpoint (or a merge of one), `step-N` from its lineage; else the
+/// model directory's name. Artifact directories are all called `out`, so
+/// that name is replaced by the name of the node's directory.
 fn model_name(given: &str, r: &Responses, path: &Path) -> String {
     if !given.is_empty() {
         return given.to_owned();
     }
+    if let Some(step) = r.checkpoint.as_ref().and_then(|c| c.get("step")).and_then(Json::as_u64) {
+        return format!("step-{step}");
+    }
     let from = r.model.as_deref().map(Path::new).unwrap_or(path);
-    from.file_name()
-        .map(|s| s.to_string_lossy().into_owned())
+    let named = if from.file_name().is_some_and(|n| n == "out") {
+        from.parent().unwrap_or(from)
+    } else {
+        from
+    };
+    named
+        .file_name()
+        .map(|s| s.to_string_lossy().chars().take(16).collect())
         .unwrap_or_else(|| from.display().to_string())
 }
 
@@ -497,7 +510,7 @@ impl Op for Judge {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "judge",
-            version: 1,
+            version: 2,
             doc: "Pairwise LLM-as-judge of two generate artifacts: every shared prompt judged in both orders (disagreement counts as a tie), raw answers saved in verdicts.jsonl ({model_a, model_b, winner: A|B|0|null, ...}), win/tie/loss counts of model a in judge.json.",
             params: vec![
                 Param::required("a", Type::Either(Box::new(Type::Dir), Box::new(Type::File)), "generate node (or responses.jsonl) of model A, e.g. a checkpoint"),
@@ -506,7 +519,7 @@ impl Op for Judge {
                 Param::optional("template", Type::Either(Box::new(Type::File), Box::new(Type::Str)), Value::Str(String::new()), "YAML {messages: [{role, content}]} with minijinja over query, response_a, response_b, context; empty: built-in"),
                 Param::optional("endpoint", Type::Str, Value::Str("https://api.openai.com/v1".into()), "base URL of the OpenAI-compatible API"),
                 Param::optional("api_key_env", Type::Str, Value::Str("OPENAI_API_KEY".into()), "environment variable holding the API key; empty: no key is sent"),
-                Param::optional("name_a", Type::Str, Value::Str(String::new()), "name of model A in the verdicts; empty: the model directory's name"),
+                Param::optional("name_a", Type::Str, Value::Str(String::new()), "name of model A in the verdicts; empty: `step-N` for a checkpoint, else the model directory's name"),
                 Param::optional("name_b", Type::Str, Value::Str(String::new()), "name of model B in the verdicts; empty: the model directory's name"),
                 Param::optional("max_tokens", Type::Int, Value::Int(256), "longest judge answer"),
                 Param::optional("json_mode", Type::Bool, Value::Bool(true), "ask the endpoint for JSON following the answer schema (response_format json_schema)"),
