@@ -65,6 +65,13 @@ pub enum Command {
     Fmt(FmtArgs),
     /// Rehash every artifact and memoised input; report mismatches.
     Verify(CacheOnlyArgs),
+    /// Print a model's completion of a prompt (greedy unless --temperature).
+    Generate(crate::model_cli::GenerateArgs),
+    /// Convert a GGUF file into a Hugging Face model directory.
+    #[command(name = "import-gguf")]
+    ImportGguf(crate::model_cli::ImportGgufArgs),
+    /// Serve a model with an OpenAI-compatible API on loopback.
+    Serve(crate::model_cli::ServeArgs),
 }
 
 /// Where the cache is.
@@ -211,6 +218,9 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Gc(a) => cmd_gc(a),
         Command::Fmt(a) => cmd_fmt(a),
         Command::Verify(a) => cmd_verify(a),
+        Command::Generate(a) => Ok(crate::model_cli::generate(a)),
+        Command::ImportGguf(a) => Ok(crate::model_cli::import_gguf(a)),
+        Command::Serve(a) => Ok(crate::model_cli::serve(a)),
     };
     match result {
         Ok(code) => code,

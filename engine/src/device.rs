@@ -20,18 +20,25 @@ pub fn parse_device(text: &str) -> Result<DeviceRequest, String> {
     }
 }
 
-/// Number of CUDA devices usable by this process.
+/// Number of CUDA devices usable by this process, and why there are none.
 ///
-/// The CUDA probe plugs in here; until it does, there are none.
-pub fn cuda_device_count() -> usize {
-    0
+/// Probes the driver without touching cudarc first (cudarc panics when
+/// libcuda is missing), once per process.
+pub fn cuda_devices() -> (usize, Option<String>) {
+    match flow_kernels::cuda::probe() {
+        Ok(info) => (info.devices, None),
+        Err(e) => (0, Some(e.to_string())),
+    }
 }
 
 /// Resolves a device request to the device a node runs on. Returns a
 /// one-line notice when the request could not be honoured (CUDA asked for
 /// but not available), so the caller can print it once.
 pub fn resolve_device(req: DeviceRequest) -> (Device, Option<String>) {
-    let count = cuda_device_count();
+    let (count, why) = match req {
+        DeviceRequest::Cpu => (0, None),
+        _ => cuda_devices(),
+    };
     match req {
         DeviceRequest::Cpu => (Device::Cpu, None),
         DeviceRequest::Auto => {
@@ -48,7 +55,10 @@ pub fn resolve_device(req: DeviceRequest) -> (Device, Option<String>) {
             } else {
                 (
                     Device::Cpu,
-                    Some(format!("flow: cuda:{n} requested but no such CUDA device is available; running on the CPU")),
+                    Some(match why {
+                        Some(why) => format!("flow: cuda:{n} requested, but {why}; running on the CPU"),
+                        None => format!("flow: cuda:{n} requested, but only {count} CUDA device(s) exist; running on the CPU"),
+                    }),
                 )
             }
         }

@@ -12,6 +12,7 @@ pub mod ir;
 pub mod keys;
 pub mod lang;
 pub mod memo;
+pub mod model_cli;
 pub mod plan;
 pub mod progress;
 pub mod resolve;

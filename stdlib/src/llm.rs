@@ -57,6 +57,16 @@ impl std::error::Error for ChatError {}
 pub trait ChatBackend: Send + Sync {
     /// The assistant message's content.
     fn chat(&self, req: &ChatRequest) -> Result<String, ChatError>;
+    /// The most likely of `options` as the assistant's answer, where the
+    /// backend can score them (the local runtime, by log-likelihood);
+    /// `None` where it cannot.
+    fn choose(
+        &self,
+        _messages: &[ChatMessage],
+        _options: &[String],
+    ) -> Option<Result<String, ChatError>> {
+        None
+    }
     /// What to record in artifacts (backend, model, endpoint; never a key).
     fn describe(&self) -> Json;
     /// Requests worth running at once.
@@ -291,8 +301,42 @@ impl ChatBackend for LocalBackend {
             .map_err(|e| ChatError::Model(e.to_string()))
     }
 
+    fn choose(
+        &self,
+        messages: &[ChatMessage],
+        options: &[String],
+    ) -> Option<Result<String, ChatError>> {
+        let model_err = |e: flow_model::ModelError| ChatError::Model(e.to_string());
+        let scored = (|| {
+            let prompt = self.template.render(messages, true).map_err(model_err)?;
+            let context = self.tokenizer.encode(&prompt, false).map_err(model_err)?;
+            let requests = options
+                .iter()
+                .map(|o| {
+                    Ok((
+                        context.clone(),
+                        self.tokenizer.encode(o, false).map_err(model_err)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, ChatError>>()?;
+            let scores = self.model.loglikelihood(&requests);
+            // The first option wins ties, as an argmax does.
+            let best = scores
+                .iter()
+                .enumerate()
+                .fold(None::<(usize, f64)>, |best, (i, s)| match best {
+                    Some((_, b)) if b >= s.logprob => best,
+                    _ => Some((i, s.logprob)),
+                })
+                .map(|(i, _)| i)
+                .ok_or_else(|| ChatError::Model("no options to choose from".into()))?;
+            Ok(json!({"label": options[best]}).to_string())
+        })();
+        Some(scored)
+    }
+
     fn describe(&self) -> Json {
-        json!({"backend": "local", "model": self.dir, "decoding": "greedy"})
+        json!({"backend": "local", "model": self.dir, "decoding": "greedy; labels by log-likelihood"})
     }
 
     fn concurrency(&self) -> usize {

@@ -342,7 +342,12 @@ fn model_name(given: &str, r: &Responses, path: &Path) -> String {
     if !given.is_empty() {
         return given.to_owned();
     }
-    if let Some(step) = r.checkpoint.as_ref().and_then(|c| c.get("step")).and_then(Json::as_u64) {
+    if let Some(step) = r
+        .checkpoint
+        .as_ref()
+        .and_then(|c| c.get("step"))
+        .and_then(Json::as_u64)
+    {
         return format!("step-{step}");
     }
     let from = r.model.as_deref().map(Path::new).unwrap_or(path);
