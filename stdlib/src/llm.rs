@@ -320,13 +320,17 @@ impl ChatBackend for LocalBackend {
                 })
                 .collect::<Result<Vec<_>, ChatError>>()?;
             let scores = self.model.loglikelihood(&requests);
-            // The first option wins ties, as an argmax does.
+            // Normalised by the option's length in characters, as
+            // lm-evaluation-harness's acc_norm: a summed log-likelihood
+            // favours short labels. The first option wins ties.
             let best = scores
                 .iter()
+                .zip(options)
+                .map(|(s, o)| s.logprob / o.chars().count().max(1) as f64)
                 .enumerate()
                 .fold(None::<(usize, f64)>, |best, (i, s)| match best {
-                    Some((_, b)) if b >= s.logprob => best,
-                    _ => Some((i, s.logprob)),
+                    Some((_, b)) if b >= s => best,
+                    _ => Some((i, s)),
                 })
                 .map(|(i, _)| i)
                 .ok_or_else(|| ChatError::Model("no options to choose from".into()))?;
@@ -336,7 +340,7 @@ impl ChatBackend for LocalBackend {
     }
 
     fn describe(&self) -> Json {
-        json!({"backend": "local", "model": self.dir, "decoding": "greedy; labels by log-likelihood"})
+        json!({"backend": "local", "model": self.dir, "decoding": "greedy; labels by log-likelihood per character"})
     }
 
     fn concurrency(&self) -> usize {

@@ -288,7 +288,7 @@ impl Op for Annotate {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "annotate",
-            version: 2,
+            version: 3,
             doc: "Zero-shot labelling of every document of a corpus by a chat model (OpenAI-compatible endpoint or the local runtime); writes annotations.jsonl (id, label or null, raw answer) and annotate.json (counts per label, unparseable, failed).",
             params: vec![
                 Param::required("corpus", Type::Dir, "corpus artifact (usually a sample)"),
@@ -1060,11 +1060,8 @@ mod tests {
                 .map(|l| (context.clone(), tok.encode(l, false).unwrap()))
                 .collect::<Vec<_>>(),
         );
-        let best = if scores[1].logprob > scores[0].logprob {
-            1
-        } else {
-            0
-        };
+        let per_char = |i: usize| scores[i].logprob / labels[i].chars().count() as f64;
+        let best = if per_char(1) > per_char(0) { 1 } else { 0 };
         assert_eq!(ann[0]["label"].as_str(), Some(labels[best].as_str()));
         assert_eq!(
             ann[0]["raw"].as_str().unwrap(),
