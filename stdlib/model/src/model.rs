@@ -413,12 +413,30 @@ impl Model {
                 !ctx.is_empty() && self.check_tokens(ctx).is_ok() && self.check_tokens(cont).is_ok()
             })
             .collect();
-        // one forward per request (in parallel): the numbers never depend on what else is in the batch
-        let scored: Vec<(usize, LogLikelihood)> = valid
+        // Requests that share a context (the choices of one question, the
+        // labels of one document) run the context once and each
+        // continuation on a copy of its KV cache. Every request takes this
+        // same path alone or in a batch, so the numbers never depend on
+        // what else is in the batch.
+        let mut groups: Vec<(&[u32], Vec<usize>)> = Vec::new();
+        let mut index: std::collections::HashMap<&[u32], usize> = std::collections::HashMap::new();
+        for &i in &valid {
+            let ctx = requests[i].0.as_slice();
+            let g = *index.entry(ctx).or_insert_with(|| {
+                groups.push((ctx, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(i);
+        }
+        let scored: Vec<(usize, LogLikelihood)> = groups
             .par_iter()
-            .map(|&i| {
-                let (ctx, cont) = &requests[i];
-                (i, self.score_continuation(ctx, cont))
+            .flat_map_iter(|(ctx, members)| {
+                let conts: Vec<&[u32]> =
+                    members.iter().map(|&i| requests[i].1.as_slice()).collect();
+                members
+                    .iter()
+                    .copied()
+                    .zip(self.score_continuations(ctx, &conts))
             })
             .collect();
         for (i, r) in scored {
@@ -427,26 +445,45 @@ impl Model {
         results
     }
 
-    fn score_continuation(&self, ctx: &[u32], cont: &[u32]) -> LogLikelihood {
-        let (v, h) = (self.config.vocab_size, self.config.hidden_size);
-        let mut seq = ctx.to_vec();
-        seq.extend_from_slice(cont);
-        seq.pop(); // the last token is only a target
-        let mut cache = KvCache::new(&self.config);
-        let Ok(hidden) = self.forward_segments(&mut [(&seq, &mut cache)]) else {
-            return LogLikelihood {
-                logprob: f64::NEG_INFINITY,
-                is_greedy: false,
-            };
+    /// Scores every continuation after one shared context: the context's
+    /// forward pass once, then each continuation on a copy of its cache.
+    fn score_continuations(&self, ctx: &[u32], conts: &[&[u32]]) -> Vec<LogLikelihood> {
+        let failed = LogLikelihood {
+            logprob: f64::NEG_INFINITY,
+            is_greedy: false,
         };
-        let first = ctx.len() - 1;
-        let rows = &hidden[first * h..(first + cont.len()) * h];
-        let logits = self.lm_head(rows, cont.len());
-        let lp = k::token_logprobs(&logits, cont, cont.len(), v);
-        LogLikelihood {
-            logprob: lp.iter().map(|(l, _)| *l as f64).sum(),
-            is_greedy: lp.iter().all(|(_, g)| *g),
-        }
+        let (v, h) = (self.config.vocab_size, self.config.hidden_size);
+        let mut prefix_cache = KvCache::new(&self.config);
+        let Ok(prefix) = self.forward_segments(&mut [(ctx, &mut prefix_cache)]) else {
+            return vec![failed; conts.len()];
+        };
+        // The context's last position predicts a continuation's first token.
+        let last = prefix[(ctx.len() - 1) * h..ctx.len() * h].to_vec();
+        conts
+            .par_iter()
+            .map(|cont| {
+                if cont.is_empty() {
+                    return LogLikelihood {
+                        logprob: 0.0,
+                        is_greedy: true,
+                    };
+                }
+                let mut rows = last.clone();
+                if cont.len() > 1 {
+                    let mut cache = prefix_cache.clone();
+                    match self.forward_segments(&mut [(&cont[..cont.len() - 1], &mut cache)]) {
+                        Ok(hidden) => rows.extend_from_slice(&hidden),
+                        Err(_) => return failed,
+                    }
+                }
+                let logits = self.lm_head(&rows, cont.len());
+                let lp = k::token_logprobs(&logits, cont, cont.len(), v);
+                LogLikelihood {
+                    logprob: lp.iter().map(|(l, _)| *l as f64).sum(),
+                    is_greedy: lp.iter().all(|(_, g)| *g),
+                }
+            })
+            .collect()
     }
 
     /// Per-token log-probabilities of `tokens` (position 0 gets `None`) with the `top_k` most
