@@ -57,9 +57,9 @@ impl std::error::Error for ChatError {}
 pub trait ChatBackend: Send + Sync {
     /// The assistant message's content.
     fn chat(&self, req: &ChatRequest) -> Result<String, ChatError>;
-    /// The most likely of `options` as the assistant's answer, where the
-    /// backend can score them (the local runtime, by log-likelihood);
-    /// `None` where it cannot.
+    /// The most likely of `options` as the assistant's answer (returned
+    /// as it is), where the backend can score them (the local runtime, by
+    /// log-likelihood); `None` where it cannot.
     fn choose(
         &self,
         _messages: &[ChatMessage],
@@ -334,7 +334,7 @@ impl ChatBackend for LocalBackend {
                 })
                 .map(|(i, _)| i)
                 .ok_or_else(|| ChatError::Model("no options to choose from".into()))?;
-            Ok(json!({"label": options[best]}).to_string())
+            Ok(options[best].clone())
         })();
         Some(scored)
     }

@@ -411,7 +411,7 @@ impl Op for Annotate {
                         // runtime) picks the most likely one: small models
                         // rarely answer in the requested format.
                         let reply = match backend.choose(&req.messages, labels) {
-                            Some(r) => r,
+                            Some(r) => r.map(|label| json!({ "label": label }).to_string()),
                             None => backend.chat(&req),
                         };
                         let answer = match reply {

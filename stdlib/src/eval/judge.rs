@@ -429,7 +429,18 @@ pub fn run_judging(
                     temperature: 0.0,
                     json_schema: Some(answer_schema()),
                 };
-                let ans = backend.chat(&req).map_err(|e| e.to_string());
+                // A backend that can score answers (the local runtime)
+                // picks the most likely of the three verdicts: small models
+                // rarely write the requested JSON.
+                let options: Vec<String> = ["A", "B", "0"]
+                    .iter()
+                    .map(|w| json!({ "winner": w }).to_string())
+                    .collect();
+                let ans = match backend.choose(&req.messages, &options) {
+                    Some(r) => r,
+                    None => backend.chat(&req),
+                }
+                .map_err(|e| e.to_string());
                 answers.lock().expect("lock")[k] = Some(ans);
                 ctx.progress.inc(1);
             });
@@ -515,7 +526,7 @@ impl Op for Judge {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "judge",
-            version: 2,
+            version: 3,
             doc: "Pairwise LLM-as-judge of two generate artifacts: every shared prompt judged in both orders (disagreement counts as a tie), raw answers saved in verdicts.jsonl ({model_a, model_b, winner: A|B|0|null, ...}), win/tie/loss counts of model a in judge.json.",
             params: vec![
                 Param::required("a", Type::Either(Box::new(Type::Dir), Box::new(Type::File)), "generate node (or responses.jsonl) of model A, e.g. a checkpoint"),
