@@ -13,6 +13,10 @@
 //! continuation, and the continuation's tokens are
 //! `enc(ctx + cont)[len(enc(ctx)):]`, without special tokens.
 //!
+//! `mmlux` (openGPT-X's `ogx_mmlux_de-*` tasks) has the same layout with the
+//! cue `Antwort:` and a German description per subject that ends without a
+//! line break (see [`MMLUX_DE_DESCRIPTIONS`]).
+//!
 //! Scores: `acc` takes the argmax of the summed log-likelihoods, `acc_norm`
 //! the argmax of log-likelihood divided by the character length of the
 //! choice text (lm-eval's `completion_len`, the `doc_to_choice` string without
@@ -105,19 +109,103 @@ pub fn subject_words(subject: &str) -> String {
         .replace('_', " ")
 }
 
+/// The `description` of each `ogx_mmlux_de-{subject}` task, as in the task
+/// yamls openGPT-X's `_generate_configs.py` wrote into
+/// `lm_eval/tasks/opengptx/ogx_mmlux/` of their lm-evaluation-harness fork
+/// (task version 0, `_default_mmlux_template_yaml`; the same text in
+/// LumiOpen's copy of those tasks). The descriptions end without a line
+/// break, and lm-eval puts the description directly before the first
+/// example, so the first question follows the full stop without a space
+/// (`...zur Anatomie.Welcher Knochen...`).
+pub const MMLUX_DE_DESCRIPTIONS: [(&str, &str); 57] = [
+    ("abstract_algebra", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur abstrakten Algebra."),
+    ("anatomy", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Anatomie."),
+    ("astronomy", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Astronomie."),
+    ("business_ethics", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Unternehmensethik."),
+    ("clinical_knowledge", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zu klinischen Kenntnissen."),
+    ("college_biology", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Biologie an der Universität."),
+    ("college_chemistry", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Chemie an Hochschulen."),
+    ("college_computer_science", "Nachfolgend finden Sie Multiple-Choice-Fragen (mit Antworten) zur Hochschulinformatik."),
+    ("college_mathematics", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Hochschulmathematik."),
+    ("college_medicine", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Hochschulmedizin."),
+    ("college_physics", "Nachfolgend finden Sie Multiple-Choice-Fragen (mit Antworten) zur Hochschulphysik."),
+    ("computer_security", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Computersicherheit."),
+    ("conceptual_physics", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur konzeptionellen Physik."),
+    ("econometrics", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Ökonometrie."),
+    ("electrical_engineering", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Elektrotechnik."),
+    ("elementary_mathematics", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur elementaren Mathematik."),
+    ("formal_logic", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur formalen Logik."),
+    ("global_facts", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zu globalen Fakten."),
+    ("high_school_biology", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Biologie in der Oberstufe."),
+    ("high_school_chemistry", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Chemie in der Oberstufe."),
+    ("high_school_computer_science", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Informatik in der Schule."),
+    ("high_school_european_history", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur europäischen Geschichte in der Oberstufe."),
+    ("high_school_geography", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Geografie in der Oberstufe."),
+    ("high_school_government_and_politics", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Regierung und Politik in der Schule."),
+    ("high_school_macroeconomics", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Makroökonomie in der Oberstufe."),
+    ("high_school_mathematics", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Mathematik in der Oberstufe."),
+    ("high_school_microeconomics", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Mikroökonomie in der Oberstufe."),
+    ("high_school_physics", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Physik in der Oberstufe."),
+    ("high_school_psychology", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Schulpsychologie."),
+    ("high_school_statistics", "Nachfolgend finden Sie Multiple-Choice-Fragen (mit Antworten) zur Statistik in der Schule."),
+    ("high_school_us_history", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Geschichte der USA in der High School."),
+    ("high_school_world_history", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Weltgeschichte in der Oberstufe."),
+    ("human_aging", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum menschlichen Altern."),
+    ("human_sexuality", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur menschlichen Sexualität."),
+    ("international_law", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum internationalen Recht."),
+    ("jurisprudence", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Rechtswissenschaft."),
+    ("logical_fallacies", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zu logischen Fehlschlüssen."),
+    ("machine_learning", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum maschinellen Lernen."),
+    ("management", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Management."),
+    ("marketing", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Marketing."),
+    ("medical_genetics", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur medizinischen Genetik."),
+    ("miscellaneous", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Verschiedenes."),
+    ("moral_disputes", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zu moralischen Streitigkeiten."),
+    ("moral_scenarios", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zu moralischen Szenarien."),
+    ("nutrition", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Ernährung."),
+    ("philosophy", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Philosophie."),
+    ("prehistory", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Vorgeschichte."),
+    ("professional_accounting", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema professionelle Buchhaltung."),
+    ("professional_law", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Berufsrecht."),
+    ("professional_medicine", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Berufsmedizin."),
+    ("professional_psychology", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Berufspsychologie."),
+    ("public_relations", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Öffentlichkeitsarbeit."),
+    ("security_studies", "Es folgen Multiple-Choice-Fragen (mit Antworten) zu Sicherheitsstudien."),
+    ("sociology", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Soziologie."),
+    ("us_foreign_policy", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Außenpolitik der USA."),
+    ("virology", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Virologie."),
+    ("world_religions", "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zu den Weltreligionen."),
+];
+
+/// The German description of an MMLU subject (`anatomy` or its config name
+/// `anatomy_DE`), if openGPT-X translated that subject.
+pub fn mmlux_description(subject: &str) -> Option<&'static str> {
+    let key = subject.strip_suffix("_DE").unwrap_or(subject);
+    MMLUX_DE_DESCRIPTIONS
+        .iter()
+        .find(|(s, _)| *s == key)
+        .map(|(_, d)| *d)
+}
+
 /// The task description that opens every prompt.
-pub fn description(format: Format, subject: &str) -> String {
+pub fn description(format: Format, subject: &str) -> OpResult<String> {
     match format {
-        Format::Mmlu => format!(
+        Format::Mmlu => Ok(format!(
             "The following are multiple choice questions (with answers) about {}.\n\n",
             subject_words(subject)
-        ),
-        Format::Mmlux => format!(
-            "Die folgenden sind Multiple-Choice-Fragen (mit Antworten) über {}.\n\n",
-            subject_words(subject)
-        ),
-        Format::Medqa => String::new(),
+        )),
+        Format::Mmlux => mmlux_description(subject)
+            .map(str::to_string)
+            .ok_or_else(|| unknown_mmlux_subject(subject)),
+        Format::Medqa => Ok(String::new()),
     }
+}
+
+fn unknown_mmlux_subject(subject: &str) -> miette::Report {
+    miette!(
+        help = "the mmlux format knows the 57 MMLU subjects (e.g. clinical_knowledge, anatomy, college_medicine), optionally with openGPT-X's `_DE` suffix; use format \"mmlu\" for other subjects",
+        "subject `{subject}` has no German description in openGPT-X's ogx_mmlux_de tasks"
+    )
 }
 
 /// lm-eval's `doc_to_text`: the question and its lettered options, ending in
@@ -138,8 +226,8 @@ pub fn doc_to_text(format: Format, item: &McItem) -> String {
 
 /// The full context of `item`: description, the few-shot examples with their
 /// answers, and the question.
-pub fn build_context(format: Format, item: &McItem, fewshot: &[&McItem]) -> String {
-    let mut ctx = description(format, &item.subject);
+pub fn build_context(format: Format, item: &McItem, fewshot: &[&McItem]) -> OpResult<String> {
+    let mut ctx = description(format, &item.subject)?;
     for ex in fewshot {
         ctx.push_str(&doc_to_text(format, ex));
         ctx.push(' ');
@@ -147,7 +235,7 @@ pub fn build_context(format: Format, item: &McItem, fewshot: &[&McItem]) -> Stri
         ctx.push_str("\n\n");
     }
     ctx.push_str(&doc_to_text(format, item));
-    ctx
+    Ok(ctx)
 }
 
 /// The continuations scored for `item`: `" A"`, `" B"`, ...
@@ -284,7 +372,8 @@ pub fn score_items<S: Scorer + ?Sized>(
                 }
                 &available[..shots]
             };
-            let context = build_context(format, item, examples);
+            let context = build_context(format, item, examples)
+                .map_err(|e| miette!("{}: {e}", item.source))?;
             for cont in continuations(item) {
                 let (mut ctx, cont_enc) = encode_pair(&|t| scorer.encode(t), &context, &cont)
                     .map_err(|e| miette!("{}: tokenising the prompt: {e}", item.source))?;
@@ -685,6 +774,15 @@ pub fn load_items(path: &Path, format: Format) -> OpResult<Vec<McItem>> {
     if items.is_empty() {
         return Err(miette!("{}: no items", path.display()));
     }
+    if format == Format::Mmlux {
+        if let Some(item) = items
+            .iter()
+            .find(|i| mmlux_description(&i.subject).is_none())
+        {
+            return Err(unknown_mmlux_subject(&item.subject)
+                .wrap_err(format!("{}: unknown subject", item.source)));
+        }
+    }
     Ok(items)
 }
 
@@ -709,7 +807,7 @@ impl Op for Mcqa {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "mcqa",
-            version: 1,
+            version: 2,
             doc: "Multiple-choice accuracy by log-likelihood with lm-evaluation-harness's prompts and scoring (MMLU, openGPT-X MMLUX German, MedQA).",
             params: vec![
                 Param::required("model", Type::Model, "the model to evaluate"),
@@ -995,7 +1093,7 @@ mod tests {
             &["Liver", "Pancreas", "Kidney", "Spleen"],
             1,
         );
-        let ctx = build_context(Format::Mmlu, &q, &[&shot]);
+        let ctx = build_context(Format::Mmlu, &q, &[&shot]).unwrap();
         let expected = "The following are multiple choice questions (with answers) about clinical knowledge.\n\n\
 What is the normal pH of blood?\nA. 7.0\nB. 7.4\nC. 6.8\nD. 8.0\nAnswer: B\n\n\
 Which organ makes insulin?\nA. Liver\nB. Pancreas\nC. Kidney\nD. Spleen\nAnswer:";
@@ -1009,32 +1107,143 @@ Which organ makes insulin?\nA. Liver\nB. Pancreas\nC. Kidney\nD. Spleen\nAnswer:
         let b = item("anatomy", "Q2", &["e", "f", "g", "h"], 3);
         let q = item("anatomy", "Q3", &["i", "j", "k", "l"], 2);
         assert_eq!(
-            build_context(Format::Mmlu, &q, &[]),
+            build_context(Format::Mmlu, &q, &[]).unwrap(),
             "The following are multiple choice questions (with answers) about anatomy.\n\nQ3\nA. i\nB. j\nC. k\nD. l\nAnswer:"
         );
         assert_eq!(
-            build_context(Format::Mmlu, &q, &[&a, &b]),
+            build_context(Format::Mmlu, &q, &[&a, &b]).unwrap(),
             "The following are multiple choice questions (with answers) about anatomy.\n\n\
 Q1\nA. a\nB. b\nC. c\nD. d\nAnswer: A\n\nQ2\nA. e\nB. f\nC. g\nD. h\nAnswer: D\n\nQ3\nA. i\nB. j\nC. k\nD. l\nAnswer:"
         );
     }
 
-    // openGPT-X's lm-eval fork generates its ogx_mmlux tasks with
-    // doc_to_text "{{question.strip()}}\nA. ...\nD. {{choices[3]}}\nAntwort:"
-    // (PROMPT_WORDS["DE"] answer word "Antwort") and a German description.
+    // openGPT-X's lm-evaluation-harness fork,
+    // lm_eval/tasks/opengptx/ogx_mmlux/ogx_mmlux_de-college_medicine.yaml
+    // (written by _generate_configs.py from PROMPT_WORDS["DE"] = (..., "Antwort")):
+    //   include: _default_mmlux_template_yaml (fewshot_config.sampler: first_n)
+    //   doc_to_choice: "['A', 'B', 'C', 'D']"
+    //   doc_to_text: "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\nD. {{choices[3]}}\nAntwort:"
+    //   description: "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Hochschulmedizin."
+    // and ..._de-clinical_knowledge.yaml / _de-anatomy.yaml for the other two
+    // descriptions. lm-eval's fewshot_context starts with the description and
+    // appends samplers.get_context (text + target_delimiter " " + target +
+    // fewshot_delimiter "\n\n" per example) with no separator of its own.
     #[test]
     fn mmlux_prompt_uses_german_cue_and_description() {
+        let cue = "Antwort:";
+        let block = |q: &str, c: [&str; 4]| {
+            format!(
+                "{q}\nA. {}\nB. {}\nC. {}\nD. {}\n{cue}",
+                c[0], c[1], c[2], c[3]
+            )
+        };
         let q = item(
             "college_medicine_DE",
             " Was ist ein Erythrozyt? ",
             &["Zelle", "Organ", "Gewebe", "Virus"],
             0,
         );
+        let college_medicine =
+            "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zum Thema Hochschulmedizin.";
         assert_eq!(
-            build_context(Format::Mmlux, &q, &[]),
-            "Die folgenden sind Multiple-Choice-Fragen (mit Antworten) über college medicine.\n\n\
-Was ist ein Erythrozyt?\nA. Zelle\nB. Organ\nC. Gewebe\nD. Virus\nAntwort:"
+            build_context(Format::Mmlux, &q, &[]).unwrap(),
+            format!(
+                "{college_medicine}{}",
+                block(
+                    "Was ist ein Erythrozyt?",
+                    ["Zelle", "Organ", "Gewebe", "Virus"]
+                )
+            )
         );
+
+        let shot = item(
+            "clinical_knowledge",
+            "Normaler pH-Wert des Blutes?\n",
+            &["7,0", "7,4", "6,8", "8,0"],
+            1,
+        );
+        let q = item(
+            "clinical_knowledge",
+            "Welches Organ bildet Insulin?",
+            &["Leber", "Pankreas", "Niere", "Milz"],
+            1,
+        );
+        let clinical_knowledge =
+            "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zu klinischen Kenntnissen.";
+        assert_eq!(
+            build_context(Format::Mmlux, &q, &[&shot]).unwrap(),
+            format!(
+                "{clinical_knowledge}{} B\n\n{}",
+                block("Normaler pH-Wert des Blutes?", ["7,0", "7,4", "6,8", "8,0"]),
+                block(
+                    "Welches Organ bildet Insulin?",
+                    ["Leber", "Pankreas", "Niere", "Milz"]
+                )
+            )
+        );
+        assert_eq!(continuations(&q), vec![" A", " B", " C", " D"]);
+
+        let q = item("anatomy", "Q", &["a", "b", "c", "d"], 2);
+        assert_eq!(
+            build_context(Format::Mmlux, &q, &[]).unwrap(),
+            format!(
+                "Im Folgenden finden Sie Multiple-Choice-Fragen (mit Antworten) zur Anatomie.{}",
+                block("Q", ["a", "b", "c", "d"])
+            )
+        );
+    }
+
+    // The 57 subjects of lm-eval's MMLU (lm_eval/tasks/mmlu/_generate_configs.py
+    // SUBJECTS), which openGPT-X's generator translates one for one.
+    #[test]
+    fn mmlux_knows_every_mmlu_subject_and_rejects_others() {
+        let mmlu = "abstract_algebra anatomy astronomy business_ethics clinical_knowledge \
+college_biology college_chemistry college_computer_science college_mathematics \
+college_medicine college_physics computer_security conceptual_physics econometrics \
+electrical_engineering elementary_mathematics formal_logic global_facts \
+high_school_biology high_school_chemistry high_school_computer_science \
+high_school_european_history high_school_geography high_school_government_and_politics \
+high_school_macroeconomics high_school_mathematics high_school_microeconomics \
+high_school_physics high_school_psychology high_school_statistics high_school_us_history \
+high_school_world_history human_aging human_sexuality international_law jurisprudence \
+logical_fallacies machine_learning management marketing medical_genetics miscellaneous \
+moral_disputes moral_scenarios nutrition philosophy prehistory professional_accounting \
+professional_law professional_medicine professional_psychology public_relations \
+security_studies sociology us_foreign_policy virology world_religions";
+        let subjects: Vec<&str> = mmlu.split_whitespace().collect();
+        assert_eq!(subjects.len(), 57);
+        for s in &subjects {
+            let d = mmlux_description(s).unwrap_or_else(|| panic!("no description for {s}"));
+            assert!(
+                d.contains("Multiple-Choice-Fragen (mit Antworten)"),
+                "{s}: {d}"
+            );
+            assert!(d.ends_with('.') && !d.ends_with("\n"), "{s}: {d}");
+            assert_eq!(mmlux_description(&format!("{s}_DE")), Some(d));
+        }
+        let table: Vec<&str> = MMLUX_DE_DESCRIPTIONS.iter().map(|(s, _)| *s).collect();
+        let mut sorted = subjects.clone();
+        sorted.sort_unstable();
+        assert_eq!(table, sorted);
+
+        let q = item("kardiologie", "Q", &["a", "b", "c", "d"], 0);
+        let err = build_context(Format::Mmlux, &q, &[]).unwrap_err();
+        assert!(format!("{err}").contains("subject `kardiologie`"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "b.jsonl",
+            "{\"question\":\"q\",\"choices\":[\"a\",\"b\",\"c\",\"d\"],\"answer\":0,\"subject\":\"anatomy\"}\n\
+{\"question\":\"q\",\"choices\":[\"a\",\"b\",\"c\",\"d\"],\"answer\":0,\"subject\":\"kardiologie\"}\n",
+        );
+        let err = load_items(&p, Format::Mmlux).unwrap_err();
+        let msg = format!("{err:?}");
+        assert!(
+            msg.contains("b.jsonl:2") && msg.contains("kardiologie"),
+            "{msg}"
+        );
+        // The same file is fine as English MMLU, which takes any subject.
+        assert_eq!(load_items(&p, Format::Mmlu).unwrap().len(), 2);
     }
 
     // lm-eval lm_eval/tasks/medqa/preprocess_medqa.py:
@@ -1048,7 +1257,7 @@ Was ist ein Erythrozyt?\nA. Zelle\nB. Organ\nC. Gewebe\nD. Virus\nAntwort:"
             4,
         );
         assert_eq!(
-            build_context(Format::Medqa, &q, &[]),
+            build_context(Format::Medqa, &q, &[]).unwrap(),
             "Question: A 23-year-old ... ?\nA. a\nB. b\nC. c\nD. d\nE. e\nAnswer:"
         );
         assert_eq!(continuations(&q).last().map(String::as_str), Some(" E"));
@@ -1253,7 +1462,7 @@ Was ist ein Erythrozyt?\nA. Zelle\nB. Organ\nC. Gewebe\nD. Virus\nAntwort:"
         )];
         let results =
             score_items(&model, Format::Mmlu, &bench, &dev, 1, 8, &mut |_| Ok(())).unwrap();
-        let ctx = build_context(Format::Mmlu, &bench[0], &[&dev[0]]);
+        let ctx = build_context(Format::Mmlu, &bench[0], &[&dev[0]]).unwrap();
         assert!(ctx.ends_with("Answer:"));
         let last = *ctx.as_bytes().last().unwrap() as u32;
         for (i, ll) in results[0].loglikelihoods.iter().enumerate() {
@@ -1490,7 +1699,7 @@ Was ist ein Erythrozyt?\nA. Zelle\nB. Organ\nC. Gewebe\nD. Virus\nAntwort:"
                 .iter()
                 .find(|d| d.subject == item.subject)
                 .unwrap();
-            let context = build_context(Format::Mmlu, item, &[shot]);
+            let context = build_context(Format::Mmlu, item, &[shot]).unwrap();
             for (i, cont) in continuations(item).iter().enumerate() {
                 let (mut ctx_ids, cont_ids) =
                     encode_pair(&|t| model.encode(t, false), &context, cont).unwrap();
