@@ -17,11 +17,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use miette::{miette, IntoDiagnostic, WrapErr};
+use miette::miette;
 use serde_json::{json, Value as Json};
 use whatlang::{Detector, Lang};
 
 use crate::merge::slerp::tensors::{write_atomic, write_json};
+use crate::model::generate::read_responses;
 use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
 
 /// A whatlang language from an ISO 639-3 code or a common ISO 639-1 code.
@@ -131,53 +132,22 @@ struct Row {
     truncated: bool,
 }
 
+/// The rows of a generate artifact (or responses file), and its lineage.
 fn read_rows(path: &Path) -> OpResult<(Vec<Row>, Option<Json>)> {
-    let file = if path.is_dir() {
-        path.join("responses.jsonl")
-    } else {
-        path.to_owned()
-    };
-    let text = std::fs::read_to_string(&file)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("reading {}", file.display()))?;
-    let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = format!("{}:{}", file.display(), i + 1);
-        let v: Json = serde_json::from_str(line).map_err(|e| miette!("{at}: invalid JSON: {e}"))?;
-        let id = match v.get("id") {
-            Some(Json::String(s)) => s.clone(),
-            Some(o) if !o.is_null() => o.to_string(),
-            _ => return Err(miette!("{at}: missing `id`")),
-        };
-        let response = v
-            .get("response")
-            .and_then(Json::as_str)
-            .ok_or_else(|| miette!("{at}: missing string `response`"))?
-            .to_owned();
-        let length = v
-            .get("tokens")
-            .and_then(Json::as_f64)
-            .unwrap_or(words(&response).len() as f64);
-        let truncated = v.get("finish_reason").and_then(Json::as_str) == Some("length");
-        rows.push(Row {
-            id,
-            response,
-            length,
-            truncated,
-        });
-    }
-    let summary = path.join("generate.json");
-    let checkpoint = if path.is_dir() && summary.is_file() {
-        let v: Json = serde_json::from_str(&std::fs::read_to_string(&summary).into_diagnostic()?)
-            .map_err(|e| miette!("{}: invalid JSON: {e}", summary.display()))?;
-        v.get("checkpoint").cloned().filter(|c| !c.is_null())
-    } else {
-        None
-    };
-    Ok((rows, checkpoint))
+    let generated = read_responses(path)?;
+    let rows = generated
+        .records
+        .into_iter()
+        .map(|r| Row {
+            length: r
+                .tokens
+                .map_or_else(|| words(&r.response).len() as f64, |t| t as f64),
+            truncated: r.finish_reason.as_deref() == Some("length"),
+            id: r.id,
+            response: r.response,
+        })
+        .collect();
+    Ok((rows, generated.checkpoint))
 }
 
 fn mean(v: &[f64]) -> Json {

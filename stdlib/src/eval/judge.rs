@@ -30,6 +30,7 @@ use crate::llm::{
     ChatBackend, ChatMessage, ChatRequest, LocalBackend, OpenAiBackend, OpenAiSettings,
 };
 use crate::merge::slerp::tensors::{write_atomic, write_json};
+use crate::model::generate::read_responses;
 use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
 
 /// The built-in template (the structure of the DeFineMed judge prompt:
@@ -91,89 +92,40 @@ pub struct Responses {
     pub model: Option<String>,
 }
 
-/// Reads `responses.jsonl` (and `generate.json`, when present) of a generate
-/// artifact directory, or a responses file.
-pub fn read_responses(path: &Path) -> OpResult<Responses> {
-    let (file, summary) = if path.is_dir() {
-        (
-            path.join("responses.jsonl"),
-            Some(path.join("generate.json")),
-        )
-    } else {
-        (path.to_owned(), None)
-    };
-    let text = std::fs::read_to_string(&file)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("reading {}", file.display()))?;
-    let mut ids = Vec::new();
+/// Reads a generate artifact (or responses file) for judging: every line
+/// needs its `prompt`, the query the judge sees.
+pub fn load_responses(path: &Path) -> OpResult<Responses> {
+    let generated = read_responses(path)?;
+    let mut ids = Vec::with_capacity(generated.records.len());
     let mut items = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = format!("{}:{}", file.display(), i + 1);
-        let v: Json = serde_json::from_str(line).map_err(|e| miette!("{at}: invalid JSON: {e}"))?;
-        let id = match v.get("id") {
-            Some(Json::String(s)) => s.clone(),
-            Some(other) if !other.is_null() => other.to_string(),
-            _ => return Err(miette!("{at}: missing `id`")),
-        };
-        let prompt = v
-            .get("prompt")
-            .and_then(Json::as_str)
-            .ok_or_else(|| miette!("{at}: missing string `prompt`"))?
-            .to_owned();
-        let response = v
-            .get("response")
-            .and_then(Json::as_str)
-            .ok_or_else(|| miette!("{at}: missing string `response`"))?
-            .to_owned();
-        let mut context = Vec::new();
-        if let Some(Json::Array(msgs)) = v.get("messages") {
-            let parsed: Vec<ChatMessage> = msgs
-                .iter()
-                .filter_map(|m| {
-                    Some(ChatMessage {
-                        role: m.get("role")?.as_str()?.to_owned(),
-                        content: m.get("content")?.as_str()?.to_owned(),
-                    })
-                })
-                .collect();
-            // The last user message is the query itself.
-            let last_user = parsed
-                .iter()
-                .rposition(|m| m.role == "user")
-                .unwrap_or(parsed.len());
-            context = parsed[..last_user].to_vec();
-        }
-        if items
-            .insert(
-                id.clone(),
-                ResponseItem {
-                    prompt,
-                    response,
-                    context,
-                },
-            )
-            .is_some()
-        {
-            return Err(miette!("{at}: id {id} appears twice"));
-        }
-        ids.push(id);
-    }
-    let mut checkpoint = None;
-    let mut model = None;
-    if let Some(s) = summary.filter(|s| s.is_file()) {
-        let v: Json = serde_json::from_str(&std::fs::read_to_string(&s).into_diagnostic()?)
-            .map_err(|e| miette!("{}: invalid JSON: {e}", s.display()))?;
-        checkpoint = v.get("checkpoint").cloned().filter(|c| !c.is_null());
-        model = v.get("model").and_then(Json::as_str).map(str::to_owned);
+    for r in generated.records {
+        let prompt = r
+            .prompt
+            .clone()
+            .ok_or_else(|| miette!("{}: missing string `prompt`", r.source))?;
+        let context = r
+            .context()
+            .iter()
+            .map(|m| ChatMessage {
+                role: m.role.clone(),
+                content: m.content.clone(),
+            })
+            .collect();
+        ids.push(r.id.clone());
+        items.insert(
+            r.id,
+            ResponseItem {
+                prompt,
+                response: r.response,
+                context,
+            },
+        );
     }
     Ok(Responses {
         ids,
         items,
-        checkpoint,
-        model,
+        checkpoint: generated.checkpoint,
+        model: generated.model,
     })
 }
 
@@ -553,8 +505,8 @@ impl Op for Judge {
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
         let pa = ctx.path("a")?.to_owned();
         let pb = ctx.path("b")?.to_owned();
-        let a = read_responses(&pa)?;
-        let b = read_responses(&pb)?;
+        let a = load_responses(&pa)?;
+        let b = load_responses(&pb)?;
         let mut name_a = model_name(ctx.str("name_a")?, &a, &pa);
         let mut name_b = model_name(ctx.str("name_b")?, &b, &pb);
         if name_a == name_b {
@@ -651,6 +603,40 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 mod tests {
     use super::*;
     use crate::merge::slerp::testctx::run_op;
+
+    #[test]
+    fn judging_needs_the_prompt_and_takes_the_chat_before_it_as_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("responses.jsonl");
+        let chat = json!({"id": "c", "prompt": "Und jetzt?", "response": "r", "messages": [
+            {"role": "user", "content": "Ich habe Fieber."},
+            {"role": "assistant", "content": "Seit wann?"},
+            {"role": "user", "content": "Und jetzt?"}]});
+        std::fs::write(&p, format!("{chat}\n")).unwrap();
+        let r = load_responses(&p).unwrap();
+        assert_eq!(r.ids, ["c"]);
+        let item = &r.items["c"];
+        assert_eq!(item.prompt, "Und jetzt?");
+        let ctx: Vec<(&str, &str)> = item
+            .context
+            .iter()
+            .map(|m| (m.role.as_str(), m.content.as_str()))
+            .collect();
+        assert_eq!(
+            ctx,
+            [("user", "Ich habe Fieber."), ("assistant", "Seit wann?")]
+        );
+        std::fs::write(
+            &p,
+            format!("{chat}\n{{\"id\": \"d\", \"response\": \"r\"}}\n"),
+        )
+        .unwrap();
+        let err = format!("{}", load_responses(&p).err().unwrap());
+        assert!(
+            err.contains("responses.jsonl:2: missing string `prompt`"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn winners_are_read_from_json_or_pairs() {

@@ -4,15 +4,16 @@
 //! Input lines are `{"id": ..., "prompt": "..."}` (sent as one user message,
 //! after an optional system message) or `{"id": ..., "messages": [{"role":
 //! ..., "content": ...}, ...]}`. Output: `responses.jsonl` with one
-//! `{"id", "prompt", "response", "tokens", "finish_reason"}` line per input
-//! line, in input order (the `judge` op reads it), and `generate.json` with
-//! token counts.
+//! `{"id", "prompt", "response", "tokens", "prompt_tokens", "finish_reason"}`
+//! line (plus `messages` for a chat of more than one message) per input
+//! line, in input order, and `generate.json` with token counts.
+//! [`read_responses`] reads it back; `judge` and `failure_modes` use it.
 //!
 //! Greedy decoding is batched. With `temperature > 0` every prompt is sampled
 //! on its own with a seed drawn from `(seed, line index)`, so a response does
 //! not depend on the batch size or on the other prompts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use miette::{miette, IntoDiagnostic, WrapErr};
@@ -328,6 +329,149 @@ pub fn write_outputs(
     Ok(out)
 }
 
+/// One line of `responses.jsonl` read back (what [`write_outputs`] writes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResponseRecord {
+    /// The `id` field as text: a string as it is, another JSON value in its
+    /// JSON form (`1`, `[1, 2]`).
+    pub id: String,
+    /// The prompt text (the last user message); `generate` always writes it,
+    /// other producers of responses files may leave it out.
+    pub prompt: Option<String>,
+    pub response: String,
+    /// Generated tokens, the stop token included.
+    pub tokens: Option<usize>,
+    pub prompt_tokens: Option<usize>,
+    /// `stop` or `length` from `generate`; kept as written.
+    pub finish_reason: Option<String>,
+    /// The whole chat, when it was more than the one user prompt.
+    pub messages: Vec<ChatMessage>,
+    /// `file:line`, for messages.
+    pub source: String,
+}
+
+impl ResponseRecord {
+    /// The messages before the last user turn (the query's context).
+    pub fn context(&self) -> &[ChatMessage] {
+        let last_user = self
+            .messages
+            .iter()
+            .rposition(|m| m.role == "user")
+            .unwrap_or(self.messages.len());
+        &self.messages[..last_user]
+    }
+}
+
+/// A `generate` artifact read back: its responses in file order and the
+/// lineage from `generate.json`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GeneratedResponses {
+    /// The `responses.jsonl` that was read.
+    pub file: PathBuf,
+    pub records: Vec<ResponseRecord>,
+    /// `checkpoint` of `generate.json` (absent, or the file given directly: `None`).
+    pub checkpoint: Option<Json>,
+    /// `model` of `generate.json`.
+    pub model: Option<String>,
+}
+
+fn optional_count(v: &Json, key: &str, at: &str) -> OpResult<Option<usize>> {
+    match v.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(x) => x
+            .as_u64()
+            .map(|n| Some(n as usize))
+            .ok_or_else(|| miette!("{at}: `{key}` must be a whole number of tokens, found {x}")),
+    }
+}
+
+/// Reads a `generate` artifact directory (`responses.jsonl` and, when
+/// present, `generate.json`) or a responses file. Ids must be unique.
+pub fn read_responses(path: &Path) -> OpResult<GeneratedResponses> {
+    let (file, summary) = if path.is_dir() {
+        (
+            path.join("responses.jsonl"),
+            Some(path.join("generate.json")),
+        )
+    } else {
+        (path.to_owned(), None)
+    };
+    let text = std::fs::read_to_string(&file)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading {}", file.display()))?;
+    let mut records = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", file.display(), i + 1);
+        let v: Json = serde_json::from_str(line).map_err(|e| miette!("{at}: invalid JSON: {e}"))?;
+        if !v.is_object() {
+            return Err(miette!("{at}: each line must be a JSON object"));
+        }
+        let id = match v.get("id") {
+            Some(Json::String(s)) => s.clone(),
+            Some(other) if !other.is_null() => other.to_string(),
+            _ => return Err(miette!("{at}: missing `id`")),
+        };
+        if let Some(first) = seen.insert(id.clone(), i + 1) {
+            return Err(miette!(
+                "{at}: id {id} appears twice (first on line {first})"
+            ));
+        }
+        let prompt = match v.get("prompt") {
+            None | Some(Json::Null) => None,
+            Some(Json::String(s)) => Some(s.clone()),
+            Some(other) => return Err(miette!("{at}: `prompt` must be a string, found {other}")),
+        };
+        let response = v
+            .get("response")
+            .and_then(Json::as_str)
+            .ok_or_else(|| miette!("{at}: missing string `response`"))?
+            .to_owned();
+        let finish_reason = match v.get("finish_reason") {
+            None | Some(Json::Null) => None,
+            Some(Json::String(s)) => Some(s.clone()),
+            Some(other) => {
+                return Err(miette!(
+                    "{at}: `finish_reason` must be a string, found {other}"
+                ))
+            }
+        };
+        let messages = match v.get("messages") {
+            None | Some(Json::Null) => Vec::new(),
+            Some(m) => message_list(m, &at)?,
+        };
+        records.push(ResponseRecord {
+            id,
+            prompt,
+            response,
+            tokens: optional_count(&v, "tokens", &at)?,
+            prompt_tokens: optional_count(&v, "prompt_tokens", &at)?,
+            finish_reason,
+            messages,
+            source: at,
+        });
+    }
+    let (mut checkpoint, mut model) = (None, None);
+    if let Some(s) = summary.filter(|s| s.is_file()) {
+        let text = std::fs::read_to_string(&s)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("reading {}", s.display()))?;
+        let v: Json = serde_json::from_str(&text)
+            .map_err(|e| miette!("{}: invalid JSON: {e}", s.display()))?;
+        checkpoint = v.get("checkpoint").cloned().filter(|c| !c.is_null());
+        model = v.get("model").and_then(Json::as_str).map(str::to_owned);
+    }
+    Ok(GeneratedResponses {
+        file,
+        records,
+        checkpoint,
+        model,
+    })
+}
+
 /// The `generate` op.
 pub struct Generate;
 
@@ -639,5 +783,116 @@ mod tests {
         assert_eq!(summary["total_tokens"], 10);
         assert_eq!(summary["finish_reasons"]["stop"], 1);
         assert_eq!(summary["checkpoint"]["step"], 3);
+    }
+
+    #[test]
+    fn read_responses_reads_back_what_write_outputs_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "{\"id\": 7, \"prompt\": \"Was ist Fieber?\"}\n\
+             {\"id\": \"b\", \"messages\": [{\"role\": \"user\", \"content\": \"Hallo\"}, \
+             {\"role\": \"assistant\", \"content\": \"Guten Tag\"}, {\"role\": \"user\", \"content\": \"Und?\"}]}\n",
+        );
+        let items = load_prompts(&p, "Sei knapp.").unwrap();
+        let responses = vec![
+            Response {
+                text: "Erhöhte Temperatur.".into(),
+                prompt_tokens: 11,
+                tokens: 4,
+                finish_reason: FinishReason::Stop,
+            },
+            Response {
+                text: "Nun".into(),
+                prompt_tokens: 20,
+                tokens: 2,
+                finish_reason: FinishReason::Length,
+            },
+        ];
+        let out_dir = dir.path().join("out");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        write_outputs(
+            &out_dir,
+            &items,
+            &responses,
+            &settings(0.0, 1),
+            Some(json!({"step": 5})),
+            Path::new("/models/m"),
+        )
+        .unwrap();
+        let got = read_responses(&out_dir).unwrap();
+        assert_eq!(got.file, out_dir.join("responses.jsonl"));
+        assert_eq!(got.checkpoint, Some(json!({"step": 5})));
+        assert_eq!(got.model.as_deref(), Some("/models/m"));
+        assert_eq!(got.records.len(), 2);
+        let (a, b) = (&got.records[0], &got.records[1]);
+        assert_eq!(a.id, "7");
+        assert_eq!(a.prompt.as_deref(), Some("Was ist Fieber?"));
+        assert_eq!(a.response, "Erhöhte Temperatur.");
+        assert_eq!((a.tokens, a.prompt_tokens), (Some(4), Some(11)));
+        assert_eq!(a.finish_reason.as_deref(), Some("stop"));
+        // The system message makes it a chat of two messages.
+        assert_eq!(a.messages, items[0].messages);
+        assert_eq!(a.context().len(), 1);
+        assert_eq!(a.source, format!("{}:1", got.file.display()));
+        assert_eq!(b.id, "b");
+        assert_eq!(b.prompt.as_deref(), Some("Und?"));
+        assert_eq!(b.finish_reason.as_deref(), Some("length"));
+        assert_eq!(b.messages, items[1].messages);
+        let roles: Vec<&str> = b.context().iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["system", "user", "assistant"]);
+        // A file given directly has no generate.json beside it to read.
+        let direct = read_responses(&got.file).unwrap();
+        assert_eq!(direct.records, got.records);
+        assert_eq!(direct.checkpoint, None);
+    }
+
+    #[test]
+    fn read_responses_errors_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = "{\"id\": \"a\", \"prompt\": \"p\", \"response\": \"r\"}\n";
+        let cases = [
+            ("{not json\n", ":2: invalid JSON"),
+            (
+                "{\"prompt\": \"p\", \"response\": \"r\"}\n",
+                ":2: missing `id`",
+            ),
+            (
+                "{\"id\": \"b\", \"prompt\": \"p\"}\n",
+                ":2: missing string `response`",
+            ),
+            (
+                "{\"id\": \"a\", \"response\": \"r\"}\n",
+                ":2: id a appears twice (first on line 1)",
+            ),
+            (
+                "{\"id\": \"b\", \"response\": \"r\", \"tokens\": 2.5}\n",
+                ":2: `tokens` must be a whole number",
+            ),
+            (
+                "{\"id\": \"b\", \"response\": \"r\", \"prompt\": 3}\n",
+                ":2: `prompt` must be a string",
+            ),
+            (
+                "{\"id\": \"b\", \"response\": \"r\", \"messages\": [{\"role\": \"user\"}]}\n",
+                ":2: message 0 needs",
+            ),
+            ("[1, 2]\n", ":2: each line must be a JSON object"),
+        ];
+        for (second, want) in cases {
+            let p = dir.path().join("responses.jsonl");
+            std::fs::write(&p, format!("{good}{second}")).unwrap();
+            let err = format!("{}", read_responses(&p).unwrap_err());
+            assert!(err.contains(&format!("responses.jsonl{want}")), "{err}");
+        }
+        let err = format!(
+            "{:?}",
+            read_responses(&dir.path().join("none")).unwrap_err()
+        );
+        assert!(err.contains("reading") && err.contains("none"), "{err}");
+        // Lines without a prompt are read (the field is optional here).
+        let p = dir.path().join("responses.jsonl");
+        std::fs::write(&p, "{\"id\": 1, \"response\": \"r\"}\n").unwrap();
+        assert_eq!(read_responses(&p).unwrap().records[0].prompt, None);
     }
 }
