@@ -178,28 +178,17 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::op::NoProgress;
-    use std::collections::BTreeMap;
-    use std::sync::atomic::AtomicBool;
+    use crate::op::testing::{full_params, with_context, RunOptions};
 
     fn run_cmd(cmd: &str, dir: &Path, out: &Path) -> (OpResult<Outputs>, Vec<String>) {
-        let mut params = BTreeMap::new();
-        params.insert("cmd".to_string(), Value::Str(cmd.to_string()));
-        let lines = Mutex::new(Vec::new());
-        let log = |l: &str| lines.lock().unwrap().push(l.to_string());
-        let cancel = AtomicBool::new(false);
-        let ctx = OpContext {
-            params,
-            out_dir: out.to_path_buf(),
+        let params = full_params(&Exec, &[("cmd", Value::Str(cmd.to_string()))]);
+        let options = RunOptions {
             threads: 1,
-            device: crate::op::Device::Cpu,
-            progress: &NoProgress,
-            log: &log,
-            cancel: &cancel,
+            ..RunOptions::default()
         };
-        let r = with_workdir(dir, || Exec.run(&ctx));
-        let lines = lines.into_inner().unwrap();
-        (r, lines)
+        with_context(params, out, options, |ctx| {
+            with_workdir(dir, || Exec.run(ctx))
+        })
     }
 
     #[test]

@@ -283,3 +283,107 @@ pub trait Op: Send + Sync {
     fn spec(&self) -> OpSpec;
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs>;
 }
+
+/// Builds the [`OpContext`] of an op's unit tests: CPU, no progress, log
+/// lines collected, a fresh out directory.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+
+    use super::{Device, NoProgress, Op, OpContext, OpResult, Outputs, Value};
+
+    /// How the context is set up.
+    #[derive(Clone, Copy, Debug)]
+    pub struct RunOptions {
+        pub threads: usize,
+        /// Start with the cancel flag set (as after Ctrl-C).
+        pub cancelled: bool,
+    }
+
+    impl Default for RunOptions {
+        fn default() -> Self {
+            RunOptions {
+                threads: 2,
+                cancelled: false,
+            }
+        }
+    }
+
+    /// `params` over the defaults of `op`'s spec. Panics on a name the op
+    /// does not declare and on a required parameter left out, so a test
+    /// cannot pass by omission.
+    pub fn full_params(op: &dyn Op, params: &[(&str, Value)]) -> BTreeMap<String, Value> {
+        let spec = op.spec();
+        let mut map: BTreeMap<String, Value> = spec
+            .params
+            .iter()
+            .filter_map(|p| p.default.clone().map(|d| (p.name.to_owned(), d)))
+            .collect();
+        for (k, v) in params {
+            assert!(
+                spec.params.iter().any(|p| p.name == *k),
+                "op {} has no param {k}",
+                spec.name
+            );
+            map.insert((*k).to_owned(), v.clone());
+        }
+        for p in &spec.params {
+            assert!(
+                map.contains_key(p.name),
+                "test did not give required param {} of op {}",
+                p.name,
+                spec.name
+            );
+        }
+        map
+    }
+
+    /// Runs `f` with a context over `params` writing into `out_dir`
+    /// (created if missing); returns what `f` returned and the log lines.
+    pub fn with_context<R>(
+        params: BTreeMap<String, Value>,
+        out_dir: &Path,
+        options: RunOptions,
+        f: impl FnOnce(&OpContext) -> R,
+    ) -> (R, Vec<String>) {
+        std::fs::create_dir_all(out_dir).expect("create out dir");
+        let lines = Mutex::new(Vec::new());
+        let log = |l: &str| lines.lock().expect("log lock").push(l.to_owned());
+        let cancel = AtomicBool::new(options.cancelled);
+        let ctx = OpContext {
+            params,
+            out_dir: out_dir.to_owned(),
+            threads: options.threads,
+            device: Device::Cpu,
+            progress: &NoProgress,
+            log: &log,
+            cancel: &cancel,
+        };
+        let r = f(&ctx);
+        drop(ctx);
+        (r, lines.into_inner().expect("log lock"))
+    }
+
+    /// Runs `op` with `params` over its defaults ([`full_params`]) into
+    /// `out_dir`; returns the outputs and the log lines.
+    pub fn run_op_logged(
+        op: &dyn Op,
+        params: &[(&str, Value)],
+        out_dir: &Path,
+    ) -> (OpResult<Outputs>, Vec<String>) {
+        with_context(
+            full_params(op, params),
+            out_dir,
+            RunOptions::default(),
+            |ctx| op.run(ctx),
+        )
+    }
+
+    /// [`run_op_logged`] without the log.
+    pub fn run_op(op: &dyn Op, params: &[(&str, Value)], out_dir: &Path) -> OpResult<Outputs> {
+        run_op_logged(op, params, out_dir).0
+    }
+}

@@ -840,48 +840,16 @@ impl Op for Corpus {
 /// A test harness: builds an [`OpContext`] around an op's spec defaults.
 #[cfg(test)]
 pub(crate) mod testutil {
-    use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
-    use std::sync::atomic::AtomicBool;
 
-    use crate::op::{Device, NoProgress, Op, OpContext, OpResult, Outputs, Value};
+    use crate::op::Value;
 
     /// The repository's data/demo directory.
     pub fn demo_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/demo")
     }
 
-    /// Runs `op` with its defaults overridden by `params`, writing into `out`.
-    pub fn run_op(op: &dyn Op, params: &[(&str, Value)], out: &Path) -> OpResult<Outputs> {
-        let spec = op.spec();
-        let mut map = BTreeMap::new();
-        for p in &spec.params {
-            if let Some(d) = &p.default {
-                map.insert(p.name.to_string(), d.clone());
-            }
-        }
-        for (k, v) in params {
-            assert!(
-                spec.params.iter().any(|p| p.name == *k),
-                "op {} has no param {k}",
-                spec.name
-            );
-            map.insert(k.to_string(), v.clone());
-        }
-        std::fs::create_dir_all(out).unwrap();
-        let cancel = AtomicBool::new(false);
-        let log = |line: &str| eprintln!("[op] {line}");
-        let ctx = OpContext {
-            params: map,
-            out_dir: out.to_path_buf(),
-            threads: 2,
-            device: Device::Cpu,
-            progress: &NoProgress,
-            log: &log,
-            cancel: &cancel,
-        };
-        op.run(&ctx)
-    }
+    pub use crate::op::testing::run_op;
 
     /// The demo corpus (JSONL) read by `corpus` into `out`.
     pub fn demo_corpus(out: &Path) -> PathBuf {

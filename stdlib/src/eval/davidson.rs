@@ -514,7 +514,7 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merge::slerp::testctx::run_op;
+    use crate::op::testing::run_op;
 
     fn comps(pairs: &[(usize, usize, usize, usize, usize)]) -> Vec<Comparison> {
         // (i, j, i wins, j wins, ties)
@@ -768,7 +768,7 @@ mod tests {
         std::fs::create_dir_all(&judge_dir).unwrap();
         std::fs::write(judge_dir.join("verdicts.jsonl"), lines).unwrap();
         let out = tmp.path().join("out");
-        let (res, _) = run_op(
+        let res = run_op(
             &Davidson,
             &[
                 ("verdicts", Value::List(vec![Value::Path(judge_dir)])),
@@ -793,7 +793,7 @@ mod tests {
         let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
         assert!(lo < 0.6667 && 0.6667 < hi && hi - lo < 0.3, "{lo} {hi}");
         // A baseline that is not in the verdicts is an error naming the models.
-        let (res, _) = run_op(
+        let res = run_op(
             &Davidson,
             &[
                 (

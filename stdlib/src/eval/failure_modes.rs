@@ -352,7 +352,7 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merge::slerp::testctx::run_op;
+    use crate::op::testing::run_op;
 
     fn de_en() -> Detector {
         Detector::with_allowlist(vec![Lang::Deu, Lang::Eng])
@@ -411,7 +411,7 @@ mod tests {
         )
         .unwrap();
         let out = tmp.path().join("out");
-        let (res, _) = run_op(
+        let res = run_op(
             &FailureModes,
             &[
                 ("responses", Value::Path(m)),
@@ -437,7 +437,7 @@ mod tests {
         let first: Json = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
         assert_eq!(first["foreign_words"], 9);
         assert!((first["length_ratio"].as_f64().unwrap() - 1.5).abs() < 1e-12);
-        let (res, _) = run_op(
+        let res = run_op(
             &FailureModes,
             &[
                 ("responses", Value::Path(tmp.path().join("m"))),

@@ -602,7 +602,7 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merge::slerp::testctx::run_op;
+    use crate::op::testing::{run_op, run_op_logged};
 
     #[test]
     fn judging_needs_the_prompt_and_takes_the_chat_before_it_as_context() {
@@ -780,7 +780,7 @@ mod tests {
         );
         let (url, server) = mock_endpoint();
         let out = tmp.path().join("out");
-        let (res, log) = run_op(
+        let (res, log) = run_op_logged(
             &Judge,
             &[
                 ("a", Value::Path(ga)),
@@ -831,7 +831,7 @@ mod tests {
         assert_eq!(lines[0]["checkpoint_a"]["tokens_seen"], 1000);
         assert!(log.iter().any(|l| l.contains("2 wins")), "{log:?}");
         // The verdicts feed `davidson`: 2 wins, 1 tie, 1 loss give π = 2:1 and ν = 1/√2.
-        let (res, _) = run_op(
+        let res = run_op(
             &crate::eval::davidson::Davidson,
             &[
                 ("verdicts", Value::List(vec![Value::Path(out.clone())])),

@@ -1061,6 +1061,14 @@ impl Op for RelativeGain {
 mod tests {
     use super::*;
     use crate::model::runtime::ToyModel;
+    use crate::op::testing::{full_params, with_context, RunOptions};
+
+    fn one_thread() -> RunOptions {
+        RunOptions {
+            threads: 1,
+            ..RunOptions::default()
+        }
+    }
 
     fn item(subject: &str, question: &str, choices: &[&str], gold: usize) -> McItem {
         McItem {
@@ -1659,27 +1667,21 @@ security_studies sociology us_foreign_policy virology world_religions";
 {\"question\":\"Virus?\",\"choices\":[\"a\",\"b\",\"c\",\"d\"],\"answer\":1,\"subject\":\"virology\"}\n",
         );
         let out_dir = dir.path().join("out");
-        std::fs::create_dir_all(&out_dir).unwrap();
-        let cancel = std::sync::atomic::AtomicBool::new(false);
-        let log = |_: &str| {};
-        let mut params = BTreeMap::new();
-        params.insert("model".into(), Value::Path(golden_dir()));
-        params.insert("bench".into(), Value::Path(bench));
-        params.insert("dev".into(), Value::Path(dev));
-        params.insert("format".into(), Value::Str("mmlu".into()));
-        params.insert("shots".into(), Value::Int(1));
-        params.insert("limit".into(), Value::Int(0));
-        params.insert("batch_items".into(), Value::Int(1));
-        let ctx = OpContext {
-            params,
-            out_dir: out_dir.clone(),
-            threads: 1,
-            device: crate::op::Device::Cpu,
-            progress: &crate::op::NoProgress,
-            log: &log,
-            cancel: &cancel,
-        };
-        let outputs = Mcqa.run(&ctx).unwrap();
+        let params = full_params(
+            &Mcqa,
+            &[
+                ("model", Value::Path(golden_dir())),
+                ("bench", Value::Path(bench)),
+                ("dev", Value::Path(dev)),
+                ("format", Value::Str("mmlu".into())),
+                ("shots", Value::Int(1)),
+                ("limit", Value::Int(0)),
+                ("batch_items", Value::Int(1)),
+            ],
+        );
+        let outputs = with_context(params, &out_dir, one_thread(), |ctx| Mcqa.run(ctx))
+            .0
+            .unwrap();
         let doc: Json =
             serde_json::from_str(&std::fs::read_to_string(out_dir.join("mcqa.json")).unwrap())
                 .unwrap();
@@ -1739,26 +1741,20 @@ security_studies sociology us_foreign_policy virology world_religions";
             "{\"acc\": 0.5, \"checkpoint\": {\"tokens_seen\": 100}}",
         );
         let out_dir = dir.path().join("out");
-        std::fs::create_dir_all(&out_dir).unwrap();
-        let cancel = std::sync::atomic::AtomicBool::new(false);
-        let log = |_: &str| {};
-        let mut params = BTreeMap::new();
-        params.insert(
-            "scores".into(),
-            Value::List(vec![Value::Path(ck.clone()), Value::Float(0.2)]),
+        let params = full_params(
+            &RelativeGain,
+            &[
+                (
+                    "scores",
+                    Value::List(vec![Value::Path(ck.clone()), Value::Float(0.2)]),
+                ),
+                ("baseline", Value::Path(base.clone())),
+                ("metric", Value::Str("acc".into())),
+            ],
         );
-        params.insert("baseline".into(), Value::Path(base.clone()));
-        params.insert("metric".into(), Value::Str("acc".into()));
-        let ctx = OpContext {
-            params,
-            out_dir: out_dir.clone(),
-            threads: 1,
-            device: crate::op::Device::Cpu,
-            progress: &crate::op::NoProgress,
-            log: &log,
-            cancel: &cancel,
-        };
-        RelativeGain.run(&ctx).unwrap();
+        with_context(params, &out_dir, one_thread(), |ctx| RelativeGain.run(ctx))
+            .0
+            .unwrap();
         let doc: Json = serde_json::from_str(
             &std::fs::read_to_string(out_dir.join("relative_gain.json")).unwrap(),
         )

@@ -118,7 +118,7 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 mod tests {
     use super::*;
     use crate::merge::slerp::tensors::{read_json, write_json, ModelTensors, ShardWriter};
-    use crate::merge::slerp::testctx::run_op;
+    use crate::op::testing::run_op;
     use safetensors::Dtype;
     use std::path::Path;
 
@@ -146,7 +146,7 @@ mod tests {
             Value::Path(tmp.path().join("b")),
         ]);
         let out = tmp.path().join("o");
-        let (res, _) = run_op(
+        let res = run_op(
             &Linear,
             &[
                 ("models", models.clone()),
@@ -166,7 +166,7 @@ mod tests {
             3
         );
         let out2 = tmp.path().join("o2");
-        let (res, _) = run_op(
+        let res = run_op(
             &Linear,
             &[
                 ("models", models.clone()),
@@ -186,7 +186,7 @@ mod tests {
                 .unwrap(),
             vec![10.0, 2.0, 0.0]
         );
-        let (res, _) = run_op(
+        let res = run_op(
             &Linear,
             &[
                 ("models", models),

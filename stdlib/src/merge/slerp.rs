@@ -496,13 +496,10 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 }
 
 #[cfg(test)]
-pub(crate) mod testctx;
-
-#[cfg(test)]
 mod tests {
     use super::*;
+    use crate::op::testing::{run_op, run_op_logged};
     use std::collections::HashMap;
-    use testctx::run_op;
 
     fn rec(filter: Option<&str>, value: Value) -> Value {
         let mut m = BTreeMap::new();
@@ -672,7 +669,7 @@ mod tests {
             ("other", Value::Path(g.join(format!("other{suffix}")))),
             ("t", golden_t()),
         ];
-        let (res, _log) = run_op(&Slerp, &params, out.path());
+        let res = run_op(&Slerp, &params, out.path());
         res.unwrap();
         let ours = load(out.path());
         let want = load(&g.join(format!("merged{suffix}")));
@@ -701,7 +698,7 @@ mod tests {
         // No lm_head is invented for tied models.
         let g = golden_dir();
         let out = tempfile::tempdir().unwrap();
-        let (res, _) = run_op(
+        let res = run_op(
             &Slerp,
             &[
                 ("base", Value::Path(g.join("base_tied"))),
@@ -762,7 +759,7 @@ mod tests {
         )
         .unwrap();
         let out = tmp.path().join("out");
-        let (res, log) = run_op(
+        let (res, log) = run_op_logged(
             &Slerp,
             &[
                 ("base", Value::Path(tmp.path().join("a"))),
@@ -803,7 +800,7 @@ mod tests {
             &[("model.layers.0.w", vec![3], vec![1.0, 2.0, 3.0])],
             cfg(4, 3),
         );
-        let (res, _) = run_op(
+        let res = run_op(
             &Slerp,
             &[
                 ("base", Value::Path(tmp.path().join("a"))),
@@ -819,7 +816,7 @@ mod tests {
             &[("model.layers.0.w", vec![3], vec![1.0, 2.0, 3.0])],
             cfg(4, 2),
         );
-        let (res, _) = run_op(
+        let res = run_op(
             &Slerp,
             &[
                 ("base", Value::Path(tmp.path().join("a"))),
@@ -846,7 +843,7 @@ mod tests {
         write_model(&tmp.path().join("b"), &ts, cfg(4, 2));
         let out = tmp.path().join("out");
         // 1000-byte shards: two 400-byte tensors fit in the first, the third opens a second.
-        let (res, _) = run_op(
+        let res = run_op(
             &Slerp,
             &[
                 ("base", Value::Path(tmp.path().join("a"))),

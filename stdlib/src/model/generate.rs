@@ -556,6 +556,7 @@ fn settings_from(ctx: &OpContext) -> OpResult<GenerateSettings> {
 mod tests {
     use super::*;
     use crate::model::runtime::ToyModel;
+    use crate::op::testing::{full_params, with_context, RunOptions};
 
     fn write(dir: &Path, text: &str) -> std::path::PathBuf {
         let p = dir.join("prompts.jsonl");
@@ -681,29 +682,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "{\"id\": 7, \"prompt\": \"The patient\"}\n");
         let out_dir = dir.path().join("out");
-        std::fs::create_dir_all(&out_dir).unwrap();
-        let cancel = std::sync::atomic::AtomicBool::new(false);
-        let log = |_: &str| {};
-        let mut params = std::collections::BTreeMap::new();
-        params.insert("model".into(), Value::Path(model_dir.clone()));
-        params.insert("prompts".into(), Value::Path(p));
-        params.insert("max_tokens".into(), Value::Int(6));
-        params.insert("temperature".into(), Value::Float(0.0));
-        params.insert("top_p".into(), Value::Float(1.0));
-        params.insert("seed".into(), Value::Int(0));
-        params.insert("batch_size".into(), Value::Int(4));
-        params.insert("chat".into(), Value::Bool(true));
-        params.insert("system".into(), Value::Str(String::new()));
-        let ctx = OpContext {
-            params,
-            out_dir: out_dir.clone(),
+        let params = full_params(
+            &Generate,
+            &[
+                ("model", Value::Path(model_dir.clone())),
+                ("prompts", Value::Path(p)),
+                ("max_tokens", Value::Int(6)),
+                ("temperature", Value::Float(0.0)),
+                ("top_p", Value::Float(1.0)),
+                ("seed", Value::Int(0)),
+                ("batch_size", Value::Int(4)),
+                ("chat", Value::Bool(true)),
+                ("system", Value::Str(String::new())),
+            ],
+        );
+        let options = RunOptions {
             threads: 1,
-            device: crate::op::Device::Cpu,
-            progress: &crate::op::NoProgress,
-            log: &log,
-            cancel: &cancel,
+            ..RunOptions::default()
         };
-        Generate.run(&ctx).unwrap();
+        with_context(params, &out_dir, options, |ctx| Generate.run(ctx))
+            .0
+            .unwrap();
         let line: Json = serde_json::from_str(
             std::fs::read_to_string(out_dir.join("responses.jsonl"))
                 .unwrap()

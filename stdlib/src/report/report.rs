@@ -778,7 +778,7 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merge::slerp::testctx::run_op;
+    use crate::op::testing::run_op;
     use serde_json::json;
 
     fn put(dir: &Path, file: &str, v: &Json) {
@@ -896,7 +896,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let params = sample_artifacts(tmp.path());
         let out = tmp.path().join("out");
-        let (res, _) = run_op(&Report, &params, &out);
+        let res = run_op(&Report, &params, &out);
         res.unwrap();
         let md = std::fs::read_to_string(out.join("report.md")).unwrap();
         for stem in [
@@ -962,11 +962,11 @@ mod tests {
     #[test]
     fn report_tolerates_missing_kinds() {
         let tmp = tempfile::tempdir().unwrap();
-        let (res, _) = run_op(&Report, &[], &tmp.path().join("out"));
+        let res = run_op(&Report, &[], &tmp.path().join("out"));
         res.unwrap();
         let md = std::fs::read_to_string(tmp.path().join("out/report.md")).unwrap();
         assert!(md.contains("No artifacts were given."));
-        let (res, _) = run_op(
+        let res = run_op(
             &Report,
             &[(
                 "mcqa",

@@ -184,10 +184,9 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 mod tests {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
-    use std::sync::atomic::AtomicBool;
 
     use super::*;
-    use crate::op::{Device, NoProgress};
+    use crate::op::testing::{full_params, with_context, RunOptions};
 
     fn golden(name: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -212,35 +211,26 @@ mod tests {
     }
 
     fn run(params: BTreeMap<String, Value>, out: &Path, cancel: bool) -> OpResult<Outputs> {
-        let cancel = AtomicBool::new(cancel);
-        let log = |_: &str| {};
-        let ctx = OpContext {
-            params,
-            out_dir: out.to_path_buf(),
+        let options = RunOptions {
             threads: 2,
-            device: Device::Cpu,
-            progress: &NoProgress,
-            log: &log,
-            cancel: &cancel,
+            cancelled: cancel,
         };
-        Train.run(&ctx)
+        with_context(params, out, options, |ctx| Train.run(ctx)).0
     }
 
     fn params(data: &Path) -> BTreeMap<String, Value> {
-        let mut p: BTreeMap<String, Value> = Train
-            .spec()
-            .params
-            .into_iter()
-            .filter_map(|p| p.default.map(|d| (p.name.to_string(), d)))
-            .collect();
-        p.insert("model".into(), Value::Path(golden("llama")));
-        p.insert("data".into(), Value::Path(data.to_path_buf()));
-        p.insert("lr".into(), Value::Float(1e-3));
-        p.insert("effective_batch".into(), Value::Int(2));
-        p.insert("micro_batch".into(), Value::Int(1));
-        p.insert("checkpoints".into(), Value::Int(2));
-        p.insert("dtype".into(), Value::Str("bf16".into()));
-        p
+        full_params(
+            &Train,
+            &[
+                ("model", Value::Path(golden("llama"))),
+                ("data", Value::Path(data.to_path_buf())),
+                ("lr", Value::Float(1e-3)),
+                ("effective_batch", Value::Int(2)),
+                ("micro_batch", Value::Int(1)),
+                ("checkpoints", Value::Int(2)),
+                ("dtype", Value::Str("bf16".into())),
+            ],
+        )
     }
 
     #[test]
