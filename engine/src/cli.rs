@@ -97,6 +97,9 @@ pub struct PipelineArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// Nodes to bring up to date, with everything they need (default: all).
+    #[arg(value_name = "NODE")]
+    pub targets: Vec<String>,
     /// Most nodes running at once (default: number of cores).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
@@ -112,6 +115,9 @@ pub struct RunArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// Plan only these nodes and what they need (default: all).
+    #[arg(value_name = "NODE")]
+    pub targets: Vec<String>,
     /// Print one JSON object a line.
     #[arg(long)]
     pub json: bool,
@@ -259,9 +265,19 @@ fn open_store(root: &Path) -> Result<Store, Exit> {
     Store::open(root).map_err(|e| usage_error(e.into()))
 }
 
+/// Loads a pipeline and cuts it down to the targets given on the command line.
+fn load_targets(
+    a: &PipelineArgs,
+    targets: &[String],
+    registry: &Registry,
+) -> Result<Pipeline, Exit> {
+    let p = load(&a.file, &a.set, registry)?;
+    crate::graph::restrict_to(&p, targets).map_err(|e| usage_error(miette::miette!("{e}")))
+}
+
 fn cmd_run(a: RunArgs) -> CmdResult {
     let registry = flow_stdlib::registry();
-    let p = load(&a.pipeline.file, &a.pipeline.set, &registry)?;
+    let p = load_targets(&a.pipeline, &a.targets, &registry)?;
     let device = parse_device(&a.device).map_err(|e| usage_error(miette::miette!("{e}")))?;
     let store = open_store(&cache_root(Some(&a.pipeline.file), &a.pipeline.cache))?;
     let cancel = Arc::new(AtomicBool::new(false));
@@ -303,7 +319,7 @@ fn install_ctrlc(cancel: Arc<AtomicBool>) {
 
 fn cmd_plan(a: PlanArgs) -> CmdResult {
     let registry = flow_stdlib::registry();
-    let p = load(&a.pipeline.file, &a.pipeline.set, &registry)?;
+    let p = load_targets(&a.pipeline, &a.targets, &registry)?;
     let store = Store::existing(&cache_root(Some(&a.pipeline.file), &a.pipeline.cache));
     let entries = plan::plan(&p, &registry, &store).map_err(usage_error)?;
     let mut out = std::io::stdout().lock();

@@ -62,6 +62,53 @@ pub fn node_refs(node: &Node) -> BTreeSet<&str> {
     out
 }
 
+/// The pipeline cut down to `targets` and the nodes they need, in the same
+/// order (`flow run FILE TARGET...`). Unknown targets are an error naming
+/// the closest node.
+pub fn restrict_to(p: &Pipeline, targets: &[String]) -> Result<Pipeline, String> {
+    if targets.is_empty() {
+        return Ok(p.clone());
+    }
+    let index: HashMap<&str, usize> = p
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    let mut keep = vec![false; p.nodes.len()];
+    let mut stack = Vec::new();
+    for t in targets {
+        match index.get(t.as_str()) {
+            Some(&i) => stack.push(i),
+            None => {
+                let help = crate::lang::suggest(t, index.keys().copied(), || {
+                    "`flow graph FILE` lists the nodes".to_string()
+                });
+                return Err(format!("no node `{t}` in the pipeline; {help}"));
+            }
+        }
+    }
+    while let Some(i) = stack.pop() {
+        if std::mem::replace(&mut keep[i], true) {
+            continue;
+        }
+        for r in node_refs(&p.nodes[i]) {
+            if let Some(&j) = index.get(r) {
+                stack.push(j);
+            }
+        }
+    }
+    let mut out = p.clone();
+    out.nodes = p
+        .nodes
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(n, _)| n.clone())
+        .collect();
+    Ok(out)
+}
+
 impl Graph {
     pub fn build(p: &Pipeline) -> Result<Graph, GraphError> {
         let mut dag = DiGraph::new();

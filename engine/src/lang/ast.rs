@@ -29,10 +29,36 @@ pub struct Stmt {
 pub enum StmtKind {
     /// `param NAME = VALUE`
     Param { name: Ident, value: Expr },
-    /// `import "PATH"`
-    Import { path: StrLit },
+    /// `import "PATH"`, or `import "PATH" as NAME with {..}`
+    Import {
+        path: StrLit,
+        instance: Option<Instance>,
+    },
     /// `NAME = op(...)`, `NAME = [op(...) for VAR in OVER]` or `NAME = other`
     Node { name: Ident, rhs: Rhs },
+}
+
+/// `as NAME with {BINDINGS}`: the imported file becomes a module instance
+/// whose names are `NAME.x`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instance {
+    pub name: Ident,
+    /// The `with {..}` record: each field names something of the module and
+    /// gives what it stands for in this instance. `None` without `with`.
+    pub bindings: Option<Expr>,
+}
+
+impl Instance {
+    /// The bindings as (name, value) pairs.
+    pub fn bindings(&self) -> &[(Ident, Expr)] {
+        match &self.bindings {
+            Some(Expr {
+                kind: ExprKind::Record(fields),
+                ..
+            }) => fields,
+            _ => &[],
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -40,6 +66,8 @@ pub enum Rhs {
     Call(Call),
     /// `NAME = other` or `NAME = node.field`: another name for a node.
     Alias(Expr),
+    /// `NAME = file("path")` or `NAME = dir("path")`: a name for an input.
+    Input(Expr),
     Map {
         call: Call,
         var: Ident,

@@ -28,6 +28,50 @@ pub struct ParsedFile {
     pub path: PathBuf,
     pub src: DiagSource,
     pub ast: ast::File,
+    /// The namespace its names are declared in.
+    pub scope: ScopeId,
+}
+
+/// Index of a namespace in the loader's list of scopes.
+pub type ScopeId = usize;
+/// The namespace of the main file and its plain imports.
+pub const ROOT_SCOPE: ScopeId = 0;
+
+/// A namespace: the root, or one module instance (`import "f" as NAME`),
+/// whose names are declared as `NAME.x` (`OUTER.NAME.x` when nested).
+pub struct Scope {
+    /// `""` for the root.
+    pub prefix: String,
+    /// The namespace of the importing file; names a module does not
+    /// define or bind are looked up there.
+    pub parent: Option<ScopeId>,
+    /// The `import .. as` statement that made the instance.
+    pub origin: Option<ScopeOrigin>,
+}
+
+pub struct ScopeOrigin {
+    /// The importing file.
+    pub file: FileId,
+    pub instance: ast::Instance,
+}
+
+impl Scope {
+    pub fn root() -> Scope {
+        Scope {
+            prefix: String::new(),
+            parent: None,
+            origin: None,
+        }
+    }
+}
+
+/// The full name of `name` declared in the namespace with `prefix`.
+pub fn qualify(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
 }
 
 enum Decl {
@@ -36,7 +80,8 @@ enum Decl {
         file: FileId,
         span: SourceSpan,
         target: ast::Ident,
-        field: Option<ast::Ident>,
+        /// As written; an instance path (`small.cpt.x`) consumes some.
+        fields: Vec<ast::Ident>,
     },
     Param {
         file: FileId,
@@ -50,6 +95,19 @@ enum Decl {
         spec: Option<OpSpec>,
         is_map: bool,
     },
+    /// `NAME = file("path")` / `NAME = dir("path")`: a named input.
+    Input {
+        file: FileId,
+        span: SourceSpan,
+        dir: bool,
+        path: StrLit,
+    },
+    /// `import "f" as NAME`: a module instance; its names are `NAME.x`.
+    Instance {
+        file: FileId,
+        span: SourceSpan,
+        scope: ScopeId,
+    },
 }
 
 impl Decl {
@@ -57,7 +115,9 @@ impl Decl {
         match self {
             Decl::Param { file, span, .. }
             | Decl::Node { file, span, .. }
-            | Decl::Alias { file, span, .. } => (*file, *span),
+            | Decl::Alias { file, span, .. }
+            | Decl::Input { file, span, .. }
+            | Decl::Instance { file, span, .. } => (*file, *span),
         }
     }
 }
@@ -75,7 +135,8 @@ enum Over<'a> {
 }
 
 enum AliasError {
-    Undefined(ast::Ident),
+    /// The undefined target, and the file of the alias that names it.
+    Undefined(FileId, ast::Ident),
     Cycle(Vec<String>),
     TwoFields,
 }
@@ -87,6 +148,7 @@ struct MapCtx<'a> {
 
 struct Checker<'a> {
     files: &'a [ParsedFile],
+    scopes: &'a [Scope],
     registry: &'a Registry,
     decls: HashMap<String, Decl>,
     errors: Vec<LangDiag>,
@@ -96,25 +158,29 @@ struct Checker<'a> {
 /// first) and applies `--set` overrides.
 pub fn check(
     files: &[ParsedFile],
+    scopes: &[Scope],
     order: &[FileId],
     overrides: &[String],
     registry: &Registry,
 ) -> Result<Pipeline, Vec<LangDiag>> {
     let mut checker = Checker {
         files,
+        scopes,
         registry,
         decls: HashMap::new(),
         errors: Vec::new(),
     };
     checker.declare(order);
+    checker.check_bindings();
     checker.check_aliases();
     checker.apply_overrides(overrides);
     let mut nodes = Vec::new();
     for &file in order {
         for stmt in &files[file].ast.stmts {
             if let StmtKind::Node { name, rhs } = &stmt.kind {
-                // A duplicate's second definition is reported, not checked.
-                match checker.decls.get(&name.text) {
+                // A duplicate's second definition is reported, not checked;
+                // a definition replaced by a binding is not declared.
+                match checker.decls.get(&checker.own_name(file, &name.text)) {
                     Some(Decl::Node { file: f, span, .. }) if *f == file && *span == name.span => {}
                     _ => continue,
                 }
@@ -190,15 +256,41 @@ impl<'a> Checker<'a> {
         self.errors.push(diag);
     }
 
-    /// Collects every param and node name, reporting duplicates.
+    /// Collects every param, node, alias and module instance name (with its
+    /// namespace's prefix), reporting duplicates. Definitions that a module
+    /// instance's `with {..}` replaces by a reference are not declared; a
+    /// param bound to a literal takes that literal as its default.
     fn declare(&mut self, order: &[FileId]) {
         let files = self.files;
         for &file in order {
             for stmt in &files[file].ast.stmts {
                 let (name, decl) = match &stmt.kind {
-                    StmtKind::Import { .. } => continue,
+                    StmtKind::Import { instance: None, .. } => continue,
+                    StmtKind::Import {
+                        instance: Some(instance),
+                        ..
+                    } => {
+                        let Some(scope) = self.instance_scope(file, &instance.name) else {
+                            continue; // the file could not be read: reported
+                        };
+                        let decl = Decl::Instance {
+                            file,
+                            span: instance.name.span,
+                            scope,
+                        };
+                        (&instance.name, decl)
+                    }
                     StmtKind::Param { name, value } => {
-                        let Some(value) = self.literal(file, value) else {
+                        let value = match self.binding(self.files[file].scope, &name.text) {
+                            Some((bfile, _, bound))
+                                if !matches!(bound.kind, ExprKind::Ref { .. }) =>
+                            {
+                                self.literal(bfile, bound)
+                            }
+                            Some(_) => continue, // replaced by a reference
+                            None => self.literal(file, value),
+                        };
+                        let Some(value) = value else {
                             continue;
                         };
                         (
@@ -211,6 +303,36 @@ impl<'a> Checker<'a> {
                             },
                         )
                     }
+                    StmtKind::Node { name, .. }
+                        if self.binding(self.files[file].scope, &name.text).is_some() =>
+                    {
+                        continue; // replaced by a binding (checked in check_bindings)
+                    }
+                    StmtKind::Node {
+                        name,
+                        rhs: Rhs::Input(input),
+                    } => {
+                        let ExprKind::Input { dir, path } = &input.kind else {
+                            continue;
+                        };
+                        if path.value.is_empty() {
+                            self.error(
+                                file,
+                                path.span,
+                                "empty input path",
+                                "empty",
+                                "give the path of a file or directory, relative to this .flow file",
+                            );
+                            continue;
+                        }
+                        let decl = Decl::Input {
+                            file,
+                            span: name.span,
+                            dir: *dir,
+                            path: path.clone(),
+                        };
+                        (name, decl)
+                    }
                     StmtKind::Node {
                         name,
                         rhs: Rhs::Alias(target),
@@ -218,21 +340,11 @@ impl<'a> Checker<'a> {
                         let ExprKind::Ref { name: to, fields } = &target.kind else {
                             continue;
                         };
-                        if fields.len() > 1 {
-                            self.error(
-                                file,
-                                fields[1].span,
-                                "only one level of field access is supported",
-                                "second field",
-                                "write `node.field`",
-                            );
-                            continue;
-                        }
                         let decl = Decl::Alias {
                             file,
                             span: name.span,
                             target: to.clone(),
-                            field: fields.first().cloned(),
+                            fields: fields.clone(),
                         };
                         (name, decl)
                     }
@@ -240,7 +352,7 @@ impl<'a> Checker<'a> {
                         let (call, is_map) = match rhs {
                             Rhs::Call(call) => (call, false),
                             Rhs::Map { call, .. } => (call, true),
-                            Rhs::Alias(_) => continue,
+                            Rhs::Alias(_) | Rhs::Input(_) => continue,
                         };
                         let spec = self.registry.get(&call.op.text).map(|op| op.spec());
                         if spec.is_none() {
@@ -281,12 +393,13 @@ impl<'a> Checker<'a> {
                     );
                     continue;
                 }
-                if let Some(first) = self.decls.get(&name.text) {
+                let full = self.own_name(file, &name.text);
+                if let Some(first) = self.decls.get(&full) {
                     let (first_file, first_span) = first.place();
                     let mut diag = self
                         .src(file)
                         .error(name.span, format!("duplicate name `{}`", name.text), "defined again here")
-                        .help("params and nodes share one namespace across all imported files; rename one of them");
+                        .help("params, nodes and module instances share one namespace across the files a file imports; rename one of them");
                     if first_file == file {
                         diag = diag.label(first_span, "first defined here");
                     } else {
@@ -303,7 +416,181 @@ impl<'a> Checker<'a> {
                     self.errors.push(diag);
                     continue;
                 }
-                self.decls.insert(name.text.clone(), decl);
+                self.decls.insert(full, decl);
+            }
+        }
+    }
+
+    /// The full name of `name` declared in `file`.
+    fn own_name(&self, file: FileId, name: &str) -> String {
+        qualify(&self.scopes[self.files[file].scope].prefix, name)
+    }
+
+    /// The scope made by the `import .. as NAME` in `file`.
+    fn instance_scope(&self, file: FileId, name: &ast::Ident) -> Option<ScopeId> {
+        self.scopes.iter().position(|s| {
+            s.origin
+                .as_ref()
+                .is_some_and(|o| o.file == file && o.instance.name.span == name.span)
+        })
+    }
+
+    /// What the instance `scope` binds `name` to: the importing file, the
+    /// binding's key and its value.
+    fn binding(&self, scope: ScopeId, name: &str) -> Option<(FileId, &'a ast::Ident, &'a Expr)> {
+        let scopes: &'a [Scope] = self.scopes;
+        let origin = scopes[scope].origin.as_ref()?;
+        origin
+            .instance
+            .bindings()
+            .iter()
+            .find(|(key, _)| key.text == name)
+            .map(|(key, value)| (origin.file, key, value))
+    }
+
+    /// Resolves a reference `name.fields...` written in `file` to the full
+    /// name of what it names and the fields left over. Inside a module
+    /// instance a name is, in this order: what the instance binds it to, the
+    /// module's own definition, or the same name in the importing namespace.
+    /// `small.cpt` names `cpt` of the instance `small`. An undefined name
+    /// comes back qualified as far as it resolved, for the error message.
+    fn resolve(
+        &self,
+        file: FileId,
+        name: &ast::Ident,
+        fields: &[ast::Ident],
+    ) -> (String, Vec<ast::Ident>) {
+        self.resolve_in(self.files[file].scope, name, fields, true)
+    }
+
+    fn resolve_in(
+        &self,
+        scope: ScopeId,
+        name: &ast::Ident,
+        fields: &[ast::Ident],
+        look_outside: bool,
+    ) -> (String, Vec<ast::Ident>) {
+        if let Some((bfile, _, value)) = self.binding(scope, &name.text) {
+            if let ExprKind::Ref {
+                name: to,
+                fields: to_fields,
+            } = &value.kind
+            {
+                let (full, mut rest) = self.resolve(bfile, to, to_fields);
+                rest.extend(fields.iter().cloned());
+                return (full, rest);
+            }
+        }
+        let full = qualify(&self.scopes[scope].prefix, &name.text);
+        match self.decls.get(&full) {
+            Some(Decl::Instance { scope: inner, .. }) if !fields.is_empty() => {
+                return self.resolve_in(*inner, &fields[0], &fields[1..], false);
+            }
+            Some(_) => return (full, fields.to_vec()),
+            None => {}
+        }
+        match self.scopes[scope].parent {
+            Some(parent) if look_outside => self.resolve_in(parent, name, fields, true),
+            _ => (full, fields.to_vec()),
+        }
+    }
+
+    /// Checks every module instance's `with {..}`: each key names a param,
+    /// node or alias the module defines (a node or alias only by a
+    /// reference), or a name the module uses without defining it.
+    fn check_bindings(&mut self) {
+        let scopes = self.scopes;
+        let files = self.files;
+        for (id, scope) in scopes.iter().enumerate() {
+            let Some(origin) = &scope.origin else {
+                continue;
+            };
+            let module: Vec<&ParsedFile> = files.iter().filter(|f| f.scope == id).collect();
+            let Some(first) = module.first() else {
+                continue;
+            };
+            let module_name = first.src.name.clone();
+            let mut params = Vec::new();
+            let mut nodes = Vec::new();
+            let mut instances = Vec::new();
+            let mut used = std::collections::BTreeSet::new();
+            for f in &module {
+                for stmt in &f.ast.stmts {
+                    match &stmt.kind {
+                        StmtKind::Param { name, .. } => params.push(name.text.clone()),
+                        StmtKind::Node { name, rhs } => {
+                            nodes.push(name.text.clone());
+                            names_used_rhs(rhs, &mut used);
+                        }
+                        StmtKind::Import {
+                            instance: Some(inst),
+                            ..
+                        } => {
+                            instances.push(inst.name.text.clone());
+                            for (_, value) in inst.bindings() {
+                                names_used(value, &mut used);
+                            }
+                        }
+                        StmtKind::Import { .. } => {}
+                    }
+                }
+            }
+            let mut seen: HashMap<&str, SourceSpan> = HashMap::new();
+            for (key, value) in origin.instance.bindings() {
+                if let Some(first) = seen.insert(&key.text, key.span) {
+                    let diag = self
+                        .src(origin.file)
+                        .error(
+                            key.span,
+                            format!("`{}` is bound twice", key.text),
+                            "bound again here",
+                        )
+                        .label(first, "first bound here")
+                        .help("bind each name once");
+                    self.errors.push(diag);
+                    continue;
+                }
+                let is_ref = matches!(value.kind, ExprKind::Ref { .. });
+                let problem = if params.contains(&key.text) {
+                    None
+                } else if instances.contains(&key.text) {
+                    Some((
+                        format!("`{}` is a module instance of {module_name}; it cannot be bound", key.text),
+                        "bind the names that instance uses instead, in its own `import .. with {..}`".to_string(),
+                    ))
+                } else if nodes.contains(&key.text) {
+                    (!is_ref).then(|| {
+                        (
+                            format!(
+                                "`{}` is a node of {module_name}; bind it to a node, not a value",
+                                key.text
+                            ),
+                            "write the name of a node (or `dir(..)` through a node) of this file"
+                                .to_string(),
+                        )
+                    })
+                } else if used.contains(&key.text) {
+                    (!is_ref).then(|| {
+                        (
+                            format!("{module_name} uses `{}` but does not declare it as a param; bind it to a name", key.text),
+                            format!("a value binds only a param of the module; here write a param or node of this file, or declare `param {}` in the module", key.text),
+                        )
+                    })
+                } else {
+                    let mut names: Vec<&str> =
+                        params.iter().chain(&nodes).map(String::as_str).collect();
+                    names.extend(used.iter().map(String::as_str));
+                    let help = suggest(&key.text, names.iter().copied(), || {
+                        format!("bind a param or node of {module_name}, or a name it uses")
+                    });
+                    Some((
+                        format!("{module_name} neither defines nor uses `{}`", key.text),
+                        help,
+                    ))
+                };
+                if let Some((message, help)) = problem {
+                    self.error(origin.file, key.span, message, "bound here", help);
+                }
             }
         }
     }
@@ -314,24 +601,35 @@ impl<'a> Checker<'a> {
         let mut field: Option<ast::Ident> = None;
         let mut seen = vec![current.clone()];
         while let Some(Decl::Alias {
-            target, field: f, ..
+            file,
+            target,
+            fields,
+            ..
         }) = self.decls.get(&current)
         {
-            if let Some(f) = f {
+            let (full, rest) = self.resolve(*file, target, fields);
+            if rest.len() > 1 {
+                return Err(AliasError::TwoFields);
+            }
+            if let Some(f) = rest.into_iter().next() {
                 if field.is_some() {
                     return Err(AliasError::TwoFields);
                 }
-                field = Some(f.clone());
+                field = Some(f);
             }
-            if seen.contains(&target.text) {
-                seen.push(target.text.clone());
+            if seen.contains(&full) {
+                seen.push(full);
                 return Err(AliasError::Cycle(seen));
             }
-            if !self.decls.contains_key(&target.text) {
-                return Err(AliasError::Undefined(target.clone()));
+            if !self.decls.contains_key(&full) {
+                let shown = ast::Ident {
+                    text: full,
+                    span: target.span,
+                };
+                return Err(AliasError::Undefined(*file, shown));
             }
-            seen.push(target.text.clone());
-            current = target.text.clone();
+            seen.push(full.clone());
+            current = full;
         }
         Ok((current, field))
     }
@@ -358,6 +656,14 @@ impl<'a> Checker<'a> {
                             "a param",
                             "an alias (`name = other`) names a node; to share a value use `param`",
                         );
+                    } else if let Some(Decl::Instance { .. }) = self.decls.get(&target) {
+                        self.error(
+                            file,
+                            span,
+                            format!("`{name}` is an alias of the module instance `{target}`"),
+                            "a module instance",
+                            format!("an alias names a node; name one of the instance's nodes: `{target}.NAME`"),
+                        );
                     } else if let Some(f) = field {
                         // Check the field exists once, here, not at every use.
                         if let Some(Decl::Node {
@@ -383,23 +689,13 @@ impl<'a> Checker<'a> {
                         }
                     }
                 }
-                Err(AliasError::Undefined(target)) => {
-                    let names: Vec<&str> = self.decls.keys().map(String::as_str).collect();
-                    let help = suggest(&target.text, names.iter().copied(), || {
-                        "an alias names a node defined elsewhere in the pipeline".to_string()
-                    });
-                    // The undefined target may sit in another alias's file.
-                    let target_file = self
-                        .decls
-                        .values()
-                        .find_map(|d| match d {
-                            Decl::Alias {
-                                file, target: t, ..
-                            } if t == &target => Some(*file),
-                            _ => None,
-                        })
-                        .unwrap_or(file);
+                Err(AliasError::Undefined(target_file, target)) => {
+                    // Reported once, at the alias that names the undefined target.
                     if target_file == file && target.span == span {
+                        let names: Vec<&str> = self.decls.keys().map(String::as_str).collect();
+                        let help = suggest(&target.text, names.iter().copied(), || {
+                            "an alias names a node defined elsewhere in the pipeline".to_string()
+                        });
                         self.error(
                             file,
                             span,
@@ -515,6 +811,7 @@ impl<'a> Checker<'a> {
             let value_src = DiagSource::new("--set", raw.clone());
             let Some(Decl::Param { value: default, .. }) = self.decls.get(name) else {
                 let is_node = matches!(self.decls.get(name), Some(Decl::Node { .. }));
+                let is_instance = matches!(self.decls.get(name), Some(Decl::Instance { .. }));
                 let params: Vec<&str> = self
                     .decls
                     .iter()
@@ -523,6 +820,8 @@ impl<'a> Checker<'a> {
                     .collect();
                 let help = if is_node {
                     format!("`{name}` is a node; only params can be set")
+                } else if is_instance {
+                    format!("`{name}` is a module instance; set one of its params: `--set {name}.NAME=VALUE`")
                 } else {
                     suggest(name, params.iter().copied(), || {
                         let mut params = params.clone();
@@ -638,9 +937,10 @@ impl<'a> Checker<'a> {
             Rhs::Map {
                 call, var, over, ..
             } => (call, Some((var, over))),
-            Rhs::Alias(_) => return None,
+            Rhs::Alias(_) | Rhs::Input(_) => return None,
         };
-        let spec = match self.decls.get(&name.text) {
+        let full_name = self.own_name(file, &name.text);
+        let spec = match self.decls.get(&full_name) {
             Some(Decl::Node {
                 spec: Some(spec), ..
             }) => spec.clone(),
@@ -649,7 +949,9 @@ impl<'a> Checker<'a> {
         let (map_ctx, map_over) = match map {
             None => (None, None),
             Some((var, over)) => {
-                if self.decls.contains_key(&var.text) || var.text == "out" {
+                // Only the file's own namespace: a module cannot know the
+                // names of the files that import it.
+                if self.decls.contains_key(&self.own_name(file, &var.text)) || var.text == "out" {
                     self.error(
                         file,
                         var.span,
@@ -676,7 +978,7 @@ impl<'a> Checker<'a> {
             return None;
         }
         Some(ir::Node {
-            name: name.text.clone(),
+            name: full_name,
             span: Span {
                 file,
                 span: name.span,
@@ -711,34 +1013,37 @@ impl<'a> Checker<'a> {
         }
         let shape = match &over.kind {
             ExprKind::List(items) => Over::Exprs(items),
-            ExprKind::Ref { name, fields } => match self.decls.get(&name.text) {
-                Some(Decl::Param {
-                    value: Value::List(values),
-                    ..
-                }) => Over::Values {
-                    param: name.text.clone(),
-                    values: values.clone(),
-                },
-                Some(Decl::Node {
-                    spec: Some(spec),
-                    is_map,
-                    ..
-                }) => match fields.first() {
-                    None if *is_map => Over::Static(spec.produces.clone()),
-                    Some(field) => match spec
-                        .outputs
-                        .iter()
-                        .find(|o| o.name == field.text)
-                        .map(|o| &o.ty)
-                    {
-                        Some(ty) if *is_map => Over::Static(ty.clone()),
-                        Some(Type::List(inner)) => Over::Static((**inner).clone()),
-                        _ => Over::Static(Type::Any),
+            ExprKind::Ref { name, fields } => {
+                let (full, fields) = self.resolve(file, name, fields);
+                match self.decls.get(&full) {
+                    Some(Decl::Param {
+                        value: Value::List(values),
+                        ..
+                    }) => Over::Values {
+                        param: full.clone(),
+                        values: values.clone(),
                     },
-                    None => Over::Static(Type::Any),
-                },
-                _ => Over::Unknown,
-            },
+                    Some(Decl::Node {
+                        spec: Some(spec),
+                        is_map,
+                        ..
+                    }) => match fields.first() {
+                        None if *is_map => Over::Static(spec.produces.clone()),
+                        Some(field) => match spec
+                            .outputs
+                            .iter()
+                            .find(|o| o.name == field.text)
+                            .map(|o| &o.ty)
+                        {
+                            Some(ty) if *is_map => Over::Static(ty.clone()),
+                            Some(Type::List(inner)) => Over::Static((**inner).clone()),
+                            _ => Over::Static(Type::Any),
+                        },
+                        None => Over::Static(Type::Any),
+                    },
+                    _ => Over::Unknown,
+                }
+            }
             _ => Over::Unknown,
         };
         (arg, shape)
@@ -838,14 +1143,16 @@ impl<'a> Checker<'a> {
     fn device(&mut self, file: FileId, expr: &Expr) -> Option<DeviceRequest> {
         let text = match &expr.kind {
             ExprKind::Str(s) => Some(s.value.clone()),
-            ExprKind::Ref { name, fields } if fields.is_empty() => match self.decls.get(&name.text)
-            {
-                Some(Decl::Param {
-                    value: Value::Str(s),
-                    ..
-                }) => Some(s.clone()),
-                _ => None,
-            },
+            ExprKind::Ref { name, fields } => {
+                let (full, rest) = self.resolve(file, name, fields);
+                match self.decls.get(&full) {
+                    Some(Decl::Param {
+                        value: Value::Str(s),
+                        ..
+                    }) if rest.is_empty() => Some(s.clone()),
+                    _ => None,
+                }
+            }
             _ => None,
         };
         let request = text.as_deref().and_then(parse_device);
@@ -1042,10 +1349,30 @@ impl<'a> Checker<'a> {
                 .map_var(file, expr, ctx, ty, what)
                 .then_some(Arg::MapVar);
         }
-        let Some(decl) = self.decls.get(&name.text) else {
-            self.undefined(file, name, map);
-            return None;
+        let (full, fields) = self.resolve(file, name, fields);
+        let name = ast::Ident {
+            text: full,
+            span: name.span,
         };
+        if !self.decls.contains_key(&name.text) {
+            self.undefined(file, &name, map);
+            return None;
+        }
+        self.resolved_reference(file, expr, &name, &fields, ty, what)
+    }
+
+    /// [`Self::reference`] after name resolution: `name` is a declared full
+    /// name.
+    fn resolved_reference(
+        &mut self,
+        file: FileId,
+        expr: &Expr,
+        name: &ast::Ident,
+        fields: &[ast::Ident],
+        ty: &Type,
+        what: &str,
+    ) -> Option<Arg> {
+        let decl = self.decls.get(&name.text)?;
         match decl {
             Decl::Alias { .. } => {
                 // Errors in the alias itself were reported at its definition.
@@ -1062,7 +1389,64 @@ impl<'a> Checker<'a> {
                     text: target,
                     span: name.span,
                 };
-                self.reference(file, expr, &target, &all, ty, None, what)
+                self.resolved_reference(file, expr, &target, &all, ty, what)
+            }
+            Decl::Input {
+                file: def_file,
+                dir,
+                path,
+                ..
+            } => {
+                let (dir, def_file) = (*dir, *def_file);
+                if let Some(field) = fields.first() {
+                    self.error(
+                        file,
+                        field.span,
+                        format!("`{}` is an input; inputs have no fields", name.text),
+                        "no fields",
+                        "fields (`node.output`) exist only on nodes",
+                    );
+                    return None;
+                }
+                let fits = if dir {
+                    accepts_dir(ty)
+                } else {
+                    accepts_file(ty)
+                };
+                if !fits {
+                    let kind = if dir { "a directory" } else { "a file" };
+                    self.error(
+                        file,
+                        expr.span,
+                        format!(
+                            "mistyped {what}: expected {}, got input `{}` ({kind})",
+                            type_name(ty),
+                            name.text
+                        ),
+                        format!("{kind} input"),
+                        format!("pass {} here", type_name(ty)),
+                    );
+                    return None;
+                }
+                let base = self.files[def_file].path.parent().unwrap_or(Path::new("/"));
+                Some(Arg::Input {
+                    kind: if dir { InputKind::Dir } else { InputKind::File },
+                    path: normalize(&base.join(&path.value)),
+                    span: Span {
+                        file: def_file,
+                        span: path.span,
+                    },
+                })
+            }
+            Decl::Instance { .. } => {
+                self.error(
+                    file,
+                    expr.span,
+                    format!("`{}` is a module instance, not a node", name.text),
+                    "a module instance",
+                    format!("name one of its nodes or params: `{}.NAME`", name.text),
+                );
+                None
             }
             Decl::Param { value, .. } => {
                 if let Some(field) = fields.first() {
@@ -1316,7 +1700,7 @@ impl<'a> Checker<'a> {
     }
 
     fn mistyped<T>(&mut self, file: FileId, expr: &Expr, ty: &Type, what: &str) -> Option<T> {
-        let got = self.describe(expr);
+        let got = self.describe(file, expr);
         let got = got.as_str();
         let help = match (ty, &expr.kind) {
             (Type::File, ExprKind::Str(s)) => {
@@ -1352,9 +1736,14 @@ impl<'a> Checker<'a> {
 
     /// What an expression is, for messages: its kind, or for a reference
     /// what it refers to.
-    fn describe(&self, expr: &Expr) -> String {
+    fn describe(&self, file: FileId, expr: &Expr) -> String {
         let ExprKind::Ref { name, fields } = &expr.kind else {
             return expr_kind_name(expr).to_string();
+        };
+        let (full, fields) = self.resolve(file, name, fields);
+        let name = ast::Ident {
+            text: full,
+            span: name.span,
         };
         match (self.decls.get(&name.text), fields.first()) {
             (Some(Decl::Param { value, .. }), _) => {
@@ -1471,7 +1860,7 @@ impl<'a> Checker<'a> {
             matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         };
-        if !valid(name) || fields.len() > 1 || !fields.iter().all(|f| valid(f)) {
+        if !valid(name) || !fields.iter().all(|f| valid(f)) {
             self.error(
                 file,
                 span,
@@ -1499,7 +1888,12 @@ impl<'a> Checker<'a> {
             },
             span,
         };
-        if map.is_none_or(|m| m.var.text != name) && !self.decls.contains_key(name) {
+        let is_var = map.is_some_and(|m| m.var.text == name);
+        if !is_var
+            && !self
+                .decls
+                .contains_key(&self.resolve(file, &ident, &field_idents).0)
+        {
             let mut names: Vec<&str> = self.decls.keys().map(String::as_str).collect();
             names.push("out");
             if let Some(m) = map {
@@ -1678,6 +2072,47 @@ fn fold_record(fields: BTreeMap<String, Arg>) -> Arg {
 }
 
 /// Calls `f` with every node an argument refers to.
+/// The names an expression refers to, with the first word of every `{..}`
+/// in its strings (a template's placeholders), for checking bindings.
+fn names_used(expr: &Expr, out: &mut std::collections::BTreeSet<String>) {
+    match &expr.kind {
+        ExprKind::Ref { name, .. } => {
+            out.insert(name.text.clone());
+        }
+        ExprKind::List(items) => items.iter().for_each(|e| names_used(e, out)),
+        ExprKind::Record(fields) => fields.iter().for_each(|(_, e)| names_used(e, out)),
+        ExprKind::Str(lit) => {
+            let text = lit.value.replace("{{", "");
+            for piece in text.split('{').skip(1) {
+                let word: String = piece
+                    .trim_start()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !word.is_empty() {
+                    out.insert(word);
+                }
+            }
+        }
+        ExprKind::Int(..) | ExprKind::Float(..) | ExprKind::Bool(_) | ExprKind::Input { .. } => {}
+    }
+}
+
+fn names_used_rhs(rhs: &Rhs, out: &mut std::collections::BTreeSet<String>) {
+    let (call, over) = match rhs {
+        Rhs::Alias(target) => return names_used(target, out),
+        Rhs::Input(_) => return,
+        Rhs::Call(call) => (call, None),
+        Rhs::Map { call, over, .. } => (call, Some(over)),
+    };
+    for arg in &call.args {
+        names_used(&arg.value, out);
+    }
+    if let Some(over) = over {
+        names_used(over, out);
+    }
+}
+
 pub fn collect_nodes(arg: &Arg, f: &mut impl FnMut(&str)) {
     match arg {
         Arg::Node { node, .. } => f(node),

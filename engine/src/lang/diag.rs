@@ -76,7 +76,20 @@ pub struct Diagnostics(pub Vec<miette::Report>);
 
 impl Diagnostics {
     pub(crate) fn from_diags(diags: Vec<LangDiag>) -> Self {
-        Diagnostics(diags.into_iter().map(miette::Report::new).collect())
+        // A module imported twice (`import .. as a`, `.. as b`) is checked
+        // twice; its own mistakes are reported once.
+        let mut seen = std::collections::HashSet::new();
+        Diagnostics(
+            diags
+                .into_iter()
+                .filter(|d| {
+                    let labels: Vec<(usize, usize)> =
+                        d.labels.iter().map(|l| (l.offset(), l.len())).collect();
+                    seen.insert((d.src.name().to_string(), d.message.clone(), labels))
+                })
+                .map(miette::Report::new)
+                .collect(),
+        )
     }
 
     /// Renders every report with miette's graphical handler, without colour.

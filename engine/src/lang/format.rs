@@ -133,7 +133,23 @@ struct ArgComments<'a> {
 fn statement(stmt: &Stmt, inner: &[&Comment], text: &str) -> String {
     let mut hoisted: Vec<&Comment> = Vec::new();
     let body = match &stmt.kind {
-        StmtKind::Import { path } => format!("import {}", path.raw),
+        StmtKind::Import { path, instance } => {
+            hoisted.extend(inner);
+            match instance {
+                None => format!("import {}", path.raw),
+                Some(inst) => {
+                    let head = format!("import {} as {}", path.raw, inst.name.text);
+                    match &inst.bindings {
+                        None => head,
+                        Some(record) => {
+                            let head = format!("{head} with ");
+                            let v = expr(record, head.len(), 0);
+                            format!("{head}{v}")
+                        }
+                    }
+                }
+            }
+        }
         StmtKind::Param { name, value } => {
             hoisted.extend(inner);
             let head = format!("param {} = ", name.text);
@@ -146,7 +162,7 @@ fn statement(stmt: &Stmt, inner: &[&Comment], text: &str) -> String {
                 Rhs::Map {
                     call, var, over, ..
                 } => (call, Some((var, over))),
-                Rhs::Alias(target) => {
+                Rhs::Alias(target) | Rhs::Input(target) => {
                     let mut out: String = inner.iter().map(|c| format!("{}\n", c.text)).collect();
                     out.push_str(&format!("{} = {}", name.text, expr_flat(target)));
                     return out;

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use flow_stdlib::Registry;
 
 use crate::ir::{self, FileId};
-use check::ParsedFile;
 pub use check::{collect_nodes, normalize, parse_device};
-pub use diag::Diagnostics;
+use check::{qualify, ParsedFile, Scope, ScopeId, ScopeOrigin, ROOT_SCOPE};
+pub use diag::{suggest, Diagnostics};
 use diag::{DiagSource, LangDiag};
 
 /// Reads, parses and checks the pipeline at `path`.
@@ -54,11 +54,18 @@ pub fn load_str(
 ) -> Result<ir::Pipeline, Diagnostics> {
     let abs = absolute(path);
     let mut loader = Loader::default();
-    loader.add(abs, text.to_string());
+    loader.add(abs, text.to_string(), ROOT_SCOPE);
     if !loader.errors.is_empty() {
         return Err(Diagnostics::from_diags(loader.errors));
     }
-    check::check(&loader.files, &loader.order, overrides, registry).map_err(Diagnostics::from_diags)
+    check::check(
+        &loader.files,
+        &loader.scopes,
+        &loader.order,
+        overrides,
+        registry,
+    )
+    .map_err(Diagnostics::from_diags)
 }
 
 /// Formats a `.flow` file canonically (`flow fmt`): one statement per line,
@@ -97,15 +104,30 @@ fn display_name(abs: &Path) -> String {
 }
 
 /// Reads the main file and its imports, depth first.
-#[derive(Default)]
 struct Loader {
     files: Vec<ParsedFile>,
     /// Files in pipeline order: a file after everything it imports.
     order: Vec<FileId>,
+    /// The root namespace and one per module instance (`import .. as NAME`).
+    scopes: Vec<Scope>,
     /// Identity keys of the files being loaded (the import chain).
     stack: Vec<(PathBuf, FileId)>,
-    seen: HashMap<PathBuf, FileId>,
+    /// Files included by plain imports, once per namespace.
+    seen: HashMap<(ScopeId, PathBuf), FileId>,
     errors: Vec<LangDiag>,
+}
+
+impl Default for Loader {
+    fn default() -> Self {
+        Loader {
+            files: Vec::new(),
+            order: Vec::new(),
+            scopes: vec![Scope::root()],
+            stack: Vec::new(),
+            seen: HashMap::new(),
+            errors: Vec::new(),
+        }
+    }
 }
 
 /// The key that identifies a file: its canonical path when it exists.
@@ -114,7 +136,7 @@ fn identity(path: &Path) -> PathBuf {
 }
 
 impl Loader {
-    fn add(&mut self, path: PathBuf, text: String) {
+    fn add(&mut self, path: PathBuf, text: String, scope: ScopeId) {
         let src = DiagSource::new(display_name(&path), text);
         let ast = match parse::parse_file(&src) {
             Ok(ast) => ast,
@@ -125,11 +147,11 @@ impl Loader {
         };
         let id = self.files.len();
         let key = identity(&path);
-        let imports: Vec<ast::StrLit> = ast
+        let imports: Vec<(ast::StrLit, Option<ast::Instance>)> = ast
             .stmts
             .iter()
             .filter_map(|s| match &s.kind {
-                ast::StmtKind::Import { path } => Some(path.clone()),
+                ast::StmtKind::Import { path, instance } => Some((path.clone(), instance.clone())),
                 _ => None,
             })
             .collect();
@@ -141,10 +163,11 @@ impl Loader {
             path,
             src: src.clone(),
             ast,
+            scope,
         });
-        self.seen.insert(key.clone(), id);
+        self.seen.insert((scope, key.clone()), id);
         self.stack.push((key, id));
-        for import in imports {
+        for (import, instance) in imports {
             if import.value.is_empty() {
                 self.errors.push(
                     src.error(import.span, "empty import path", "empty")
@@ -162,27 +185,42 @@ impl Loader {
                 chain.push(self.files[self.stack[pos].1].src.name.clone());
                 self.errors.push(
                     src.error(import.span, format!("import cycle: {}", chain.join(" -> ")), "imports a file that imports this one")
-                        .help("imported files share one namespace; move what both need into a third file that both import"),
+                        .help("a file cannot include itself; move what both need into a third file that both import"),
                 );
                 continue;
             }
-            if self.seen.contains_key(&target_key) {
-                continue; // already included once: one namespace, no duplicates
+            if instance.is_none() && self.seen.contains_key(&(scope, target_key.clone())) {
+                continue; // already included once in this namespace
             }
-            match std::fs::read_to_string(&target) {
-                Ok(text) => self.add(target, text),
-                Err(e) => self.errors.push(
-                    src.error(
-                        import.span,
-                        format!("cannot read import `{}`: {e}", import.value),
-                        "imported here",
-                    )
-                    .help(format!(
-                        "import paths are relative to the importing file; this one resolves to {}",
-                        target.display()
-                    )),
-                ),
-            }
+            let text = match std::fs::read_to_string(&target) {
+                Ok(text) => text,
+                Err(e) => {
+                    self.errors.push(
+                        src.error(
+                            import.span,
+                            format!("cannot read import `{}`: {e}", import.value),
+                            "imported here",
+                        )
+                        .help(format!(
+                            "import paths are relative to the importing file; this one resolves to {}",
+                            target.display()
+                        )),
+                    );
+                    continue;
+                }
+            };
+            let target_scope = match instance {
+                None => scope,
+                Some(instance) => {
+                    self.scopes.push(Scope {
+                        prefix: qualify(&self.scopes[scope].prefix, &instance.name.text),
+                        parent: Some(scope),
+                        origin: Some(ScopeOrigin { file: id, instance }),
+                    });
+                    self.scopes.len() - 1
+                }
+            };
+            self.add(target, text, target_scope);
         }
         self.stack.pop();
         self.order.push(id);

@@ -94,6 +94,8 @@ fn rule_name(rule: &Rule) -> String {
         Rule::kw_import => "`import`",
         Rule::kw_for => "`for`",
         Rule::kw_in => "`in`",
+        Rule::kw_as => "`as`",
+        Rule::kw_with => "`with`",
         Rule::set_value => "a value",
         _ => "a token",
     }
@@ -260,7 +262,7 @@ fn span_of(pair: &Pair<Rule>) -> SourceSpan {
 fn is_keyword(pair: &Pair<Rule>) -> bool {
     matches!(
         pair.as_rule(),
-        Rule::kw_param | Rule::kw_import | Rule::kw_for | Rule::kw_in
+        Rule::kw_param | Rule::kw_import | Rule::kw_for | Rule::kw_in | Rule::kw_as | Rule::kw_with
     )
 }
 
@@ -282,9 +284,14 @@ impl Builder<'_> {
                 let value = self.expr(inner.next().expect("param value"));
                 StmtKind::Param { name, value }
             }
-            Rule::import_stmt => StmtKind::Import {
-                path: self.string(inner.next().expect("import path")),
-            },
+            Rule::import_stmt => {
+                let path = self.string(inner.next().expect("import path"));
+                let instance = inner.next().map(|name| Instance {
+                    name: self.ident(name),
+                    bindings: inner.next().map(|record| self.expr(record)),
+                });
+                StmtKind::Import { path, instance }
+            }
             Rule::node_stmt => {
                 let name = self.ident(inner.next().expect("node name"));
                 let rhs = inner.next().expect("node value");
@@ -303,6 +310,7 @@ impl Builder<'_> {
                         }
                     }
                     Rule::reference => Rhs::Alias(self.expr(rhs)),
+                    Rule::input => Rhs::Input(self.expr(rhs)),
                     _ => Rhs::Call(self.call(rhs)),
                 };
                 StmtKind::Node { name, rhs }
