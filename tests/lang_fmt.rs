@@ -118,6 +118,17 @@ fn long_values_break_one_element_per_line() {
 }
 
 #[test]
+fn imports_aliases_and_inputs_keep_their_trailing_comments() {
+    let text = "import \"x.flow\"   # one\nimport   \"y.flow\"  as  y   with {a:b ,c : 1}  # two\nw=file( \"w.txt\" )# three\nal =  w # four\n";
+    let expected = "import \"x.flow\"  # one\nimport \"y.flow\" as y with {a: b, c: 1}  # two\nw = file(\"w.txt\")  # three\nal = w  # four\n";
+    assert_eq!(fmt(text), expected);
+    let long = "import \"stages/adapt.flow\" as qwen_0_5b with {source: qwen_0_5b_instruct, larger: qwen_1_5b_instruct, lr: 1e-5}\n";
+    let expected = "import \"stages/adapt.flow\" as qwen_0_5b with {\n    source: qwen_0_5b_instruct,\n    larger: qwen_1_5b_instruct,\n    lr: 1e-5,\n}\n";
+    assert_eq!(fmt(long), expected);
+    check_roundtrip(long);
+}
+
+#[test]
 fn syntax_errors_are_reported_not_formatted() {
     let err = lang::format(
         Path::new("/flow-lang-test/main.flow"),

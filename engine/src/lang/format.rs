@@ -6,7 +6,7 @@
 //! stays there, a comment beside or above an argument stays with it, and any
 //! other comment inside a statement moves to the line above it.
 
-use super::ast::{Call, Expr, ExprKind, NamedArg, Rhs, Stmt, StmtKind};
+use super::ast::{self, Call, Expr, ExprKind, NamedArg, Rhs, Stmt, StmtKind};
 use super::diag::{DiagSource, LangDiag};
 use super::parse;
 
@@ -31,7 +31,7 @@ pub fn format(src: &DiagSource) -> Result<String, Vec<LangDiag>> {
     let newlines = |a: usize, b: usize| text[a.min(b)..b].matches('\n').count();
     for stmt in &file.stmts {
         let start = stmt.span.offset();
-        let end = start + stmt.span.len();
+        let end = content_end(stmt);
         // Comments before the statement: trailing the previous one, or on
         // lines of their own.
         while ci < comments.len() && comments[ci].start < start {
@@ -75,6 +75,23 @@ pub fn format(src: &DiagSource) -> Result<String, Vec<LangDiag>> {
         prev_end = Some(c.start + c.text.len());
     }
     Ok(out)
+}
+
+/// Where a statement's last token ends. The grammar's span of an `import`
+/// also covers the whitespace and comment after it (pest skips them while
+/// looking for the optional `as`), and a comment there trails the line.
+fn content_end(stmt: &Stmt) -> usize {
+    let end = |s: &ast::Sp| s.offset() + s.len();
+    match &stmt.kind {
+        StmtKind::Import { path, instance } => match instance {
+            None => end(&path.span),
+            Some(inst) => match &inst.bindings {
+                None => end(&inst.name.span),
+                Some(record) => end(&record.span),
+            },
+        },
+        _ => end(&stmt.span),
+    }
 }
 
 fn trim_newline(out: &mut String) {
