@@ -40,7 +40,9 @@ pub enum Outcome {
 pub struct DavidsonFit {
     /// Strengths πᵢ, summing to 1.
     pub strengths: Vec<f64>,
-    /// The tie parameter ν.
+    /// The tie parameter ν; infinite when every comparison is a tie (the
+    /// likelihood then grows without bound in ν and says nothing about
+    /// the strengths, which are left equal).
     pub tie: f64,
     pub loglik: f64,
     pub iterations: usize,
@@ -62,6 +64,9 @@ impl DavidsonFit {
 
 /// Davidson's outcome probabilities for strengths `pi`, `pj` and tie parameter `nu`.
 pub fn probabilities(pi: f64, pj: f64, nu: f64) -> (f64, f64, f64) {
+    if nu == f64::INFINITY {
+        return (0.0, 1.0, 0.0);
+    }
     let g = nu * (pi * pj).sqrt();
     let d = pi + pj + g;
     if d <= 0.0 {
@@ -116,6 +121,18 @@ pub fn fit(n: usize, data: &[Comparison]) -> DavidsonFit {
         total_ties += c[2];
     }
     let mut pi = vec![1.0 / n.max(1) as f64; n];
+    let decisive: f64 = pairs.values().map(|c| c[0] + c[1]).sum();
+    if decisive == 0.0 && total_ties > 0.0 {
+        // Only ties: each update raises ν by about 2 forever (the MLE is at
+        // ν = ∞, where every tie has probability 1).
+        return DavidsonFit {
+            strengths: pi,
+            tie: f64::INFINITY,
+            loglik: 0.0,
+            iterations: 0,
+            converged: false,
+        };
+    }
     let mut nu = if total_ties > 0.0 { 1.0 } else { 0.0 };
     let mut converged = false;
     let mut iterations = 0;
@@ -333,7 +350,7 @@ impl Op for Davidson {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "davidson",
-            version: 1,
+            version: 2,
             doc: "Ranks models from pairwise verdicts (judge artifacts or JSONL files of {model_a, model_b, winner}) with the Davidson (1970) model: maximum-likelihood strengths (summing to 1), tie parameter, log-likelihood, each model's score against `baseline` (P(win) + P(tie)/2) and seeded bootstrap confidence intervals. Writes davidson.json.",
             params: vec![
                 Param::required(
@@ -406,7 +423,11 @@ impl Op for Davidson {
         let seed = ctx.int("seed")? as u64;
 
         let main = fit(n, &set.comparisons);
-        if !main.converged {
+        if main.tie == f64::INFINITY {
+            ctx.log(
+                "warning: every comparison is a tie: the tie parameter is unbounded (written as null) and the strengths are equal",
+            );
+        } else if !main.converged {
             ctx.log(&format!(
                 "warning: the Davidson fit did not converge in {} iterations",
                 main.iterations
@@ -546,6 +567,18 @@ mod tests {
             ));
         }
         v
+    }
+
+    #[test]
+    fn only_ties_give_equal_strengths_and_an_unbounded_tie_parameter() {
+        let f = fit(3, &comps(&[(0, 1, 0, 0, 4), (1, 2, 0, 0, 3)]));
+        assert_eq!(f.tie, f64::INFINITY);
+        assert_eq!(f.strengths, vec![1.0 / 3.0; 3]);
+        assert_eq!(f.probabilities(0, 2), (0.0, 1.0, 0.0));
+        assert_eq!(f.score(0, 1), 0.5);
+        // One decisive outcome makes ν finite again.
+        let g = fit(3, &comps(&[(0, 1, 1, 0, 4), (1, 2, 0, 0, 3)]));
+        assert!(g.tie.is_finite() && g.tie > 0.0, "{}", g.tie);
     }
 
     #[test]

@@ -133,8 +133,10 @@ struct Row {
 }
 
 /// The rows of a generate artifact (or responses file), and its lineage.
-fn read_rows(path: &Path) -> OpResult<(Vec<Row>, Option<Json>)> {
+/// The responses, their lineage and the model's default name.
+fn read_rows(path: &Path) -> OpResult<(Vec<Row>, Option<Json>, String)> {
     let generated = read_responses(path)?;
+    let name = generated.display_name("");
     let rows = generated
         .records
         .into_iter()
@@ -147,7 +149,7 @@ fn read_rows(path: &Path) -> OpResult<(Vec<Row>, Option<Json>)> {
             response: r.response,
         })
         .collect();
-    Ok((rows, generated.checkpoint))
+    Ok((rows, generated.checkpoint, name))
 }
 
 fn mean(v: &[f64]) -> Json {
@@ -179,7 +181,7 @@ impl Op for FailureModes {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "failure_modes",
-            version: 1,
+            version: 2,
             doc: "Language mixing (share of words in clauses not in the target language; responses with a foreign span of min_span words flagged), verbosity (length over the baseline's answer to the same prompt) and repetition (repeated n-gram ratio) of a generate artifact. Writes failure_modes.json and failure_modes.jsonl.",
             params: vec![
                 Param::required("responses", Type::Either(Box::new(Type::Dir), Box::new(Type::File)), "generate node (or responses.jsonl) to analyse"),
@@ -191,7 +193,7 @@ impl Op for FailureModes {
                 Param::optional("ngram", Type::Int, Value::Int(3), "n of the repetition n-grams"),
                 Param::optional("repetition_threshold", Type::Float, Value::Float(0.3), "repetition ratio above which a response is flagged"),
                 Param::optional("verbose_ratio", Type::Float, Value::Float(1.5), "length ratio above which a response counts as longer than the baseline's"),
-                Param::optional("name", Type::Str, Value::Str(String::new()), "model name in the report"),
+                Param::optional("name", Type::Str, Value::Str(String::new()), "model name in the report; empty: `step-N` for a checkpoint, else the model directory's name (as `judge`)"),
             ],
             produces: Type::Dir,
             outputs: vec![Output { name: "json", ty: Type::File, doc: "failure_modes.json" }],
@@ -201,7 +203,7 @@ impl Op for FailureModes {
 
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
         let path = ctx.path("responses")?.to_owned();
-        let (rows, checkpoint) = read_rows(&path)?;
+        let (rows, checkpoint, default_name) = read_rows(&path)?;
         let baseline: Option<PathBuf> = match ctx.value("baseline")? {
             Value::Path(p) => Some(p.clone()),
             Value::Str(s) if s.is_empty() => None,
@@ -298,10 +300,7 @@ impl Op for FailureModes {
         }
         let total = rows.len().max(1) as f64;
         let name = match ctx.str("name")? {
-            "" => path
-                .file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            "" => default_name,
             s => s.to_owned(),
         };
         let out = json!({

@@ -89,13 +89,16 @@ pub struct Responses {
     pub ids: Vec<String>,
     pub items: BTreeMap<String, ResponseItem>,
     pub checkpoint: Option<Json>,
-    pub model: Option<String>,
+    /// The name verdicts use when none is given
+    /// ([`GeneratedResponses::display_name`]).
+    pub default_name: String,
 }
 
 /// Reads a generate artifact (or responses file) for judging: every line
 /// needs its `prompt`, the query the judge sees.
 pub fn load_responses(path: &Path) -> OpResult<Responses> {
     let generated = read_responses(path)?;
+    let default_name = generated.display_name("");
     let mut ids = Vec::with_capacity(generated.records.len());
     let mut items = BTreeMap::new();
     for r in generated.records {
@@ -125,7 +128,7 @@ pub fn load_responses(path: &Path) -> OpResult<Responses> {
         ids,
         items,
         checkpoint: generated.checkpoint,
-        model: generated.model,
+        default_name,
     })
 }
 
@@ -284,34 +287,6 @@ pub fn combine(first: Option<&str>, swapped: Option<&str>) -> (Option<&'static s
     } else {
         (Some("0"), false)
     }
-}
-
-/// The name a model goes by in the verdicts: the given name; else, for a
-/// checkpoint (or a merge of one), `step-N` from its lineage; else the
-/// model directory's name. Artifact directories are all called `out`, so
-/// that name is replaced by the name of the node's directory.
-fn model_name(given: &str, r: &Responses, path: &Path) -> String {
-    if !given.is_empty() {
-        return given.to_owned();
-    }
-    if let Some(step) = r
-        .checkpoint
-        .as_ref()
-        .and_then(|c| c.get("step"))
-        .and_then(Json::as_u64)
-    {
-        return format!("step-{step}");
-    }
-    let from = r.model.as_deref().map(Path::new).unwrap_or(path);
-    let named = if from.file_name().is_some_and(|n| n == "out") {
-        from.parent().unwrap_or(from)
-    } else {
-        from
-    };
-    named
-        .file_name()
-        .map(|s| s.to_string_lossy().chars().take(16).collect())
-        .unwrap_or_else(|| from.display().to_string())
 }
 
 /// Judges every shared prompt in both orders; returns verdict lines and the summary.
@@ -507,8 +482,15 @@ impl Op for Judge {
         let pb = ctx.path("b")?.to_owned();
         let a = load_responses(&pa)?;
         let b = load_responses(&pb)?;
-        let mut name_a = model_name(ctx.str("name_a")?, &a, &pa);
-        let mut name_b = model_name(ctx.str("name_b")?, &b, &pb);
+        let given = |name: &str, r: &Responses| {
+            if name.is_empty() {
+                r.default_name.clone()
+            } else {
+                name.to_owned()
+            }
+        };
+        let mut name_a = given(ctx.str("name_a")?, &a);
+        let mut name_b = given(ctx.str("name_b")?, &b);
         if name_a == name_b {
             name_a.push_str("#a");
             name_b.push_str("#b");

@@ -366,6 +366,8 @@ impl ResponseRecord {
 /// lineage from `generate.json`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GeneratedResponses {
+    /// What was given: an artifact directory or a responses file.
+    pub path: PathBuf,
     /// The `responses.jsonl` that was read.
     pub file: PathBuf,
     pub records: Vec<ResponseRecord>,
@@ -373,6 +375,36 @@ pub struct GeneratedResponses {
     pub checkpoint: Option<Json>,
     /// `model` of `generate.json`.
     pub model: Option<String>,
+}
+
+impl GeneratedResponses {
+    /// What verdicts, rankings and reports call this model: `given` when
+    /// not empty; `step-N` for a checkpoint (or a merge of one); else the
+    /// model directory's name (its parent's for an artifact's `out/`), cut
+    /// to 16 characters.
+    pub fn display_name(&self, given: &str) -> String {
+        if !given.is_empty() {
+            return given.to_owned();
+        }
+        if let Some(step) = self
+            .checkpoint
+            .as_ref()
+            .and_then(|c| c.get("step"))
+            .and_then(Json::as_u64)
+        {
+            return format!("step-{step}");
+        }
+        let from = self.model.as_deref().map(Path::new).unwrap_or(&self.path);
+        let named = if from.file_name().is_some_and(|n| n == "out") {
+            from.parent().unwrap_or(from)
+        } else {
+            from
+        };
+        named
+            .file_name()
+            .map(|s| s.to_string_lossy().chars().take(16).collect())
+            .unwrap_or_else(|| from.display().to_string())
+    }
 }
 
 fn optional_count(v: &Json, key: &str, at: &str) -> OpResult<Option<usize>> {
@@ -465,6 +497,7 @@ pub fn read_responses(path: &Path) -> OpResult<GeneratedResponses> {
         model = v.get("model").and_then(Json::as_str).map(str::to_owned);
     }
     Ok(GeneratedResponses {
+        path: path.to_owned(),
         file,
         records,
         checkpoint,

@@ -1,0 +1,355 @@
+//! `pipelines/definemed.flow` end to end, tiny: the shipped pipeline is
+//! imported as a module instance whose source model is a tiny random Qwen2
+//! (tests/golden/qwen2) and whose params are shrunk, then run through every
+//! op on the CPU, the demo data and benchmarks included. The annotator is
+//! an OpenAI-compatible endpoint on loopback (as vLLM would serve Mixtral)
+//! that labels by medical keywords, since a random model would give every
+//! document the same label; everything else runs on the tiny model. The
+//! report's numbers are read back and checked for sanity; a second run is a
+//! no-op; `--set demo.lr=...` plans training and what follows it, not
+//! curation.
+
+mod cli_common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use cli_common::{text, Project};
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A copy of the tiny Qwen2 golden model with a context long enough for the
+/// one-shot prompts (its positions are rotary, so only the limit changes).
+fn tiny_model(to: &Path) {
+    let from = Path::new(ROOT).join("tests/golden/qwen2");
+    std::fs::create_dir_all(to).unwrap();
+    for f in [
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(from.join("config.json")).unwrap()).unwrap();
+    config["max_position_embeddings"] = Value::from(4096);
+    std::fs::write(to.join("config.json"), config.to_string()).unwrap();
+}
+
+/// Serves `/v1/chat/completions` on loopback, answering `{"label": ..}`:
+/// "medizinisch" when the document (between the demo prompt's triple
+/// quotes) names a medical word, else "nicht-medizinisch". One thread and
+/// one connection per request. Returns the base URL.
+fn keyword_annotator() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || answer(stream));
+        }
+    });
+    url
+}
+
+fn answer(stream: std::net::TcpStream) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    const MEDICAL: [&str; 10] = [
+        "Patient",
+        "Therapie",
+        "Diagnose",
+        "Medikament",
+        "Symptom",
+        "Krankheit",
+        "Klinik",
+        "Behandlung",
+        "Dosis",
+        "Fieber",
+    ];
+    let mut reader = BufReader::new(&stream);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let user = request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("");
+    let doc = user.split("\"\"\"").nth(1).unwrap_or("");
+    let label = if MEDICAL.iter().any(|w| doc.contains(w)) {
+        "medizinisch"
+    } else {
+        "nicht-medizinisch"
+    };
+    let content = serde_json::json!({ "label": label }).to_string();
+    let completion = serde_json::json!({
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+    })
+    .to_string();
+    let mut stream = &stream;
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{completion}",
+        completion.len()
+    );
+}
+
+fn pipeline(annotator_url: &str) -> String {
+    format!(
+        r#"# definemed.flow with a tiny model and tiny settings
+tiny = dir("tiny")
+param keyword_annotator = "keyword-annotator"
+import "{ROOT}/pipelines/definemed.flow" as demo with {{
+    source: tiny,
+    annotator: keyword_annotator,
+    annotate_backend: "openai",
+    annotate_url: "{annotator_url}",
+    sample_size: 40,
+    seq_len: 32,
+    effective_batch: 2,
+    micro_batch: 2,
+    max_steps: 3,
+    checkpoints: 2,
+    max_new_tokens: 8,
+    judge_tokens: 8,
+}}
+"#
+    )
+}
+
+fn read_json(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The `out/` directory of a node's artifact.
+fn artifact(p: &Project, node: &str) -> PathBuf {
+    let out = p.flow(&["show", "p.flow", node, "--path"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "flow show {node}: {stderr}");
+    PathBuf::from(stdout.trim())
+}
+
+fn num(v: &Value, what: &str) -> f64 {
+    v.as_f64()
+        .unwrap_or_else(|| panic!("{what} is not a number: {v}"))
+}
+
+#[test]
+fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
+    let p = Project::new(&pipeline(&keyword_annotator()));
+    tiny_model(&p.path().join("tiny"));
+
+    // The report and the two results it does not read.
+    let targets = ["demo.summary", "demo.gain", "demo.agree"];
+    let run = p.run(&targets, 0);
+    let (ran, cached, failed, skipped) = run.done;
+    assert_eq!((cached, failed, skipped), (0, 0, 0), "{}", run.stderr);
+    // Every stage of the method ran, each map element on its own; the demo's
+    // own model download is not needed once `source` is bound.
+    let nodes: BTreeSet<String> = run
+        .status
+        .keys()
+        .map(|n| n.split('[').next().unwrap().to_string())
+        .collect();
+    let expected: BTreeSet<String> = [
+        "raw",
+        "picked",
+        "labels",
+        "agree",
+        "classifier",
+        "medical",
+        "unique",
+        "packed",
+        "cpt",
+        "merged",
+        "mmlux_source",
+        "mmlux_merged",
+        "medqa_source",
+        "medqa_merged",
+        "gain",
+        "answers_source",
+        "answers_larger",
+        "answers",
+        "vs_source",
+        "vs_larger",
+        "ranking_source",
+        "ranking_larger",
+        "failures",
+        "summary",
+    ]
+    .iter()
+    .map(|n| format!("demo.{n}"))
+    .collect();
+    assert_eq!(nodes, expected);
+    assert_eq!(run.with("ran").len(), ran as usize);
+    for element in ["demo.merged[0]", "demo.merged[1]", "demo.vs_larger[1]"] {
+        assert_eq!(
+            run.status.get(element).map(String::as_str),
+            Some("ran"),
+            "{element}"
+        );
+    }
+
+    // Curation: the filter kept some of the 334 documents, and dedup
+    // removed some of the planted copies from what it kept.
+    let filter = read_json(&artifact(&p, "demo.medical").join("filter.json"));
+    let dedup = read_json(&artifact(&p, "demo.unique").join("dedup.json"));
+    assert_eq!(num(&filter["documents_in"], "filter in"), 334.0);
+    let kept = num(&filter["documents_out"], "filter out");
+    assert!(kept > 0.0 && kept < 334.0, "filter kept {kept}");
+    assert_eq!(num(&dedup["documents_in"], "dedup in"), kept);
+    let unique = num(&dedup["documents_out"], "dedup out");
+    let removed = num(&dedup["exact_duplicates"], "exact") + num(&dedup["near_duplicates"], "near");
+    assert!(removed > 0.0 && unique == kept - removed, "{dedup}");
+
+    // Training: 3 steps, finite losses, two checkpoints with their lineage.
+    let cpt = artifact(&p, "demo.cpt");
+    let losses: Vec<Value> = std::fs::read_to_string(cpt.join("losses.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(losses.len(), 3);
+    for l in &losses {
+        let loss = num(&l["loss"], "loss");
+        assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
+    }
+
+    // Evaluation: accuracies are fractions of the 18 MMLU-X and 6 MedQA items.
+    for (node, n) in [("demo.mmlux_source", 18.0), ("demo.medqa_source", 6.0)] {
+        let m = read_json(&artifact(&p, node).join("mcqa.json"));
+        assert_eq!(num(&m["n"], "n"), n, "{node}");
+        let acc = num(&m["acc"], "acc");
+        assert!((0.0..=1.0).contains(&acc), "{node} acc {acc}");
+        assert!(
+            (acc * n).fract().abs() < 1e-9,
+            "{node}: acc {acc} is not k/{n}"
+        );
+    }
+    for i in 0..2 {
+        let judge = read_json(&artifact(&p, &format!("demo.vs_source[{i}]")).join("judge.json"));
+        let total: f64 = ["wins", "ties", "losses", "unparseable"]
+            .iter()
+            .map(|k| num(&judge[k], k))
+            .sum();
+        assert_eq!(total, num(&judge["n"], "n"), "{judge}");
+        assert_eq!(
+            num(&judge["n"], "n"),
+            6.0,
+            "six prompts, each judged in both orders"
+        );
+    }
+    let ranking = read_json(&artifact(&p, "demo.ranking_source").join("davidson.json"));
+    let strengths = ranking["strengths"].as_object().expect("strengths");
+    assert_eq!(
+        strengths.len(),
+        3,
+        "two checkpoints and the source: {ranking}"
+    );
+    let sum: f64 = strengths.values().map(|v| num(v, "strength")).sum();
+    assert!((sum - 1.0).abs() < 1e-9, "strengths sum to {sum}");
+    // The tiny random judge prefers one position in both orders, so every
+    // pair is a tie and the tie parameter is unbounded (null); a judge with
+    // decisive verdicts gives a positive number.
+    assert!(
+        ranking["tie"].is_null() || num(&ranking["tie"], "tie") > 0.0,
+        "{ranking}"
+    );
+
+    let gain = read_json(&artifact(&p, "demo.gain").join("relative_gain.json"));
+    let agree = read_json(&artifact(&p, "demo.agree").join("agreement.json"));
+    let base = num(&gain["baseline"]["acc"], "baseline acc");
+    let scores = gain["scores"].as_array().expect("scores");
+    assert_eq!(scores.len(), 2, "one gain per merged checkpoint");
+    for g in scores {
+        let expected = num(&g["acc"], "acc") / base;
+        assert!((num(&g["g_rel"], "g_rel") - expected).abs() < 1e-12, "{g}");
+    }
+    assert!(num(&agree["compared"], "compared") > 0.0, "{agree}");
+    let f1 = num(&agree["majority"]["f1"], "f1");
+    assert!((0.0..=1.0).contains(&f1), "{agree}");
+    // The report names every section and carries the accuracies.
+    let report = artifact(&p, "demo.summary");
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    for needle in [
+        "MMLU-X source",
+        "MMLU-X merged",
+        "MedQA source",
+        "Davidson",
+        "step-",
+    ] {
+        assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
+    }
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert!(html.contains("<svg"), "the HTML report inlines its charts");
+    let pngs = std::fs::read_dir(&report)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count();
+    assert!(pngs >= 3, "{pngs} PNG charts");
+
+    // A second run is a no-op.
+    let again = p.run(&targets, 0);
+    assert_eq!(again.done, (0, ran, 0, 0));
+
+    // A new learning rate reruns training and what follows it, nothing else.
+    let out = p.flow(&[
+        "plan",
+        "p.flow",
+        "demo.summary",
+        "--json",
+        "--set",
+        "demo.lr=1e-5",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let mut to_run = BTreeSet::new();
+    for line in stdout.lines() {
+        let e: Value = serde_json::from_str(line).unwrap();
+        if e["status"] != "cached" {
+            to_run.insert(e["node"].as_str().unwrap().to_string());
+        }
+    }
+    for stays in [
+        "demo.labels",
+        "demo.unique",
+        "demo.packed",
+        "demo.mmlux_source",
+        "demo.answers_source",
+    ] {
+        assert!(
+            !to_run.contains(stays),
+            "{stays} must stay cached: {to_run:?}"
+        );
+    }
+    for reruns in ["demo.cpt", "demo.summary"] {
+        assert!(to_run.contains(reruns), "{reruns} must rerun: {to_run:?}");
+    }
+}
