@@ -1,4 +1,5 @@
-//! `pipelines/definemed.flow` end to end, tiny: the shipped pipeline is
+//! `pipelines/definemed.flow` and `pipelines/training-dynamics.flow` end to
+//! end, tiny. `definemed.flow`: the shipped pipeline is
 //! imported as a module instance whose source model is a tiny random Qwen2
 //! (tests/golden/qwen2) and whose params are shrunk, then run through every
 //! op on the CPU, the demo data and benchmarks included. The annotator is
@@ -7,7 +8,8 @@
 //! document the same label; everything else runs on the tiny model. The
 //! report's numbers are read back and checked for sanity; a second run is a
 //! no-op; `--set demo.lr=...` plans training and what follows it, not
-//! curation.
+//! curation. `training-dynamics.flow`: two tiny models as two sizes share
+//! one curation and each get their own training, merges and evaluation.
 
 mod cli_common;
 
@@ -19,10 +21,11 @@ use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// A copy of the tiny Qwen2 golden model with a context long enough for the
-/// one-shot prompts (its positions are rotary, so only the limit changes).
-fn tiny_model(to: &Path) {
-    let from = Path::new(ROOT).join("tests/golden/qwen2");
+/// A copy of a tiny golden model (`qwen2`, `llama`, ...) with a context
+/// long enough for the one-shot prompts (its positions are rotary, so only
+/// the limit changes).
+fn tiny_model(golden: &str, to: &Path) {
+    let from = Path::new(ROOT).join("tests/golden").join(golden);
     std::fs::create_dir_all(to).unwrap();
     for f in [
         "generation_config.json",
@@ -158,7 +161,7 @@ fn num(v: &Value, what: &str) -> f64 {
 #[test]
 fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
     let p = Project::new(&pipeline(&keyword_annotator()));
-    tiny_model(&p.path().join("tiny"));
+    tiny_model("qwen2", &p.path().join("tiny"));
 
     // The report and the two results it does not read.
     let targets = ["demo.summary", "demo.gain", "demo.agree"];
@@ -352,4 +355,71 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
     for reruns in ["demo.cpt", "demo.summary"] {
         assert!(to_run.contains(reruns), "{reruns} must rerun: {to_run:?}");
     }
+}
+
+#[test]
+fn training_dynamics_adapts_two_sizes_on_one_curated_corpus() {
+    let url = keyword_annotator();
+    let p = Project::new(&format!(
+        r#"# training-dynamics.flow with two tiny models as the sizes
+small = dir("small")
+medium = dir("medium")
+param keyword_annotator = "keyword-annotator"
+import "{ROOT}/pipelines/training-dynamics.flow" as td with {{
+    size_s: small,
+    size_m: medium,
+    next_tier: medium,
+    annotator: keyword_annotator,
+    judge_model: small,
+    annotate_backend: "openai",
+    annotate_url: "{url}",
+    seq_len: 32,
+    effective_batch: 2,
+    micro_batch: 2,
+    max_steps: 2,
+    checkpoints: 2,
+    max_new_tokens: 8,
+    judge_tokens: 8,
+}}
+"#
+    ));
+    tiny_model("qwen2", &p.path().join("small"));
+    tiny_model("llama", &p.path().join("medium"));
+    let run = p.run(&["td.summary"], 0);
+    assert_eq!(run.done.2, 0, "{}", run.stderr);
+    // Curation ran once, for both sizes; each size trained and merged its own.
+    for node in [
+        "td.labels",
+        "td.unique",
+        "td.s.cpt",
+        "td.m.cpt",
+        "td.s.merged[1]",
+        "td.m.merged[1]",
+    ] {
+        assert_eq!(
+            run.status.get(node).map(String::as_str),
+            Some("ran"),
+            "{node}"
+        );
+    }
+    assert!(
+        !run.status.keys().any(|n| n.starts_with("td.s.labels")),
+        "curation is shared"
+    );
+    let s_cpt = artifact(&p, "td.s.cpt");
+    let m_cpt = artifact(&p, "td.m.cpt");
+    assert_ne!(s_cpt, m_cpt, "two sizes, two training runs");
+    // The report's compute table has one row per size, with its own parameter count.
+    let md = std::fs::read_to_string(artifact(&p, "td.summary").join("report.md")).unwrap();
+    for series in ["S source", "S merged", "M source", "M merged"] {
+        assert!(md.contains(series), "report.md lacks {series:?}:\n{md}");
+    }
+    let compute = md.split("## Compute").nth(1).expect("a compute section");
+    let rows: Vec<&str> = compute
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| run") && !l.starts_with("| ---"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{compute}");
+    let params = |row: &str| row.split('|').nth(2).unwrap().trim().to_string();
+    assert_ne!(params(rows[0]), params(rows[1]), "{compute}");
 }
