@@ -180,12 +180,43 @@ pub fn layer_position(name: &str, layers: usize) -> f64 {
     }
 }
 
-/// SLERP of two equally long tensors on the chosen device. The CUDA kernel
-/// plugs in here; until then every device runs the CPU kernel.
-pub fn slerp_tensor(device: Device, t: f32, a: &[f32], b: &[f32], out: &mut [f32]) {
-    match device {
-        // GPU branch: the CUDA SLERP kernel goes here once flow-kernels has it.
-        Device::Cuda(_) | Device::Cpu => flow_kernels::cpu::slerp(t, a, b, out),
+/// Where the tensors of one merge are interpolated.
+enum SlerpOn {
+    Cpu,
+    /// `kernels/cuda/slerp.cu` through [`flow_kernels::cuda::Gpu::slerp_f32`].
+    Cuda(flow_kernels::cuda::Gpu),
+}
+
+impl SlerpOn {
+    /// The node's device; a GPU that does not open falls back to the CPU
+    /// with one notice in the log.
+    fn open(ctx: &OpContext) -> SlerpOn {
+        match ctx.device {
+            Device::Cpu => SlerpOn::Cpu,
+            Device::Cuda(ordinal) => match flow_kernels::cuda::Gpu::new(ordinal) {
+                Ok(gpu) => SlerpOn::Cuda(gpu),
+                Err(e) => {
+                    ctx.log(&format!(
+                        "notice: CUDA device {ordinal} did not open ({e}); merging on the CPU"
+                    ));
+                    SlerpOn::Cpu
+                }
+            },
+        }
+    }
+
+    fn slerp(&self, name: &str, t: f32, a: &[f32], b: &[f32]) -> OpResult<Vec<f32>> {
+        match self {
+            SlerpOn::Cpu => {
+                let mut out = vec![0f32; a.len()];
+                flow_kernels::cpu::slerp(t, a, b, &mut out);
+                Ok(out)
+            }
+            SlerpOn::Cuda(gpu) => gpu
+                .slerp_f32(t, a, b)
+                .map(|(out, _linear)| out)
+                .map_err(|e| miette!("CUDA SLERP of tensor `{name}`: {e}")),
+        }
     }
 }
 
@@ -452,7 +483,7 @@ impl Op for Slerp {
         let t = TSetting::parse(ctx.value("t")?)?;
         let dtype = parse_dtype(ctx.str("dtype")?)?;
         let shard_bytes = shard_bytes(ctx.float("shard_gb")?)?;
-        let device = ctx.device;
+        let on = SlerpOn::open(ctx);
         let combine = |job: &TensorJob| -> OpResult<Vec<f32>> {
             let tv = t.resolve(job.name, job.position).ok_or_else(|| {
                 miette!(
@@ -461,9 +492,7 @@ impl Op for Slerp {
                     job.name
                 )
             })?;
-            let mut out = vec![0f32; job.inputs[0].len()];
-            slerp_tensor(device, tv as f32, &job.inputs[0], &job.inputs[1], &mut out);
-            Ok(out)
+            on.slerp(job.name, tv as f32, &job.inputs[0], &job.inputs[1])
         };
         let n = run_merge(
             ctx,
@@ -513,9 +542,7 @@ mod tests {
         Value::List(v.iter().map(|x| Value::Float(*x)).collect())
     }
     fn slerp_cpu(t: f32, a: &[f32], b: &[f32]) -> Vec<f32> {
-        let mut out = vec![0.0; a.len()];
-        slerp_tensor(Device::Cpu, t, a, b, &mut out);
-        out
+        SlerpOn::Cpu.slerp("t", t, a, b).unwrap()
     }
     fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
         a.len() == b.len()
