@@ -420,6 +420,10 @@ import "{ROOT}/pipelines/training-dynamics.flow" as td with {{
         .filter(|l| l.starts_with("| ") && !l.starts_with("| run") && !l.starts_with("| ---"))
         .collect();
     assert_eq!(rows.len(), 2, "{compute}");
-    let params = |row: &str| row.split('|').nth(2).unwrap().trim().to_string();
-    assert_ne!(params(rows[0]), params(rows[1]), "{compute}");
+    let cell = |row: &str, i: usize| row.split('|').nth(i).unwrap().trim().to_string();
+    assert_ne!(cell(rows[0], 2), cell(rows[1], 2), "parameters: {compute}");
+    for row in &rows {
+        assert_ne!(cell(row, 6), "–", "device-hours recorded: {compute}");
+        assert!(cell(row, 7).contains("threads"), "device: {compute}");
+    }
 }

@@ -591,13 +591,19 @@ fn failure_section(doc: &mut Doc, dir: &Path, paths: &[PathBuf]) -> OpResult<()>
     )
 }
 
-fn compute_section(doc: &mut Doc, paths: &[PathBuf], default_device: &str) -> OpResult<()> {
+/// `names`: one per path, or empty (the run's own name).
+fn compute_section(
+    doc: &mut Doc,
+    paths: &[PathBuf],
+    names: &[String],
+    default_device: &str,
+) -> OpResult<()> {
     if paths.is_empty() {
         return Ok(());
     }
     doc.heading("Compute");
     let mut rows = Vec::new();
-    for p in paths {
+    for (i, p) in paths.iter().enumerate() {
         let lineage = p.join("flow_checkpoint.json");
         let ck = if lineage.is_file() {
             Some(read_json(&lineage)?)
@@ -644,10 +650,11 @@ fn compute_section(doc: &mut Doc, paths: &[PathBuf], default_device: &str) -> Op
                     default_device.to_owned()
                 }
             });
-        let name = ck
-            .as_ref()
-            .and_then(|c| c["source"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| base_name(&p.display().to_string()));
+        let name = names.get(i).cloned().unwrap_or_else(|| {
+            ck.as_ref()
+                .and_then(|c| c["source"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| base_name(&p.display().to_string()))
+        });
         rows.push(vec![
             name,
             params.map_or("–".into(), human),
@@ -692,7 +699,7 @@ impl Op for Report {
         };
         OpSpec {
             name: "report",
-            version: 2,
+            version: 3,
             doc: "Markdown (report.md) and self-contained HTML (report.html) report with PNG/SVG charts: MCQA accuracy per model and its trajectory over tokens and FLOPs, Davidson scores and trajectories, win/tie/loss distributions, failure modes, and a compute table. Every list may be empty.",
             params: vec![
                 Param::optional("mcqa", dirs(), Value::List(vec![]), "mcqa nodes"),
@@ -702,6 +709,7 @@ impl Op for Report {
                 Param::optional("judge", dirs(), Value::List(vec![]), "judge nodes"),
                 Param::optional("failure_modes", dirs(), Value::List(vec![]), "failure_modes nodes"),
                 Param::optional("train", Type::List(Box::new(Type::Dir)), Value::List(vec![]), "train nodes (compute table)"),
+                Param::optional("train_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "a name per train node for the compute table, e.g. Qwen2.5-0.5B; empty: the run's own name"),
                 Param::optional("device", Type::Str, Value::Str(String::new()), "device name for runs that did not record one"),
                 Param::optional("title", Type::Str, Value::Str("Domain adaptation report".into()), "report title"),
             ],
@@ -748,7 +756,17 @@ impl Op for Report {
         davidson_section(&mut doc, &dir, &dirs(ctx, "davidson")?)?;
         judge_section(&mut doc, &dir, &dirs(ctx, "judge")?)?;
         failure_section(&mut doc, &dir, &dirs(ctx, "failure_modes")?)?;
-        compute_section(&mut doc, &dirs(ctx, "train")?, ctx.str("device")?)?;
+        let train = dirs(ctx, "train")?;
+        let train_names = strings(ctx, "train_series")?;
+        if !train_names.is_empty() && train_names.len() != train.len() {
+            return Err(miette!(
+                help = "give one name per train node",
+                "parameter `train_series`: {} names for {} train runs",
+                train_names.len(),
+                train.len()
+            ));
+        }
+        compute_section(&mut doc, &train, &train_names, ctx.str("device")?)?;
         if doc.md.trim() == format!("# {title}") {
             doc.para("No artifacts were given.");
         }
@@ -889,6 +907,32 @@ mod tests {
         std::fs::read(path)
             .map(|b| b.starts_with(b"\x89PNG\r\n\x1a\n") && b.len() > 5000)
             .unwrap_or(false)
+    }
+
+    #[test]
+    fn train_series_name_the_compute_rows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut params = sample_artifacts(tmp.path());
+        params.push((
+            "train_series",
+            Value::List(vec![Value::Str("Qwen2.5-0.5B".into())]),
+        ));
+        let out = tmp.path().join("out");
+        run_op(&Report, &params, &out).unwrap();
+        let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+        assert!(
+            md.contains("| Qwen2.5-0.5B | 500.0M | 8.0B | 2.400e19 | 2.00h × 1 |"),
+            "{md}"
+        );
+        params.pop();
+        let two = Value::List(vec![Value::Str("a".into()), Value::Str("b".into())]);
+        params.push(("train_series", two));
+        let err = run_op(&Report, &params, &tmp.path().join("out2")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("parameter `train_series`: 2 names for 1 train runs"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -63,7 +63,7 @@ impl Op for Train {
         let s = |x: &str| Value::Str(x.to_string());
         OpSpec {
             name: "train",
-            version: 1,
+            version: 2,
             doc: "Continued pre-training on a packed dataset (AdamW, warmup then cosine/linear decay, gradient accumulation, global-norm clipping); writes the final model, log-spaced checkpoints and losses.jsonl",
             params: vec![
                 Param::required("model", Type::Model, "the model to train"),
@@ -161,11 +161,27 @@ impl Op for Train {
             cfg.micro_batch
         ));
         let monitor = Monitor { ctx };
+        let started = std::time::Instant::now();
         let summary = train::train(&model_dir, &data_dir, &ctx.out_dir, &cfg, None, &monitor)
             .map_err(|e| match e {
                 flow_model::ModelError::Cancelled => miette!("cancelled"),
                 other => miette!("{other}"),
             })?;
+        // The compute table of the report (the papers' Table 2) reads this.
+        // Timing makes the artifact differ between reruns; a rerun only
+        // happens when the key changed, so no early cutoff is lost that
+        // deterministic training would otherwise give.
+        let record = serde_json::json!({
+            "wall_s": started.elapsed().as_secs_f64(),
+            "devices": 1,
+            "device": cpu_name(rayon::current_num_threads()),
+            "steps": total,
+        });
+        std::fs::write(
+            ctx.out_dir.join("train.json"),
+            serde_json::to_string_pretty(&record).unwrap_or_default(),
+        )
+        .map_err(|e| miette!("writing train.json: {e}"))?;
         let mut out = Outputs::new();
         out.insert(
             "checkpoints".into(),
@@ -174,6 +190,21 @@ impl Op for Train {
         out.insert("losses".into(), Value::Path(PathBuf::from("losses.jsonl")));
         Ok(out)
     }
+}
+
+/// The CPU the run used, as the compute table names devices: the model
+/// name from /proc/cpuinfo and the thread count.
+fn cpu_name(threads: usize) -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "CPU".to_string());
+    format!("{model} ({threads} threads)")
 }
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
@@ -267,6 +298,16 @@ mod tests {
         assert_eq!(lineage["tokens_seen"], 6 * 9);
         let n = model.config.param_count() as f64;
         assert_eq!(lineage["flops"].as_f64().unwrap(), 6.0 * n * 54.0);
+        // The run's timing and device, for the report's compute table.
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.path().join("train.json")).unwrap()).unwrap();
+        assert!(record["wall_s"].as_f64().unwrap() > 0.0, "{record}");
+        assert_eq!(record["devices"], 1);
+        assert_eq!(record["steps"], 3);
+        assert!(
+            record["device"].as_str().unwrap().ends_with("(2 threads)"),
+            "{record}"
+        );
     }
 
     #[test]
