@@ -2,7 +2,7 @@
 //! `a -> b` when `b` refers to `a` (an argument, a template placeholder or
 //! a map's `over` list).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -69,12 +69,7 @@ pub fn restrict_to(p: &Pipeline, targets: &[String]) -> Result<Pipeline, String>
     if targets.is_empty() {
         return Ok(p.clone());
     }
-    let index: HashMap<&str, usize> = p
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.name.as_str(), i))
-        .collect();
+    let index = p.node_index();
     let mut keep = vec![false; p.nodes.len()];
     let mut stack = Vec::new();
     for t in targets {
@@ -112,12 +107,7 @@ pub fn restrict_to(p: &Pipeline, targets: &[String]) -> Result<Pipeline, String>
 impl Graph {
     pub fn build(p: &Pipeline) -> Result<Graph, GraphError> {
         let mut dag = DiGraph::new();
-        let index: HashMap<&str, usize> = p
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.as_str(), i))
-            .collect();
+        let index = p.node_index();
         let vertex: Vec<NodeIndex> = (0..p.nodes.len()).map(|i| dag.add_node(i)).collect();
         let mut deps = vec![Vec::new(); p.nodes.len()];
         let mut dependents = vec![Vec::new(); p.nodes.len()];

@@ -6,7 +6,7 @@
 //! cycle. Spans point into [`Sources`] for diagnostics that arise later (a
 //! missing `file()` input, say).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use flow_stdlib::op::Value;
@@ -46,6 +46,22 @@ pub struct Pipeline {
     pub params: BTreeMap<String, ParamDef>,
     /// Nodes in source order (imports first). Names are unique.
     pub nodes: Vec<Node>,
+}
+
+impl Pipeline {
+    /// Node name → index into `nodes`.
+    pub fn node_index(&self) -> HashMap<&str, usize> {
+        node_index(&self.nodes)
+    }
+}
+
+/// Node name → index into `nodes`.
+pub fn node_index(nodes: &[Node]) -> HashMap<&str, usize> {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -1925,11 +1925,7 @@ impl<'a> Checker<'a> {
 
     /// Reports every dependency cycle among the nodes.
     fn cycles(&mut self, nodes: &[ir::Node]) {
-        let index: HashMap<&str, usize> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.as_str(), i))
-            .collect();
+        let index = ir::node_index(nodes);
         let deps: Vec<Vec<usize>> = nodes
             .iter()
             .map(|n| {
