@@ -351,3 +351,64 @@ impl ChatBackend for LocalBackend {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny_http server answering every chat completion with `ok`.
+    fn server() -> String {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1", server.server_addr().to_ip().unwrap());
+        std::thread::spawn(move || {
+            for mut req in server.incoming_requests() {
+                let mut body = String::new();
+                let _ = req.as_reader().read_to_string(&mut body);
+                let answer =
+                    json!({"choices": [{"message": {"role": "assistant", "content": "ok"}}]});
+                let _ = req.respond(tiny_http::Response::from_string(answer.to_string()));
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn concurrent_requests_over_pooled_connections_all_complete() {
+        let backend = OpenAiBackend::new(OpenAiSettings {
+            base_url: server(),
+            model: "m".into(),
+            api_key_env: String::new(),
+            concurrency: 8,
+            retries: 0,
+            backoff: Duration::from_millis(10),
+            timeout: Duration::from_secs(5),
+            json_schema: false,
+        })
+        .unwrap();
+        let req = ChatRequest {
+            messages: vec![ChatMessage {
+                role: "user".into(),
+                content: "hi".into(),
+            }],
+            max_tokens: 4,
+            temperature: 0.0,
+            json_schema: None,
+        };
+        // Eight workers sharing one agent, as `annotate` and `judge` run it;
+        // without retries, a request stalled on a pooled connection would
+        // surface as a timeout error here.
+        let answers: Vec<Result<String, ChatError>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| (0..5).map(|_| backend.chat(&req)).collect::<Vec<_>>()))
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        assert_eq!(answers.len(), 40);
+        for a in answers {
+            assert_eq!(a, Ok("ok".to_string()));
+        }
+    }
+}
