@@ -15,8 +15,10 @@ mod cli_common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cli_common::{text, Project};
+use flow_stdlib::http;
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -43,21 +45,9 @@ fn tiny_model(golden: &str, to: &Path) {
 
 /// Serves `/v1/chat/completions` on loopback, answering `{"label": ..}`:
 /// "medizinisch" when the document (between the demo prompt's triple
-/// quotes) names a medical word, else "nicht-medizinisch". One thread and
-/// one connection per request. Returns the base URL.
-fn keyword_annotator() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || answer(stream));
-        }
-    });
-    url
-}
-
-fn answer(stream: std::net::TcpStream) {
-    use std::io::{BufRead, BufReader, Read, Write};
+/// quotes) names a medical word, else "nicht-medizinisch". Returns the
+/// server (it stops when dropped) and its base URL.
+fn keyword_annotator() -> (http::HttpServer, String) {
     const MEDICAL: [&str; 10] = [
         "Patient",
         "Therapie",
@@ -70,51 +60,36 @@ fn answer(stream: std::net::TcpStream) {
         "Dosis",
         "Fieber",
     ];
-    let mut reader = BufReader::new(&stream);
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
-    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let user = request["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("");
-    let doc = user.split("\"\"\"").nth(1).unwrap_or("");
-    let label = if MEDICAL.iter().any(|w| doc.contains(w)) {
-        "medizinisch"
-    } else {
-        "nicht-medizinisch"
-    };
-    let content = serde_json::json!({ "label": label }).to_string();
-    let completion = serde_json::json!({
-        "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-    })
-    .to_string();
-    let mut stream = &stream;
-    let _ = write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{completion}",
-        completion.len()
-    );
+    let handler: http::Handler = Arc::new(|req: &http::Request| {
+        let request: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let user = request["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or("");
+        let doc = user.split("\"\"\"").nth(1).unwrap_or("");
+        let label = if MEDICAL.iter().any(|w| doc.contains(w)) {
+            "medizinisch"
+        } else {
+            "nicht-medizinisch"
+        };
+        let content = serde_json::json!({ "label": label }).to_string();
+        http::Response::json(
+            200,
+            &serde_json::json!({
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            }),
+        )
+    });
+    let server = http::HttpServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        http::Limits::default(),
+        handler,
+    )
+    .unwrap();
+    let url = format!("http://{}/v1", server.addr());
+    (server, url)
 }
 
 fn pipeline(annotator_url: &str) -> String {
@@ -160,7 +135,8 @@ fn num(v: &Value, what: &str) -> f64 {
 
 #[test]
 fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
-    let p = Project::new(&pipeline(&keyword_annotator()));
+    let (_annotator, url) = keyword_annotator();
+    let p = Project::new(&pipeline(&url));
     tiny_model("qwen2", &p.path().join("tiny"));
 
     // The report and the two results it does not read.
@@ -359,7 +335,7 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
 
 #[test]
 fn training_dynamics_adapts_two_sizes_on_one_curated_corpus() {
-    let url = keyword_annotator();
+    let (_annotator, url) = keyword_annotator();
     let p = Project::new(&format!(
         r#"# training-dynamics.flow with two tiny models as the sizes
 small = dir("small")

@@ -148,10 +148,7 @@ pub fn import_gguf(a: ImportGgufArgs) -> i32 {
 pub fn serve(a: ServeArgs) -> i32 {
     let addr = format!("127.0.0.1:{}", a.port);
     eprintln!("flow: serving {} on http://{addr}/v1", a.model.display());
-    let opts = flow_stdlib::serve::ServeOptions {
-        model_name: a.name,
-        ..Default::default()
-    };
+    let opts = flow_stdlib::serve::ServeOptions { model_name: a.name };
     match flow_stdlib::serve::serve(&a.model, &addr, &opts) {
         Ok(()) => 0,
         Err(e) => fail(e),

@@ -9,6 +9,7 @@ pub mod op;
 pub mod data;
 pub mod eval;
 pub mod exec;
+pub mod http;
 pub mod llm;
 pub mod merge;
 pub mod model;

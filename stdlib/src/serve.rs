@@ -16,21 +16,20 @@
 //! Not supported: `stream` and `n > 1` (both answered with 400);
 //! `response_format` is accepted but not enforced (output is unconstrained).
 
-use std::io::Read;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value as Json};
 
+use crate::http::{self, HttpServer};
 use crate::model::runtime::{self, ChatMessage, FinishReason, GenerateOptions, LanguageModel};
 
 /// Largest request body read.
-const MAX_BODY: u64 = 32 << 20;
+const MAX_BODY: usize = 32 << 20;
 /// Most alternatives per position `logprobs` may ask for.
 const MAX_LOGPROBS: u64 = 20;
 /// Log-probabilities below this are reported as it (vLLM's clamp of -inf).
@@ -41,8 +40,6 @@ const MIN_LOGPROB: f64 = -9999.0;
 pub struct ServeOptions {
     /// The name clients use in `model`; default: the model directory's name.
     pub model_name: Option<String>,
-    /// Threads answering requests (model calls run one at a time); default 2.
-    pub workers: usize,
 }
 
 /// Loads `model_dir` and serves it at `addr` (`127.0.0.1:PORT`; loopback
@@ -56,7 +53,7 @@ pub fn serve(model_dir: &Path, addr: &str, opts: &ServeOptions) -> Result<(), St
             .unwrap_or("model")
             .to_string()
     });
-    let server = Server::start(Arc::from(model), &name, addr, opts.workers)?;
+    let server = Server::start(Arc::from(model), &name, addr)?;
     eprintln!(
         "flow serve: `{name}` at http://{}/v1 (Ctrl-C stops)",
         server.addr()
@@ -67,10 +64,7 @@ pub fn serve(model_dir: &Path, addr: &str, opts: &ServeOptions) -> Result<(), St
 
 /// A running server.
 pub struct Server {
-    http: Arc<tiny_http::Server>,
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
+    http: HttpServer,
 }
 
 struct State {
@@ -83,13 +77,8 @@ struct State {
 
 impl Server {
     /// Binds `addr` (which must be a loopback address; port 0 picks a free
-    /// port) and answers requests on `workers` threads.
-    pub fn start(
-        model: Arc<dyn LanguageModel>,
-        name: &str,
-        addr: &str,
-        workers: usize,
-    ) -> Result<Server, String> {
+    /// port) and answers requests, each connection on its own thread.
+    pub fn start(model: Arc<dyn LanguageModel>, name: &str, addr: &str) -> Result<Server, String> {
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
             .map_err(|e| format!("cannot use address `{addr}`: {e}"))?
@@ -102,64 +91,36 @@ impl Server {
                 "flow serve listens on loopback only (e.g. 127.0.0.1:8000); `{addr}` is not a loopback address"
             ));
         }
-        let http =
-            tiny_http::Server::http(bind).map_err(|e| format!("cannot listen on {bind}: {e}"))?;
-        let addr = http
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| "the server has no IP address".to_string())?;
-        let http = Arc::new(http);
-        let stop = Arc::new(AtomicBool::new(false));
         let state = Arc::new(State {
             model,
             name: name.to_string(),
             compute: Mutex::new(()),
             requests: AtomicU64::new(0),
         });
-        let workers = (0..workers.max(1))
-            .map(|_| {
-                let http = Arc::clone(&http);
-                let stop = Arc::clone(&stop);
-                let state = Arc::clone(&state);
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        match http.recv() {
-                            Ok(request) => answer(&state, request),
-                            Err(_) => break,
-                        }
-                    }
-                })
-            })
-            .collect();
-        Ok(Server {
-            http,
-            addr,
-            stop,
-            workers,
-        })
+        let limits = http::Limits {
+            max_body: MAX_BODY,
+            ..http::Limits::default()
+        };
+        let handler: http::Handler =
+            Arc::new(move |request: &http::Request| answer(&state, request));
+        let http = HttpServer::start(bind, limits, handler)
+            .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+        Ok(Server { http })
     }
 
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.http.addr()
     }
 
     /// Blocks while the server runs.
     pub fn wait(self) {
-        for w in self.workers {
-            let _ = w.join();
-        }
+        self.http.wait();
     }
 
-    /// Stops the workers and waits for them.
+    /// Stops accepting connections.
     pub fn shutdown(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for _ in &self.workers {
-            self.http.unblock();
-        }
-        for w in self.workers {
-            let _ = w.join();
-        }
+        self.http.shutdown();
     }
 }
 
@@ -192,44 +153,22 @@ impl ApiError {
 
 type ApiResult = Result<Json, ApiError>;
 
-fn answer(state: &State, mut request: tiny_http::Request) {
-    let method = request.method().as_str().to_ascii_uppercase();
-    let path = request.url().split('?').next().unwrap_or("").to_string();
-    let mut body = Vec::new();
-    let read = request
-        .as_reader()
-        .take(MAX_BODY + 1)
-        .read_to_end(&mut body);
-    let result = match read {
-        Err(e) => Err(ApiError::bad(
-            format!("cannot read the request body: {e}"),
-            None,
-        )),
-        Ok(_) if body.len() as u64 > MAX_BODY => Err(ApiError {
-            status: 413,
-            message: format!("the request body is larger than {MAX_BODY} bytes"),
+fn answer(state: &State, request: &http::Request) -> http::Response {
+    // The server has read the body, within MAX_BODY (413 beyond).
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        route(state, &request.method, request.path(), &request.body)
+    }))
+    .unwrap_or_else(|_| {
+        Err(ApiError {
+            status: 500,
+            message: "internal error while answering the request".into(),
             param: None,
-        }),
-        Ok(_) => std::panic::catch_unwind(AssertUnwindSafe(|| route(state, &method, &path, &body)))
-            .unwrap_or_else(|_| {
-                Err(ApiError {
-                    status: 500,
-                    message: "internal error while answering the request".into(),
-                    param: None,
-                })
-            }),
-    };
-    let (status, json) = match result {
-        Ok(j) => (200, j),
-        Err(e) => (e.status, e.body()),
-    };
-    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).ok();
-    let mut response =
-        tiny_http::Response::from_data(json.to_string().into_bytes()).with_status_code(status);
-    if let Some(h) = header {
-        response = response.with_header(h);
+        })
+    });
+    match result {
+        Ok(j) => http::Response::json(200, &j),
+        Err(e) => http::Response::json(e.status, &e.body()),
     }
-    let _ = request.respond(response);
 }
 
 /// Answers one request: `method` and `path` as sent, `body` the raw bytes.
@@ -860,7 +799,7 @@ fn chat_completions(state: &State, req: &Map<String, Json>) -> ApiResult {
 mod tests {
     use super::*;
     use crate::model::runtime::ToyModel;
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::net::TcpStream;
 
     /// Sends one HTTP/1.1 request and returns the status and the JSON body.
@@ -890,7 +829,7 @@ mod tests {
 
     fn toy_server() -> (Server, Arc<ToyModel>) {
         let model = Arc::new(ToyModel::new(42));
-        let server = Server::start(model.clone(), "toy", "127.0.0.1:0", 2).unwrap();
+        let server = Server::start(model.clone(), "toy", "127.0.0.1:0").unwrap();
         (server, model)
     }
 
@@ -1218,7 +1157,7 @@ mod tests {
 
     #[test]
     fn binds_only_to_loopback() {
-        let err = Server::start(Arc::new(ToyModel::new(1)), "toy", "0.0.0.0:0", 1)
+        let err = Server::start(Arc::new(ToyModel::new(1)), "toy", "0.0.0.0:0")
             .err()
             .unwrap();
         assert!(err.contains("loopback"), "{err}");
@@ -1230,7 +1169,7 @@ mod tests {
     fn golden_model_logprobs_equal_token_logprobs() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/qwen2");
         let model: Arc<dyn LanguageModel> = Arc::from(runtime::load(&dir).unwrap());
-        let server = Server::start(model.clone(), "qwen2", "127.0.0.1:0", 1).unwrap();
+        let server = Server::start(model.clone(), "qwen2", "127.0.0.1:0").unwrap();
         let ids = model
             .encode("The patient presented with fever.", false)
             .unwrap();

@@ -636,7 +636,7 @@ mod tests {
         url: String,
         requests: Arc<AtomicU32>,
         bodies: Seen,
-        _handle: std::thread::JoinHandle<()>,
+        _http: crate::http::HttpServer,
     }
 
     fn is_medical(text: &str) -> bool {
@@ -668,65 +668,65 @@ mod tests {
     }
 
     fn start_server(mode: Mode) -> Server {
-        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/v1", server.server_addr().to_ip().unwrap());
         let requests = Arc::new(AtomicU32::new(0));
         let bodies: Seen = Arc::new(Mutex::new(Vec::new()));
         let (r2, b2) = (requests.clone(), bodies.clone());
         let seen: Arc<Mutex<std::collections::HashSet<String>>> = Default::default();
-        let handle = std::thread::spawn(move || {
-            for mut req in server.incoming_requests() {
-                r2.fetch_add(1, Ordering::SeqCst);
-                let mut body = String::new();
-                req.as_reader().read_to_string(&mut body).unwrap();
-                let auth = req
-                    .headers()
-                    .iter()
-                    .find(|h| h.field.equiv("Authorization"))
-                    .map(|h| h.value.to_string());
-                b2.lock().unwrap().push((body.clone(), auth));
-                let v: Json = serde_json::from_str(&body).unwrap_or(Json::Null);
-                let user = v["messages"]
-                    .as_array()
-                    .and_then(|m| m.last())
-                    .and_then(|m| m["content"].as_str())
-                    .unwrap_or("")
-                    .to_string();
-                // the document sits between the demo prompt's triple quotes
-                let doc = user.split("\"\"\"").nth(1).unwrap_or("").to_string();
-                let completion = |content: String| {
-                    json!({"id": "x", "object": "chat.completion", "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}).to_string()
-                };
-                let label = if is_medical(&doc) {
-                    "medizinisch"
-                } else {
-                    "allgemein"
-                };
-                let (status, text) = match mode {
-                    Mode::Normal => (200, completion(json!({"label": label}).to_string())),
-                    Mode::Garbage => (200, "<html>502 Bad Gateway</html>".to_string()),
-                    Mode::NoLabel => (200, completion("Ich kann das nicht beurteilen.".into())),
-                    Mode::FailOnce => {
-                        if seen.lock().unwrap().insert(user.clone()) {
-                            (500, "{\"error\":\"overloaded\"}".to_string())
-                        } else {
-                            (200, completion(json!({"label": label}).to_string()))
-                        }
-                    }
-                    Mode::Slow => {
-                        std::thread::sleep(Duration::from_millis(2000));
+        let handler: crate::http::Handler = Arc::new(move |req: &crate::http::Request| {
+            r2.fetch_add(1, Ordering::SeqCst);
+            let body = String::from_utf8(req.body.clone()).unwrap();
+            let auth = req.header("authorization").map(str::to_owned);
+            b2.lock().unwrap().push((body.clone(), auth));
+            let v: Json = serde_json::from_str(&body).unwrap_or(Json::Null);
+            let user = v["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or("")
+                .to_string();
+            // the document sits between the demo prompt's triple quotes
+            let doc = user.split("\"\"\"").nth(1).unwrap_or("").to_string();
+            let completion = |content: String| {
+                json!({"id": "x", "object": "chat.completion", "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}).to_string()
+            };
+            let label = if is_medical(&doc) {
+                "medizinisch"
+            } else {
+                "allgemein"
+            };
+            let (status, text) = match mode {
+                Mode::Normal => (200, completion(json!({"label": label}).to_string())),
+                Mode::Garbage => (200, "<html>502 Bad Gateway</html>".to_string()),
+                Mode::NoLabel => (200, completion("Ich kann das nicht beurteilen.".into())),
+                Mode::FailOnce => {
+                    if seen.lock().unwrap().insert(user.clone()) {
+                        (500, "{\"error\":\"overloaded\"}".to_string())
+                    } else {
                         (200, completion(json!({"label": label}).to_string()))
                     }
-                };
-                let resp = tiny_http::Response::from_string(text).with_status_code(status);
-                let _ = req.respond(resp);
+                }
+                Mode::Slow => {
+                    std::thread::sleep(Duration::from_millis(2000));
+                    (200, completion(json!({"label": label}).to_string()))
+                }
+            };
+            crate::http::Response {
+                status,
+                content_type: "application/json",
+                body: text.into_bytes(),
             }
         });
+        let http = crate::http::HttpServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            crate::http::Limits::default(),
+            handler,
+        )
+        .unwrap();
         Server {
-            url,
+            url: format!("http://{}/v1", http.addr()),
             requests,
             bodies,
-            _handle: handle,
+            _http: http,
         }
     }
 

@@ -698,40 +698,34 @@ mod tests {
     /// An OpenAI-compatible endpoint whose "judge" prefers a response that
     /// contains "good", answers "A" when both or neither do (position bias),
     /// and answers nonsense for question q4.
-    fn mock_endpoint() -> (String, std::thread::JoinHandle<usize>) {
-        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/v1", server.server_addr().to_ip().unwrap());
-        let handle = std::thread::spawn(move || {
-            let mut served = 0;
-            while served < 10 {
-                let Ok(Some(mut req)) = server.recv_timeout(std::time::Duration::from_secs(10))
-                else {
-                    break;
-                };
-                let mut body = String::new();
-                req.as_reader().read_to_string(&mut body).unwrap();
-                let v: Json = serde_json::from_str(&body).unwrap();
-                assert_eq!(v["model"], "judge-model");
-                let user = v["messages"][1]["content"].as_str().unwrap().to_owned();
-                let a = &user[user.find("Response A:").unwrap()..user.find("Response B:").unwrap()];
-                let b = &user[user.find("Response B:").unwrap()..];
-                let answer = if user.contains("question q4") {
-                    "no idea".to_owned()
-                } else if b.contains("good") && !a.contains("good") {
-                    r#"{"winner": "B"}"#.to_owned()
-                } else {
-                    // A is better, or they are alike and the judge picks the first.
-                    r#"{"winner": "A"}"#.to_owned()
-                };
-                let resp =
-                    json!({"choices": [{"message": {"role": "assistant", "content": answer}}]});
-                req.respond(tiny_http::Response::from_string(resp.to_string()))
-                    .unwrap();
-                served += 1;
-            }
-            served
+    fn mock_endpoint() -> (crate::http::HttpServer, Arc<std::sync::atomic::AtomicUsize>) {
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&served);
+        let handler: crate::http::Handler = Arc::new(move |req: &crate::http::Request| {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let v: Json = serde_json::from_slice(&req.body).unwrap();
+            assert_eq!(v["model"], "judge-model");
+            let user = v["messages"][1]["content"].as_str().unwrap().to_owned();
+            let a = &user[user.find("Response A:").unwrap()..user.find("Response B:").unwrap()];
+            let b = &user[user.find("Response B:").unwrap()..];
+            let answer = if user.contains("question q4") {
+                "no idea".to_owned()
+            } else if b.contains("good") && !a.contains("good") {
+                r#"{"winner": "B"}"#.to_owned()
+            } else {
+                // A is better, or they are alike and the judge picks the first.
+                r#"{"winner": "A"}"#.to_owned()
+            };
+            let resp = json!({"choices": [{"message": {"role": "assistant", "content": answer}}]});
+            crate::http::Response::json(200, &resp)
         });
-        (url, handle)
+        let server = crate::http::HttpServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            crate::http::Limits::default(),
+            handler,
+        )
+        .unwrap();
+        (server, served)
     }
 
     #[test]
@@ -760,7 +754,8 @@ mod tests {
             ],
             Json::Null,
         );
-        let (url, server) = mock_endpoint();
+        let (server, served) = mock_endpoint();
+        let url = format!("http://{}/v1", server.addr());
         let out = tmp.path().join("out");
         let (res, log) = run_op_logged(
             &Judge,
@@ -778,10 +773,11 @@ mod tests {
         );
         res.unwrap();
         assert_eq!(
-            server.join().unwrap(),
+            served.load(std::sync::atomic::Ordering::SeqCst),
             10,
             "every prompt judged in both orders"
         );
+        server.shutdown();
         let summary: Json =
             serde_json::from_str(&std::fs::read_to_string(out.join("judge.json")).unwrap())
                 .unwrap();
