@@ -42,6 +42,35 @@ fn reruns_exactly_what_changed() {
 }
 
 #[test]
+fn targets_run_only_what_they_need() {
+    let p = Project::new(PIPELINE);
+    let r = p.run(&["b"], 0);
+    assert_eq!(
+        r.with("ran"),
+        vec!["a", "b"],
+        "b and its upstream, nothing else"
+    );
+    let r = p.run(&["d", "e"], 0);
+    assert_eq!(r.with("cached"), vec!["a", "b"]);
+    assert_eq!(r.with("ran"), vec!["c", "d", "e"]);
+    let out = p.flow(&["run", "p.flow", "dd"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("no node `dd` in the pipeline; did you mean `d`?"),
+        "{stderr}"
+    );
+    let out = p.flow(&["plan", "p.flow", "c"]);
+    let (stdout, _) = text(&out);
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("cached")).count(),
+        1,
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 cached, 0 to run"), "{stdout}");
+}
+
+#[test]
 fn early_cutoff_through_the_cli() {
     let p = Project::new(PIPELINE);
     p.run(&[], 0);
