@@ -69,6 +69,25 @@ fn strings(ctx: &OpContext, name: &str) -> OpResult<Vec<String>> {
         .collect()
 }
 
+/// The names of list param `param`: none, or one per item.
+fn series_names(
+    ctx: &OpContext,
+    param: &str,
+    items: usize,
+    what: &str,
+    help: &str,
+) -> OpResult<Vec<String>> {
+    let names = strings(ctx, param)?;
+    if !names.is_empty() && names.len() != items {
+        return Err(miette!(
+            help = help.to_owned(),
+            "parameter `{param}`: {} names for {items} {what}",
+            names.len()
+        ));
+    }
+    Ok(names)
+}
+
 /// The JSON document of an artifact: `dir/file`, or the path itself when it is a file.
 fn artifact(path: &Path, file: &str) -> OpResult<Json> {
     if path.is_dir() {
@@ -732,15 +751,13 @@ impl Op for Report {
         let dir = ctx.out_dir.clone();
         // A series name stands for every artifact of its item.
         let mcqa_groups = dir_groups(ctx, "mcqa")?;
-        let names = strings(ctx, "mcqa_series")?;
-        if !names.is_empty() && names.len() != mcqa_groups.len() {
-            return Err(miette!(
-                help = "give one name per item of `mcqa` (a map node is one item)",
-                "parameter `mcqa_series`: {} names for {} mcqa items",
-                names.len(),
-                mcqa_groups.len()
-            ));
-        }
+        let names = series_names(
+            ctx,
+            "mcqa_series",
+            mcqa_groups.len(),
+            "mcqa items",
+            "give one name per item of `mcqa` (a map node is one item)",
+        )?;
         let series: Vec<String> = names
             .iter()
             .zip(&mcqa_groups)
@@ -757,15 +774,13 @@ impl Op for Report {
         judge_section(&mut doc, &dir, &dirs(ctx, "judge")?)?;
         failure_section(&mut doc, &dir, &dirs(ctx, "failure_modes")?)?;
         let train = dirs(ctx, "train")?;
-        let train_names = strings(ctx, "train_series")?;
-        if !train_names.is_empty() && train_names.len() != train.len() {
-            return Err(miette!(
-                help = "give one name per train node",
-                "parameter `train_series`: {} names for {} train runs",
-                train_names.len(),
-                train.len()
-            ));
-        }
+        let train_names = series_names(
+            ctx,
+            "train_series",
+            train.len(),
+            "train runs",
+            "give one name per train node",
+        )?;
         compute_section(&mut doc, &train, &train_names, ctx.str("device")?)?;
         if doc.md.trim() == format!("# {title}") {
             doc.para("No artifacts were given.");
