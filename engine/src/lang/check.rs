@@ -282,9 +282,7 @@ impl<'a> Checker<'a> {
                     }
                     StmtKind::Param { name, value } => {
                         let value = match self.binding(self.files[file].scope, &name.text) {
-                            Some((bfile, _, bound))
-                                if !matches!(bound.kind, ExprKind::Ref { .. }) =>
-                            {
+                            Some((bfile, bound)) if !matches!(bound.kind, ExprKind::Ref { .. }) => {
                                 self.literal(bfile, bound)
                             }
                             Some(_) => continue, // replaced by a reference
@@ -435,9 +433,9 @@ impl<'a> Checker<'a> {
         })
     }
 
-    /// What the instance `scope` binds `name` to: the importing file, the
-    /// binding's key and its value.
-    fn binding(&self, scope: ScopeId, name: &str) -> Option<(FileId, &'a ast::Ident, &'a Expr)> {
+    /// What the instance `scope` binds `name` to: the importing file and
+    /// the binding's value.
+    fn binding(&self, scope: ScopeId, name: &str) -> Option<(FileId, &'a Expr)> {
         let scopes: &'a [Scope] = self.scopes;
         let origin = scopes[scope].origin.as_ref()?;
         origin
@@ -445,7 +443,7 @@ impl<'a> Checker<'a> {
             .bindings()
             .iter()
             .find(|(key, _)| key.text == name)
-            .map(|(key, value)| (origin.file, key, value))
+            .map(|(_, value)| (origin.file, value))
     }
 
     /// Resolves a reference `name.fields...` written in `file` to the full
@@ -470,7 +468,7 @@ impl<'a> Checker<'a> {
         fields: &[ast::Ident],
         look_outside: bool,
     ) -> (String, Vec<ast::Ident>) {
-        if let Some((bfile, _, value)) = self.binding(scope, &name.text) {
+        if let Some((bfile, value)) = self.binding(scope, &name.text) {
             if let ExprKind::Ref {
                 name: to,
                 fields: to_fields,

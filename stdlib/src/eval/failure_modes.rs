@@ -132,11 +132,11 @@ struct Row {
     truncated: bool,
 }
 
-/// The rows of a generate artifact (or responses file), and its lineage.
-/// The responses, their lineage and the model's default name.
-fn read_rows(path: &Path) -> OpResult<(Vec<Row>, Option<Json>, String)> {
+/// The rows of a generate artifact (or responses file), its lineage, and the
+/// model's name (`given`, else derived from the artifact).
+fn read_rows(path: &Path, given: &str) -> OpResult<(Vec<Row>, Option<Json>, String)> {
     let generated = read_responses(path)?;
-    let name = generated.display_name("");
+    let name = generated.display_name(given);
     let rows = generated
         .records
         .into_iter()
@@ -203,7 +203,7 @@ impl Op for FailureModes {
 
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
         let path = ctx.path("responses")?.to_owned();
-        let (rows, checkpoint, default_name) = read_rows(&path)?;
+        let (rows, checkpoint, name) = read_rows(&path, ctx.str("name")?)?;
         let baseline: Option<PathBuf> = match ctx.value("baseline")? {
             Value::Path(p) => Some(p.clone()),
             Value::Str(s) if s.is_empty() => None,
@@ -216,7 +216,7 @@ impl Op for FailureModes {
             }
         };
         let base_rows: BTreeMap<String, f64> = match &baseline {
-            Some(p) => read_rows(p)?
+            Some(p) => read_rows(p, "")?
                 .0
                 .into_iter()
                 .map(|r| (r.id, r.length))
@@ -299,10 +299,6 @@ impl Op for FailureModes {
             per.push('\n');
         }
         let total = rows.len().max(1) as f64;
-        let name = match ctx.str("name")? {
-            "" => default_name,
-            s => s.to_owned(),
-        };
         let out = json!({
             "model": name,
             "n": rows.len(),

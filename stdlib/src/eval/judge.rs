@@ -89,16 +89,16 @@ pub struct Responses {
     pub ids: Vec<String>,
     pub items: BTreeMap<String, ResponseItem>,
     pub checkpoint: Option<Json>,
-    /// The name verdicts use when none is given
-    /// ([`GeneratedResponses::display_name`]).
-    pub default_name: String,
+    /// The name verdicts use ([`GeneratedResponses::display_name`]).
+    pub name: String,
 }
 
 /// Reads a generate artifact (or responses file) for judging: every line
 /// needs its `prompt`, the query the judge sees.
-pub fn load_responses(path: &Path) -> OpResult<Responses> {
+/// `name` is the op's `name_a`/`name_b` (empty: derived from the artifact).
+pub fn load_responses(path: &Path, name: &str) -> OpResult<Responses> {
     let generated = read_responses(path)?;
-    let default_name = generated.display_name("");
+    let name = generated.display_name(name);
     let mut ids = Vec::with_capacity(generated.records.len());
     let mut items = BTreeMap::new();
     for r in generated.records {
@@ -128,7 +128,7 @@ pub fn load_responses(path: &Path) -> OpResult<Responses> {
         ids,
         items,
         checkpoint: generated.checkpoint,
-        default_name,
+        name,
     })
 }
 
@@ -480,17 +480,9 @@ impl Op for Judge {
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
         let pa = ctx.path("a")?.to_owned();
         let pb = ctx.path("b")?.to_owned();
-        let a = load_responses(&pa)?;
-        let b = load_responses(&pb)?;
-        let given = |name: &str, r: &Responses| {
-            if name.is_empty() {
-                r.default_name.clone()
-            } else {
-                name.to_owned()
-            }
-        };
-        let mut name_a = given(ctx.str("name_a")?, &a);
-        let mut name_b = given(ctx.str("name_b")?, &b);
+        let a = load_responses(&pa, ctx.str("name_a")?)?;
+        let b = load_responses(&pb, ctx.str("name_b")?)?;
+        let (mut name_a, mut name_b) = (a.name.clone(), b.name.clone());
         if name_a == name_b {
             name_a.push_str("#a");
             name_b.push_str("#b");
@@ -595,7 +587,7 @@ mod tests {
             {"role": "assistant", "content": "Seit wann?"},
             {"role": "user", "content": "Und jetzt?"}]});
         std::fs::write(&p, format!("{chat}\n")).unwrap();
-        let r = load_responses(&p).unwrap();
+        let r = load_responses(&p, "").unwrap();
         assert_eq!(r.ids, ["c"]);
         let item = &r.items["c"];
         assert_eq!(item.prompt, "Und jetzt?");
@@ -613,7 +605,7 @@ mod tests {
             format!("{chat}\n{{\"id\": \"d\", \"response\": \"r\"}}\n"),
         )
         .unwrap();
-        let err = format!("{}", load_responses(&p).err().unwrap());
+        let err = format!("{}", load_responses(&p, "").err().unwrap());
         assert!(
             err.contains("responses.jsonl:2: missing string `prompt`"),
             "{err}"
