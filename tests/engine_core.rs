@@ -112,6 +112,49 @@ impl Op for Cat {
     }
 }
 
+/// `pair(first, second)`: writes first/file.txt and second/file.txt;
+/// outputs `first` and `second` are those directories (as a train artifact's
+/// checkpoints are).
+struct Pair;
+impl Op for Pair {
+    fn spec(&self) -> OpSpec {
+        OpSpec {
+            name: "pair",
+            version: 1,
+            doc: "",
+            params: vec![
+                Param::required("first", Type::Str, ""),
+                Param::required("second", Type::Str, ""),
+            ],
+            produces: Type::Dir,
+            outputs: vec![
+                Output {
+                    name: "first",
+                    ty: Type::Dir,
+                    doc: "",
+                },
+                Output {
+                    name: "second",
+                    ty: Type::Dir,
+                    doc: "",
+                },
+            ],
+            resources: Resources::ONE_THREAD,
+        }
+    }
+    fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
+        let mut o = Outputs::new();
+        for part in ["first", "second"] {
+            let dir = ctx.out_dir.join(part);
+            std::fs::create_dir_all(&dir).map_err(|e| miette::miette!("{e}"))?;
+            std::fs::write(dir.join("file.txt"), ctx.str(part)?)
+                .map_err(|e| miette::miette!("{e}"))?;
+            o.insert(part.into(), Value::Path(dir));
+        }
+        Ok(o)
+    }
+}
+
 /// `fail()`: always fails.
 struct Fail;
 impl Op for Fail {
@@ -152,6 +195,7 @@ fn registry() -> Registry {
         Arc::new(Lower),
         Arc::new(Cat),
         Arc::new(Fail),
+        Arc::new(Pair),
     ];
     Registry::from_ops(ops)
 }
@@ -280,6 +324,48 @@ fn early_cutoff_keeps_dependents_cached_when_output_is_identical() {
     let s = go(&diamond(t.path(), "HELLO"), &store);
     assert_eq!(ran(&s), vec!["a", "b"]);
     assert_eq!(s.status_of("d"), Some("cached"));
+}
+
+/// p = pair(first, second); l = lower(p.first).
+fn pair_then_lower(dir: &Path, first: &str, second: &str) -> Pipeline {
+    pipeline(
+        dir,
+        &[],
+        vec![
+            node(
+                "p",
+                "pair",
+                &[("first", lit(first)), ("second", lit(second))],
+            ),
+            node(
+                "l",
+                "lower",
+                &[(
+                    "src",
+                    Arg::Node {
+                        node: "p".into(),
+                        field: Some("first".into()),
+                        span: span(),
+                    },
+                )],
+            ),
+        ],
+    )
+}
+
+#[test]
+fn a_dependent_of_a_path_output_is_keyed_by_that_path_alone() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(&t.path().join(".flow")).unwrap();
+    go(&pair_then_lower(t.path(), "One", "two"), &store);
+    // Only `second` changes: `p` reruns, `l` reads `p.first`, whose bytes
+    // are the same, and stays cached.
+    let s = go(&pair_then_lower(t.path(), "One", "three"), &store);
+    assert_eq!(ran(&s), vec!["p"]);
+    assert_eq!(s.status_of("l"), Some("cached"));
+    // `first` changes: `l` reruns.
+    let s = go(&pair_then_lower(t.path(), "Uno", "three"), &store);
+    assert_eq!(ran(&s), vec!["l", "p"]);
 }
 
 #[test]

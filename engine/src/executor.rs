@@ -12,7 +12,7 @@
 //! goes on. Ctrl-C sets the `cancel` flag ops poll; no new unit starts and
 //! the run ends once the running ones returned.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
@@ -720,7 +720,21 @@ impl Job {
             json.insert(name.clone(), value_to_json(&relative_paths(v, &out)));
         }
         let outputs = serde_json::Value::Object(json);
-        let tree = match tree_hash(&out, &mut hash_file_content) {
+        // File hashes are kept for the path outputs' own hashes.
+        let mut file_hashes: HashMap<PathBuf, String> = HashMap::new();
+        let mut memo = |p: &Path, m: &std::fs::Metadata| -> std::io::Result<String> {
+            if let Some(h) = file_hashes.get(p) {
+                return Ok(h.clone());
+            }
+            let h = hash_file_content(p, m)?;
+            file_hashes.insert(p.to_path_buf(), h.clone());
+            Ok(h)
+        };
+        let hashed = tree_hash(&out, &mut memo).and_then(|tree| {
+            let paths = crate::store::path_hashes(&out, &outputs, &mut memo)?;
+            Ok((paths, tree))
+        });
+        let (path_hashes, tree): (BTreeMap<String, String>, String) = match hashed {
             Ok(t) => t,
             Err(e) => {
                 return Err(fail(
@@ -737,6 +751,7 @@ impl Job {
             key: self.key.key.clone(),
             parts: self.key.parts.clone(),
             content_hash: content_hash(&tree, &outputs),
+            path_hashes,
             outputs,
             tree_hash: tree,
             seconds: finished - started,

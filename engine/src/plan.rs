@@ -313,7 +313,7 @@ fn describe(node: &Node, label: &str, old: Option<&str>, new: Option<&str>) -> S
                 arg_refs(arg, &mut ups);
                 let artifacts = |t: &str| -> BTreeSet<String> {
                     t.split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
-                        .filter(|w| w.starts_with("artifact:"))
+                        .filter(|w| w.starts_with("artifact:") || w.starts_with("path:"))
                         .map(str::to_string)
                         .collect()
                 };

@@ -34,7 +34,8 @@ impl NodeValue {
         let mut fields = BTreeMap::new();
         if let serde_json::Value::Object(m) = &meta.outputs {
             for (name, j) in m {
-                fields.insert(name.clone(), output_rval(&value_from_json(j), &out, h));
+                let v = value_from_json(j);
+                fields.insert(name.clone(), output_rval(&v, &out, h, &meta.path_hashes));
             }
         }
         NodeValue { whole, fields }
@@ -63,17 +64,31 @@ impl NodeValue {
     }
 }
 
-/// An output value: relative paths become absolute inside the artifact.
-fn output_rval(v: &Value, out: &Path, h: &str) -> RVal {
+/// An output value: relative paths become absolute inside the artifact,
+/// identified in keys by their own hash (`path:HASH`; `artifact:HASH/rel`
+/// for artifacts made before path hashes were recorded).
+fn output_rval(v: &Value, out: &Path, h: &str, path_hashes: &BTreeMap<String, String>) -> RVal {
     match v {
-        Value::Path(rel) => RVal::Path {
-            path: out.join(rel),
-            key: format!("artifact:{h}/{}", rel.to_string_lossy()),
-        },
-        Value::List(items) => RVal::List(items.iter().map(|i| output_rval(i, out, h)).collect()),
+        Value::Path(rel) => {
+            let rel = rel.to_string_lossy();
+            let key = match path_hashes.get(rel.as_ref()) {
+                Some(ph) => format!("path:{ph}"),
+                None => format!("artifact:{h}/{rel}"),
+            };
+            RVal::Path {
+                path: out.join(rel.as_ref()),
+                key,
+            }
+        }
+        Value::List(items) => RVal::List(
+            items
+                .iter()
+                .map(|i| output_rval(i, out, h, path_hashes))
+                .collect(),
+        ),
         Value::Record(f) => RVal::Record(
             f.iter()
-                .map(|(k, i)| (k.clone(), output_rval(i, out, h)))
+                .map(|(k, i)| (k.clone(), output_rval(i, out, h, path_hashes)))
                 .collect(),
         ),
         other => RVal::Lit(other.clone()),

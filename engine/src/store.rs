@@ -68,6 +68,12 @@ pub struct Meta {
     pub tree_hash: Hex,
     /// Hash of `tree_hash` and the outputs: what dependents' keys contain.
     pub content_hash: Hex,
+    /// For every path output (`{"$path": rel}`), the hash of just that file
+    /// or directory: a dependent of `cpt.checkpoints[0]` is keyed by the
+    /// checkpoint's own bytes, so it stays cached when only another part of
+    /// the artifact changed. See [`path_hashes`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub path_hashes: BTreeMap<String, Hex>,
     pub seconds: f64,
     /// Unix seconds.
     pub started: f64,
@@ -505,6 +511,51 @@ pub fn hash_file_content(path: &Path, _meta: &fs::Metadata) -> io::Result<Hex> {
     Ok(h.finalize().to_hex().to_string())
 }
 
+/// The hash of every path output under `out` (relative path → hash): a
+/// directory's [`tree_hash`], a file's content hash tagged `f:`. `file_hash`
+/// is the one that hashed the whole tree, so a memoising one reads each file
+/// once.
+pub fn path_hashes(
+    out: &Path,
+    outputs: &serde_json::Value,
+    file_hash: &mut dyn FnMut(&Path, &fs::Metadata) -> io::Result<Hex>,
+) -> io::Result<BTreeMap<String, Hex>> {
+    fn collect<'a>(v: &'a serde_json::Value, rels: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::Object(m) => match m.get("$path").and_then(|p| p.as_str()) {
+                Some(rel) if m.len() == 1 => rels.push(rel),
+                _ => m.values().for_each(|x| collect(x, rels)),
+            },
+            serde_json::Value::Array(items) => items.iter().for_each(|x| collect(x, rels)),
+            _ => {}
+        }
+    }
+    let mut rels = Vec::new();
+    collect(outputs, &mut rels);
+    let mut hashes = BTreeMap::new();
+    for rel in rels {
+        let path = out.join(rel);
+        // Only paths inside the artifact; anything else keeps the whole
+        // artifact's hash in dependents' keys.
+        if rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
+            continue;
+        }
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(_) => continue,
+        };
+        let hash = if meta.is_dir() {
+            tree_hash(&path, file_hash)?
+        } else if meta.is_file() {
+            format!("f:{}", file_hash(&path, &meta)?)
+        } else {
+            continue;
+        };
+        hashes.insert(rel.to_string(), hash);
+    }
+    Ok(hashes)
+}
+
 /// Merkle hash of a directory: sorted relative paths, each entry's kind
 /// and, for files, the content hash given by `file_hash` (so callers can
 /// memoise). Symlinks enter by their target text.
@@ -589,6 +640,7 @@ mod tests {
             key: "k1".into(),
             parts: KeyParts::new(),
             content_hash: content_hash(&th, &outputs),
+            path_hashes: BTreeMap::new(),
             outputs,
             tree_hash: th,
             seconds: 0.0,

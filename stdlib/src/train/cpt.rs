@@ -168,9 +168,9 @@ impl Op for Train {
                 other => miette!("{other}"),
             })?;
         // The compute table of the report (the papers' Table 2) reads this.
-        // Timing makes the artifact differ between reruns; a rerun only
-        // happens when the key changed, so no early cutoff is lost that
-        // deterministic training would otherwise give.
+        // Timing makes the artifact differ between reruns; dependents of a
+        // checkpoint are keyed by the checkpoint's own bytes (the engine's
+        // path hashes), so early cutoff at an identical checkpoint stays.
         let record = serde_json::json!({
             "wall_s": started.elapsed().as_secs_f64(),
             "devices": 1,
