@@ -9,12 +9,12 @@ use flow_engine::executor::{run, RunOptions, RunSummary};
 use flow_engine::ir::{
     Arg, InputKind, MapOver, Node, ParamDef, Pipeline, Sources, Span, TemplatePart,
 };
-use flow_engine::plan::plan;
-use flow_engine::store::Store;
-use flow_stdlib::op::{
+use flow_engine::op::Registry;
+use flow_engine::op::{
     Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value,
 };
-use flow_stdlib::Registry;
+use flow_engine::plan::plan;
+use flow_engine::store::Store;
 
 fn span() -> Span {
     Span {

@@ -7,7 +7,7 @@ mod lang_common;
 use std::path::Path;
 
 use flow_engine::ir::{Arg, Node, Pipeline};
-use flow_stdlib::op::Value;
+use flow_engine::op::Value;
 use lang_common::{load_in, squash};
 
 fn node<'a>(p: &'a Pipeline, name: &str) -> &'a Node {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use flow_engine::ir::{Arg, DeviceRequest, InputKind, Node, TemplatePart};
-use flow_stdlib::op::Value;
+use flow_engine::op::Value;
 use lang_common::{load, load_in, registry};
 
 fn node<'a>(p: &'a flow_engine::ir::Pipeline, name: &str) -> &'a Node {

@@ -4,19 +4,21 @@
 //! --check` found an unformatted file; 2 a bad pipeline, bad usage or an
 //! unusable cache (diagnostics on stderr); 130 interrupted by Ctrl-C.
 //!
-//! To add a subcommand (the model commands `generate`, `import-gguf`,
-//! `serve` are planned): add a variant to [`Command`] with its own `Args`
-//! struct and a match arm in [`dispatch`]; nothing else depends on the list.
+//! The engine's commands work on pipelines and the cache; they know no op.
+//! The binary (`engine/bin/main.rs`) adds its own commands (the model
+//! commands) beside these and supplies a [`Wiring`]: the op registry and
+//! the CUDA probe. To add a pipeline subcommand: a variant of [`Command`]
+//! with its own `Args` struct and a match arm in [`dispatch`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use flow_stdlib::Registry;
+use crate::op::Registry;
+use clap::{Args, Subcommand, ValueEnum};
 
-use crate::device::parse_device;
+use crate::device::{parse_device, CudaProbe};
 use crate::executor::{self, read_tail, RunOptions};
 use crate::graph::Graph;
 use crate::ir::Pipeline;
@@ -33,18 +35,15 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit code: interrupted.
 pub const EXIT_INTERRUPTED: i32 = 130;
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "flow",
-    version,
-    about = "Content-hashed, cached pipelines for adapting LLMs to a domain"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
+/// What the binary plugs into the engine's commands.
+pub struct Wiring {
+    /// Every op a pipeline may call.
+    pub registry: fn() -> Registry,
+    /// Counts the CUDA devices (`--device`).
+    pub cuda_probe: CudaProbe,
 }
 
-/// The subcommands.
+/// The pipeline and cache subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a pipeline: only nodes whose key is not cached run.
@@ -65,13 +64,6 @@ pub enum Command {
     Fmt(FmtArgs),
     /// Rehash every artifact and memoised input; report mismatches.
     Verify(CacheOnlyArgs),
-    /// Print a model's completion of a prompt (greedy unless --temperature).
-    Generate(crate::model_cli::GenerateArgs),
-    /// Convert a GGUF file into a Hugging Face model directory.
-    #[command(name = "import-gguf")]
-    ImportGguf(crate::model_cli::ImportGgufArgs),
-    /// Serve a model with an OpenAI-compatible API on loopback.
-    Serve(crate::model_cli::ServeArgs),
 }
 
 /// Where the cache is.
@@ -200,33 +192,18 @@ pub struct FmtArgs {
 /// Why a command ended: a code and, for usage errors, a rendered message.
 pub struct Exit(pub i32);
 
-/// Parses the process arguments, runs the command and returns the exit code.
-pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return e.exit_code();
-        }
-    };
-    dispatch(cli)
-}
-
-/// Runs a parsed command line.
-pub fn dispatch(cli: Cli) -> i32 {
-    let result = match cli.command {
-        Command::Run(a) => cmd_run(a),
-        Command::Plan(a) => cmd_plan(a),
-        Command::Check(a) => cmd_check(a),
-        Command::Graph(a) => cmd_graph(a),
-        Command::Show(a) => cmd_show(a),
-        Command::Status(a) => cmd_status(a),
+/// Runs a parsed pipeline or cache command and returns the exit code.
+pub fn dispatch(command: Command, wiring: &Wiring) -> i32 {
+    let result = match command {
+        Command::Run(a) => cmd_run(a, wiring),
+        Command::Plan(a) => cmd_plan(a, wiring),
+        Command::Check(a) => cmd_check(a, wiring),
+        Command::Graph(a) => cmd_graph(a, wiring),
+        Command::Show(a) => cmd_show(a, wiring),
+        Command::Status(a) => cmd_status(a, wiring),
         Command::Gc(a) => cmd_gc(a),
         Command::Fmt(a) => cmd_fmt(a),
         Command::Verify(a) => cmd_verify(a),
-        Command::Generate(a) => Ok(crate::model_cli::generate(a)),
-        Command::ImportGguf(a) => Ok(crate::model_cli::import_gguf(a)),
-        Command::Serve(a) => Ok(crate::model_cli::serve(a)),
     };
     match result {
         Ok(code) => code,
@@ -275,8 +252,8 @@ fn load_targets(
     crate::graph::restrict_to(&p, targets).map_err(|e| usage_error(miette::miette!("{e}")))
 }
 
-fn cmd_run(a: RunArgs) -> CmdResult {
-    let registry = flow_stdlib::registry();
+fn cmd_run(a: RunArgs, wiring: &Wiring) -> CmdResult {
+    let registry = (wiring.registry)();
     let p = load_targets(&a.pipeline, &a.targets, &registry)?;
     let device = parse_device(&a.device).map_err(|e| usage_error(miette::miette!("{e}")))?;
     let store = open_store(&cache_root(Some(&a.pipeline.file), &a.pipeline.cache))?;
@@ -287,6 +264,7 @@ fn cmd_run(a: RunArgs) -> CmdResult {
         json: a.json,
         quiet: false,
         cancel,
+        cuda_probe: wiring.cuda_probe,
         ..RunOptions::default()
     };
     if let Some(j) = a.jobs {
@@ -317,8 +295,8 @@ fn install_ctrlc(cancel: Arc<AtomicBool>) {
     });
 }
 
-fn cmd_plan(a: PlanArgs) -> CmdResult {
-    let registry = flow_stdlib::registry();
+fn cmd_plan(a: PlanArgs, wiring: &Wiring) -> CmdResult {
+    let registry = (wiring.registry)();
     let p = load_targets(&a.pipeline, &a.targets, &registry)?;
     let store = Store::existing(&cache_root(Some(&a.pipeline.file), &a.pipeline.cache));
     let entries = plan::plan(&p, &registry, &store).map_err(usage_error)?;
@@ -346,8 +324,8 @@ fn cmd_plan(a: PlanArgs) -> CmdResult {
     Ok(EXIT_OK)
 }
 
-fn cmd_check(a: FileArgs) -> CmdResult {
-    let registry = flow_stdlib::registry();
+fn cmd_check(a: FileArgs, wiring: &Wiring) -> CmdResult {
+    let registry = (wiring.registry)();
     let p = load(&a.file, &a.set, &registry)?;
     Graph::build(&p).map_err(|e| usage_error(e.into()))?;
     let maps = p.nodes.iter().filter(|n| n.map.is_some()).count();
@@ -361,8 +339,8 @@ fn cmd_check(a: FileArgs) -> CmdResult {
     Ok(EXIT_OK)
 }
 
-fn cmd_graph(a: GraphArgs) -> CmdResult {
-    let registry = flow_stdlib::registry();
+fn cmd_graph(a: GraphArgs, wiring: &Wiring) -> CmdResult {
+    let registry = (wiring.registry)();
     let p = load(&a.file.file, &a.file.set, &registry)?;
     let g = Graph::build(&p).map_err(|e| usage_error(e.into()))?;
     let text = match a.format {
@@ -373,8 +351,8 @@ fn cmd_graph(a: GraphArgs) -> CmdResult {
     Ok(EXIT_OK)
 }
 
-fn cmd_show(a: ShowArgs) -> CmdResult {
-    let registry = flow_stdlib::registry();
+fn cmd_show(a: ShowArgs, wiring: &Wiring) -> CmdResult {
+    let registry = (wiring.registry)();
     let p = load(&a.pipeline.file, &a.pipeline.set, &registry)?;
     let store = Store::existing(&cache_root(Some(&a.pipeline.file), &a.pipeline.cache));
     let entries = plan::plan(&p, &registry, &store).map_err(usage_error)?;
@@ -455,11 +433,11 @@ fn cmd_show(a: ShowArgs) -> CmdResult {
     Ok(EXIT_OK)
 }
 
-fn cmd_status(a: StatusArgs) -> CmdResult {
+fn cmd_status(a: StatusArgs, wiring: &Wiring) -> CmdResult {
     let root = cache_root(a.file.as_deref(), &a.cache);
     let store = Store::existing(&root);
     if let Some(file) = &a.file {
-        let registry = flow_stdlib::registry();
+        let registry = (wiring.registry)();
         let p = load(file, &a.set, &registry)?;
         let entries = plan::plan(&p, &registry, &store).map_err(usage_error)?;
         let cached = entries.iter().filter(|e| e.status == "cached").count();

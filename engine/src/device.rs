@@ -1,6 +1,6 @@
 //! Choosing the device a node runs on.
 
-use flow_stdlib::op::Device;
+use crate::op::Device;
 
 use crate::ir::DeviceRequest;
 
@@ -20,24 +20,26 @@ pub fn parse_device(text: &str) -> Result<DeviceRequest, String> {
     }
 }
 
-/// Number of CUDA devices usable by this process, and why there are none.
-///
-/// Probes the driver without touching cudarc first (cudarc panics when
-/// libcuda is missing), once per process.
-pub fn cuda_devices() -> (usize, Option<String>) {
-    match flow_kernels::cuda::probe() {
-        Ok(info) => (info.devices, None),
-        Err(e) => (0, Some(e.to_string())),
-    }
+/// Counts the CUDA devices this process can use, or says why there are
+/// none. The engine knows no driver: the binary passes the kernel crate's
+/// probe in (see `RunOptions::cuda_probe`), tests pass their own.
+pub type CudaProbe = fn() -> Result<usize, String>;
+
+/// The probe of a build without a CUDA backend (the library default).
+pub fn no_cuda() -> Result<usize, String> {
+    Err("this build of flow has no CUDA backend".to_string())
 }
 
 /// Resolves a device request to the device a node runs on. Returns a
 /// one-line notice when the request could not be honoured (CUDA asked for
 /// but not available), so the caller can print it once.
-pub fn resolve_device(req: DeviceRequest) -> (Device, Option<String>) {
+pub fn resolve_device(req: DeviceRequest, probe: CudaProbe) -> (Device, Option<String>) {
     let (count, why) = match req {
         DeviceRequest::Cpu => (0, None),
-        _ => cuda_devices(),
+        _ => match probe() {
+            Ok(n) => (n, None),
+            Err(why) => (0, Some(why)),
+        },
     };
     match req {
         DeviceRequest::Cpu => (Device::Cpu, None),
@@ -79,11 +81,48 @@ mod tests {
         assert!(parse_device("cuda:x").is_err());
     }
 
+    fn two_gpus() -> Result<usize, String> {
+        Ok(2)
+    }
+
+    fn driver_missing() -> Result<usize, String> {
+        Err("libcuda.so.1 not found".to_string())
+    }
+
     #[test]
-    fn cuda_without_devices_falls_back_with_a_notice() {
-        let (d, notice) = resolve_device(DeviceRequest::Cuda(None));
+    fn cuda_without_a_driver_falls_back_with_a_notice_naming_why() {
+        let (d, notice) = resolve_device(DeviceRequest::Cuda(None), driver_missing);
         assert_eq!(d, Device::Cpu);
-        assert!(notice.is_some());
-        assert_eq!(resolve_device(DeviceRequest::Auto), (Device::Cpu, None));
+        assert!(notice.unwrap().contains("libcuda.so.1 not found"));
+        assert_eq!(
+            resolve_device(DeviceRequest::Auto, driver_missing),
+            (Device::Cpu, None)
+        );
+    }
+
+    #[test]
+    fn cuda_with_devices_is_honoured_and_a_missing_index_falls_back() {
+        assert_eq!(
+            resolve_device(DeviceRequest::Auto, two_gpus),
+            (Device::Cuda(0), None)
+        );
+        assert_eq!(
+            resolve_device(DeviceRequest::Cuda(Some(1)), two_gpus),
+            (Device::Cuda(1), None)
+        );
+        let (d, notice) = resolve_device(DeviceRequest::Cuda(Some(2)), two_gpus);
+        assert_eq!(d, Device::Cpu);
+        assert!(notice.unwrap().contains("only 2 CUDA device(s)"));
+    }
+
+    #[test]
+    fn cpu_never_probes() {
+        fn probe_must_not_run() -> Result<usize, String> {
+            panic!("the CPU request probed the driver")
+        }
+        assert_eq!(
+            resolve_device(DeviceRequest::Cpu, probe_must_not_run),
+            (Device::Cpu, None)
+        );
     }
 }

@@ -21,11 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flow_stdlib::op::{Device, Op, OpContext, Value};
-use flow_stdlib::Registry;
+use crate::op::Registry;
+use crate::op::{Device, Op, OpContext, Value};
 use serde::Serialize;
 
-use crate::device::resolve_device;
+use crate::device::{no_cuda, resolve_device, CudaProbe};
 use crate::graph::Graph;
 use crate::ir::{DeviceRequest, Pipeline};
 use crate::keys::{unit_key, value_to_json, RVal, UnitKey};
@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Set on Ctrl-C.
     pub cancel: Arc<AtomicBool>,
+    /// How CUDA devices are found (the binary wires the kernel crate's).
+    pub cuda_probe: CudaProbe,
 }
 
 impl Default for RunOptions {
@@ -64,6 +66,7 @@ impl Default for RunOptions {
             json: false,
             quiet: true,
             cancel: Arc::new(AtomicBool::new(false)),
+            cuda_probe: no_cuda,
         }
     }
 }
@@ -234,7 +237,7 @@ impl<'a> Executor<'a> {
         graph: &'a Graph,
     ) -> Self {
         let (tx, rx) = mpsc::channel();
-        let (default_device, notice) = resolve_device(opts.device);
+        let (default_device, notice) = resolve_device(opts.device, opts.cuda_probe);
         let display = Display::new(opts.quiet);
         if let Some(n) = notice {
             display.println(&n);
@@ -403,7 +406,7 @@ impl<'a> Executor<'a> {
             .registry
             .get(&node.op)
             .map(|o| o.spec().resources)
-            .unwrap_or(flow_stdlib::op::Resources::ONE_THREAD);
+            .unwrap_or(crate::op::Resources::ONE_THREAD);
         let cores = self.opts.cores.max(1);
         let threads = if res.threads == 0 {
             cores
@@ -411,7 +414,7 @@ impl<'a> Executor<'a> {
             res.threads.min(cores)
         };
         let device = match node.device {
-            Some(req) if req != DeviceRequest::Auto => resolve_device(req).0,
+            Some(req) if req != DeviceRequest::Auto => resolve_device(req, self.opts.cuda_probe).0,
             _ => self.default_device,
         };
         let gpu = res.gpu && matches!(device, Device::Cuda(_));
@@ -656,17 +659,14 @@ impl Job {
         let ctx = OpContext {
             params,
             out_dir: out.clone(),
+            workdir: self.workdir.clone(),
             threads: self.threads,
             device: self.device,
             progress: &self.progress,
             log: &log,
             cancel: &self.cancel,
         };
-        let run = || {
-            flow_stdlib::exec::with_workdir(&self.workdir, || {
-                std::panic::catch_unwind(AssertUnwindSafe(|| self.op.run(&ctx)))
-            })
-        };
+        let run = || std::panic::catch_unwind(AssertUnwindSafe(|| self.op.run(&ctx)));
         let result = match rayon::ThreadPoolBuilder::new()
             .num_threads(self.threads.max(1))
             .build()

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-use flow_stdlib::op::Value;
+use crate::op::Value;
 use miette::SourceSpan;
 
 /// Index of a source file in [`Sources`].

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use flow_stdlib::op::Value;
+use crate::op::Value;
 use serde::{Deserialize, Serialize};
 
 /// Version of the key encoding; bump when the encoding changes.

@@ -1,5 +1,8 @@
 //! The `flow` engine: the `.flow` language, the content-hashed graph, the
-//! artifact cache, the executor and the CLI. See docs/ARCHITECTURE.md.
+//! artifact cache, the executor, the pipeline commands of the CLI, and the
+//! contract every op implements ([`op`]). It depends on no op, no model
+//! runtime and no kernel crate; the `flow` binary wires those in. See
+//! docs/ARCHITECTURE.md.
 //!
 //! Data flow: text → [`lang`] → [`ir::Pipeline`] → [`graph::Graph`] →
 //! [`keys`] (via [`resolve`]) → [`executor`] → ops → [`store`].
@@ -12,7 +15,7 @@ pub mod ir;
 pub mod keys;
 pub mod lang;
 pub mod memo;
-pub mod model_cli;
+pub mod op;
 pub mod plan;
 pub mod progress;
 pub mod resolve;

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flow_stdlib::Registry;
+use crate::op::Registry;
 use serde::Serialize;
 
 use crate::executor::pipeline_id;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use flow_stdlib::op::Value;
+use crate::op::Value;
 use miette::{LabeledSpan, NamedSource};
 
 use crate::ir::{Arg, InputKind, MapOver, Node, Pipeline, Span, TemplatePart};

@@ -4,10 +4,8 @@
 //! `exec(cmd: "...")`: `cmd` is a template; `{out}` is the node's output
 //! directory, `{n}` an upstream node's artifact directory, `{p}` a param.
 //! The command runs as `sh -c CMD` with:
-//! - the working directory = the directory of the pipeline file; the engine
-//!   tells the op through [`with_workdir`] (a scoped, per-thread setting, so
-//!   several pipelines may run in one process). Without it the op falls back
-//!   to `$FLOW_PIPELINE_DIR`, then to the current directory;
+//! - the working directory = the directory of the pipeline file
+//!   (`OpContext::workdir`);
 //! - `FLOW_OUT` set to the output directory as well;
 //! - stdout and stderr going, line by line, to the node's log.
 //!
@@ -17,37 +15,15 @@
 //! of `file("...")`, `dir("...")` or nodes the command reads by path:
 //! `exec(cmd: "wc -l data.txt > {out}/n", deps: [file("data.txt")])`.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::op::{Op, OpContext, OpResult, OpSpec, Outputs, Param, Resources, Type, Value};
-
-thread_local! {
-    static WORKDIR: RefCell<Option<PathBuf>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` with `dir` as the working directory `exec` commands get on
-/// this thread (the engine wraps every op's `run` in it).
-pub fn with_workdir<R>(dir: &Path, f: impl FnOnce() -> R) -> R {
-    let previous = WORKDIR.with(|w| w.replace(Some(dir.to_path_buf())));
-    let result = f();
-    WORKDIR.with(|w| *w.borrow_mut() = previous);
-    result
-}
-
-/// The working directory for commands on this thread.
-pub fn workdir() -> PathBuf {
-    WORKDIR
-        .with(|w| w.borrow().clone())
-        .or_else(|| std::env::var_os("FLOW_PIPELINE_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("."))
-}
 
 /// Lines of output kept for the error message.
 const TAIL_LINES: usize = 20;
@@ -84,12 +60,12 @@ impl Op for Exec {
 
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
         let cmd = ctx.str("cmd")?;
-        let dir = workdir();
+        let dir = &ctx.workdir;
         ctx.log(&format!("$ {cmd}"));
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(cmd)
-            .current_dir(&dir)
+            .current_dir(dir)
             .env("FLOW_OUT", &ctx.out_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -179,16 +155,16 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 mod tests {
     use super::*;
     use crate::op::testing::{full_params, with_context, RunOptions};
+    use std::path::Path;
 
     fn run_cmd(cmd: &str, dir: &Path, out: &Path) -> (OpResult<Outputs>, Vec<String>) {
         let params = full_params(&Exec, &[("cmd", Value::Str(cmd.to_string()))]);
         let options = RunOptions {
             threads: 1,
+            workdir: Some(dir.to_owned()),
             ..RunOptions::default()
         };
-        with_context(params, out, options, |ctx| {
-            with_workdir(dir, || Exec.run(ctx))
-        })
+        with_context(params, out, options, |ctx| Exec.run(ctx))
     }
 
     #[test]

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use flow_engine::ir::Pipeline;
 use flow_engine::lang;
-use flow_stdlib::op::{
+use flow_engine::op::Registry;
+use flow_engine::op::{
     Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value,
 };
-use flow_stdlib::Registry;
 
 struct FakeOp(OpSpec);
 

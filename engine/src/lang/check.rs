@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use flow_stdlib::op::{OpSpec, Type, Value};
-use flow_stdlib::Registry;
+use crate::op::Registry;
+use crate::op::{OpSpec, Type, Value};
 use miette::SourceSpan;
 
 use super::ast::{self, Expr, ExprKind, Rhs, StmtKind, StrLit};

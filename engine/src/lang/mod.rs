@@ -16,7 +16,7 @@ mod types;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use flow_stdlib::Registry;
+use crate::op::Registry;
 
 use crate::ir::{self, FileId};
 pub use check::{collect_nodes, normalize, parse_device};

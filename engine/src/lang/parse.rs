@@ -8,7 +8,7 @@ use super::ast::*;
 use super::diag::{DiagSource, LangDiag};
 
 #[derive(pest_derive::Parser)]
-#[grammar = "engine/src/lang/flow.pest"]
+#[grammar = "src/lang/flow.pest"]
 struct FlowParser;
 
 /// Parses a whole file.

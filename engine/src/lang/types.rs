@@ -1,6 +1,6 @@
 //! Type names for messages, and which static types an argument accepts.
 
-use flow_stdlib::op::{Type, Value};
+use crate::op::{Type, Value};
 
 /// "an integer", "a list of floats", ... for messages.
 pub fn type_name(ty: &Type) -> String {

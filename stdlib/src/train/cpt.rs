@@ -245,6 +245,7 @@ mod tests {
         let options = RunOptions {
             threads: 2,
             cancelled: cancel,
+            ..RunOptions::default()
         };
         with_context(params, out, options, |ctx| Train.run(ctx)).0
     }

@@ -1,0 +1,315 @@
+//! The contract between the engine and an op.
+//!
+//! An op knows nothing of the cache. It declares what it takes ([`OpSpec`]),
+//! gets typed parameters and the paths of its input artifacts in an
+//! [`OpContext`], writes everything it produces under `ctx.out_dir`, and
+//! returns its named outputs. The engine owns keys, storage, scheduling,
+//! devices and resources: it checks arguments against the spec before anything
+//! runs, hands the op a fresh output directory, and renames that directory into
+//! the store only when `run` returned `Ok`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// The result type of every op: a `miette` report carries a message and,
+/// where the op knows one, a `help` line saying what to do.
+pub type OpResult<T> = miette::Result<T>;
+
+/// A value as an op sees it, after the engine resolved every reference.
+///
+/// Node references arrive as [`Value::Path`] (the upstream artifact directory,
+/// or an entry inside it for a field such as `cpt.checkpoints`); `file()` and
+/// `dir()` inputs arrive as [`Value::Path`] to the user's file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    List(Vec<Value>),
+    Record(BTreeMap<String, Value>),
+    Path(PathBuf),
+}
+
+impl Value {
+    /// A short name of the value's kind, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "string",
+            Value::List(_) => "list",
+            Value::Record(_) => "record",
+            Value::Path(_) => "path",
+        }
+    }
+}
+
+/// The declared type of a parameter or an output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Type {
+    Bool,
+    Int,
+    /// A float; an int literal is accepted and widened.
+    Float,
+    Str,
+    /// A string whose `{NAME}` placeholders the engine resolves before the op
+    /// runs: `{out}` is the output directory, `{p}` a param's value, `{n}` the
+    /// artifact directory of node `n` (which makes `n` an input). The op gets
+    /// the substituted string as a [`Value::Str`].
+    Template,
+    /// A file: `file("...")`, or a node output that is a file.
+    File,
+    /// A directory: `dir("...")`, or a node (its artifact directory).
+    Dir,
+    /// A directory holding a Hugging Face model (config.json, safetensors,
+    /// tokenizer): a model-producing node, or `dir("...")`.
+    Model,
+    List(Box<Type>),
+    /// A record of named values; the op checks its fields.
+    Record,
+    /// One of the listed strings.
+    Enum(Vec<String>),
+    /// Either of two types (e.g. a float or a list of floats).
+    Either(Box<Type>, Box<Type>),
+    /// Anything; the op checks it.
+    Any,
+}
+
+/// A parameter an op takes.
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub name: &'static str,
+    pub ty: Type,
+    /// `None`: the argument is required.
+    pub default: Option<Value>,
+    pub doc: &'static str,
+}
+
+impl Param {
+    pub fn required(name: &'static str, ty: Type, doc: &'static str) -> Self {
+        Param {
+            name,
+            ty,
+            default: None,
+            doc,
+        }
+    }
+    pub fn optional(name: &'static str, ty: Type, default: Value, doc: &'static str) -> Self {
+        Param {
+            name,
+            ty,
+            default: Some(default),
+            doc,
+        }
+    }
+}
+
+/// A named output, reachable in the language as `node.name`. Its value is
+/// what the op returned under that name; paths are relative to the output
+/// directory and the engine makes them absolute for dependents.
+#[derive(Clone, Debug)]
+pub struct Output {
+    pub name: &'static str,
+    pub ty: Type,
+    pub doc: &'static str,
+}
+
+/// What a running op occupies; the scheduler never oversubscribes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resources {
+    /// CPU threads the op uses; 0 means all of them (exclusive).
+    pub threads: usize,
+    /// Whether the op can use a GPU when one is selected.
+    pub gpu: bool,
+}
+
+impl Resources {
+    pub const ONE_THREAD: Resources = Resources {
+        threads: 1,
+        gpu: false,
+    };
+    pub const ALL_THREADS: Resources = Resources {
+        threads: 0,
+        gpu: false,
+    };
+    pub const MODEL: Resources = Resources {
+        threads: 0,
+        gpu: true,
+    };
+}
+
+/// Everything the engine needs to know about an op before running it.
+#[derive(Clone, Debug)]
+pub struct OpSpec {
+    pub name: &'static str,
+    /// The implementation's version: part of every key, bumped whenever the
+    /// op's output for the same inputs may change.
+    pub version: u32,
+    pub doc: &'static str,
+    pub params: Vec<Param>,
+    /// What the node's artifact directory is, as a value: `Type::Dir` for
+    /// most ops, `Type::Model` for ops that write a Hugging Face model
+    /// directory (so a `Model` parameter accepts the node).
+    pub produces: Type,
+    pub outputs: Vec<Output>,
+    pub resources: Resources,
+}
+
+/// The device the engine chose for a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Device {
+    Cpu,
+    Cuda(usize),
+}
+
+/// Progress reporting: the engine draws a live line (a bar when a total is
+/// known) for each running node.
+pub trait Progress: Send + Sync {
+    /// Sets the number of units (steps, documents, items) to do.
+    fn set_total(&self, total: u64, unit: &str);
+    /// Adds finished units.
+    fn inc(&self, done: u64);
+    /// A short status text (e.g. the current loss).
+    fn message(&self, text: &str);
+}
+
+/// A progress sink that drops everything, for tests and library callers.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn set_total(&self, _: u64, _: &str) {}
+    fn inc(&self, _: u64) {}
+    fn message(&self, _: &str) {}
+}
+
+/// What an op gets for one run.
+pub struct OpContext<'a> {
+    /// Every declared parameter, defaults filled, references resolved.
+    pub params: BTreeMap<String, Value>,
+    /// A fresh, empty directory: everything the op produces goes here.
+    pub out_dir: PathBuf,
+    /// The directory relative paths in the pipeline are resolved against
+    /// (the pipeline file's directory); `exec` runs its command there.
+    pub workdir: PathBuf,
+    /// CPU threads the op may use (a rayon pool of this size is installed
+    /// around `run`).
+    pub threads: usize,
+    pub device: Device,
+    pub progress: &'a dyn Progress,
+    /// Lines for the node's log file.
+    pub log: &'a (dyn Fn(&str) + Send + Sync),
+    /// Set when the user pressed Ctrl-C: long loops return an error soon.
+    pub cancel: &'a AtomicBool,
+}
+
+impl OpContext<'_> {
+    fn param(&self, name: &str) -> OpResult<&Value> {
+        self.params
+            .get(name)
+            .ok_or_else(|| miette::miette!("internal: parameter `{name}` was not provided"))
+    }
+
+    fn mismatch<T>(&self, name: &str, want: &str, got: &Value) -> OpResult<T> {
+        Err(miette::miette!(
+            "parameter `{name}`: expected {want}, got {}",
+            got.kind()
+        ))
+    }
+
+    pub fn str(&self, name: &str) -> OpResult<&str> {
+        match self.param(name)? {
+            Value::Str(s) => Ok(s),
+            other => self.mismatch(name, "a string", other),
+        }
+    }
+    pub fn int(&self, name: &str) -> OpResult<i64> {
+        match self.param(name)? {
+            Value::Int(i) => Ok(*i),
+            other => self.mismatch(name, "an integer", other),
+        }
+    }
+    pub fn float(&self, name: &str) -> OpResult<f64> {
+        match self.param(name)? {
+            Value::Float(f) => Ok(*f),
+            Value::Int(i) => Ok(*i as f64),
+            other => self.mismatch(name, "a number", other),
+        }
+    }
+    pub fn bool(&self, name: &str) -> OpResult<bool> {
+        match self.param(name)? {
+            Value::Bool(b) => Ok(*b),
+            other => self.mismatch(name, "a boolean", other),
+        }
+    }
+    pub fn path(&self, name: &str) -> OpResult<&Path> {
+        match self.param(name)? {
+            Value::Path(p) => Ok(p),
+            other => self.mismatch(name, "a path", other),
+        }
+    }
+    pub fn list(&self, name: &str) -> OpResult<&[Value]> {
+        match self.param(name)? {
+            Value::List(l) => Ok(l),
+            other => self.mismatch(name, "a list", other),
+        }
+    }
+    pub fn value(&self, name: &str) -> OpResult<&Value> {
+        self.param(name)
+    }
+
+    /// Writes a line to the node's log.
+    pub fn log(&self, line: &str) {
+        (self.log)(line)
+    }
+
+    /// Returns an error if the run was cancelled; call it in long loops.
+    pub fn check_cancelled(&self) -> OpResult<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            Err(miette::miette!("cancelled"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The named outputs an op returns (see [`Output`]).
+pub type Outputs = BTreeMap<String, Value>;
+
+/// An op of the language.
+pub trait Op: Send + Sync {
+    fn spec(&self) -> OpSpec;
+    fn run(&self, ctx: &OpContext) -> OpResult<Outputs>;
+}
+
+/// All ops by name.
+pub struct Registry {
+    ops: BTreeMap<&'static str, Arc<dyn Op>>,
+}
+
+impl Registry {
+    /// A registry of the given ops (tests use it with ops of their own).
+    pub fn from_ops(list: Vec<Arc<dyn Op>>) -> Registry {
+        let mut ops: BTreeMap<&'static str, Arc<dyn Op>> = BTreeMap::new();
+        for op in list {
+            let name = op.spec().name;
+            assert!(ops.insert(name, op).is_none(), "two ops are named `{name}`");
+        }
+        Registry { ops }
+    }
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Op>> {
+        self.ops.get(name)
+    }
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.ops.keys().copied()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Arc<dyn Op>)> {
+        self.ops.iter().map(|(k, v)| (*k, v))
+    }
+}
