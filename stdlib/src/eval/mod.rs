@@ -8,10 +8,12 @@ pub mod davidson;
 pub mod failure_modes;
 pub mod judge;
 pub mod mcqa;
+pub mod relative_gain;
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
     [
         mcqa::ops(),
+        relative_gain::ops(),
         judge::ops(),
         davidson::ops(),
         failure_modes::ops(),

@@ -1,0 +1,213 @@
+//! `mcqa`: multiple-choice accuracy by log-likelihood, with the prompt and
+//! scoring rules of EleutherAI's lm-evaluation-harness.
+//!
+//! Prompt (lm-eval `mmlu/default/_default_template_yaml` and the per-subject
+//! yamls): description `The following are multiple choice questions (with
+//! answers) about {subject}.\n\n`, then the first `shots` items of the dev
+//! split of the same subject (`fewshot_config.sampler: first_n`), each
+//! rendered as `doc_to_text + " " + letter + "\n\n"`, then the question's
+//! `doc_to_text`, which ends in `Answer:`. Continuations are `" A"`, `" B"`,
+//! ... (`target_delimiter` + choice). Tokenisation follows lm-eval's
+//! `_encode_pair`: trailing whitespace of the context moves onto the
+//! continuation, and the continuation's tokens are
+//! `enc(ctx + cont)[len(enc(ctx)):]`, without special tokens.
+//!
+//! `mmlux` (openGPT-X's `ogx_mmlux_de-*` tasks) has the same layout with the
+//! cue `Antwort:` and a German description per subject that ends without a
+//! line break (see [`MMLUX_DE_DESCRIPTIONS`]).
+//!
+//! Scores: `acc` takes the argmax of the summed log-likelihoods, `acc_norm`
+//! the argmax of log-likelihood divided by the character length of the
+//! choice text (lm-eval's `completion_len`, the `doc_to_choice` string without
+//! the delimiter). Both take the first index among ties, as `np.argmax`.
+//! The top-level figures are micro averages over items (lm-eval's MMLU group
+//! aggregates with `weight_by_size: True`); `*_macro` are means over subjects.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use miette::{miette, IntoDiagnostic, WrapErr};
+use serde_json::{json, Value as Json};
+
+use crate::model::runtime;
+use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+
+mod items;
+mod prompt;
+mod score;
+#[cfg(test)]
+mod tests;
+
+pub use items::*;
+pub use prompt::*;
+pub use score::*;
+
+pub fn ops() -> Vec<Arc<dyn Op>> {
+    vec![Arc::new(Mcqa)]
+}
+
+/// Writes `bytes` to `dir/name` through a temporary file and a rename.
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> OpResult<PathBuf> {
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).into_diagnostic()?;
+    tmp.write_all(bytes).into_diagnostic()?;
+    let path = dir.join(name);
+    tmp.persist(&path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// The `mcqa` op.
+pub struct Mcqa;
+
+impl Op for Mcqa {
+    fn spec(&self) -> OpSpec {
+        OpSpec {
+            name: "mcqa",
+            version: 2,
+            doc: "Multiple-choice accuracy by log-likelihood with lm-evaluation-harness's prompts and scoring (MMLU, openGPT-X MMLUX German, MedQA).",
+            params: vec![
+                Param::required("model", Type::Model, "the model to evaluate"),
+                Param::required("bench", Type::File, "the questions: JSONL (or CSV for MMLU)"),
+                Param::required("dev", Type::File, "few-shot examples: the first `shots` items of each subject are used"),
+                Param::optional(
+                    "format",
+                    Type::Enum(vec!["mmlu".into(), "mmlux".into(), "medqa".into()]),
+                    Value::Str("mmlu".into()),
+                    "prompt and input format",
+                ),
+                Param::optional("shots", Type::Int, Value::Int(1), "few-shot examples per question"),
+                Param::optional("limit", Type::Int, Value::Int(0), "score only the first N items (0: all)"),
+                Param::optional("batch_items", Type::Int, Value::Int(16), "items scored per model call (results do not depend on it)"),
+            ],
+            produces: Type::Dir,
+            outputs: vec![
+                Output { name: "result", ty: Type::File, doc: "mcqa.json: acc, acc_norm, n, per-subject figures, checkpoint" },
+                Output { name: "items", ty: Type::File, doc: "items.jsonl: per-choice log-likelihoods, gold and prediction of each item" },
+                Output { name: "acc", ty: Type::Float, doc: "accuracy (micro average over items)" },
+                Output { name: "acc_norm", ty: Type::Float, doc: "length-normalised accuracy (micro average)" },
+            ],
+            resources: Resources::MODEL,
+        }
+    }
+
+    fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
+        let model_dir = ctx.path("model")?;
+        let format = Format::parse(ctx.str("format")?).ok_or_else(|| {
+            miette!(
+                "mcqa: unknown format `{}`",
+                ctx.str("format").unwrap_or_default()
+            )
+        })?;
+        let shots = usize::try_from(ctx.int("shots")?)
+            .map_err(|_| miette!("mcqa: `shots` must be 0 or more"))?;
+        let limit = usize::try_from(ctx.int("limit")?)
+            .map_err(|_| miette!("mcqa: `limit` must be 0 or more"))?;
+        let batch_items = ctx.int("batch_items")?.max(1) as usize;
+        let mut bench = load_items(ctx.path("bench")?, format)?;
+        if limit > 0 {
+            bench.truncate(limit);
+        }
+        let dev = if shots > 0 {
+            load_items(ctx.path("dev")?, format)?
+        } else {
+            Vec::new()
+        };
+        let checkpoint = runtime::read_checkpoint(model_dir).map_err(|e| miette!("mcqa: {e}"))?;
+        let model = runtime::load(model_dir).map_err(|e| miette!("mcqa: {e}"))?;
+        ctx.progress.set_total(bench.len() as u64, "items");
+        let results = score_items(
+            model.as_ref(),
+            format,
+            &bench,
+            &dev,
+            shots,
+            batch_items,
+            &mut |n| {
+                ctx.progress.inc(n as u64);
+                ctx.check_cancelled()
+            },
+        )?;
+        let outputs = write_results(
+            &ctx.out_dir,
+            format,
+            shots,
+            &bench,
+            &results,
+            checkpoint,
+            model_dir,
+        )?;
+        ctx.log(&format!(
+            "mcqa {}: n={} acc={:.4} acc_norm={:.4}",
+            format.name(),
+            bench.len(),
+            outputs
+                .get("acc")
+                .and_then(|v| if let Value::Float(f) = v {
+                    Some(*f)
+                } else {
+                    None
+                })
+                .unwrap_or(0.0),
+            outputs
+                .get("acc_norm")
+                .and_then(|v| if let Value::Float(f) = v {
+                    Some(*f)
+                } else {
+                    None
+                })
+                .unwrap_or(0.0),
+        ));
+        Ok(outputs)
+    }
+}
+
+/// Writes `mcqa.json` and `items.jsonl` and returns the op's outputs.
+pub fn write_results(
+    out_dir: &Path,
+    format: Format,
+    shots: usize,
+    bench: &[McItem],
+    results: &[ItemResult],
+    checkpoint: Option<Json>,
+    model_dir: &Path,
+) -> OpResult<Outputs> {
+    let mut doc = report(format, shots, bench, results);
+    doc["model"] = json!(model_dir.display().to_string());
+    if let Some(c) = checkpoint {
+        doc["checkpoint"] = c;
+    }
+    let mut lines = String::new();
+    for (i, (item, r)) in bench.iter().zip(results).enumerate() {
+        let line = json!({
+            "index": i,
+            "id": item.id,
+            "subject": item.subject,
+            "source": item.source,
+            "gold": item.gold,
+            "pred": r.pred,
+            "pred_norm": r.pred_norm,
+            "correct": r.pred == item.gold,
+            "loglikelihoods": r.loglikelihoods,
+            "is_greedy": r.is_greedy,
+        });
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    write_atomic(out_dir, "items.jsonl", lines.as_bytes())?;
+    let text = serde_json::to_string_pretty(&doc).into_diagnostic()?;
+    write_atomic(out_dir, "mcqa.json", text.as_bytes())?;
+    let mut out = Outputs::new();
+    out.insert("result".into(), Value::Path("mcqa.json".into()));
+    out.insert("items".into(), Value::Path("items.jsonl".into()));
+    out.insert(
+        "acc".into(),
+        Value::Float(doc["acc"].as_f64().unwrap_or(0.0)),
+    );
+    out.insert(
+        "acc_norm".into(),
+        Value::Float(doc["acc_norm"].as_f64().unwrap_or(0.0)),
+    );
+    Ok(out)
+}

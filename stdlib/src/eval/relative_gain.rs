@@ -1,0 +1,176 @@
+//! `relative_gain`: the ratio of a checkpoint's accuracy to a baseline's
+//! (DeFineMed's G_rel).
+
+use std::sync::Arc;
+
+use miette::{miette, IntoDiagnostic, WrapErr};
+use serde_json::{json, Value as Json};
+
+use crate::eval::mcqa::write_atomic;
+use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+
+pub fn ops() -> Vec<Arc<dyn Op>> {
+    vec![Arc::new(RelativeGain)]
+}
+
+/// A score as `relative_gain` takes it: a number, an `mcqa.json` file, or a
+/// directory holding one.
+fn read_score(value: &Value, metric: &str, what: &str) -> OpResult<(String, f64, Option<Json>)> {
+    match value {
+        Value::Float(f) => Ok((format!("{f}"), *f, None)),
+        Value::Int(i) => Ok((format!("{i}"), *i as f64, None)),
+        Value::Path(p) => {
+            let file = if p.is_dir() {
+                p.join("mcqa.json")
+            } else {
+                p.clone()
+            };
+            let text = std::fs::read_to_string(&file)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("relative_gain: reading {what} {}", file.display()))?;
+            let doc: Json = serde_json::from_str(&text)
+                .map_err(|e| miette!("relative_gain: {}: not valid JSON: {e}", file.display()))?;
+            let acc = doc.get(metric).and_then(Json::as_f64).ok_or_else(|| {
+                miette!(
+                    "relative_gain: {}: no number `{metric}`; pass an mcqa result",
+                    file.display()
+                )
+            })?;
+            Ok((p.display().to_string(), acc, doc.get("checkpoint").cloned()))
+        }
+        other => Err(miette!(
+            "relative_gain: {what} must be an mcqa node, an mcqa.json file or a number, found {}",
+            other.kind()
+        )),
+    }
+}
+
+/// G_rel = Acc(checkpoint) / Acc(baseline) for each score.
+pub fn relative_gains(scores: &[f64], baseline: f64) -> OpResult<Vec<f64>> {
+    if baseline.is_nan() || baseline <= 0.0 {
+        return Err(miette!(
+            "relative_gain: the baseline accuracy is {baseline}; G_rel needs a positive baseline"
+        ));
+    }
+    Ok(scores.iter().map(|s| s / baseline).collect())
+}
+
+/// The `relative_gain` op.
+pub struct RelativeGain;
+
+impl Op for RelativeGain {
+    fn spec(&self) -> OpSpec {
+        OpSpec {
+            name: "relative_gain",
+            version: 1,
+            doc: "Relative performance gain G_rel = Acc(checkpoint) / Acc(baseline) for each score (DeFineMed eq. 1).",
+            params: vec![
+                Param::required("scores", Type::List(Box::new(Type::Any)), "mcqa nodes (or mcqa.json files, or numbers)"),
+                Param::required("baseline", Type::Any, "the baseline's mcqa node (or file, or number)"),
+                Param::optional(
+                    "metric",
+                    Type::Enum(vec!["acc".into(), "acc_norm".into(), "acc_macro".into(), "acc_norm_macro".into()]),
+                    Value::Str("acc".into()),
+                    "which accuracy to compare",
+                ),
+            ],
+            produces: Type::Dir,
+            outputs: vec![Output { name: "result", ty: Type::File, doc: "relative_gain.json" }],
+            resources: Resources::ONE_THREAD,
+        }
+    }
+
+    fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
+        let metric = ctx.str("metric")?;
+        let (base_src, base_acc, base_ckpt) =
+            read_score(ctx.value("baseline")?, metric, "baseline")?;
+        let scores = ctx
+            .list("scores")?
+            .iter()
+            .map(|v| read_score(v, metric, "score"))
+            .collect::<OpResult<Vec<_>>>()?;
+        let gains = relative_gains(&scores.iter().map(|s| s.1).collect::<Vec<_>>(), base_acc)?;
+        let rows: Vec<Json> = scores
+            .iter()
+            .zip(&gains)
+            .map(|((src, acc, ckpt), g)| json!({"source": src, "acc": acc, "g_rel": g, "checkpoint": ckpt}))
+            .collect();
+        let doc = json!({
+            "metric": metric,
+            "baseline": {"source": base_src, "acc": base_acc, "checkpoint": base_ckpt},
+            "scores": rows,
+        });
+        write_atomic(
+            &ctx.out_dir,
+            "relative_gain.json",
+            serde_json::to_string_pretty(&doc)
+                .into_diagnostic()?
+                .as_bytes(),
+        )?;
+        let mut out = Outputs::new();
+        out.insert("result".into(), Value::Path("relative_gain.json".into()));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::testing::{full_params, with_context, RunOptions};
+    use std::path::Path;
+    use std::path::PathBuf;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn one_thread() -> RunOptions {
+        RunOptions {
+            threads: 1,
+            ..RunOptions::default()
+        }
+    }
+
+    #[test]
+    fn relative_gain_is_the_accuracy_ratio() {
+        let g = relative_gains(&[0.5, 0.6, 0.4], 0.5).unwrap();
+        assert_eq!(g, vec![1.0, 1.2, 0.8]);
+        assert!(relative_gains(&[0.5], 0.0).is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base");
+        let ck = dir.path().join("ck");
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::create_dir_all(&ck).unwrap();
+        write(&base, "mcqa.json", "{\"acc\": 0.4}");
+        write(
+            &ck,
+            "mcqa.json",
+            "{\"acc\": 0.5, \"checkpoint\": {\"tokens_seen\": 100}}",
+        );
+        let out_dir = dir.path().join("out");
+        let params = full_params(
+            &RelativeGain,
+            &[
+                (
+                    "scores",
+                    Value::List(vec![Value::Path(ck.clone()), Value::Float(0.2)]),
+                ),
+                ("baseline", Value::Path(base.clone())),
+                ("metric", Value::Str("acc".into())),
+            ],
+        );
+        with_context(params, &out_dir, one_thread(), |ctx| RelativeGain.run(ctx))
+            .0
+            .unwrap();
+        let doc: Json = serde_json::from_str(
+            &std::fs::read_to_string(out_dir.join("relative_gain.json")).unwrap(),
+        )
+        .unwrap();
+        assert!((doc["scores"][0]["g_rel"].as_f64().unwrap() - 1.25).abs() < 1e-12);
+        assert!((doc["scores"][1]["g_rel"].as_f64().unwrap() - 0.5).abs() < 1e-12);
+        assert_eq!(doc["scores"][0]["checkpoint"]["tokens_seen"], 100);
+    }
+}
