@@ -6,7 +6,7 @@ use std::sync::Arc;
 use miette::{miette, IntoDiagnostic, WrapErr};
 use serde_json::{json, Value as Json};
 
-use crate::eval::mcqa::write_atomic;
+use crate::eval::mcqa::{write_atomic, McqaResult};
 use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
@@ -20,23 +20,11 @@ fn read_score(value: &Value, metric: &str, what: &str) -> OpResult<(String, f64,
         Value::Float(f) => Ok((format!("{f}"), *f, None)),
         Value::Int(i) => Ok((format!("{i}"), *i as f64, None)),
         Value::Path(p) => {
-            let file = if p.is_dir() {
-                p.join("mcqa.json")
-            } else {
-                p.clone()
-            };
-            let text = std::fs::read_to_string(&file)
-                .into_diagnostic()
-                .wrap_err_with(|| format!("relative_gain: reading {what} {}", file.display()))?;
-            let doc: Json = serde_json::from_str(&text)
-                .map_err(|e| miette!("relative_gain: {}: not valid JSON: {e}", file.display()))?;
-            let acc = doc.get(metric).and_then(Json::as_f64).ok_or_else(|| {
-                miette!(
-                    "relative_gain: {}: no number `{metric}`; pass an mcqa result",
-                    file.display()
-                )
+            let doc = McqaResult::read(p).wrap_err_with(|| format!("relative_gain: {what}"))?;
+            let (acc, _) = doc.metric(metric).ok_or_else(|| {
+                miette!("relative_gain: no metric `{metric}` in an mcqa result: use acc, acc_norm, acc_macro or acc_norm_macro")
             })?;
-            Ok((p.display().to_string(), acc, doc.get("checkpoint").cloned()))
+            Ok((p.display().to_string(), acc, doc.checkpoint))
         }
         other => Err(miette!(
             "relative_gain: {what} must be an mcqa node, an mcqa.json file or a number, found {}",
@@ -126,6 +114,26 @@ mod tests {
         path
     }
 
+    /// An `mcqa.json` as the mcqa op writes it, with accuracy `acc`.
+    fn mcqa_json(acc: f64, checkpoint: Option<Json>) -> String {
+        let doc = McqaResult {
+            format: "mmlu".into(),
+            shots: 1,
+            n: 10,
+            acc,
+            acc_norm: acc,
+            acc_stderr: 0.1,
+            acc_norm_stderr: 0.1,
+            acc_macro: acc,
+            acc_norm_macro: acc,
+            averaging: String::new(),
+            subjects: Default::default(),
+            model: None,
+            checkpoint,
+        };
+        serde_json::to_string(&doc).unwrap()
+    }
+
     fn one_thread() -> RunOptions {
         RunOptions {
             threads: 1,
@@ -144,11 +152,11 @@ mod tests {
         let ck = dir.path().join("ck");
         std::fs::create_dir_all(&base).unwrap();
         std::fs::create_dir_all(&ck).unwrap();
-        write(&base, "mcqa.json", "{\"acc\": 0.4}");
+        write(&base, "mcqa.json", &mcqa_json(0.4, None));
         write(
             &ck,
             "mcqa.json",
-            "{\"acc\": 0.5, \"checkpoint\": {\"tokens_seen\": 100}}",
+            &mcqa_json(0.5, Some(json!({"tokens_seen": 100}))),
         );
         let out_dir = dir.path().join("out");
         let params = full_params(

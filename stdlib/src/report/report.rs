@@ -21,9 +21,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use miette::miette;
+use miette::{miette, WrapErr};
 use serde_json::Value as Json;
 
+use crate::eval::mcqa::McqaResult;
 use crate::merge::slerp::tensors::{read_json, write_atomic};
 use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
 
@@ -316,11 +317,11 @@ fn mcqa_section(
     let mut points = Vec::new();
     let mut bars = Vec::new();
     for (i, p) in paths.iter().enumerate() {
-        let j = artifact(p, "mcqa.json")?;
-        let ck = j.get("checkpoint").filter(|c| c.is_object());
+        let j = McqaResult::read(p).wrap_err("report: parameter `mcqa`")?;
+        let ck = j.checkpoint.as_ref().filter(|c| c.is_object());
         let model = j
-            .get("model")
-            .and_then(Json::as_str)
+            .model
+            .as_deref()
             .map(base_name)
             .unwrap_or_else(|| base_name(&p.display().to_string()));
         let series = series_names.get(i).cloned().unwrap_or_else(|| {
@@ -336,17 +337,17 @@ fn mcqa_section(
         };
         let tokens = ck.and_then(|c| f(&c["tokens_seen"]));
         let flops = ck.and_then(|c| f(&c["flops"]));
-        let value = f(&j[metric])
-            .ok_or_else(|| miette!("{}: no number `{metric}` in mcqa.json", p.display()))?;
-        let stderr = f(&j[format!("{metric}_stderr").as_str()]);
+        let (value, stderr) = j
+            .metric(metric)
+            .ok_or_else(|| miette!("report: no metric `{metric}` in an mcqa result"))?;
         rows.push(vec![
             label.clone(),
             tokens.map_or("–".into(), human),
             sci(flops),
-            fmt_opt(f(&j["acc"]), 4),
-            fmt_opt(f(&j["acc_norm"]), 4),
+            fmt_opt(Some(j.acc), 4),
+            fmt_opt(Some(j.acc_norm), 4),
             fmt_opt(stderr, 4),
-            j["n"].as_u64().map_or("–".into(), |n| n.to_string()),
+            j.n.to_string(),
         ]);
         bars.push((label.clone(), value));
         points.push(Point {
@@ -820,6 +821,26 @@ mod tests {
     }
 
     /// Builds artifacts of every kind under `root`; returns the report params.
+    /// An `mcqa.json` as the mcqa op writes it.
+    fn mcqa_result(acc: f64, model: &str, checkpoint: Option<Json>) -> Json {
+        serde_json::to_value(crate::eval::mcqa::McqaResult {
+            format: "mmlux".into(),
+            shots: 1,
+            n: 1000,
+            acc,
+            acc_norm: acc + 0.01,
+            acc_stderr: 0.01,
+            acc_norm_stderr: 0.01,
+            acc_macro: acc,
+            acc_norm_macro: acc + 0.01,
+            averaging: String::new(),
+            subjects: Default::default(),
+            model: Some(model.to_owned()),
+            checkpoint,
+        })
+        .unwrap()
+    }
+
     pub(crate) fn sample_artifacts(root: &Path) -> Vec<(&'static str, Value)> {
         let mut mcqa = Vec::new();
         let mut series = Vec::new();
@@ -837,8 +858,13 @@ mod tests {
                 put(
                     &d,
                     "mcqa.json",
-                    &json!({"acc": a, "acc_norm": a + 0.01, "acc_stderr": 0.01, "n": 1000, "subjects": {},
-                    "model": format!("/store/{name}-{i}"), "checkpoint": {"step": 100 * (i + 1), "tokens_seen": tokens, "flops": 6.0 * n_params * tokens}}),
+                    &mcqa_result(
+                        *a,
+                        &format!("/store/{name}-{i}"),
+                        Some(
+                            json!({"step": 100 * (i + 1), "tokens_seen": tokens, "flops": 6.0 * n_params * tokens}),
+                        ),
+                    ),
                 );
                 mcqa.push(Value::Path(d));
                 series.push(Value::Str((*name).into()));
@@ -846,11 +872,7 @@ mod tests {
         }
         for (name, acc) in [("source 0.5B", 0.43), ("reference 1.5B", 0.55)] {
             let d = root.join(format!("mcqa_{}", name.replace(' ', "_")));
-            put(
-                &d,
-                "mcqa.json",
-                &json!({"acc": acc, "acc_norm": acc, "n": 1000, "model": "/store/x"}),
-            );
+            put(&d, "mcqa.json", &mcqa_result(acc, "/store/x", None));
             mcqa.push(Value::Path(d));
             series.push(Value::Str(name.into()));
         }

@@ -174,10 +174,8 @@ pub fn write_results(
     model_dir: &Path,
 ) -> OpResult<Outputs> {
     let mut doc = report(format, shots, bench, results);
-    doc["model"] = json!(model_dir.display().to_string());
-    if let Some(c) = checkpoint {
-        doc["checkpoint"] = c;
-    }
+    doc.model = Some(model_dir.display().to_string());
+    doc.checkpoint = checkpoint;
     let mut lines = String::new();
     for (i, (item, r)) in bench.iter().zip(results).enumerate() {
         let line = json!({
@@ -201,13 +199,7 @@ pub fn write_results(
     let mut out = Outputs::new();
     out.insert("result".into(), Value::Path("mcqa.json".into()));
     out.insert("items".into(), Value::Path("items.jsonl".into()));
-    out.insert(
-        "acc".into(),
-        Value::Float(doc["acc"].as_f64().unwrap_or(0.0)),
-    );
-    out.insert(
-        "acc_norm".into(),
-        Value::Float(doc["acc_norm"].as_f64().unwrap_or(0.0)),
-    );
+    out.insert("acc".into(), Value::Float(doc.acc));
+    out.insert("acc_norm".into(), Value::Float(doc.acc_norm));
     Ok(out)
 }

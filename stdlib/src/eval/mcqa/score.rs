@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use miette::miette;
-use serde_json::{json, Value as Json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
 
 use crate::model::runtime::{LanguageModel, LogLikelihood};
 use crate::op::OpResult;
@@ -206,8 +207,79 @@ pub fn summarize(items: &[&McItem], results: &[&ItemResult]) -> Summary {
     }
 }
 
-/// The `mcqa.json` document.
-pub fn report(format: Format, shots: usize, bench: &[McItem], results: &[ItemResult]) -> Json {
+/// One subject's figures in `mcqa.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubjectScores {
+    pub n: usize,
+    pub acc: f64,
+    pub acc_norm: f64,
+    pub acc_stderr: f64,
+    pub acc_norm_stderr: f64,
+}
+
+/// `mcqa.json`: what the `mcqa` op writes and `report`, `relative_gain`
+/// read. Field order is the file's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct McqaResult {
+    pub format: String,
+    pub shots: usize,
+    pub n: usize,
+    pub acc: f64,
+    pub acc_norm: f64,
+    pub acc_stderr: f64,
+    pub acc_norm_stderr: f64,
+    pub acc_macro: f64,
+    pub acc_norm_macro: f64,
+    pub averaging: String,
+    pub subjects: BTreeMap<String, SubjectScores>,
+    /// The scored model directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The model's `flow_checkpoint.json` lineage (step, tokens, FLOPs), for
+    /// checkpoints and merges of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Json>,
+}
+
+impl McqaResult {
+    /// A metric by name (`acc`, `acc_norm`, `acc_macro`, `acc_norm_macro`)
+    /// and its standard error where one exists.
+    pub fn metric(&self, name: &str) -> Option<(f64, Option<f64>)> {
+        match name {
+            "acc" => Some((self.acc, Some(self.acc_stderr))),
+            "acc_norm" => Some((self.acc_norm, Some(self.acc_norm_stderr))),
+            "acc_macro" => Some((self.acc_macro, None)),
+            "acc_norm_macro" => Some((self.acc_norm_macro, None)),
+            _ => None,
+        }
+    }
+
+    /// Reads `mcqa.json` (or the `mcqa.json` in a directory).
+    pub fn read(path: &Path) -> OpResult<McqaResult> {
+        let file = if path.is_dir() {
+            path.join("mcqa.json")
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&file)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("reading {}", file.display()))?;
+        serde_json::from_str(&text).map_err(|e| {
+            miette!(
+                "{}: not an mcqa result ({e}); pass the artifact of an mcqa node",
+                file.display()
+            )
+        })
+    }
+}
+
+/// The `mcqa.json` document of scored items.
+pub fn report(
+    format: Format,
+    shots: usize,
+    bench: &[McItem],
+    results: &[ItemResult],
+) -> McqaResult {
     let all = summarize(
         &bench.iter().collect::<Vec<_>>(),
         &results.iter().collect::<Vec<_>>(),
@@ -218,7 +290,7 @@ pub fn report(format: Format, shots: usize, bench: &[McItem], results: &[ItemRes
         e.0.push(item);
         e.1.push(r);
     }
-    let mut subjects = serde_json::Map::new();
+    let mut subjects = BTreeMap::new();
     let (mut macro_acc, mut macro_norm) = (0.0, 0.0);
     for (name, (items, rs)) in &by_subject {
         let s = summarize(items, rs);
@@ -226,21 +298,29 @@ pub fn report(format: Format, shots: usize, bench: &[McItem], results: &[ItemRes
         macro_norm += s.acc_norm;
         subjects.insert(
             name.to_string(),
-            json!({"n": s.n, "acc": s.acc, "acc_norm": s.acc_norm, "acc_stderr": s.acc_stderr, "acc_norm_stderr": s.acc_norm_stderr}),
+            SubjectScores {
+                n: s.n,
+                acc: s.acc,
+                acc_norm: s.acc_norm,
+                acc_stderr: s.acc_stderr,
+                acc_norm_stderr: s.acc_norm_stderr,
+            },
         );
     }
     let k = by_subject.len().max(1) as f64;
-    json!({
-        "format": format.name(),
-        "shots": shots,
-        "n": all.n,
-        "acc": all.acc,
-        "acc_norm": all.acc_norm,
-        "acc_stderr": all.acc_stderr,
-        "acc_norm_stderr": all.acc_norm_stderr,
-        "acc_macro": macro_acc / k,
-        "acc_norm_macro": macro_norm / k,
-        "averaging": "acc and acc_norm are micro averages over items (lm-eval's weight_by_size); *_macro are means over subjects",
-        "subjects": subjects,
-    })
+    McqaResult {
+        format: format.name().to_owned(),
+        shots,
+        n: all.n,
+        acc: all.acc,
+        acc_norm: all.acc_norm,
+        acc_stderr: all.acc_stderr,
+        acc_norm_stderr: all.acc_norm_stderr,
+        acc_macro: macro_acc / k,
+        acc_norm_macro: macro_norm / k,
+        averaging: "acc and acc_norm are micro averages over items (lm-eval's weight_by_size); *_macro are means over subjects".to_owned(),
+        subjects,
+        model: None,
+        checkpoint: None,
+    }
 }

@@ -334,14 +334,14 @@ fn acc_and_acc_norm_with_a_fake_scorer() {
     // (division by len("A") == 1) never changes the prediction.
     assert!(results.iter().all(|r| r.pred_norm == r.pred));
     let doc = report(Format::Mmlu, 0, &bench, &results);
-    assert_eq!(doc["n"], 4);
-    assert_eq!(doc["acc"].as_f64().unwrap(), 0.5);
+    assert_eq!(doc.n, 4);
+    assert_eq!(doc.acc, 0.5);
     // Subject a: 1 of 3, subject b: 1 of 1; macro = (1/3 + 1) / 2.
-    assert!((doc["acc_macro"].as_f64().unwrap() - (1.0 / 3.0 + 1.0) / 2.0).abs() < 1e-12);
-    assert!((doc["subjects"]["a"]["acc"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-12);
+    assert!((doc.acc_macro - (1.0 / 3.0 + 1.0) / 2.0).abs() < 1e-12);
+    assert!((doc.subjects["a"].acc - 1.0 / 3.0).abs() < 1e-12);
     // lm-eval's mean_stderr: sqrt(sample variance / n) over 0/1 scores.
     let expected_stderr = ((4.0 * 0.25) / 3.0 / 4.0f64).sqrt();
-    assert!((doc["acc_stderr"].as_f64().unwrap() - expected_stderr).abs() < 1e-12);
+    assert!((doc.acc_stderr - expected_stderr).abs() < 1e-12);
 }
 
 #[test]
