@@ -1,11 +1,197 @@
-//! The `report` ops, one a file.
+//! `report`: a Markdown and a self-contained HTML report of a pipeline's
+//! evaluation artifacts, with charts as PNG and SVG files beside them (the
+//! HTML inlines the SVGs).
+//!
+//! Sections (each only when its artifacts are given):
+//! * MCQA accuracy per model and checkpoint, and its trajectory over tokens
+//!   seen and over training FLOPs (6·N·tokens, from `flow_checkpoint.json`
+//!   lineage that the eval ops copy under `checkpoint`); models without
+//!   lineage (the source model, a larger reference) are reference lines.
+//! * Davidson scores against each ranking's baseline, and their trajectories.
+//! * Win/tie/loss distributions of the judge runs.
+//! * Failure modes (language mixing, verbosity, repetition).
+//! * A compute table like the DeFineMed papers' Table 2: FLOPs, tokens,
+//!   device-hours, device, from the train artifacts.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::op::Op;
+use miette::{miette, WrapErr};
+use serde_json::Value as Json;
 
-pub mod report;
+use crate::eval::mcqa::McqaResult;
+use crate::merge::slerp::tensors::{read_json, write_atomic};
+use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+
+mod doc;
+mod plots;
+mod sections;
+#[cfg(test)]
+mod tests;
+
+use doc::*;
+use plots::{human, render, BarChart, Chart, LineChart, Series};
+use sections::*;
+
+/// The artifacts of a list parameter, grouped by the list's items: an item
+/// is one node (a directory) or a map node (the list of its elements).
+fn dir_groups(ctx: &OpContext, name: &str) -> OpResult<Vec<Vec<PathBuf>>> {
+    let one = |i: usize, v: &Value| match v {
+        Value::Path(p) => Ok(p.clone()),
+        other => Err(miette!(
+            "parameter `{name}`, item {i}: expected a node or a directory, got {}",
+            other.kind()
+        )),
+    };
+    ctx.list(name)?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::List(items) => items.iter().map(|x| one(i, x)).collect(),
+            other => Ok(vec![one(i, other)?]),
+        })
+        .collect()
+}
+
+fn dirs(ctx: &OpContext, name: &str) -> OpResult<Vec<PathBuf>> {
+    Ok(dir_groups(ctx, name)?.into_iter().flatten().collect())
+}
+
+fn strings(ctx: &OpContext, name: &str) -> OpResult<Vec<String>> {
+    ctx.list(name)?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::Str(s) => Ok(s.clone()),
+            other => Err(miette!(
+                "parameter `{name}`, item {i}: expected a string, got {}",
+                other.kind()
+            )),
+        })
+        .collect()
+}
+
+/// The names of list param `param`: none, or one per item.
+fn series_names(
+    ctx: &OpContext,
+    param: &str,
+    items: usize,
+    what: &str,
+    help: &str,
+) -> OpResult<Vec<String>> {
+    let names = strings(ctx, param)?;
+    if !names.is_empty() && names.len() != items {
+        return Err(miette!(
+            help = help.to_owned(),
+            "parameter `{param}`: {} names for {items} {what}",
+            names.len()
+        ));
+    }
+    Ok(names)
+}
+
+/// The `report` op.
+pub struct Report;
+
+impl Op for Report {
+    fn spec(&self) -> OpSpec {
+        // Each item is a node, a file, or a map node (all its elements).
+        let dirs = || {
+            Type::List(Box::new(Type::Either(
+                Box::new(Type::Either(Box::new(Type::Dir), Box::new(Type::File))),
+                Box::new(Type::List(Box::new(Type::Dir))),
+            )))
+        };
+        OpSpec {
+            name: "report",
+            version: 3,
+            doc: "Markdown (report.md) and self-contained HTML (report.html) report with PNG/SVG charts: MCQA accuracy per model and its trajectory over tokens and FLOPs, Davidson scores and trajectories, win/tie/loss distributions, failure modes, and a compute table. Every list may be empty.",
+            params: vec![
+                Param::optional("mcqa", dirs(), Value::List(vec![]), "mcqa nodes"),
+                Param::optional("mcqa_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "series name per item of `mcqa` (a map node is one item), e.g. source, cpt+slerp, 14B; empty: checkpoints vs model names"),
+                Param::optional("metric", Type::Enum(vec!["acc".into(), "acc_norm".into()]), Value::Str("acc".into()), "the MCQA figure to plot"),
+                Param::optional("davidson", dirs(), Value::List(vec![]), "davidson nodes"),
+                Param::optional("judge", dirs(), Value::List(vec![]), "judge nodes"),
+                Param::optional("failure_modes", dirs(), Value::List(vec![]), "failure_modes nodes"),
+                Param::optional("train", Type::List(Box::new(Type::Dir)), Value::List(vec![]), "train nodes (compute table)"),
+                Param::optional("train_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "a name per train node for the compute table, e.g. Qwen2.5-0.5B; empty: the run's own name"),
+                Param::optional("device", Type::Str, Value::Str(String::new()), "device name for runs that did not record one"),
+                Param::optional("title", Type::Str, Value::Str("Domain adaptation report".into()), "report title"),
+            ],
+            produces: Type::Dir,
+            outputs: vec![
+                Output { name: "markdown", ty: Type::File, doc: "report.md" },
+                Output { name: "html", ty: Type::File, doc: "report.html" },
+            ],
+            resources: Resources::ONE_THREAD,
+        }
+    }
+
+    fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
+        let title = ctx.str("title")?.to_owned();
+        let mut doc = Doc {
+            md: format!("# {title}\n"),
+            html: String::new(),
+            figures: Vec::new(),
+        };
+        let dir = ctx.out_dir.clone();
+        // A series name stands for every artifact of its item.
+        let mcqa_groups = dir_groups(ctx, "mcqa")?;
+        let names = series_names(
+            ctx,
+            "mcqa_series",
+            mcqa_groups.len(),
+            "mcqa items",
+            "give one name per item of `mcqa` (a map node is one item)",
+        )?;
+        let series: Vec<String> = names
+            .iter()
+            .zip(&mcqa_groups)
+            .flat_map(|(n, g)| std::iter::repeat_n(n.clone(), g.len()))
+            .collect();
+        mcqa_section(
+            &mut doc,
+            &dir,
+            &mcqa_groups.concat(),
+            &series,
+            ctx.str("metric")?,
+        )?;
+        davidson_section(&mut doc, &dir, &dirs(ctx, "davidson")?)?;
+        judge_section(&mut doc, &dir, &dirs(ctx, "judge")?)?;
+        failure_section(&mut doc, &dir, &dirs(ctx, "failure_modes")?)?;
+        let train = dirs(ctx, "train")?;
+        let train_names = series_names(
+            ctx,
+            "train_series",
+            train.len(),
+            "train runs",
+            "give one name per train node",
+        )?;
+        compute_section(&mut doc, &train, &train_names, ctx.str("device")?)?;
+        if doc.md.trim() == format!("# {title}") {
+            doc.para("No artifacts were given.");
+        }
+        let html = format!(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title><style>\
+             body{{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}}\
+             table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}\
+             td:first-child,th:first-child{{text-align:left}}figure{{margin:1.5em 0}}figure svg{{max-width:100%;height:auto}}\
+             figcaption{{font-style:italic;color:#555}}</style></head><body><h1>{t}</h1>\n{body}</body></html>\n",
+            t = esc(&title),
+            body = doc.html
+        );
+        write_atomic(&dir.join("report.md"), doc.md.as_bytes())?;
+        write_atomic(&dir.join("report.html"), html.as_bytes())?;
+        ctx.log(&format!("report with {} charts", doc.figures.len()));
+        Ok(BTreeMap::from([
+            ("markdown".to_owned(), Value::Path("report.md".into())),
+            ("html".to_owned(), Value::Path("report.html".into())),
+        ]))
+    }
+}
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
-    [report::ops()].concat()
+    vec![Arc::new(Report)]
 }

@@ -9,7 +9,7 @@ use plotters::prelude::*;
 
 /// DejaVu Sans (Bitstream Vera licence with public-domain DejaVu changes; see
 /// fonts/LICENSE-DejaVu.txt), used for all text in the bitmaps.
-static FONT: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("fonts/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";
 
 fn register_font() {

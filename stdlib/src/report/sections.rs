@@ -1,0 +1,503 @@
+//! One function a report section, each reading its artifacts.
+
+use super::*;
+
+/// A point of a trajectory.
+pub(super) struct Point {
+    pub(super) series: String,
+    pub(super) label: String,
+    pub(super) tokens: Option<f64>,
+    pub(super) flops: Option<f64>,
+    pub(super) value: f64,
+    pub(super) interval: Option<(f64, f64)>,
+}
+
+pub(super) fn trajectories(
+    doc: &mut Doc,
+    dir: &Path,
+    stem: &str,
+    what: &str,
+    y_label: &str,
+    points: &[Point],
+    extra_refs: &[(String, f64)],
+) -> OpResult<()> {
+    let with_lineage: Vec<&Point> = points.iter().filter(|p| p.tokens.is_some()).collect();
+    if with_lineage.is_empty() {
+        return Ok(());
+    }
+    let mut refs: Vec<(String, f64)> = points
+        .iter()
+        .filter(|p| p.tokens.is_none())
+        .map(|p| (p.label.clone(), p.value))
+        .collect();
+    refs.extend(extra_refs.iter().cloned());
+    let mut by_series: BTreeMap<&str, Vec<&Point>> = BTreeMap::new();
+    for p in &with_lineage {
+        by_series.entry(&p.series).or_default().push(p);
+    }
+    for (axis, x_label, log) in [
+        ("tokens", "Tokens seen (domain data)", false),
+        ("flops", "Training FLOPs (6·N·tokens)", true),
+    ] {
+        let series: Vec<Series> = by_series
+            .iter()
+            .map(|(name, ps)| Series {
+                name: (*name).to_owned(),
+                points: ps
+                    .iter()
+                    .filter_map(|p| {
+                        let x = if axis == "tokens" {
+                            p.tokens
+                        } else {
+                            p.flops.filter(|v| *v > 0.0).map(f64::log10)
+                        };
+                        x.map(|x| (x, p.value, p.interval))
+                    })
+                    .collect(),
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect();
+        if series.is_empty() {
+            continue;
+        }
+        let chart = Chart::Lines(LineChart {
+            title: format!(
+                "{what} over {}",
+                if axis == "tokens" {
+                    "tokens seen"
+                } else {
+                    "training compute"
+                }
+            ),
+            x_label: x_label.to_owned(),
+            y_label: y_label.to_owned(),
+            series,
+            references: refs.clone(),
+            x_log10: log,
+        });
+        doc.figure(
+            dir,
+            &format!("{stem}_{axis}"),
+            &chart,
+            &format!(
+                "{what} against {}; dashed lines: models without training lineage",
+                if axis == "tokens" {
+                    "tokens seen"
+                } else {
+                    "training FLOPs"
+                }
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) fn mcqa_section(
+    doc: &mut Doc,
+    dir: &Path,
+    paths: &[PathBuf],
+    series_names: &[String],
+    metric: &str,
+) -> OpResult<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    if !series_names.is_empty() && series_names.len() != paths.len() {
+        return Err(miette!(
+            "parameter `mcqa_series`: {} names for {} mcqa artifacts",
+            series_names.len(),
+            paths.len()
+        ));
+    }
+    doc.heading("Knowledge: multiple-choice accuracy");
+    let mut rows = Vec::new();
+    let mut points = Vec::new();
+    let mut bars = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let j = McqaResult::read(p).wrap_err("report: parameter `mcqa`")?;
+        let ck = j.checkpoint.as_ref().filter(|c| c.is_object());
+        let model = j
+            .model
+            .as_deref()
+            .map(base_name)
+            .unwrap_or_else(|| base_name(&p.display().to_string()));
+        let series = series_names.get(i).cloned().unwrap_or_else(|| {
+            if ck.is_some() {
+                "checkpoints".into()
+            } else {
+                model.clone()
+            }
+        });
+        let label = match ck.and_then(|c| c.get("step")).and_then(Json::as_u64) {
+            Some(step) => format!("{series} @ step {step}"),
+            None => series.clone(),
+        };
+        let tokens = ck.and_then(|c| f(&c["tokens_seen"]));
+        let flops = ck.and_then(|c| f(&c["flops"]));
+        let (value, stderr) = j
+            .metric(metric)
+            .ok_or_else(|| miette!("report: no metric `{metric}` in an mcqa result"))?;
+        rows.push(vec![
+            label.clone(),
+            tokens.map_or("–".into(), human),
+            sci(flops),
+            fmt_opt(Some(j.acc), 4),
+            fmt_opt(Some(j.acc_norm), 4),
+            fmt_opt(stderr, 4),
+            j.n.to_string(),
+        ]);
+        bars.push((label.clone(), value));
+        points.push(Point {
+            series,
+            label,
+            tokens,
+            flops,
+            value,
+            interval: stderr.map(|s| (value - s, value + s)),
+        });
+    }
+    doc.table(&Table {
+        header: [
+            "model",
+            "tokens seen",
+            "FLOPs",
+            "acc",
+            "acc_norm",
+            &format!("{metric} stderr"),
+            "n",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    });
+    let chart = Chart::Bars(BarChart {
+        title: format!("MCQA {metric} per model and checkpoint"),
+        x_label: metric.to_owned(),
+        categories: bars.iter().map(|b| b.0.clone()).collect(),
+        groups: vec![metric.to_owned()],
+        values: bars.iter().map(|b| vec![b.1]).collect(),
+        stacked: false,
+    });
+    doc.figure(
+        dir,
+        "mcqa_accuracy",
+        &chart,
+        &format!("MCQA {metric} per model"),
+    )?;
+    trajectories(
+        doc,
+        dir,
+        "mcqa",
+        &format!("MCQA {metric}"),
+        metric,
+        &points,
+        &[],
+    )
+}
+
+pub(super) fn davidson_section(doc: &mut Doc, dir: &Path, paths: &[PathBuf]) -> OpResult<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    doc.heading("Generative quality: Davidson ranking");
+    doc.para("Score = P(win) + P(tie)/2 against the ranking's baseline under the fitted Davidson model (0.5 = parity); intervals are bootstrap percentiles.");
+    let mut points = Vec::new();
+    let mut rows = Vec::new();
+    for p in paths {
+        let j = artifact(p, "davidson.json")?;
+        let baseline = j["baseline"].as_str().unwrap_or("baseline").to_owned();
+        let series = format!("score vs {baseline}");
+        let models: Vec<String> = j["models"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for m in &models {
+            let score = f(&j["score"][m.as_str()]);
+            let ci = j["ci"][m.as_str()]["score"]
+                .as_array()
+                .and_then(|a| Some((a.first()?.as_f64()?, a.get(1)?.as_f64()?)));
+            let ck = j["checkpoints"].get(m.as_str()).filter(|c| c.is_object());
+            let c = &j["counts"][m.as_str()];
+            rows.push(vec![
+                m.clone(),
+                baseline.clone(),
+                fmt_opt(f(&j["strengths"][m.as_str()]), 4),
+                fmt_opt(score, 3),
+                ci.map_or("–".into(), |(a, b)| format!("[{a:.3}, {b:.3}]")),
+                format!("{}/{}/{}", c["wins"], c["ties"], c["losses"]),
+                ck.and_then(|c| f(&c["tokens_seen"]))
+                    .map_or("–".into(), human),
+            ]);
+            if m == &baseline {
+                continue;
+            }
+            if let Some(v) = score {
+                points.push(Point {
+                    series: series.clone(),
+                    label: m.clone(),
+                    tokens: ck.and_then(|c| f(&c["tokens_seen"])),
+                    flops: ck.and_then(|c| f(&c["flops"])),
+                    value: v,
+                    interval: ci,
+                });
+            }
+        }
+        rows.push(vec![
+            format!("ν (tie) = {}", fmt_opt(f(&j["tie"]), 3)),
+            baseline,
+            String::new(),
+            String::new(),
+            String::new(),
+            format!("{} comparisons", j["comparisons"]),
+            String::new(),
+        ]);
+    }
+    doc.table(&Table {
+        header: [
+            "model",
+            "baseline",
+            "strength",
+            "score",
+            "95% CI",
+            "W/T/L",
+            "tokens seen",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    });
+    trajectories(
+        doc,
+        dir,
+        "davidson",
+        "Davidson score",
+        "score vs baseline",
+        &points,
+        &[("parity (0.5)".to_owned(), 0.5)],
+    )
+}
+
+pub(super) fn judge_section(doc: &mut Doc, dir: &Path, paths: &[PathBuf]) -> OpResult<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    doc.heading("Pairwise judgements: wins, ties, losses");
+    let mut rows = Vec::new();
+    let mut cats = Vec::new();
+    let mut values = Vec::new();
+    for p in paths {
+        let j = artifact(p, "judge.json")?;
+        let (w, t, l) = (
+            f(&j["wins"]).unwrap_or(0.0),
+            f(&j["ties"]).unwrap_or(0.0),
+            f(&j["losses"]).unwrap_or(0.0),
+        );
+        let total = (w + t + l).max(1.0);
+        let name = format!(
+            "{} vs {}",
+            j["model_a"].as_str().unwrap_or("?"),
+            j["model_b"].as_str().unwrap_or("?")
+        );
+        rows.push(vec![
+            name.clone(),
+            format!("{w}"),
+            format!("{t}"),
+            format!("{l}"),
+            format!("{}", j["unparseable"]),
+            format!("{}", j["inconsistent"]),
+            format!("{:.3}", w / total),
+        ]);
+        cats.push(name);
+        values.push(vec![w / total, t / total, l / total]);
+    }
+    doc.table(&Table {
+        header: [
+            "pair (A vs B)",
+            "A wins",
+            "ties",
+            "A losses",
+            "unparseable",
+            "inconsistent orders",
+            "win rate",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    });
+    let chart = Chart::Bars(BarChart {
+        title: "Win / tie / loss distribution (model A's view)".into(),
+        x_label: "share of judged prompts".into(),
+        categories: cats,
+        groups: vec!["win".into(), "tie".into(), "loss".into()],
+        values,
+        stacked: true,
+    });
+    doc.figure(
+        dir,
+        "judge_wtl",
+        &chart,
+        "Share of wins, ties and losses per judged pair",
+    )
+}
+
+pub(super) fn failure_section(doc: &mut Doc, dir: &Path, paths: &[PathBuf]) -> OpResult<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    doc.heading("Failure modes");
+    let mut rows = Vec::new();
+    let mut cats = Vec::new();
+    let mut values = Vec::new();
+    for p in paths {
+        let j = artifact(p, "failure_modes.json")?;
+        let name = j["model"].as_str().unwrap_or("?").to_owned();
+        let lm = &j["language_mixing"];
+        let vb = &j["verbosity"];
+        let rp = &j["repetition"];
+        rows.push(vec![
+            name.clone(),
+            fmt_opt(f(&lm["flagged_share"]), 3),
+            fmt_opt(f(&lm["mean_foreign_share"]), 3),
+            fmt_opt(f(&vb["mean_ratio"]), 2),
+            fmt_opt(f(&vb["longer_share"]), 3),
+            fmt_opt(f(&vb["truncated_share"]), 3),
+            fmt_opt(f(&rp["flagged_share"]), 3),
+        ]);
+        cats.push(name);
+        values.push(vec![
+            f(&lm["flagged_share"]).unwrap_or(0.0),
+            f(&vb["longer_share"]).unwrap_or(0.0),
+            f(&rp["flagged_share"]).unwrap_or(0.0),
+        ]);
+    }
+    doc.table(&Table {
+        header: [
+            "model",
+            "responses with language mixing",
+            "foreign word share",
+            "length ratio vs baseline",
+            "longer than baseline",
+            "truncated",
+            "repetitive",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    });
+    let chart = Chart::Bars(BarChart {
+        title: "Failure modes: share of responses".into(),
+        x_label: "share of responses".into(),
+        categories: cats,
+        groups: vec![
+            "language mixing".into(),
+            "longer than baseline".into(),
+            "repetitive".into(),
+        ],
+        values,
+        stacked: false,
+    });
+    doc.figure(
+        dir,
+        "failure_modes",
+        &chart,
+        "Share of responses with each failure mode",
+    )
+}
+
+/// `names`: one per path, or empty (the run's own name).
+pub(super) fn compute_section(
+    doc: &mut Doc,
+    paths: &[PathBuf],
+    names: &[String],
+    default_device: &str,
+) -> OpResult<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    doc.heading("Compute");
+    let mut rows = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let lineage = p.join("flow_checkpoint.json");
+        let ck = if lineage.is_file() {
+            Some(read_json(&lineage)?)
+        } else {
+            None
+        };
+        let losses = p.join("losses.jsonl");
+        let last: Option<Json> = std::fs::read_to_string(&losses).ok().and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .and_then(|l| serde_json::from_str(l).ok())
+        });
+        let meta = ["train.json", "metadata.json"]
+            .iter()
+            .map(|n| p.join(n))
+            .find(|q| q.is_file())
+            .map(|q| read_json(&q))
+            .transpose()?;
+        let pick = |k: &str| -> Option<f64> {
+            [meta.as_ref(), last.as_ref(), ck.as_ref()]
+                .into_iter()
+                .flatten()
+                .find_map(|v| f(&v[k]))
+        };
+        let tokens = pick("tokens_seen");
+        let flops = pick("flops");
+        let params = match (flops, tokens) {
+            (Some(fl), Some(t)) if t > 0.0 => Some(fl / (6.0 * t)),
+            _ => pick("params"),
+        };
+        let wall = pick("wall_s")
+            .or_else(|| pick("elapsed_s"))
+            .or_else(|| pick("seconds"));
+        let devices = pick("devices").unwrap_or(1.0);
+        let device = [meta.as_ref(), last.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|v| v["device"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| {
+                if default_device.is_empty() {
+                    "–".into()
+                } else {
+                    default_device.to_owned()
+                }
+            });
+        let name = names.get(i).cloned().unwrap_or_else(|| {
+            ck.as_ref()
+                .and_then(|c| c["source"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| base_name(&p.display().to_string()))
+        });
+        rows.push(vec![
+            name,
+            params.map_or("–".into(), human),
+            tokens.map_or("–".into(), human),
+            sci(flops),
+            wall.map_or("–".into(), |w| {
+                format!("{:.2}h × {}", w / 3600.0, devices)
+            }),
+            wall.map_or("–".into(), |w| format!("{:.2}", w / 3600.0 * devices)),
+            device,
+        ]);
+    }
+    doc.table(&Table {
+        header: [
+            "run",
+            "parameters",
+            "tokens",
+            "training FLOPs",
+            "wall-clock × devices",
+            "device-hours",
+            "device",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    });
+    doc.para("FLOPs = 6 · parameters · tokens seen. Device-hours = wall-clock time × number of devices (– where the run recorded no timing).");
+    Ok(())
+}

@@ -1,0 +1,244 @@
+use super::*;
+use crate::op::testing::run_op;
+use serde_json::json;
+
+fn put(dir: &Path, file: &str, v: &Json) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(file), serde_json::to_string_pretty(v).unwrap()).unwrap();
+}
+
+/// Builds artifacts of every kind under `root`; returns the report params.
+/// An `mcqa.json` as the mcqa op writes it.
+fn mcqa_result(acc: f64, model: &str, checkpoint: Option<Json>) -> Json {
+    serde_json::to_value(crate::eval::mcqa::McqaResult {
+        format: "mmlux".into(),
+        shots: 1,
+        n: 1000,
+        acc,
+        acc_norm: acc + 0.01,
+        acc_stderr: 0.01,
+        acc_norm_stderr: 0.01,
+        acc_macro: acc,
+        acc_norm_macro: acc + 0.01,
+        averaging: String::new(),
+        subjects: Default::default(),
+        model: Some(model.to_owned()),
+        checkpoint,
+    })
+    .unwrap()
+}
+
+pub(crate) fn sample_artifacts(root: &Path) -> Vec<(&'static str, Value)> {
+    let mut mcqa = Vec::new();
+    let mut series = Vec::new();
+    let n_params = 5.0e8;
+    for (k, (name, acc)) in [
+        ("cpt", [0.41, 0.45, 0.47, 0.48]),
+        ("cpt+slerp", [0.44, 0.49, 0.51, 0.52]),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for (i, a) in acc.iter().enumerate() {
+            let tokens = 1.0e9 * (1u64 << i) as f64;
+            let d = root.join(format!("mcqa_{k}_{i}"));
+            put(
+                &d,
+                "mcqa.json",
+                &mcqa_result(
+                    *a,
+                    &format!("/store/{name}-{i}"),
+                    Some(
+                        json!({"step": 100 * (i + 1), "tokens_seen": tokens, "flops": 6.0 * n_params * tokens}),
+                    ),
+                ),
+            );
+            mcqa.push(Value::Path(d));
+            series.push(Value::Str((*name).into()));
+        }
+    }
+    for (name, acc) in [("source 0.5B", 0.43), ("reference 1.5B", 0.55)] {
+        let d = root.join(format!("mcqa_{}", name.replace(' ', "_")));
+        put(&d, "mcqa.json", &mcqa_result(acc, "/store/x", None));
+        mcqa.push(Value::Path(d));
+        series.push(Value::Str(name.into()));
+    }
+    let mut scores = serde_json::Map::new();
+    let mut ci = serde_json::Map::new();
+    let mut cks = serde_json::Map::new();
+    let mut counts = serde_json::Map::new();
+    let mut models = vec![json!("source")];
+    for i in 0..4 {
+        let m = format!("ckpt-{i}");
+        let s = 0.5 + 0.05 * i as f64;
+        scores.insert(m.clone(), json!(s));
+        ci.insert(m.clone(), json!({"score": [s - 0.04, s + 0.04]}));
+        cks.insert(m.clone(), json!({"tokens_seen": 1.0e9 * (1u64 << i) as f64, "flops": 6.0 * n_params * 1.0e9 * (1u64 << i) as f64}));
+        counts.insert(
+            m.clone(),
+            json!({"wins": 10 + i, "ties": 5, "losses": 10 - i}),
+        );
+        models.push(json!(m));
+    }
+    scores.insert("source".into(), json!(0.5));
+    counts.insert(
+        "source".into(),
+        json!({"wins": 34, "ties": 20, "losses": 46}),
+    );
+    let dav = root.join("davidson");
+    put(
+        &dav,
+        "davidson.json",
+        &json!({"models": models, "baseline": "source", "score": scores, "ci": ci, "checkpoints": cks,
+            "counts": counts, "strengths": {}, "tie": 0.8, "comparisons": 100}),
+    );
+    let jd = root.join("judge");
+    put(
+        &jd,
+        "judge.json",
+        &json!({"model_a": "ckpt-3", "model_b": "source", "wins": 12, "ties": 5, "losses": 8, "unparseable": 1, "inconsistent": 3}),
+    );
+    let fm = root.join("fm");
+    put(
+        &fm,
+        "failure_modes.json",
+        &json!({"model": "ckpt-3", "language_mixing": {"flagged_share": 0.2, "mean_foreign_share": 0.05},
+            "verbosity": {"mean_ratio": 1.4, "longer_share": 0.3, "truncated_share": 0.1}, "repetition": {"flagged_share": 0.05}}),
+    );
+    let tr = root.join("train");
+    put(
+        &tr,
+        "flow_checkpoint.json",
+        &json!({"step": 400, "tokens_seen": 8.0e9, "flops": 6.0 * n_params * 8.0e9, "source": "qwen-0.5b"}),
+    );
+    std::fs::write(
+        tr.join("losses.jsonl"),
+        "{\"step\": 400, \"loss\": 2.0, \"tokens_seen\": 8000000000, \"elapsed_s\": 7200}\n",
+    )
+    .unwrap();
+    vec![
+        ("mcqa", Value::List(mcqa)),
+        ("mcqa_series", Value::List(series)),
+        ("davidson", Value::List(vec![Value::Path(dav)])),
+        ("judge", Value::List(vec![Value::Path(jd)])),
+        ("failure_modes", Value::List(vec![Value::Path(fm)])),
+        ("train", Value::List(vec![Value::Path(tr)])),
+        ("device", Value::Str("NVIDIA H100".into())),
+    ]
+}
+
+fn is_png(path: &Path) -> bool {
+    std::fs::read(path)
+        .map(|b| b.starts_with(b"\x89PNG\r\n\x1a\n") && b.len() > 5000)
+        .unwrap_or(false)
+}
+
+#[test]
+fn train_series_name_the_compute_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut params = sample_artifacts(tmp.path());
+    params.push((
+        "train_series",
+        Value::List(vec![Value::Str("Qwen2.5-0.5B".into())]),
+    ));
+    let out = tmp.path().join("out");
+    run_op(&Report, &params, &out).unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("| Qwen2.5-0.5B | 500.0M | 8.0B | 2.400e19 | 2.00h × 1 |"),
+        "{md}"
+    );
+    params.pop();
+    let two = Value::List(vec![Value::Str("a".into()), Value::Str("b".into())]);
+    params.push(("train_series", two));
+    let err = run_op(&Report, &params, &tmp.path().join("out2")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("parameter `train_series`: 2 names for 1 train runs"),
+        "{err}"
+    );
+}
+
+#[test]
+fn report_has_every_section_chart_and_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let params = sample_artifacts(tmp.path());
+    let out = tmp.path().join("out");
+    let res = run_op(&Report, &params, &out);
+    res.unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for stem in [
+        "mcqa_accuracy",
+        "mcqa_tokens",
+        "mcqa_flops",
+        "davidson_tokens",
+        "davidson_flops",
+        "judge_wtl",
+        "failure_modes",
+    ] {
+        assert!(is_png(&out.join(format!("{stem}.png"))), "{stem}.png");
+        let svg = std::fs::read_to_string(out.join(format!("{stem}.svg"))).unwrap();
+        assert!(
+            svg.contains("<svg") && svg.contains("<text"),
+            "{stem}.svg has no text"
+        );
+        assert!(
+            md.contains(&format!("({stem}.png)")),
+            "{stem} not in report.md"
+        );
+    }
+    // Tables: MCQA rows, the Davidson interval, the compute row (FLOPs = 6·N·tokens, 2 h on 1 device).
+    assert!(
+        md.contains("| cpt+slerp @ step 400 | 8.0B | 2.400e19 | 0.5200 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| ckpt-2 | source | – | 0.600 | [0.560, 0.640] | 12/5/8 | 4.0B |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| qwen-0.5b | 500.0M | 8.0B | 2.400e19 | 2.00h × 1 | 2.00 | NVIDIA H100 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| ckpt-3 vs source | 12 | 5 | 8 | 1 | 3 | 0.480 |"),
+        "{md}"
+    );
+    // FLOW_KEEP_REPORT=DIR keeps the report for looking at the charts.
+    if let Ok(keep) = std::env::var("FLOW_KEEP_REPORT") {
+        std::fs::create_dir_all(&keep).unwrap();
+        for e in std::fs::read_dir(&out).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), Path::new(&keep).join(e.file_name())).unwrap();
+        }
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 7);
+    assert!(
+        !html.contains("<img"),
+        "the HTML must not depend on files beside it"
+    );
+    // Axis labels and legends are in the charts.
+    let svg = std::fs::read_to_string(out.join("mcqa_tokens.svg")).unwrap();
+    for text in ["Tokens seen", "cpt+slerp", "reference 1.5B", "acc"] {
+        assert!(svg.contains(text), "mcqa_tokens.svg lacks {text}");
+    }
+}
+
+#[test]
+fn report_tolerates_missing_kinds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let res = run_op(&Report, &[], &tmp.path().join("out"));
+    res.unwrap();
+    let md = std::fs::read_to_string(tmp.path().join("out/report.md")).unwrap();
+    assert!(md.contains("No artifacts were given."));
+    let res = run_op(
+        &Report,
+        &[(
+            "mcqa",
+            Value::List(vec![Value::Path(tmp.path().join("nope"))]),
+        )],
+        &tmp.path().join("o2"),
+    );
+    assert!(format!("{:?}", res.unwrap_err()).contains("nope"));
+}
