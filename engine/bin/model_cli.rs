@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// Port on 127.0.0.1.
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
+    /// Address to listen on; default 127.0.0.1 (loopback). Naming another
+    /// one (e.g. 0.0.0.0) opens the server to the network.
+    #[arg(long)]
+    pub host: Option<String>,
     /// The model name clients send (default: the directory's name).
     #[arg(long)]
     pub name: Option<String>,
@@ -146,9 +150,18 @@ pub fn import_gguf(a: ImportGgufArgs) -> i32 {
 }
 
 pub fn serve(a: ServeArgs) -> i32 {
-    let addr = format!("127.0.0.1:{}", a.port);
+    let host = a.host.as_deref().unwrap_or("127.0.0.1");
+    // An IPv6 address needs brackets before the port.
+    let addr = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{}", a.port)
+    } else {
+        format!("{host}:{}", a.port)
+    };
     eprintln!("flow: serving {} on http://{addr}/v1", a.model.display());
-    let opts = flow_stdlib::serve::ServeOptions { model_name: a.name };
+    let opts = flow_stdlib::serve::ServeOptions {
+        model_name: a.name,
+        allow_non_loopback: a.host.is_some(),
+    };
     match flow_stdlib::serve::serve(&a.model, &addr, &opts) {
         Ok(()) => 0,
         Err(e) => fail(e),

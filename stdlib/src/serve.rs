@@ -13,11 +13,15 @@
 //! `{"error": {"message", "type", "param", "code"}}` with a 4xx status for
 //! bad requests; malformed input never takes the server down.
 //!
-//! Not supported: `stream` and `n > 1` (both answered with 400);
-//! `response_format` is accepted but not enforced (output is unconstrained).
+//! `stream: true` answers with server-sent events in OpenAI's chunk format
+//! (`data: {...}` events, then `data: [DONE]`), for one prompt without
+//! `echo` or `logprobs`. A request asking for more tokens than the context
+//! holds is a 400; generation stops when its client goes away.
+//!
+//! Not supported: `n > 1` (answered with 400); `response_format` is
+//! accepted but not enforced (output is unconstrained).
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value as Json};
 
-use crate::http::{self, HttpServer};
+use crate::http::{self, Client, EventSink, HttpServer, Reply};
 use crate::model::runtime::{self, ChatMessage, FinishReason, GenerateOptions, LanguageModel};
 
 /// Largest request body read.
@@ -40,10 +44,32 @@ const MIN_LOGPROB: f64 = -9999.0;
 pub struct ServeOptions {
     /// The name clients use in `model`; default: the model directory's name.
     pub model_name: Option<String>,
+    /// Allow an address other than loopback (an explicit `--host`).
+    pub allow_non_loopback: bool,
 }
 
-/// Loads `model_dir` and serves it at `addr` (`127.0.0.1:PORT`; loopback
-/// only) until the process ends.
+/// How a [`Server`] listens.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerConfig {
+    pub limits: http::Limits,
+    /// Without it, only loopback addresses may be bound.
+    pub allow_non_loopback: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            limits: http::Limits {
+                max_body: MAX_BODY,
+                ..http::Limits::default()
+            },
+            allow_non_loopback: false,
+        }
+    }
+}
+
+/// Loads `model_dir` and serves it at `addr` (`127.0.0.1:PORT`; other
+/// addresses only with `allow_non_loopback`) until the process ends.
 pub fn serve(model_dir: &Path, addr: &str, opts: &ServeOptions) -> Result<(), String> {
     let model = runtime::load(model_dir)?;
     let name = opts.model_name.clone().unwrap_or_else(|| {
@@ -53,7 +79,11 @@ pub fn serve(model_dir: &Path, addr: &str, opts: &ServeOptions) -> Result<(), St
             .unwrap_or("model")
             .to_string()
     });
-    let server = Server::start(Arc::from(model), &name, addr)?;
+    let config = ServerConfig {
+        allow_non_loopback: opts.allow_non_loopback,
+        ..ServerConfig::default()
+    };
+    let server = Server::start_with(Arc::from(model), &name, addr, &config)?;
     eprintln!(
         "flow serve: `{name}` at http://{}/v1 (Ctrl-C stops)",
         server.addr()
@@ -65,6 +95,7 @@ pub fn serve(model_dir: &Path, addr: &str, opts: &ServeOptions) -> Result<(), St
 /// A running server.
 pub struct Server {
     http: HttpServer,
+    state: Arc<State>,
 }
 
 struct State {
@@ -73,12 +104,24 @@ struct State {
     /// Model calls run one at a time: the runtime uses every core itself.
     compute: Mutex<()>,
     requests: AtomicU64,
+    /// Tokens generated since the start, whether or not a client got them.
+    generated_tokens: AtomicU64,
 }
 
 impl Server {
     /// Binds `addr` (which must be a loopback address; port 0 picks a free
-    /// port) and answers requests, each connection on its own thread.
+    /// port) and answers requests.
     pub fn start(model: Arc<dyn LanguageModel>, name: &str, addr: &str) -> Result<Server, String> {
+        Server::start_with(model, name, addr, &ServerConfig::default())
+    }
+
+    /// [`Server::start`] with the given limits.
+    pub fn start_with(
+        model: Arc<dyn LanguageModel>,
+        name: &str,
+        addr: &str,
+        config: &ServerConfig,
+    ) -> Result<Server, String> {
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
             .map_err(|e| format!("cannot use address `{addr}`: {e}"))?
@@ -86,7 +129,7 @@ impl Server {
         let bind = *addrs
             .first()
             .ok_or_else(|| format!("address `{addr}` resolves to nothing"))?;
-        if !addrs.iter().all(|a| a.ip().is_loopback()) {
+        if !config.allow_non_loopback && !addrs.iter().all(|a| a.ip().is_loopback()) {
             return Err(format!(
                 "flow serve listens on loopback only (e.g. 127.0.0.1:8000); `{addr}` is not a loopback address"
             ));
@@ -96,16 +139,22 @@ impl Server {
             name: name.to_string(),
             compute: Mutex::new(()),
             requests: AtomicU64::new(0),
+            generated_tokens: AtomicU64::new(0),
         });
-        let limits = http::Limits {
-            max_body: MAX_BODY,
-            ..http::Limits::default()
+        let service: http::Service = {
+            let state = Arc::clone(&state);
+            Arc::new(move |request: &http::Request, client: &Client| {
+                answer(&state, request, client)
+            })
         };
-        let handler: http::Handler =
-            Arc::new(move |request: &http::Request| answer(&state, request));
-        let http = HttpServer::start(bind, limits, handler)
+        let http = HttpServer::start_service(bind, config.limits, service)
             .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
-        Ok(Server { http })
+        Ok(Server { http, state })
+    }
+
+    /// Tokens generated since the start, for clients that went away too.
+    pub fn generated_tokens(&self) -> u64 {
+        self.state.generated_tokens.load(Ordering::Relaxed)
     }
 
     /// The address the server listens on.
@@ -151,47 +200,32 @@ impl ApiError {
     }
 }
 
-type ApiResult = Result<Json, ApiError>;
 
-fn answer(state: &State, request: &http::Request) -> http::Response {
-    // The server has read the body, within MAX_BODY (413 beyond).
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        route(state, &request.method, request.path(), &request.body)
-    }))
-    .unwrap_or_else(|_| {
-        Err(ApiError {
-            status: 500,
-            message: "internal error while answering the request".into(),
-            param: None,
-        })
-    });
-    match result {
-        Ok(j) => http::Response::json(200, &j),
-        Err(e) => http::Response::json(e.status, &e.body()),
+/// A successful answer: JSON, or events streamed as they are made.
+enum Answer {
+    Json(Json),
+    Stream(http::EventProducer),
+}
+
+type ApiAnswer = Result<Answer, ApiError>;
+
+fn answer(state: &Arc<State>, request: &http::Request, client: &Client) -> Reply {
+    // The HTTP layer has read the body within its limit and turns a panic
+    // here into a 500.
+    match route(state, &request.method, request.path(), &request.body, client) {
+        Ok(Answer::Json(j)) => Reply::Whole(http::Response::json(200, &j)),
+        Ok(Answer::Stream(producer)) => Reply::Events(producer),
+        Err(e) => Reply::Whole(http::Response::json(e.status, &e.body())),
     }
 }
 
-/// Answers one request: `method` and `path` as sent, `body` the raw bytes.
-pub fn route_request(
-    model: Arc<dyn LanguageModel>,
-    name: &str,
+fn route(
+    state: &Arc<State>,
     method: &str,
     path: &str,
     body: &[u8],
-) -> (u16, Json) {
-    let state = State {
-        model,
-        name: name.to_string(),
-        compute: Mutex::new(()),
-        requests: AtomicU64::new(0),
-    };
-    match route(&state, method, path, body) {
-        Ok(j) => (200, j),
-        Err(e) => (e.status, e.body()),
-    }
-}
-
-fn route(state: &State, method: &str, path: &str, body: &[u8]) -> ApiResult {
+    client: &Client,
+) -> ApiAnswer {
     let path = path.trim_end_matches('/');
     let allowed = match path {
         "/v1/models" | "/health" => "GET",
@@ -206,11 +240,11 @@ fn route(state: &State, method: &str, path: &str, body: &[u8]) -> ApiResult {
         });
     }
     match path {
-        "/health" => Ok(json!({"status": "ok"})),
-        "/v1/models" => Ok(json!({
+        "/health" => Ok(Answer::Json(json!({"status": "ok"}))),
+        "/v1/models" => Ok(Answer::Json(json!({
             "object": "list",
             "data": [{"id": state.name, "object": "model", "created": now(), "owned_by": "flow", "max_model_len": state.model.max_context()}],
-        })),
+        }))),
         _ => {
             let request: Json = serde_json::from_slice(body).map_err(|e| {
                 ApiError::bad(format!("the request body is not valid JSON: {e}"), None)
@@ -238,9 +272,9 @@ fn route(state: &State, method: &str, path: &str, body: &[u8]) -> ApiResult {
                 }
             }
             if path == "/v1/completions" {
-                completions(state, &request)
+                completions(state, &request, client)
             } else {
-                chat_completions(state, &request)
+                chat_completions(state, &request, client)
             }
         }
     }
@@ -262,6 +296,7 @@ struct Sampling {
     top_p: f32,
     seed: u64,
     stop: Vec<String>,
+    stream: bool,
 }
 
 fn opt_number(req: &Map<String, Json>, name: &'static str) -> Result<Option<f64>, ApiError> {
@@ -307,12 +342,7 @@ fn sampling(
     req: &Map<String, Json>,
     max_tokens_names: &[&'static str],
 ) -> Result<Sampling, ApiError> {
-    if opt_bool(req, "stream")? {
-        return Err(ApiError::bad(
-            "`stream` is not supported by flow serve; send stream: false",
-            Some("stream"),
-        ));
-    }
+    let stream = opt_bool(req, "stream")?;
     if let Some(n) = opt_uint(req, "n")? {
         if n != 1 {
             return Err(ApiError::bad(
@@ -324,7 +354,8 @@ fn sampling(
     let mut max_tokens = None;
     for &name in max_tokens_names {
         if let Some(v) = opt_uint(req, name)? {
-            max_tokens = Some(v as usize);
+            // Beyond usize it is past any context: check_prompt refuses it.
+            max_tokens = Some(usize::try_from(v).unwrap_or(usize::MAX));
         }
     }
     let temperature = opt_number(req, "temperature")?.unwrap_or(1.0);
@@ -386,6 +417,7 @@ fn sampling(
         top_p: top_p as f32,
         seed,
         stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
+        stream,
     })
 }
 
@@ -416,15 +448,18 @@ fn check_prompt(
         ));
     }
     let limit = state.model.max_context();
-    if tokens.len() + max_tokens > limit {
-        return Err(ApiError::bad(
-            format!(
-                "this model's maximum context length is {limit} tokens; the request asks for {} ({} in the prompt, {max_tokens} in the completion)",
-                tokens.len() + max_tokens,
-                tokens.len()
-            ),
-            Some(param),
-        ));
+    // Checked: a max_tokens near 2^64 wrapped the sum past the limit.
+    match tokens.len().checked_add(max_tokens) {
+        Some(total) if total <= limit => {}
+        _ => {
+            return Err(ApiError::bad(
+                format!(
+                    "this model's maximum context length is {limit} tokens; the request asks for {} in the prompt and {max_tokens} in the completion",
+                    tokens.len()
+                ),
+                Some(param),
+            ))
+        }
     }
     Ok(())
 }
@@ -437,11 +472,37 @@ fn decode(state: &State, ids: &[u32], skip_special: bool) -> Result<String, ApiE
     })
 }
 
+fn generate_options(s: &Sampling, max_tokens: usize) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens,
+        temperature: s.temperature,
+        top_p: s.top_p,
+        seed: s.seed,
+        stop_tokens: Vec::new(),
+    }
+}
+
+/// Generates for `prompt`, calling `on_token` with each new token; it
+/// returns false to stop (its client went away). Model calls take turns.
+fn generate_each(
+    state: &State,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> runtime::Generation {
+    let _turn = state.compute.lock().unwrap_or_else(|e| e.into_inner());
+    state.model.generate_each(prompt, opts, &mut |token| {
+        state.generated_tokens.fetch_add(1, Ordering::Relaxed);
+        on_token(token)
+    })
+}
+
 fn run_generation(
     state: &State,
     prompt: &[u32],
     s: &Sampling,
     max_tokens: usize,
+    client: &Client,
 ) -> Result<Completion, ApiError> {
     if max_tokens == 0 {
         return Ok(Completion {
@@ -450,22 +511,14 @@ fn run_generation(
             finish_reason: "length",
         });
     }
-    let opts = GenerateOptions {
-        max_tokens,
-        temperature: s.temperature,
-        top_p: s.top_p,
-        seed: s.seed,
-        stop_tokens: Vec::new(),
-    };
-    let generation = {
-        let _guard = state.compute.lock().unwrap_or_else(|e| e.into_inner());
-        state.model.generate(&[prompt.to_vec()], &opts).pop()
+    if client.is_gone() {
+        return Err(client_gone());
     }
-    .ok_or_else(|| ApiError {
-        status: 500,
-        message: "the model returned no generation".into(),
-        param: None,
-    })?;
+    let opts = generate_options(s, max_tokens);
+    let generation = generate_each(state, prompt, &opts, &mut |_| !client.is_gone());
+    if client.is_gone() {
+        return Err(client_gone());
+    }
     let mut tokens = generation.tokens;
     let mut finish_reason = generation.finish_reason.as_str();
     if generation.finish_reason == FinishReason::Stop {
@@ -496,6 +549,15 @@ fn run_generation(
         text,
         finish_reason,
     })
+}
+
+/// Nobody reads this answer; it only ends the work.
+fn client_gone() -> ApiError {
+    ApiError {
+        status: 499,
+        message: "the client went away".into(),
+        param: None,
+    }
 }
 
 fn clamp(lp: f32) -> f64 {
@@ -609,7 +671,7 @@ fn parse_prompts(value: Option<&Json>) -> Result<Vec<Prompt>, ApiError> {
     }
 }
 
-fn completions(state: &State, req: &Map<String, Json>) -> ApiResult {
+fn completions(state: &Arc<State>, req: &Map<String, Json>, client: &Client) -> ApiAnswer {
     let prompts = parse_prompts(req.get("prompt"))?;
     let s = sampling(state, req, &["max_tokens"])?;
     let max_tokens = s.max_tokens.unwrap_or(16);
@@ -638,10 +700,21 @@ fn completions(state: &State, req: &Map<String, Json>) -> ApiResult {
         check_prompt(state, &ids, max_tokens, "prompt")?;
         encoded.push(ids);
     }
+    if s.stream {
+        if encoded.len() != 1 || echo || logprobs.is_some() {
+            return Err(ApiError::bad(
+                "`stream` takes one prompt, without `echo` or `logprobs`",
+                Some("stream"),
+            ));
+        }
+        let id = format!("cmpl-{:x}{:x}", now(), state.requests.fetch_add(1, Ordering::Relaxed));
+        let chunk_of = stream_chunk_maker(state, id, "text_completion", |text| json!({"text": text, "logprobs": null}));
+        return Ok(stream_answer(state, encoded.remove(0), s, max_tokens, None, chunk_of));
+    }
     let mut choices = Vec::new();
     let (mut prompt_tokens, mut completion_tokens) = (0, 0);
     for (index, (p, ids)) in prompts.iter().zip(&encoded).enumerate() {
-        let c = run_generation(state, ids, &s, max_tokens)?;
+        let c = run_generation(state, ids, &s, max_tokens, client)?;
         let text = if echo {
             let prompt_text = match p {
                 Prompt::Text(t) => t.clone(),
@@ -661,14 +734,14 @@ fn completions(state: &State, req: &Map<String, Json>) -> ApiResult {
             json!({"index": index, "text": text, "logprobs": lp, "finish_reason": c.finish_reason}),
         );
     }
-    Ok(json!({
+    Ok(Answer::Json(json!({
         "id": format!("cmpl-{:x}{:x}", now(), state.requests.fetch_add(1, Ordering::Relaxed)),
         "object": "text_completion",
         "created": now(),
         "model": state.name,
         "choices": choices,
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
-    }))
+    })))
 }
 
 // ---------------------------------------------------------------------------
@@ -728,7 +801,7 @@ fn parse_messages(value: Option<&Json>) -> Result<Vec<ChatMessage>, ApiError> {
         .collect()
 }
 
-fn chat_completions(state: &State, req: &Map<String, Json>) -> ApiResult {
+fn chat_completions(state: &Arc<State>, req: &Map<String, Json>, client: &Client) -> ApiAnswer {
     let messages = parse_messages(req.get("messages"))?;
     let s = sampling(state, req, &["max_tokens", "max_completion_tokens"])?;
     match req.get("response_format") {
@@ -763,7 +836,19 @@ fn chat_completions(state: &State, req: &Map<String, Json>) -> ApiResult {
         .max_tokens
         .unwrap_or_else(|| state.model.max_context().saturating_sub(ids.len()));
     check_prompt(state, &ids, max_tokens, "messages")?;
-    let c = run_generation(state, &ids, &s, max_tokens)?;
+    if s.stream {
+        if want_logprobs {
+            return Err(ApiError::bad(
+                "`stream` does not take `logprobs`",
+                Some("stream"),
+            ));
+        }
+        let id = format!("chatcmpl-{:x}{:x}", now(), state.requests.fetch_add(1, Ordering::Relaxed));
+        let chunk_of = stream_chunk_maker(state, id, "chat.completion.chunk", |text| json!({"delta": {"content": text}}));
+        let opening = chunk_of_choice(&chunk_of, json!({"delta": {"role": "assistant", "content": ""}}), Json::Null);
+        return Ok(stream_answer(state, ids, s, max_tokens, Some(opening), chunk_of));
+    }
+    let c = run_generation(state, &ids, &s, max_tokens, client)?;
     let logprobs = if want_logprobs {
         let lp = logprobs_object(state, &ids, &c.tokens, false, top_k as usize)?;
         let content: Vec<Json> = (0..c.tokens.len())
@@ -780,7 +865,7 @@ fn chat_completions(state: &State, req: &Map<String, Json>) -> ApiResult {
     } else {
         Json::Null
     };
-    Ok(json!({
+    Ok(Answer::Json(json!({
         "id": format!("chatcmpl-{:x}{:x}", now(), state.requests.fetch_add(1, Ordering::Relaxed)),
         "object": "chat.completion",
         "created": now(),
@@ -792,6 +877,137 @@ fn chat_completions(state: &State, req: &Map<String, Json>) -> ApiResult {
             "finish_reason": c.finish_reason,
         }],
         "usage": {"prompt_tokens": ids.len(), "completion_tokens": c.tokens.len(), "total_tokens": ids.len() + c.tokens.len()},
+    })))
+}
+
+// ---------------------------------------------------------------------------
+// Streaming (server-sent events)
+
+/// Makes one chunk object around a choice: `(choice fields, finish_reason)`.
+type ChunkMaker = Box<dyn Fn(Json, Json) -> Json + Send>;
+
+/// The chunk maker of one streamed answer, and how its text goes in a choice.
+fn stream_chunk_maker(
+    state: &State,
+    id: String,
+    object: &'static str,
+    text_choice: fn(&str) -> Json,
+) -> (ChunkMaker, fn(&str) -> Json) {
+    let (name, created) = (state.name.clone(), now());
+    let make: ChunkMaker = Box::new(move |mut choice, finish_reason| {
+        if let Json::Object(c) = &mut choice {
+            c.insert("index".into(), json!(0));
+            c.insert("finish_reason".into(), finish_reason);
+        }
+        json!({"id": id, "object": object, "created": created, "model": name, "choices": [choice]})
+    });
+    (make, text_choice)
+}
+
+fn chunk_of_choice(maker: &(ChunkMaker, fn(&str) -> Json), choice: Json, finish: Json) -> Json {
+    (maker.0)(choice, finish)
+}
+
+fn sse(chunk: &Json) -> String {
+    format!("data: {chunk}\n\n")
+}
+
+/// Streams the generation for `prompt`: `opening` first (the chat role),
+/// then the text as it is made, held back while it might be the start of a
+/// stop string or ends in a partial character, then the finish reason and
+/// `[DONE]`. Generation stops when the client goes away.
+fn stream_answer(
+    state: &Arc<State>,
+    prompt: Vec<u32>,
+    s: Sampling,
+    max_tokens: usize,
+    opening: Option<Json>,
+    maker: (ChunkMaker, fn(&str) -> Json),
+) -> Answer {
+    let state = Arc::clone(state);
+    Answer::Stream(Box::new(move |sink: &EventSink| {
+        if let Some(opening) = opening {
+            if !sink.send(sse(&opening)) {
+                return;
+            }
+        }
+        let send_text = |text: &str| -> bool {
+            text.is_empty() || sink.send(sse(&chunk_of_choice(&maker, (maker.1)(text), Json::Null)))
+        };
+        let hold_back = s.stop.iter().map(|stop| stop.len().saturating_sub(1)).max().unwrap_or(0);
+        let mut tokens = Vec::new();
+        let mut sent = 0usize; // bytes of the text sent so far
+        let mut stopped_by_string = false;
+        let mut client_left = false;
+        let opts = generate_options(&s, max_tokens);
+        let eos = state.model.eos_token_ids();
+        let generation = if max_tokens == 0 {
+            None
+        } else {
+            Some(generate_each(&state, &prompt, &opts, &mut |token| {
+                if eos.contains(&token) {
+                    return true; // the last token; not shown
+                }
+                tokens.push(token);
+                let Ok(text) = state.model.decode(&tokens, true) else {
+                    return true;
+                };
+                if let Some(cut) = s.stop.iter().filter_map(|stop| text.find(stop.as_str())).min() {
+                    stopped_by_string = true;
+                    client_left = !send_text(text.get(sent..cut).unwrap_or(""));
+                    return false;
+                }
+                // Send what cannot be part of a stop string or of a character
+                // still being decoded.
+                let mut ready = text.len().saturating_sub(hold_back);
+                if text.ends_with('\u{FFFD}') {
+                    ready = ready.min(text.len() - '\u{FFFD}'.len_utf8());
+                }
+                while ready > sent && !text.is_char_boundary(ready) {
+                    ready -= 1;
+                }
+                if ready > sent {
+                    if !send_text(&text[sent..ready]) {
+                        client_left = true;
+                        return false;
+                    }
+                    sent = ready;
+                }
+                true
+            }))
+        };
+        if client_left {
+            return;
+        }
+        let finish_reason = match &generation {
+            _ if stopped_by_string => "stop",
+            Some(g) => g.finish_reason.as_str(),
+            None => "length",
+        };
+        if !stopped_by_string {
+            let text = state.model.decode(&tokens, true).unwrap_or_default();
+            if !send_text(text.get(sent..).unwrap_or("")) {
+                return;
+            }
+        }
+        let last = chunk_of_choice(&maker, (maker.1)(""), json!(finish_reason));
+        // The last chunk carries no text: chat's delta is empty.
+        let last = match last {
+            Json::Object(mut chunk) => {
+                if let Some(Json::Array(choices)) = chunk.get_mut("choices") {
+                    if let Some(Json::Object(c)) = choices.first_mut() {
+                        if c.contains_key("delta") {
+                            c.insert("delta".into(), json!({}));
+                        }
+                    }
+                }
+                Json::Object(chunk)
+            }
+            other => other,
+        };
+        if sink.send(sse(&last)) {
+            sink.send("data: [DONE]\n\n");
+        }
     }))
 }
 
@@ -1098,9 +1314,31 @@ mod tests {
             (
                 "POST",
                 "/v1/completions",
-                json!({"prompt": "x", "stream": true}).to_string(),
+                json!({"prompt": "x", "stream": true, "echo": true}).to_string(),
                 400,
-                "`stream` is not supported",
+                "`stream` takes one prompt",
+            ),
+            // Adversarial run, failure 2: these wrapped the context check.
+            (
+                "POST",
+                "/v1/completions",
+                json!({"prompt": [1], "max_tokens": u64::MAX}).to_string(),
+                400,
+                "maximum context length",
+            ),
+            (
+                "POST",
+                "/v1/completions",
+                json!({"prompt": [1], "max_tokens": u64::MAX - 1}).to_string(),
+                400,
+                "maximum context length",
+            ),
+            (
+                "POST",
+                "/v1/chat/completions",
+                json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": u64::MAX, "stream": true}).to_string(),
+                400,
+                "maximum context length",
             ),
             (
                 "POST",
@@ -1152,6 +1390,180 @@ mod tests {
         }
         // The server still answers after all that.
         assert_eq!(http(server.addr(), "GET", "/health", "").0, 200);
+        server.shutdown();
+    }
+
+    /// Reads an SSE answer to its end: the `data:` payloads.
+    fn sse_events(addr: SocketAddr, path: &str, body: &Json) -> Vec<String> {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let body = body.to_string();
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        let raw = String::from_utf8(raw).unwrap();
+        let (head, payload) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{raw}");
+        assert!(head.contains("text/event-stream"), "{head}");
+        // Chunked transfer coding: size lines, then data.
+        let mut data = String::new();
+        let mut rest = payload;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            data.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        assert!(data.ends_with("\n\n"), "{data:?}");
+        data.split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| e.strip_prefix("data: ").unwrap_or_else(|| panic!("{e:?}")).to_string())
+            .collect()
+    }
+
+    #[test]
+    fn streamed_completions_concatenate_to_the_whole_answer() {
+        let (server, _) = toy_server();
+        let request = json!({"prompt": "abc", "max_tokens": 12, "temperature": 0});
+        let (status, whole) = http(server.addr(), "POST", "/v1/completions", &request.to_string());
+        assert_eq!(status, 200, "{whole}");
+        let mut streamed = request.clone();
+        streamed["stream"] = json!(true);
+        let events = sse_events(server.addr(), "/v1/completions", &streamed);
+        assert_eq!(events.last().unwrap(), "[DONE]");
+        let chunks: Vec<Json> = events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        let text: String = chunks
+            .iter()
+            .map(|c| c["choices"][0]["text"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(text, whole["choices"][0]["text"].as_str().unwrap());
+        assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
+        assert_eq!(
+            chunks.last().unwrap()["choices"][0]["finish_reason"],
+            whole["choices"][0]["finish_reason"]
+        );
+
+        let chat = json!({"messages": [{"role": "user", "content": "Hallo"}], "max_tokens": 10, "temperature": 0});
+        let (status, whole) = http(server.addr(), "POST", "/v1/chat/completions", &chat.to_string());
+        assert_eq!(status, 200, "{whole}");
+        let mut streamed = chat.clone();
+        streamed["stream"] = json!(true);
+        let events = sse_events(server.addr(), "/v1/chat/completions", &streamed);
+        assert_eq!(events.last().unwrap(), "[DONE]");
+        let chunks: Vec<Json> = events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, whole["choices"][0]["message"]["content"].as_str().unwrap());
+        assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+        assert_eq!(
+            chunks.last().unwrap()["choices"][0]["finish_reason"],
+            whole["choices"][0]["finish_reason"]
+        );
+        server.shutdown();
+    }
+
+    /// The toy model, 20 ms per generated token, stopping when asked to:
+    /// slow enough to see a generation stop when its client leaves.
+    struct SlowModel(ToyModel);
+
+    impl LanguageModel for SlowModel {
+        fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, String> {
+            LanguageModel::encode(&self.0, text, add_special_tokens)
+        }
+        fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, String> {
+            self.0.decode(ids, skip_special_tokens)
+        }
+        fn vocab_size(&self) -> usize {
+            self.0.vocab_size()
+        }
+        fn eos_token_ids(&self) -> Vec<u32> {
+            Vec::new()
+        }
+        fn max_context(&self) -> usize {
+            1 << 20
+        }
+        fn loglikelihood(&self, r: &[(Vec<u32>, Vec<u32>)]) -> Vec<runtime::LogLikelihood> {
+            self.0.loglikelihood(r)
+        }
+        fn token_logprobs(&self, t: &[u32], k: usize) -> Vec<Option<runtime::TokenLogprob>> {
+            self.0.token_logprobs(t, k)
+        }
+        fn generate(&self, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Vec<runtime::Generation> {
+            prompts
+                .iter()
+                .map(|p| self.generate_each(p, opts, &mut |_| true))
+                .collect()
+        }
+        fn generate_each(
+            &self,
+            _prompt: &[u32],
+            opts: &GenerateOptions,
+            on_token: &mut dyn FnMut(u32) -> bool,
+        ) -> runtime::Generation {
+            let mut tokens = Vec::new();
+            while tokens.len() < opts.max_tokens {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                tokens.push(u32::from(b'a'));
+                if !on_token(u32::from(b'a')) {
+                    break;
+                }
+            }
+            runtime::Generation {
+                logprobs: vec![0.0; tokens.len()],
+                tokens,
+                finish_reason: FinishReason::Length,
+            }
+        }
+        fn render_chat(&self, m: &[ChatMessage], add: bool) -> Result<String, String> {
+            self.0.render_chat(m, add)
+        }
+    }
+
+    /// Adversarial run, failure 2: a generation went on after its client
+    /// disconnected and blocked every other completion.
+    #[test]
+    fn generation_stops_when_the_client_goes_away() {
+        let server = Server::start(Arc::new(SlowModel(ToyModel::new(7))), "slow", "127.0.0.1:0").unwrap();
+        let addr = server.addr();
+        // 2,000 tokens would take 40 s; each client leaves after 300 ms.
+        for stream in [false, true] {
+            let before = server.generated_tokens();
+            let body = json!({"prompt": "x", "max_tokens": 2000, "stream": stream}).to_string();
+            let mut s = TcpStream::connect(addr).unwrap();
+            write!(
+                s,
+                "POST /v1/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(s);
+            // The next completion is answered promptly.
+            let started = std::time::Instant::now();
+            let (status, resp) = http(addr, "POST", "/v1/completions", &json!({"prompt": "x", "max_tokens": 2}).to_string());
+            assert_eq!(status, 200, "{resp}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(5), "stream {stream}: {:?}", started.elapsed());
+            let generated = server.generated_tokens() - before;
+            assert!(generated < 200, "stream {stream}: {generated} tokens generated");
+        }
         server.shutdown();
     }
 

@@ -120,6 +120,18 @@ impl Model {
     /// Generates a continuation of every prompt. Invalid prompts (empty, or token ids outside
     /// the vocabulary) get an empty generation with `FinishReason::Stop`.
     pub fn generate(&self, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Vec<Generation> {
+        self.generate_each(prompts, opts, &mut |_, _| true)
+    }
+
+    /// [`Model::generate`], calling `on_token(prompt index, token)` as each new token is
+    /// sampled; when it returns false that sequence ends there (with `FinishReason::Length`),
+    /// so a server can stop work for a client that went away.
+    pub fn generate_each(
+        &self,
+        prompts: &[Vec<u32>],
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(usize, u32) -> bool,
+    ) -> Vec<Generation> {
         let v = self.config.vocab_size;
         let h = self.config.hidden_size;
         let mut stops: Vec<u32> = self.config.eos_token_ids.clone();
@@ -184,8 +196,11 @@ impl Model {
                 let g = &mut results[i];
                 g.tokens.push(t);
                 g.logprobs.push(log_softmax_at(&lp_row, t));
+                let wanted = on_token(i, t);
                 if stops.contains(&t) {
                     g.finish_reason = FinishReason::Stop;
+                } else if !wanted {
+                    g.finish_reason = FinishReason::Length;
                 } else if g.tokens.len() >= opts.max_tokens {
                     g.finish_reason = FinishReason::Length;
                 } else {

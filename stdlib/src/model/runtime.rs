@@ -98,6 +98,31 @@ pub trait LanguageModel: Send + Sync {
     fn token_logprobs(&self, tokens: &[u32], top_k: usize) -> Vec<Option<TokenLogprob>>;
     /// One generation per prompt.
     fn generate(&self, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Vec<Generation>;
+    /// One generation of `prompt`, `on_token` called with each new token as
+    /// it is made; generation ends early (`FinishReason::Length`) when it
+    /// returns false. The default generates in full, then replays the tokens;
+    /// runtimes that can stop early override it.
+    fn generate_each(
+        &self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Generation {
+        let mut generation = self
+            .generate(&[prompt.to_vec()], opts)
+            .pop()
+            .unwrap_or(Generation {
+                tokens: Vec::new(),
+                finish_reason: FinishReason::Stop,
+                logprobs: Vec::new(),
+            });
+        if let Some(cut) = generation.tokens.iter().position(|&t| !on_token(t)) {
+            generation.tokens.truncate(cut + 1);
+            generation.logprobs.truncate(cut + 1);
+            generation.finish_reason = FinishReason::Length;
+        }
+        generation
+    }
     /// The chat template applied to `messages`.
     fn render_chat(
         &self,
@@ -175,6 +200,39 @@ impl LanguageModel for FlowModel {
                 })
             })
             .collect()
+    }
+    fn generate_each(
+        &self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Generation {
+        let o = flow_model::GenerateOptions {
+            max_tokens: opts.max_tokens,
+            temperature: opts.temperature,
+            top_p: opts.top_p,
+            seed: opts.seed,
+            stop_tokens: opts.stop_tokens.clone(),
+        };
+        let g = self
+            .model
+            .generate_each(&[prompt.to_vec()], &o, &mut |_, t| on_token(t))
+            .pop();
+        match g {
+            Some(g) => Generation {
+                tokens: g.tokens,
+                finish_reason: match g.finish_reason {
+                    flow_model::FinishReason::Stop => FinishReason::Stop,
+                    flow_model::FinishReason::Length => FinishReason::Length,
+                },
+                logprobs: g.logprobs,
+            },
+            None => Generation {
+                tokens: Vec::new(),
+                finish_reason: FinishReason::Stop,
+                logprobs: Vec::new(),
+            },
+        }
     }
     fn generate(&self, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Vec<Generation> {
         let o = flow_model::GenerateOptions {
