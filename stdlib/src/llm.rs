@@ -53,6 +53,84 @@ impl std::fmt::Display for ChatError {
 
 impl std::error::Error for ChatError {}
 
+impl ChatError {
+    /// What kind of failure this is, for artifacts: they record the class
+    /// and [`ChatError::status`], never the server's text (which may echo a
+    /// key or a document).
+    pub fn class(&self) -> &'static str {
+        match self {
+            ChatError::Transport(_) => "transport",
+            ChatError::Status(401 | 403, _) => "unauthorized",
+            ChatError::Status(..) => "http_status",
+            ChatError::BadResponse(_) => "malformed_answer",
+            ChatError::Model(_) => "local_model",
+        }
+    }
+
+    /// The HTTP status the server answered with, if it answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ChatError::Status(s, _) => Some(*s),
+            _ => None,
+        }
+    }
+
+    /// Whether the key was refused (401/403): every further request would
+    /// be refused too, so callers stop at once instead of counting failures.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, ChatError::Status(401 | 403, _))
+    }
+
+    /// `{"class", "status"}`: what artifacts store about a failed call.
+    pub fn to_record(&self) -> Json {
+        json!({"class": self.class(), "status": self.status()})
+    }
+}
+
+/// Shortest piece of the key that [`redact_key`] removes: servers often echo
+/// a truncated key (`sk-abc...wxyz`), so any run of at least this many
+/// characters of the key is a leak; shorter runs are too common in ordinary
+/// text to mean anything.
+pub const MIN_KEY_FRAGMENT: usize = 8;
+
+/// `text` with every run of [`MIN_KEY_FRAGMENT`] or more characters that is
+/// a substring of `key` (the whole key included) replaced by `[REDACTED]`.
+pub fn redact_key(text: &str, key: &str) -> String {
+    if key.chars().count() < MIN_KEY_FRAGMENT {
+        // A key this short cannot be told from ordinary text; only the
+        // whole key is removed.
+        return if key.is_empty() {
+            text.to_string()
+        } else {
+            text.replace(key, "[REDACTED]")
+        };
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        // the longest run starting at i that occurs in the key
+        let mut longest = 0;
+        let mut end = i + MIN_KEY_FRAGMENT;
+        while end <= chars.len() {
+            let piece: String = chars[i..end].iter().collect();
+            if !key.contains(&piece) {
+                break;
+            }
+            longest = end - i;
+            end += 1;
+        }
+        if longest >= MIN_KEY_FRAGMENT {
+            out.push_str("[REDACTED]");
+            i += longest;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// A chat model: a request in, the assistant's text out.
 pub trait ChatBackend: Send + Sync {
     /// The assistant message's content.
@@ -156,6 +234,19 @@ impl OpenAiBackend {
         )
     }
 
+    /// The first `max_chars` characters of a server's text with the key
+    /// redacted: error messages are logged, and a server may echo the key.
+    fn excerpt(&self, text: &str, max_chars: usize) -> String {
+        // Redact before cutting, with room for a key straddling the cut.
+        let room = max_chars + self.api_key.as_ref().map_or(0, |k| k.chars().count());
+        let head: String = text.chars().take(room).collect();
+        let clean = match &self.api_key {
+            Some(key) => redact_key(&head, key),
+            None => head,
+        };
+        clean.chars().take(max_chars).collect()
+    }
+
     fn once(&self, body: &str) -> Result<String, (bool, ChatError)> {
         let mut req = self
             .agent
@@ -164,9 +255,16 @@ impl OpenAiBackend {
         if let Some(key) = &self.api_key {
             req = req.header("Authorization", format!("Bearer {key}"));
         }
-        let resp = req
-            .send(body)
-            .map_err(|e| (true, ChatError::Transport(e.to_string())))?;
+        let resp = req.send(body).map_err(|e| {
+            (
+                true,
+                ChatError::Transport(format!(
+                    "{}: {}",
+                    self.url(),
+                    self.excerpt(&e.to_string(), 300)
+                )),
+            )
+        })?;
         let status = resp.status().as_u16();
         let text = resp
             .into_body()
@@ -181,11 +279,25 @@ impl OpenAiBackend {
             })?;
         if status != 200 {
             let retry = status == 429 || status >= 500;
-            let short: String = text.chars().take(300).collect();
+            let short = self.excerpt(&text, 300);
+            if status == 401 || status == 403 {
+                let key = if self.settings.api_key_env.is_empty() {
+                    "no key was sent (api_key_env is empty)".to_string()
+                } else {
+                    format!("check the key in ${}", self.settings.api_key_env)
+                };
+                return Err((
+                    false,
+                    ChatError::Status(
+                        status,
+                        format!("{short} ({} refused the request; {key})", self.url()),
+                    ),
+                ));
+            }
             return Err((retry, ChatError::Status(status, short)));
         }
         let v: Json = serde_json::from_str(&text).map_err(|e| {
-            let short: String = text.chars().take(200).collect();
+            let short = self.excerpt(&text, 200);
             (
                 false,
                 ChatError::BadResponse(format!("not JSON ({e}): {short:?}")),
@@ -194,7 +306,7 @@ impl OpenAiBackend {
         match v["choices"][0]["message"]["content"].as_str() {
             Some(c) => Ok(c.to_string()),
             None => {
-                let short: String = text.chars().take(200).collect();
+                let short = self.excerpt(&text, 200);
                 Err((
                     false,
                     ChatError::BadResponse(format!("no choices[0].message.content in {short:?}")),
@@ -369,6 +481,23 @@ mod tests {
             handler,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn key_fragments_are_redacted() {
+        let key = "sk-proj-abcdefghijklmnop1234";
+        let echoed =
+            format!("Incorrect API key provided: {key}. Also sk-proj-ab...op1234 and abcdefgh.");
+        let clean = redact_key(&echoed, key);
+        assert!(!clean.contains(key), "{clean}");
+        assert!(!clean.contains("abcdefgh"), "{clean}");
+        assert!(
+            clean.contains("Incorrect API key provided: [REDACTED]"),
+            "{clean}"
+        );
+        // ordinary text and short overlaps stay
+        assert_eq!(redact_key("the sk- prefix", key), "the sk- prefix");
+        assert_eq!(redact_key("x", ""), "x");
     }
 
     #[test]

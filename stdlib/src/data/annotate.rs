@@ -5,9 +5,17 @@
 //! Answers are appended to a JSONL file as they arrive (fsynced every
 //! [`SYNC_EVERY`] answers). With `state_dir` set, that file lives there under
 //! a name derived from the configuration (backend, model, prompt, labels), so
-//! a run that was interrupted, or that ran with `on_error: "fail"` into a
-//! dead server, resumes where it stopped: documents whose answer (matching id
-//! and text hash) is already there are not asked again.
+//! a run that was interrupted, or that failed on a dead server, resumes where
+//! it stopped: documents whose answer (matching id and text hash) is already
+//! there are not asked again.
+//!
+//! Failed calls (connection refused, timeout, an HTTP error status after
+//! retries, an answer that is not a chat completion) are never stored as
+//! answers: they are counted, left out of every file, and the op fails once
+//! more than `max_failures` documents failed, so the engine keeps no
+//! artifact and a rerun asks again. A refused key (401/403) fails at once.
+//! Files record a failure's class and status code only, never the server's
+//! text; the log carries that text with the key redacted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -21,9 +29,9 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
-use super::corpus::{corpus_shards, for_each_doc, on_error_param, write_json_atomic, OnError};
+use super::corpus::{corpus_shards, for_each_doc, write_json_atomic};
 use crate::llm::{
-    ChatBackend, ChatMessage, ChatRequest, LocalBackend, OpenAiBackend, OpenAiSettings,
+    ChatBackend, ChatError, ChatMessage, ChatRequest, LocalBackend, OpenAiBackend, OpenAiSettings,
 };
 use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
 
@@ -174,12 +182,20 @@ pub struct Answer {
     pub id: String,
     /// blake3 (first 16 hex) of the document text, to reuse only matching answers.
     pub text_hash: String,
-    /// The parsed label; `null` if the answer named none or the request failed.
+    /// The parsed label; `null` if the answer named none.
     pub label: Option<String>,
     /// The model's raw answer.
     pub raw: Option<String>,
-    /// The request's error, after retries.
-    pub error: Option<String>,
+    /// Set only in answer files of versions before 4, which stored failed
+    /// requests: such lines are not reused. Never written.
+    #[serde(default, skip_serializing)]
+    pub error: Option<Json>,
+}
+
+/// What a worker hands the collector for one document.
+enum Outcome {
+    Answered(Answer),
+    Failed { id: String, error: ChatError },
 }
 
 fn text_hash(text: &str) -> String {
@@ -281,6 +297,51 @@ fn backend_from(ctx: &OpContext) -> OpResult<Box<dyn ChatBackend>> {
     }
 }
 
+/// Documents whose request failed.
+#[derive(Default)]
+struct Failures {
+    count: u64,
+    /// Up to 20 `{id, class, status}`: no server text, which may echo the
+    /// key or the document.
+    examples: Vec<Json>,
+}
+
+/// Failed requests whose message goes into the log (the rest are counted).
+const LOGGED_FAILURES: u64 = 5;
+
+impl Failures {
+    /// Counts one failed document and logs it (the first few); returns why
+    /// the run must stop, if it must.
+    fn record(
+        &mut self,
+        ctx: &OpContext,
+        id: &str,
+        error: &ChatError,
+        max_failures: u64,
+    ) -> Option<String> {
+        self.count += 1;
+        if self.examples.len() < 20 {
+            let mut record = error.to_record();
+            record["id"] = json!(id);
+            self.examples.push(record);
+        }
+        if self.count <= LOGGED_FAILURES {
+            // the backend redacted the key from this text
+            ctx.log(&format!("document {id}: {error}"));
+        }
+        if error.is_unauthorized() {
+            Some(format!("document {id}: {error}"))
+        } else if self.count > max_failures {
+            Some(format!(
+                "{} documents failed, more than max_failures = {max_failures}; the last, document {id}: {error}",
+                self.count
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 /// The `annotate` op.
 pub struct Annotate;
 
@@ -288,8 +349,8 @@ impl Op for Annotate {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "annotate",
-            version: 3,
-            doc: "Zero-shot labelling of every document of a corpus by a chat model (OpenAI-compatible endpoint or the local runtime); writes annotations.jsonl (id, label or null, raw answer) and annotate.json (counts per label, unparseable, failed).",
+            version: 4,
+            doc: "Zero-shot labelling of every document of a corpus by a chat model (OpenAI-compatible endpoint or the local runtime); writes annotations.jsonl (id, label or null when the answer named none, raw answer) and annotate.json (counts per label, unparseable, failed). Documents whose request failed are left out and counted; more than max_failures of them, or a refused key (401/403), fail the op.",
             params: vec![
                 Param::required("corpus", Type::Dir, "corpus artifact (usually a sample)"),
                 Param::required("prompt", Type::File, "prompt template: user message with {text} (and optionally {labels}); optional `### system` / `### user` sections"),
@@ -306,7 +367,7 @@ impl Op for Annotate {
                 Param::optional("max_tokens", Type::Int, Value::Int(32), "answer length limit"),
                 Param::optional("max_chars", Type::Int, Value::Int(8000), "document characters put into the prompt"),
                 Param::optional("state_dir", Type::Str, Value::Str(String::new()), "a directory keeping answers across runs (resume); empty: only the output directory"),
-                on_error_param(),
+                Param::optional("max_failures", Type::Int, Value::Int(0), "documents whose request may fail (connection, timeout, HTTP error after retries, malformed answer) before the op fails; they are left out of annotations.jsonl and counted in annotate.json. A refused key (401/403) always fails"),
             ],
             produces: Type::Dir,
             outputs: vec![
@@ -318,7 +379,8 @@ impl Op for Annotate {
     }
 
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let policy = OnError::from_ctx(ctx)?;
+        let max_failures = u64::try_from(ctx.int("max_failures")?)
+            .map_err(|_| miette!("parameter `max_failures`: must be >= 0"))?;
         let labels: Vec<String> = ctx
             .list("labels")?
             .iter()
@@ -377,14 +439,17 @@ impl Op for Annotate {
         let stop = AtomicBool::new(false);
         let mut fatal: Option<miette::Report> = None;
         let mut chunk: Vec<(String, String)> = Vec::with_capacity(CHUNK);
+        // documents whose request failed: count and `{id, class, status}` examples
+        let mut failures = Failures::default();
 
         let process = |chunk: &mut Vec<(String, String)>,
                        answers: &mut HashMap<String, Answer>,
-                       log: &mut AnswerLog|
+                       log: &mut AnswerLog,
+                       failures: &mut Failures|
          -> OpResult<()> {
             let todo: Vec<&(String, String)> = chunk.iter().collect();
             let next = AtomicUsize::new(0);
-            let (tx, rx) = mpsc::channel::<Answer>();
+            let (tx, rx) = mpsc::channel::<Outcome>();
             let workers = backend.concurrency().min(todo.len().max(1));
             let mut first_error: Option<String> = None;
             std::thread::scope(|s| {
@@ -414,45 +479,49 @@ impl Op for Annotate {
                             Some(r) => r.map(|label| json!({ "label": label }).to_string()),
                             None => backend.chat(&req),
                         };
-                        let answer = match reply {
-                            Ok(raw) => Answer {
+                        let outcome = match reply {
+                            Ok(raw) => Outcome::Answered(Answer {
                                 id: id.clone(),
                                 text_hash: text_hash(text),
                                 label: parse_label(&raw, labels),
                                 raw: Some(raw),
                                 error: None,
-                            },
-                            Err(e) => Answer {
-                                id: id.clone(),
-                                text_hash: text_hash(text),
-                                label: None,
-                                raw: None,
-                                error: Some(e.to_string()),
-                            },
+                            }),
+                            Err(error) => {
+                                // Stop the other workers before they take
+                                // another document: a refused key refuses
+                                // every request.
+                                if error.is_unauthorized() {
+                                    stop.store(true, Ordering::Relaxed);
+                                }
+                                Outcome::Failed {
+                                    id: id.clone(),
+                                    error,
+                                }
+                            }
                         };
-                        // Stop the other workers before they take another
-                        // document, not when the collector gets to it.
-                        if answer.error.is_some() && policy == OnError::Fail {
-                            stop.store(true, Ordering::Relaxed);
-                        }
-                        if tx.send(answer).is_err() {
+                        if tx.send(outcome).is_err() {
                             return;
                         }
                     });
                 }
                 drop(tx);
-                for a in rx {
+                for outcome in rx {
+                    ctx.progress.inc(1);
+                    let a = match outcome {
+                        Outcome::Answered(a) => a,
+                        Outcome::Failed { id, error } => {
+                            if let Some(e) = failures.record(ctx, &id, &error, max_failures) {
+                                stop.store(true, Ordering::Relaxed);
+                                first_error.get_or_insert(e);
+                            }
+                            continue;
+                        }
+                    };
                     if let Err(e) = log.append(&a) {
                         stop.store(true, Ordering::Relaxed);
                         first_error.get_or_insert(format!("{e:?}"));
                         continue;
-                    }
-                    ctx.progress.inc(1);
-                    if let Some(err) = &a.error {
-                        if policy == OnError::Fail {
-                            stop.store(true, Ordering::Relaxed);
-                            first_error.get_or_insert(format!("document {}: {err}", a.id));
-                        }
                     }
                     answers.insert(a.id.clone(), a);
                 }
@@ -462,7 +531,7 @@ impl Op for Annotate {
             ctx.check_cancelled()?;
             if let Some(e) = first_error {
                 return Err(miette!(
-                    help = "answers so far are kept; with state_dir set, a rerun resumes after them (on_error: \"skip\" records failures and goes on)",
+                    help = "answers so far are kept; with state_dir set, a rerun resumes after them (max_failures tolerates some failed documents)",
                     "annotate stopped: {e}"
                 ));
             }
@@ -484,7 +553,7 @@ impl Op for Annotate {
                 }
                 chunk.push((doc.id.to_string(), doc.text.to_string()));
                 if chunk.len() >= CHUNK {
-                    process(&mut chunk, &mut answers, &mut log)?;
+                    process(&mut chunk, &mut answers, &mut log, &mut failures)?;
                 }
                 Ok(())
             });
@@ -495,36 +564,29 @@ impl Op for Annotate {
         if let Some(e) = fatal {
             return Err(e);
         }
-        process(&mut chunk, &mut answers, &mut log)?;
+        process(&mut chunk, &mut answers, &mut log, &mut failures)?;
         drop(log);
 
         // annotations.jsonl in corpus order
         let mut per_label: BTreeMap<String, u64> = labels.iter().map(|l| (l.clone(), 0)).collect();
-        let (mut unparseable, mut failed) = (0u64, 0u64);
+        let mut unparseable = 0u64;
+        let failed = failures.count;
         let mut unparseable_examples = Vec::new();
-        let mut failed_examples = Vec::new();
         let mut text = String::new();
         for id in &order {
+            // a failed document has no answer: left out, counted in `failed`
             let Some(a) = answers.get(id) else { continue };
-            match (&a.label, &a.error) {
-                (Some(l), _) => *per_label.entry(l.clone()).or_default() += 1,
-                (None, Some(e)) => {
-                    failed += 1;
-                    if failed_examples.len() < 20 {
-                        failed_examples.push(json!({"id": id, "error": e}));
-                    }
-                }
-                (None, None) => {
+            match &a.label {
+                Some(l) => *per_label.entry(l.clone()).or_default() += 1,
+                None => {
                     unparseable += 1;
                     if unparseable_examples.len() < 20 {
                         unparseable_examples.push(json!({"id": id, "raw": a.raw}));
                     }
                 }
             }
-            text += &serde_json::to_string(
-                &json!({"id": a.id, "label": a.label, "raw": a.raw, "error": a.error}),
-            )
-            .into_diagnostic()?;
+            text += &serde_json::to_string(&json!({"id": a.id, "label": a.label, "raw": a.raw}))
+                .into_diagnostic()?;
             text.push('\n');
         }
         let ann_tmp = ctx.out_dir.join(".annotations.jsonl.tmp");
@@ -540,7 +602,8 @@ impl Op for Annotate {
             "json_schema": use_schema,
             "config_hash": config_hash,
             "unparseable_examples": unparseable_examples,
-            "failed_examples": failed_examples,
+            "max_failures": max_failures,
+            "failed_examples": failures.examples,
         });
         write_json_atomic(&ctx.out_dir.join("annotate.json"), &stats)?;
         ctx.log(&format!(
@@ -627,6 +690,10 @@ mod tests {
         FailOnce,
         /// Answers after 2 s.
         Slow,
+        /// HTTP 401 whose body echoes the key from the Authorization header.
+        Unauthorized,
+        /// HTTP 500 for every request of the first two documents asked, else normal.
+        FailTwoDocuments,
     }
 
     /// Each request's body and Authorization header.
@@ -668,6 +735,7 @@ mod tests {
     }
 
     fn start_server(mode: Mode) -> Server {
+        let failing: Arc<Mutex<Vec<String>>> = Default::default();
         let requests = Arc::new(AtomicU32::new(0));
         let bodies: Seen = Arc::new(Mutex::new(Vec::new()));
         let (r2, b2) = (requests.clone(), bodies.clone());
@@ -676,7 +744,7 @@ mod tests {
             r2.fetch_add(1, Ordering::SeqCst);
             let body = String::from_utf8(req.body.clone()).unwrap();
             let auth = req.header("authorization").map(str::to_owned);
-            b2.lock().unwrap().push((body.clone(), auth));
+            b2.lock().unwrap().push((body.clone(), auth.clone()));
             let v: Json = serde_json::from_str(&body).unwrap_or(Json::Null);
             let user = v["messages"]
                 .as_array()
@@ -708,6 +776,23 @@ mod tests {
                 Mode::Slow => {
                     std::thread::sleep(Duration::from_millis(2000));
                     (200, completion(json!({"label": label}).to_string()))
+                }
+                Mode::Unauthorized => {
+                    let key = auth.unwrap_or_default().replace("Bearer ", "");
+                    let short = format!("{}...{}", &key[..10], &key[key.len() - 4..]);
+                    let message = format!("Incorrect API key provided: {key} ({short})");
+                    (401, json!({"error": {"message": message}}).to_string())
+                }
+                Mode::FailTwoDocuments => {
+                    let mut failing = failing.lock().unwrap();
+                    if failing.len() < 2 && !failing.contains(&doc) {
+                        failing.push(doc.clone());
+                    }
+                    if failing.contains(&doc) {
+                        (500, "{\"error\":\"overloaded\"}".to_string())
+                    } else {
+                        (200, completion(json!({"label": label}).to_string()))
+                    }
                 }
             };
             crate::http::Response {
@@ -879,14 +964,7 @@ mod tests {
         let first_id = read_corpus(&corpus)[0]["id"].as_str().unwrap().to_string();
         let err = run_op(
             &Annotate,
-            &params(
-                &corpus,
-                &garbage.url,
-                &[
-                    ("on_error", Value::Str("fail".into())),
-                    ("concurrency", Value::Int(1)),
-                ],
-            ),
+            &params(&corpus, &garbage.url, &[("concurrency", Value::Int(1))]),
             &tmp.path().join("g"),
         )
         .unwrap_err();
@@ -896,7 +974,12 @@ mod tests {
         let after_fail = garbage.requests.load(Ordering::SeqCst);
         assert!((1..=2).contains(&after_fail), "{after_fail}");
         let out = tmp.path().join("g2");
-        run_op(&Annotate, &params(&corpus, &garbage.url, &[]), &out).unwrap();
+        run_op(
+            &Annotate,
+            &params(&corpus, &garbage.url, &[("max_failures", Value::Int(10))]),
+            &out,
+        )
+        .unwrap();
         let stats: Json =
             serde_json::from_str(&std::fs::read_to_string(out.join("annotate.json")).unwrap())
                 .unwrap();
@@ -932,7 +1015,11 @@ mod tests {
         let out = tmp.path().join("b");
         run_op(
             &Annotate,
-            &params(&corpus, &server.url, &[("retries", Value::Int(0))]),
+            &params(
+                &corpus,
+                &server.url,
+                &[("retries", Value::Int(0)), ("max_failures", Value::Int(6))],
+            ),
             &out,
         )
         .unwrap();
@@ -940,10 +1027,9 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(out.join("annotate.json")).unwrap())
                 .unwrap();
         assert_eq!(stats["failed"], 6);
-        assert!(stats["failed_examples"][0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("HTTP 500"));
+        assert_eq!(stats["failed_examples"][0]["status"], 500);
+        assert_eq!(stats["failed_examples"][0]["class"], "http_status");
+        assert!(read_jsonl(&out.join("annotations.jsonl")).is_empty());
     }
 
     #[test]
@@ -961,7 +1047,6 @@ mod tests {
                 &[
                     ("timeout_s", Value::Float(0.3)),
                     ("retries", Value::Int(1)),
-                    ("on_error", Value::Str("fail".into())),
                     ("concurrency", Value::Int(1)),
                 ],
             ),
@@ -1075,5 +1160,141 @@ mod tests {
             + stats["labels"]["allgemein"].as_u64().unwrap();
         assert_eq!(labelled, 3, "scoring the labels always yields one");
         assert_eq!(stats["unparseable"].as_u64().unwrap(), 0);
+    }
+
+    /// Every file under `dir`, as text.
+    fn all_files_text(dir: &Path) -> Vec<(PathBuf, String)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(all_files_text(&path));
+            } else {
+                let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+                out.push((path, text));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn annotate_fails_on_a_refused_key_and_stores_nothing_of_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let corpus = small_corpus(tmp.path(), 10);
+        let server = start_server(Mode::Unauthorized);
+        let secret = "sk-live-0123456789abcdefXYZ";
+        // SAFETY: set before any thread of this test reads it; the name is unique to this test
+        unsafe { std::env::set_var("FLOW_TEST_ANNOTATE_401_KEY", secret) };
+        let out = tmp.path().join("a");
+        let state = tmp.path().join("state");
+        let (res, log) = crate::op::testing::run_op_logged(
+            &Annotate,
+            &params(
+                &corpus,
+                &server.url,
+                &[
+                    (
+                        "api_key_env",
+                        Value::Str("FLOW_TEST_ANNOTATE_401_KEY".into()),
+                    ),
+                    ("max_failures", Value::Int(100)),
+                    ("state_dir", Value::Str(state.display().to_string())),
+                ],
+            ),
+            &out,
+        );
+        let msg = format!("{:?}", res.unwrap_err());
+        assert!(msg.contains("401"), "{msg}");
+        assert!(msg.contains("FLOW_TEST_ANNOTATE_401_KEY"), "{msg}");
+        assert!(msg.contains(&server.url), "{msg}");
+        assert!(
+            !msg.contains(&secret[..12]) && !msg.contains(&secret[secret.len() - 8..]),
+            "{msg}"
+        );
+        // fail fast: no retries of a 401, the workers stop at once
+        assert!(server.requests.load(Ordering::SeqCst) <= 4);
+        for line in &log {
+            assert!(!line.contains(&secret[..10]), "{line}");
+        }
+        for (path, text) in all_files_text(&out)
+            .into_iter()
+            .chain(all_files_text(&state))
+        {
+            assert!(!text.contains(&secret[..10]), "{}: {text}", path.display());
+            assert!(
+                !text.contains("Incorrect API key"),
+                "{}: {text}",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn annotate_fails_on_a_closed_port() {
+        let tmp = tempfile::tempdir().unwrap();
+        let corpus = small_corpus(tmp.path(), 3);
+        // a port that was just free: nothing listens there
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/v1");
+        let err = run_op(
+            &Annotate,
+            &params(&corpus, &url, &[("retries", Value::Int(1))]),
+            &tmp.path().join("a"),
+        )
+        .unwrap_err();
+        let msg = format!("{err:?}");
+        assert!(msg.contains("max_failures") && msg.contains(&url), "{msg}");
+    }
+
+    #[test]
+    fn annotate_leaves_out_failed_documents_within_max_failures() {
+        let tmp = tempfile::tempdir().unwrap();
+        let corpus = small_corpus(tmp.path(), 10);
+        let server = start_server(Mode::FailTwoDocuments);
+        let out = tmp.path().join("a");
+        let (res, log) = crate::op::testing::run_op_logged(
+            &Annotate,
+            &params(
+                &corpus,
+                &server.url,
+                &[("retries", Value::Int(0)), ("max_failures", Value::Int(2))],
+            ),
+            &out,
+        );
+        res.unwrap();
+        let stats: Json =
+            serde_json::from_str(&std::fs::read_to_string(out.join("annotate.json")).unwrap())
+                .unwrap();
+        assert_eq!(stats["failed"], 2);
+        let ann = read_jsonl(&out.join("annotations.jsonl"));
+        assert_eq!(ann.len(), 8);
+        assert!(ann.iter().all(|a| a["label"].is_string()));
+        let failed_ids: Vec<&Json> = stats["failed_examples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| &f["id"])
+            .collect();
+        assert_eq!(failed_ids.len(), 2);
+        assert!(ann.iter().all(|a| !failed_ids.contains(&&a["id"])));
+        assert!(log.iter().any(|l| l.contains("2 failed")), "{log:?}");
+
+        // one tolerated failure is not enough
+        let server = start_server(Mode::FailTwoDocuments);
+        let err = run_op(
+            &Annotate,
+            &params(
+                &corpus,
+                &server.url,
+                &[("retries", Value::Int(0)), ("max_failures", Value::Int(1))],
+            ),
+            &tmp.path().join("b"),
+        )
+        .unwrap_err();
+        assert!(format!("{err:?}").contains("max_failures = 1"), "{err:?}");
     }
 }

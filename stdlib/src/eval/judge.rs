@@ -17,17 +17,24 @@
 //! string names a model of an OpenAI-compatible endpoint
 //! (`{endpoint}/chat/completions`), asked for JSON that follows
 //! [`answer_schema`] when `json_mode` is on.
+//!
+//! A failed request (connection, timeout, HTTP error after retries, an
+//! answer that is not a chat completion) is never stored as a verdict: the
+//! prompt is left out of verdicts.jsonl and counted in judge.json (`failed`),
+//! and more than `max_failures` such prompts, or a refused key (401/403),
+//! fail the op so that the engine keeps no artifact and a rerun asks again.
+//! The server's error text goes only to the log, with the key redacted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use miette::{miette, IntoDiagnostic, WrapErr};
 use serde_json::{json, Value as Json};
 
 use crate::llm::{
-    ChatBackend, ChatMessage, ChatRequest, LocalBackend, OpenAiBackend, OpenAiSettings,
+    ChatBackend, ChatError, ChatMessage, ChatRequest, LocalBackend, OpenAiBackend, OpenAiSettings,
 };
 use crate::merge::slerp::tensors::{write_atomic, write_json};
 use crate::model::generate::read_responses;
@@ -289,7 +296,13 @@ pub fn combine(first: Option<&str>, swapped: Option<&str>) -> (Option<&'static s
     }
 }
 
-/// Judges every shared prompt in both orders; returns verdict lines and the summary.
+/// Failed requests whose message goes into the log (the rest are counted).
+const LOGGED_FAILURES: usize = 5;
+
+/// Judges every shared prompt in both orders; returns verdict lines and the
+/// summary. Prompts with a failed request are left out of the lines and
+/// counted; more than `max_failures` of them, or a refused key, is an error.
+#[allow(clippy::too_many_arguments)]
 pub fn run_judging(
     ctx: &OpContext,
     backend: &dyn ChatBackend,
@@ -298,6 +311,7 @@ pub fn run_judging(
     b: &Responses,
     names: (&str, &str),
     max_tokens: usize,
+    max_failures: usize,
 ) -> OpResult<(Vec<Json>, Json)> {
     let workers = backend.concurrency().max(1);
     let shared: Vec<&String> = a
@@ -323,13 +337,17 @@ pub fn run_judging(
     let jobs: Vec<(usize, bool)> = (0..shared.len())
         .flat_map(|i| [(i, false), (i, true)])
         .collect();
-    let answers: Mutex<Vec<Option<Result<String, String>>>> = Mutex::new(vec![None; jobs.len()]);
+    let answers: Mutex<Vec<Option<Result<String, ChatError>>>> = Mutex::new(vec![None; jobs.len()]);
     let next = AtomicUsize::new(0);
     let render_err: Mutex<Option<String>> = Mutex::new(None);
+    // prompts with a failed request; past the tolerance the workers stop
+    let failed_prompts: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+    let failed_requests = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         for _ in 0..workers.max(1) {
             s.spawn(|| loop {
-                if ctx.cancel.load(Ordering::Relaxed) {
+                if ctx.cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
                     return;
                 }
                 let k = next.fetch_add(1, Ordering::Relaxed);
@@ -366,8 +384,19 @@ pub fn run_judging(
                 let ans = match backend.choose(&req.messages, &options) {
                     Some(r) => r,
                     None => backend.chat(&req),
+                };
+                if let Err(e) = &ans {
+                    let n = failed_requests.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n <= LOGGED_FAILURES {
+                        // the backend redacted the key from this text
+                        ctx.log(&format!("prompt {id}: judge request failed: {e}"));
+                    }
+                    let mut failed = failed_prompts.lock().expect("lock");
+                    failed.insert(i);
+                    if e.is_unauthorized() || failed.len() > max_failures {
+                        stop.store(true, Ordering::Relaxed);
+                    }
                 }
-                .map_err(|e| e.to_string());
                 answers.lock().expect("lock")[k] = Some(ans);
                 ctx.progress.inc(1);
             });
@@ -378,24 +407,56 @@ pub fn run_judging(
         return Err(miette!("judge template: {e}"));
     }
     let answers = answers.into_inner().expect("lock");
+    let errors: Vec<&ChatError> = answers
+        .iter()
+        .filter_map(|a| a.as_ref().and_then(|r| r.as_ref().err()))
+        .collect();
+    let failed = failed_prompts.into_inner().expect("lock").len();
+    if let Some(refused) = errors.iter().find(|e| e.is_unauthorized()) {
+        return Err(miette!(
+            help = "nothing is stored; fix the key and run again",
+            "judge: {refused}"
+        ));
+    }
+    if failed > max_failures {
+        let last = errors.last().map(|e| e.to_string()).unwrap_or_default();
+        return Err(miette!(
+            help = "nothing is stored; raise max_failures to tolerate some failed prompts",
+            "judge: {failed} prompts had a failed request, more than max_failures = {max_failures}; e.g. {last}"
+        ));
+    }
+    let mut failed_examples = Vec::new();
     let mut lines = Vec::new();
-    let (mut wins, mut ties, mut losses, mut unparseable, mut inconsistent, mut failed) =
-        (0, 0, 0, 0, 0, 0);
+    let (mut wins, mut ties, mut losses, mut unparseable, mut inconsistent) = (0, 0, 0, 0, 0);
     for (i, id) in shared.iter().enumerate() {
         let mut orders = Vec::new();
         let mut parsed = Vec::new();
+        let mut prompt_failed = false;
         for k in [2 * i, 2 * i + 1] {
-            let (raw, error) = match &answers[k] {
-                Some(Ok(t)) => (Json::String(t.clone()), Json::Null),
-                Some(Err(e)) => (Json::Null, Json::String(e.clone())),
-                None => (Json::Null, Json::String("not judged".into())),
+            let raw = match &answers[k] {
+                Some(Ok(t)) => t.clone(),
+                Some(Err(e)) => {
+                    // class and status only: the server's text may echo the key
+                    if failed_examples.len() < 20 {
+                        let mut record = e.to_record();
+                        record["id"] = json!(id);
+                        failed_examples.push(record);
+                    }
+                    prompt_failed = true;
+                    continue;
+                }
+                None => {
+                    // not asked: the run was cancelled or stopped, both errors above
+                    prompt_failed = true;
+                    continue;
+                }
             };
-            if !error.is_null() {
-                failed += 1;
-            }
-            let w = raw.as_str().and_then(parse_winner);
+            let w = parse_winner(&raw);
             parsed.push(w);
-            orders.push(json!({"winner": w, "raw": raw, "error": error}));
+            orders.push(json!({"winner": w, "raw": raw}));
+        }
+        if prompt_failed {
+            continue;
         }
         let (winner, consistent) = combine(parsed[0], parsed[1]);
         match winner {
@@ -423,7 +484,8 @@ pub fn run_judging(
     }
     if failed > 0 {
         ctx.log(&format!(
-            "warning: {failed} judge requests failed (see `error` in verdicts.jsonl)"
+            "warning: {failed} prompts ({} requests) failed and are left out of verdicts.jsonl (max_failures = {max_failures})",
+            errors.len()
         ));
     }
     let judged = wins + ties + losses;
@@ -435,7 +497,10 @@ pub fn run_judging(
         "losses": losses,
         "unparseable": unparseable,
         "inconsistent": inconsistent,
-        "failed_requests": failed,
+        "failed": failed,
+        "failed_requests": errors.len(),
+        "max_failures": max_failures,
+        "failed_examples": failed_examples,
         "n": shared.len(),
         "win_rate": if judged > 0 { wins as f64 / judged as f64 } else { f64::NAN },
         "score": if judged > 0 { (wins as f64 + ties as f64 / 2.0) / judged as f64 } else { f64::NAN },
@@ -453,8 +518,8 @@ impl Op for Judge {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "judge",
-            version: 3,
-            doc: "Pairwise LLM-as-judge of two generate artifacts: every shared prompt judged in both orders (disagreement counts as a tie), raw answers saved in verdicts.jsonl ({model_a, model_b, winner: A|B|0|null, ...}), win/tie/loss counts of model a in judge.json.",
+            version: 4,
+            doc: "Pairwise LLM-as-judge of two generate artifacts: every shared prompt judged in both orders (disagreement counts as a tie), raw answers saved in verdicts.jsonl ({model_a, model_b, winner: A|B|0|null, ...}), win/tie/loss counts of model a in judge.json. A prompt with a failed request is left out and counted (failed); more than max_failures of them, or a refused key (401/403), fail the op.",
             params: vec![
                 Param::required("a", Type::Either(Box::new(Type::Dir), Box::new(Type::File)), "generate node (or responses.jsonl) of model A, e.g. a checkpoint"),
                 Param::required("b", Type::Either(Box::new(Type::Dir), Box::new(Type::File)), "generate node (or responses.jsonl) of model B, e.g. the baseline"),
@@ -467,6 +532,10 @@ impl Op for Judge {
                 Param::optional("max_tokens", Type::Int, Value::Int(256), "longest judge answer"),
                 Param::optional("json_mode", Type::Bool, Value::Bool(true), "ask the endpoint for JSON following the answer schema (response_format json_schema)"),
                 Param::optional("concurrency", Type::Int, Value::Int(8), "requests in flight (OpenAI backend)"),
+                Param::optional("retries", Type::Int, Value::Int(3), "retries on timeouts, connection errors, 429 and 5xx, with exponential backoff (OpenAI backend)"),
+                Param::optional("backoff_s", Type::Float, Value::Float(1.0), "first backoff; doubles per retry"),
+                Param::optional("timeout_s", Type::Float, Value::Float(180.0), "limit per request"),
+                Param::optional("max_failures", Type::Int, Value::Int(0), "prompts with a failed request (connection, timeout, HTTP error after retries, malformed answer) tolerated before the op fails; they are left out of verdicts.jsonl and counted in judge.json. A refused key (401/403) always fails"),
             ],
             produces: Type::Dir,
             outputs: vec![
@@ -506,6 +575,8 @@ impl Op for Judge {
                 ))
             }
         };
+        let max_failures = usize::try_from(ctx.int("max_failures")?)
+            .map_err(|_| miette!("parameter `max_failures`: must be >= 0"))?;
         let max_tokens = usize::try_from(ctx.int("max_tokens")?)
             .map_err(|_| miette!("parameter `max_tokens`: must be positive"))?;
         let backend: Box<dyn ChatBackend> = match ctx.value("judge")? {
@@ -517,14 +588,20 @@ impl Op for Judge {
                 let concurrency = usize::try_from(ctx.int("concurrency")?)
                     .unwrap_or(1)
                     .clamp(1, 256);
+                let (timeout, backoff) = (ctx.float("timeout_s")?, ctx.float("backoff_s")?);
+                if !(timeout > 0.0 && backoff >= 0.0) {
+                    return Err(miette!(
+                        "parameters `timeout_s` (> 0) and `backoff_s` (>= 0) are out of range"
+                    ));
+                }
                 let settings = OpenAiSettings {
                     base_url: ctx.str("endpoint")?.to_owned(),
                     model: name.clone(),
                     api_key_env: ctx.str("api_key_env")?.to_owned(),
                     concurrency,
-                    retries: 3,
-                    backoff: std::time::Duration::from_secs(1),
-                    timeout: std::time::Duration::from_secs(180),
+                    retries: ctx.int("retries")?.clamp(0, 20) as u32,
+                    backoff: std::time::Duration::from_secs_f64(backoff),
+                    timeout: std::time::Duration::from_secs_f64(timeout),
                     json_schema: ctx.bool("json_mode")?,
                 };
                 Box::new(OpenAiBackend::new(settings).map_err(|e| {
@@ -550,6 +627,7 @@ impl Op for Judge {
             &b,
             (&name_a, &name_b),
             max_tokens,
+            max_failures,
         )?;
         let mut text = String::new();
         for l in &lines {
@@ -821,5 +899,199 @@ mod tests {
         assert!((d["tie"].as_f64().unwrap() - 0.5f64.sqrt()).abs() < 1e-9);
         assert_eq!(d["skipped"], 1);
         assert_eq!(d["checkpoints"]["ckpt"]["tokens_seen"], 1000);
+    }
+
+    /// Ten prompts q0..q9 answered by both models.
+    fn ten_prompts(tmp: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (ga, gb) = (tmp.join("ga"), tmp.join("gb"));
+        let ids: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
+        let rows_a: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), "good")).collect();
+        let rows_b: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), "bad")).collect();
+        write_responses(&ga, &rows_a, Json::Null);
+        write_responses(&gb, &rows_b, Json::Null);
+        (ga, gb)
+    }
+
+    /// A server answering with `answer(user message, Authorization header)`.
+    fn endpoint(
+        answer: impl Fn(&str, &str) -> crate::http::Response + Send + Sync + 'static,
+    ) -> (crate::http::HttpServer, Arc<std::sync::atomic::AtomicUsize>) {
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&served);
+        let handler: crate::http::Handler = Arc::new(move |req: &crate::http::Request| {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let v: Json = serde_json::from_slice(&req.body).unwrap_or(Json::Null);
+            let user = v["messages"][1]["content"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            answer(&user, req.header("authorization").unwrap_or(""))
+        });
+        let server = crate::http::HttpServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            crate::http::Limits::default(),
+            handler,
+        )
+        .unwrap();
+        (server, served)
+    }
+
+    fn judge_params(
+        ga: &Path,
+        gb: &Path,
+        url: &str,
+        extra: &[(&'static str, Value)],
+    ) -> Vec<(&'static str, Value)> {
+        let mut p = vec![
+            ("a", Value::Path(ga.to_path_buf())),
+            ("b", Value::Path(gb.to_path_buf())),
+            ("judge", Value::Str("judge-model".into())),
+            ("endpoint", Value::Str(url.into())),
+            ("name_a", Value::Str("a".into())),
+            ("name_b", Value::Str("b".into())),
+            ("api_key_env", Value::Str(String::new())),
+            ("concurrency", Value::Int(2)),
+            ("retries", Value::Int(0)),
+            ("backoff_s", Value::Float(0.01)),
+            ("timeout_s", Value::Float(5.0)),
+        ];
+        p.extend(extra.iter().cloned());
+        p
+    }
+
+    fn files_text(dir: &Path) -> Vec<(std::path::PathBuf, String)> {
+        let mut out = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    out.extend(files_text(&path));
+                } else {
+                    let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+                    out.push((path, text));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_refused_key_fails_the_judge_and_is_stored_nowhere() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ga, gb) = ten_prompts(tmp.path());
+        let secret = "sk-judge-0123456789abcdefXYZ";
+        // SAFETY: set before any thread of this test reads it; the name is unique to this test
+        unsafe { std::env::set_var("FLOW_TEST_JUDGE_401_KEY", secret) };
+        let (server, served) = endpoint(|_, auth| {
+            let key = auth.replace("Bearer ", "");
+            let message = format!(
+                "Incorrect API key provided: {key} ({}...{})",
+                &key[..10],
+                &key[key.len() - 4..]
+            );
+            crate::http::Response::json(401, &json!({"error": {"message": message}}))
+        });
+        let url = format!("http://{}/v1", server.addr());
+        let out = tmp.path().join("out");
+        let (res, log) = run_op_logged(
+            &Judge,
+            &judge_params(
+                &ga,
+                &gb,
+                &url,
+                &[
+                    ("api_key_env", Value::Str("FLOW_TEST_JUDGE_401_KEY".into())),
+                    ("max_failures", Value::Int(100)),
+                    ("retries", Value::Int(3)),
+                ],
+            ),
+            &out,
+        );
+        let msg = format!("{:?}", res.unwrap_err());
+        assert!(
+            msg.contains("401") && msg.contains("FLOW_TEST_JUDGE_401_KEY"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains(&secret[..10]) && !msg.contains(&secret[secret.len() - 8..]),
+            "{msg}"
+        );
+        // no retries of a 401, and the workers stop at once
+        assert!(served.load(std::sync::atomic::Ordering::SeqCst) <= 4);
+        for line in &log {
+            assert!(!line.contains(&secret[..10]), "{line}");
+        }
+        for (path, text) in files_text(&out) {
+            assert!(!text.contains(&secret[..10]), "{}: {text}", path.display());
+        }
+        assert!(!out.join("verdicts.jsonl").exists());
+    }
+
+    #[test]
+    fn an_unreachable_endpoint_fails_the_judge() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ga, gb) = ten_prompts(tmp.path());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/v1");
+        let res = run_op(
+            &Judge,
+            &judge_params(&ga, &gb, &url, &[("retries", Value::Int(1))]),
+            &tmp.path().join("out"),
+        );
+        let msg = format!("{:?}", res.unwrap_err());
+        assert!(
+            msg.contains("max_failures = 0") && msg.contains(&url),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn failed_prompts_are_left_out_within_max_failures() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ga, gb) = ten_prompts(tmp.path());
+        let answer = |user: &str, _: &str| {
+            if user.contains("question q3") || user.contains("question q7") {
+                crate::http::Response::json(500, &json!({"error": "overloaded"}))
+            } else {
+                let resp = json!({"choices": [{"message": {"role": "assistant", "content": r#"{"winner": "A"}"#}}]});
+                crate::http::Response::json(200, &resp)
+            }
+        };
+        let (server, _) = endpoint(answer);
+        let url = format!("http://{}/v1", server.addr());
+        let out = tmp.path().join("out");
+        let (res, log) = run_op_logged(
+            &Judge,
+            &judge_params(&ga, &gb, &url, &[("max_failures", Value::Int(2))]),
+            &out,
+        );
+        res.unwrap();
+        let summary: Json =
+            serde_json::from_str(&std::fs::read_to_string(out.join("judge.json")).unwrap())
+                .unwrap();
+        assert_eq!(summary["failed"], 2, "{summary}");
+        assert_eq!(summary["failed_requests"], 4, "{summary}");
+        assert_eq!(summary["failed_examples"][0]["status"], 500);
+        let lines: Vec<Json> = std::fs::read_to_string(out.join("verdicts.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 8);
+        assert!(lines.iter().all(|l| l["id"] != "q3" && l["id"] != "q7"));
+        assert!(lines.iter().all(|l| l["winner"].is_string()));
+        assert!(log.iter().any(|l| l.contains("2 prompts")), "{log:?}");
+
+        let res = run_op(
+            &Judge,
+            &judge_params(&ga, &gb, &url, &[("max_failures", Value::Int(1))]),
+            &tmp.path().join("out1"),
+        );
+        let msg = format!("{:?}", res.unwrap_err());
+        assert!(msg.contains("max_failures = 1"), "{msg}");
     }
 }
