@@ -595,3 +595,43 @@ fn alias_errors() {
     );
     has(&r, &["only one level of field access"]);
 }
+
+/// A list nested `depth` deep as the value of a param: `[[..[]..]]`.
+fn nested_list(depth: usize) -> String {
+    format!("param p = {}{}\n", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[test]
+fn nesting_deeper_than_the_limit_is_an_error_not_a_stack_overflow() {
+    // 5,754 levels overflowed the stack in every command.
+    let r = errors(&nested_list(5_754), &[]);
+    has(
+        &r,
+        &[
+            "expression nested too deeply (more than 256 levels of brackets)",
+            // `param p = ` is 10 columns; level 257 opens at column 267.
+            "main.flow:1:267",
+            "level 257 starts here",
+        ],
+    );
+    let records = format!("param p = {}1{}\n", "{a: ".repeat(4_188), "}".repeat(4_188));
+    has(&errors(&records, &[]), &["nested too deeply"]);
+    // Formatting parses too, and stops at the same limit.
+    let err = flow_engine::lang::format(std::path::Path::new("deep.flow"), &nested_list(5_754))
+        .unwrap_err();
+    has(&err.render(), &["nested too deeply", "deep.flow:1:267"]);
+}
+
+#[test]
+fn nesting_at_the_limit_checks_and_formats() {
+    let text = nested_list(256);
+    lang_common::load(&text, &[]).expect("256 levels are allowed");
+    flow_engine::lang::format(std::path::Path::new("deep.flow"), &text).expect("formats");
+    // Brackets in strings and comments are not nesting.
+    let quoted = format!(
+        "param p = \"{}\" # {}\n",
+        "[".repeat(1_000),
+        "{".repeat(1_000)
+    );
+    lang_common::load(&quoted, &[]).expect("brackets in strings and comments");
+}
