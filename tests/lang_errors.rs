@@ -635,3 +635,44 @@ fn nesting_at_the_limit_checks_and_formats() {
     );
     lang_common::load(&quoted, &[]).expect("brackets in strings and comments");
 }
+
+#[test]
+fn an_error_past_column_65535_is_reported_without_the_excerpt() {
+    // miette's renderer panicked past column 65,535.
+    let long = "x".repeat(70_000);
+    let r = errors(&format!("param p = \"{long}\" oops\n"), &[]);
+    has(
+        &r,
+        &[
+            "syntax error",
+            "main.flow:1:70014: unexpected `o`",
+            "the line is too long to show",
+        ],
+    );
+    assert!(
+        !r.contains(&long),
+        "the line itself is not shown:\n{r:.300}"
+    );
+    let r = errors(&format!("a = gen(cmd: \"{long}\", zz: 1)\n"), &[]);
+    has(
+        &r,
+        &[
+            "unknown argument `zz`",
+            "main.flow:1:70018: not an argument of this op",
+        ],
+    );
+    // Short lines of the same file keep their excerpt.
+    let r = errors(&format!("param p = \"{long}\"\nb = zzzz(x: 1)\n"), &[]);
+    has(
+        &r,
+        &["unknown op `zzzz`", "main.flow:2:5", "b = zzzz(x: 1)"],
+    );
+}
+
+#[test]
+fn only_the_first_50_errors_are_shown() {
+    let text: String = (0..120).map(|i| format!("n{i} = zzzz()\n")).collect();
+    let r = errors(&text, &[]);
+    assert_eq!(r.matches("unknown op `zzzz`").count(), 50, "{r:.2000}");
+    has(&r, &["and 70 more errors (120 in all; fix these first)"]);
+}
