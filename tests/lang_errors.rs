@@ -595,3 +595,84 @@ fn alias_errors() {
     );
     has(&r, &["only one level of field access"]);
 }
+
+/// A list nested `depth` deep as the value of a param: `[[..[]..]]`.
+fn nested_list(depth: usize) -> String {
+    format!("param p = {}{}\n", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[test]
+fn nesting_deeper_than_the_limit_is_an_error_not_a_stack_overflow() {
+    // 5,754 levels overflowed the stack in every command.
+    let r = errors(&nested_list(5_754), &[]);
+    has(
+        &r,
+        &[
+            "expression nested too deeply (more than 256 levels of brackets)",
+            // `param p = ` is 10 columns; level 257 opens at column 267.
+            "main.flow:1:267",
+            "level 257 starts here",
+        ],
+    );
+    let records = format!("param p = {}1{}\n", "{a: ".repeat(4_188), "}".repeat(4_188));
+    has(&errors(&records, &[]), &["nested too deeply"]);
+    // Formatting parses too, and stops at the same limit.
+    let err = flow_engine::lang::format(std::path::Path::new("deep.flow"), &nested_list(5_754))
+        .unwrap_err();
+    has(&err.render(), &["nested too deeply", "deep.flow:1:267"]);
+}
+
+#[test]
+fn nesting_at_the_limit_checks_and_formats() {
+    let text = nested_list(256);
+    lang_common::load(&text, &[]).expect("256 levels are allowed");
+    flow_engine::lang::format(std::path::Path::new("deep.flow"), &text).expect("formats");
+    // Brackets in strings and comments are not nesting.
+    let quoted = format!(
+        "param p = \"{}\" # {}\n",
+        "[".repeat(1_000),
+        "{".repeat(1_000)
+    );
+    lang_common::load(&quoted, &[]).expect("brackets in strings and comments");
+}
+
+#[test]
+fn an_error_past_column_65535_is_reported_without_the_excerpt() {
+    // miette's renderer panicked past column 65,535.
+    let long = "x".repeat(70_000);
+    let r = errors(&format!("param p = \"{long}\" oops\n"), &[]);
+    has(
+        &r,
+        &[
+            "syntax error",
+            "main.flow:1:70014: unexpected `o`",
+            "the line is too long to show",
+        ],
+    );
+    assert!(
+        !r.contains(&long),
+        "the line itself is not shown:\n{r:.300}"
+    );
+    let r = errors(&format!("a = gen(cmd: \"{long}\", zz: 1)\n"), &[]);
+    has(
+        &r,
+        &[
+            "unknown argument `zz`",
+            "main.flow:1:70018: not an argument of this op",
+        ],
+    );
+    // Short lines of the same file keep their excerpt.
+    let r = errors(&format!("param p = \"{long}\"\nb = zzzz(x: 1)\n"), &[]);
+    has(
+        &r,
+        &["unknown op `zzzz`", "main.flow:2:5", "b = zzzz(x: 1)"],
+    );
+}
+
+#[test]
+fn only_the_first_50_errors_are_shown() {
+    let text: String = (0..120).map(|i| format!("n{i} = zzzz()\n")).collect();
+    let r = errors(&text, &[]);
+    assert_eq!(r.matches("unknown op `zzzz`").count(), 50, "{r:.2000}");
+    has(&r, &["and 70 more errors (120 in all; fix these first)"]);
+}

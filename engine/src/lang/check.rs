@@ -226,7 +226,7 @@ pub fn check(
                 .iter()
                 .map(|f| ir::SourceFile {
                     path: f.path.clone(),
-                    text: f.src.text.clone(),
+                    text: f.src.text.to_string(),
                 })
                 .collect(),
         },

@@ -2,6 +2,7 @@
 //! a help line, and related notes that may point into other files.
 
 use std::fmt;
+use std::sync::Arc;
 
 use miette::{
     Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan,
@@ -13,7 +14,7 @@ use miette::{
 pub struct LangDiag {
     pub message: String,
     #[source_code]
-    pub src: NamedSource<String>,
+    pub src: NamedSource<Arc<str>>,
     #[label(collection)]
     pub labels: Vec<LabeledSpan>,
     #[help]
@@ -22,18 +23,19 @@ pub struct LangDiag {
     pub related: Vec<LangDiag>,
 }
 
-/// A source file as diagnostics show it.
+/// A source file as diagnostics show it. The text is shared: every error
+/// in a file points at the same copy.
 #[derive(Clone, Debug)]
 pub struct DiagSource {
     pub name: String,
-    pub text: String,
+    pub text: Arc<str>,
 }
 
 impl DiagSource {
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
         DiagSource {
             name: name.into(),
-            text: text.into(),
+            text: Arc::from(text.into()),
         }
     }
 
@@ -46,7 +48,7 @@ impl DiagSource {
     ) -> LangDiag {
         LangDiag {
             message: message.into(),
-            src: NamedSource::new(self.name.clone(), self.text.clone()).with_language("flow"),
+            src: NamedSource::new(&self.name, Arc::clone(&self.text)).with_language("flow"),
             labels: vec![LabeledSpan::new_primary_with_span(Some(label.into()), span)],
             help: None,
             related: Vec::new(),
@@ -68,7 +70,52 @@ impl LangDiag {
         self.related.push(note);
         self
     }
+
+    /// This diagnostic without its source excerpt when a label sits on a
+    /// line too long to show: each label becomes a `file:line:col: label`
+    /// line of the message. miette's renderer panics past column 65,535,
+    /// and an excerpt of such a line would be unreadable anyway.
+    fn plain_if_lines_too_long(mut self) -> LangDiag {
+        self.related = self
+            .related
+            .into_iter()
+            .map(LangDiag::plain_if_lines_too_long)
+            .collect();
+        let text: &str = self.src.inner();
+        let too_long = self.labels.iter().any(|l| {
+            let at = l.offset().min(text.len());
+            let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+            line_end - line_start > MAX_EXCERPT_LINE
+        });
+        if !too_long {
+            return self;
+        }
+        for label in std::mem::take(&mut self.labels) {
+            let at = label.offset().min(text.len());
+            let before = &text[..at];
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before[line_start..].chars().count() + 1;
+            self.message.push_str(&format!(
+                "\n  at {}:{line}:{column}: {}",
+                self.src.name(),
+                label.label().unwrap_or("here")
+            ));
+        }
+        self.help = Some(match self.help.take() {
+            Some(help) => format!("{help} (the line is too long to show)"),
+            None => "the line is too long to show".to_string(),
+        });
+        self
+    }
 }
+
+/// The longest line (in bytes) a diagnostic shows as a source excerpt.
+const MAX_EXCERPT_LINE: usize = 10_000;
+
+/// How many reports `render` shows; the rest are counted.
+pub const MAX_SHOWN: usize = 50;
 
 /// Every error found in a pipeline, each a `miette` report with its source,
 /// a labelled span and a help line. `Display` renders them all.
@@ -87,7 +134,7 @@ impl Diagnostics {
                         d.labels.iter().map(|l| (l.offset(), l.len())).collect();
                     seen.insert((d.src.name().to_string(), d.message.clone(), labels))
                 })
-                .map(miette::Report::new)
+                .map(|d| miette::Report::new(d.plain_if_lines_too_long()))
                 .collect(),
         )
     }
@@ -100,14 +147,21 @@ impl Diagnostics {
     fn render_with(&self, theme: GraphicalTheme) -> String {
         let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
         let mut out = String::new();
-        for report in &self.0 {
+        // Thousands of errors help nobody; the first ones say what is wrong.
+        for report in self.0.iter().take(MAX_SHOWN) {
             let diagnostic: &dyn Diagnostic = report.as_ref();
             if handler.render_report(&mut out, diagnostic).is_err() {
                 out.push_str(&format!("error: {report}\n"));
             }
             out.push('\n');
         }
-        if self.0.len() > 1 {
+        if self.0.len() > MAX_SHOWN {
+            out.push_str(&format!(
+                "and {} more errors ({} in all; fix these first)\n",
+                self.0.len() - MAX_SHOWN,
+                self.0.len()
+            ));
+        } else if self.0.len() > 1 {
             out.push_str(&format!("{} errors\n", self.0.len()));
         }
         out

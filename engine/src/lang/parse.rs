@@ -11,8 +11,66 @@ use super::diag::{DiagSource, LangDiag};
 #[grammar = "src/lang/flow.pest"]
 struct FlowParser;
 
+/// How deeply brackets (`(`, `[`, `{`) may nest. The parser, the checker
+/// and the formatter all recurse once per level, so a deeper file would
+/// overflow the stack; no real pipeline nests more than a handful.
+pub const MAX_NESTING: usize = 256;
+
+/// Rejects text nesting brackets deeper than [`MAX_NESTING`], before any
+/// recursive pass sees it. Brackets inside strings and comments do not
+/// count; a string ends at its closing quote or the end of its line, as in
+/// the grammar.
+fn check_nesting(src: &DiagSource) -> Result<(), Vec<LangDiag>> {
+    let mut depth = 0usize;
+    let mut chars = src.text.char_indices();
+    let (mut in_string, mut in_comment) = (false, false);
+    while let Some((at, c)) = chars.next() {
+        if c == '\n' {
+            (in_string, in_comment) = (false, false);
+            continue;
+        }
+        if in_comment {
+            continue;
+        }
+        if in_string {
+            match c {
+                // An escape takes the next character, but never the newline
+                // that ends the string.
+                '\\' => {
+                    if chars.clone().next().is_some_and(|(_, next)| next != '\n') {
+                        chars.next();
+                    }
+                }
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '#' => in_comment = true,
+            '"' => in_string = true,
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(vec![src
+                        .error(
+                            SourceSpan::new(at.into(), 1),
+                            format!("expression nested too deeply (more than {MAX_NESTING} levels of brackets)"),
+                            format!("level {depth} starts here"),
+                        )
+                        .help(format!("lists, records and calls may nest at most {MAX_NESTING} deep; flatten the value or read it from a file"))]);
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parses a whole file.
 pub fn parse_file(src: &DiagSource) -> Result<File, Vec<LangDiag>> {
+    check_nesting(src)?;
     // Track the tokens tried at the furthest position, for precise errors.
     pest::set_error_detail(true);
     let mut pairs =
@@ -39,6 +97,7 @@ pub fn parse_file(src: &DiagSource) -> Result<File, Vec<LangDiag>> {
 /// Parses one literal (a `--set` value); `Ok(None)` when the text is not a
 /// literal at all.
 pub fn parse_literal(src: &DiagSource) -> Result<Option<Expr>, Vec<LangDiag>> {
+    check_nesting(src)?;
     match FlowParser::parse(Rule::set_value, &src.text) {
         Ok(mut pairs) => {
             let top = pairs.next().expect("set_value yields one pair");
