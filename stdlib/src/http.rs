@@ -311,8 +311,14 @@ async fn answer(
             tokio::task::spawn_blocking(move || producer(&EventSink { sender }));
             let mut response = hyper::Response::new(ReplyBody::Events(receiver));
             let headers = response.headers_mut();
-            headers.insert("content-type", hyper::header::HeaderValue::from_static("text/event-stream"));
-            headers.insert("cache-control", hyper::header::HeaderValue::from_static("no-cache"));
+            headers.insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("text/event-stream"),
+            );
+            headers.insert(
+                "cache-control",
+                hyper::header::HeaderValue::from_static("no-cache"),
+            );
             response
         }
         Err(_) => into_hyper(
@@ -359,7 +365,12 @@ async fn read_request(
     let body = match collected {
         Ok(c) => c.to_bytes().to_vec(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(e) => return Err(error_response(400, &format!("cannot read the request body: {e}"))),
+        Err(e) => {
+            return Err(error_response(
+                400,
+                &format!("cannot read the request body: {e}"),
+            ))
+        }
     };
     Ok(Request {
         method: head.method.as_str().to_ascii_uppercase(),
@@ -393,7 +404,10 @@ fn into_hyper(response: Response, close: bool) -> hyper::Response<ReplyBody> {
     );
     if close {
         // The rest of a rejected body is not read: the connection cannot go on.
-        headers.insert("connection", hyper::header::HeaderValue::from_static("close"));
+        headers.insert(
+            "connection",
+            hyper::header::HeaderValue::from_static("close"),
+        );
     }
     out
 }

@@ -200,7 +200,6 @@ impl ApiError {
     }
 }
 
-
 /// A successful answer: JSON, or events streamed as they are made.
 enum Answer {
     Json(Json),
@@ -212,20 +211,20 @@ type ApiAnswer = Result<Answer, ApiError>;
 fn answer(state: &Arc<State>, request: &http::Request, client: &Client) -> Reply {
     // The HTTP layer has read the body within its limit and turns a panic
     // here into a 500.
-    match route(state, &request.method, request.path(), &request.body, client) {
+    match route(
+        state,
+        &request.method,
+        request.path(),
+        &request.body,
+        client,
+    ) {
         Ok(Answer::Json(j)) => Reply::Whole(http::Response::json(200, &j)),
         Ok(Answer::Stream(producer)) => Reply::Events(producer),
         Err(e) => Reply::Whole(http::Response::json(e.status, &e.body())),
     }
 }
 
-fn route(
-    state: &Arc<State>,
-    method: &str,
-    path: &str,
-    body: &[u8],
-    client: &Client,
-) -> ApiAnswer {
+fn route(state: &Arc<State>, method: &str, path: &str, body: &[u8], client: &Client) -> ApiAnswer {
     let path = path.trim_end_matches('/');
     let allowed = match path {
         "/v1/models" | "/health" => "GET",
@@ -707,9 +706,25 @@ fn completions(state: &Arc<State>, req: &Map<String, Json>, client: &Client) -> 
                 Some("stream"),
             ));
         }
-        let id = format!("cmpl-{:x}{:x}", now(), state.requests.fetch_add(1, Ordering::Relaxed));
-        let chunk_of = stream_chunk_maker(state, id, "text_completion", |text| json!({"text": text, "logprobs": null}));
-        return Ok(stream_answer(state, encoded.remove(0), s, max_tokens, None, chunk_of));
+        let id = format!(
+            "cmpl-{:x}{:x}",
+            now(),
+            state.requests.fetch_add(1, Ordering::Relaxed)
+        );
+        let chunk_of = stream_chunk_maker(
+            state,
+            id,
+            "text_completion",
+            |text| json!({"text": text, "logprobs": null}),
+        );
+        return Ok(stream_answer(
+            state,
+            encoded.remove(0),
+            s,
+            max_tokens,
+            None,
+            chunk_of,
+        ));
     }
     let mut choices = Vec::new();
     let (mut prompt_tokens, mut completion_tokens) = (0, 0);
@@ -843,10 +858,30 @@ fn chat_completions(state: &Arc<State>, req: &Map<String, Json>, client: &Client
                 Some("stream"),
             ));
         }
-        let id = format!("chatcmpl-{:x}{:x}", now(), state.requests.fetch_add(1, Ordering::Relaxed));
-        let chunk_of = stream_chunk_maker(state, id, "chat.completion.chunk", |text| json!({"delta": {"content": text}}));
-        let opening = chunk_of_choice(&chunk_of, json!({"delta": {"role": "assistant", "content": ""}}), Json::Null);
-        return Ok(stream_answer(state, ids, s, max_tokens, Some(opening), chunk_of));
+        let id = format!(
+            "chatcmpl-{:x}{:x}",
+            now(),
+            state.requests.fetch_add(1, Ordering::Relaxed)
+        );
+        let chunk_of = stream_chunk_maker(
+            state,
+            id,
+            "chat.completion.chunk",
+            |text| json!({"delta": {"content": text}}),
+        );
+        let opening = chunk_of_choice(
+            &chunk_of,
+            json!({"delta": {"role": "assistant", "content": ""}}),
+            Json::Null,
+        );
+        return Ok(stream_answer(
+            state,
+            ids,
+            s,
+            max_tokens,
+            Some(opening),
+            chunk_of,
+        ));
     }
     let c = run_generation(state, &ids, &s, max_tokens, client)?;
     let logprobs = if want_logprobs {
@@ -934,7 +969,12 @@ fn stream_answer(
         let send_text = |text: &str| -> bool {
             text.is_empty() || sink.send(sse(&chunk_of_choice(&maker, (maker.1)(text), Json::Null)))
         };
-        let hold_back = s.stop.iter().map(|stop| stop.len().saturating_sub(1)).max().unwrap_or(0);
+        let hold_back = s
+            .stop
+            .iter()
+            .map(|stop| stop.len().saturating_sub(1))
+            .max()
+            .unwrap_or(0);
         let mut tokens = Vec::new();
         let mut sent = 0usize; // bytes of the text sent so far
         let mut stopped_by_string = false;
@@ -952,7 +992,12 @@ fn stream_answer(
                 let Ok(text) = state.model.decode(&tokens, true) else {
                     return true;
                 };
-                if let Some(cut) = s.stop.iter().filter_map(|stop| text.find(stop.as_str())).min() {
+                if let Some(cut) = s
+                    .stop
+                    .iter()
+                    .filter_map(|stop| text.find(stop.as_str()))
+                    .min()
+                {
                     stopped_by_string = true;
                     client_left = !send_text(text.get(sent..cut).unwrap_or(""));
                     return false;
@@ -1426,7 +1471,11 @@ mod tests {
         assert!(data.ends_with("\n\n"), "{data:?}");
         data.split("\n\n")
             .filter(|e| !e.is_empty())
-            .map(|e| e.strip_prefix("data: ").unwrap_or_else(|| panic!("{e:?}")).to_string())
+            .map(|e| {
+                e.strip_prefix("data: ")
+                    .unwrap_or_else(|| panic!("{e:?}"))
+                    .to_string()
+            })
             .collect()
     }
 
@@ -1434,7 +1483,12 @@ mod tests {
     fn streamed_completions_concatenate_to_the_whole_answer() {
         let (server, _) = toy_server();
         let request = json!({"prompt": "abc", "max_tokens": 12, "temperature": 0});
-        let (status, whole) = http(server.addr(), "POST", "/v1/completions", &request.to_string());
+        let (status, whole) = http(
+            server.addr(),
+            "POST",
+            "/v1/completions",
+            &request.to_string(),
+        );
         assert_eq!(status, 200, "{whole}");
         let mut streamed = request.clone();
         streamed["stream"] = json!(true);
@@ -1456,7 +1510,12 @@ mod tests {
         );
 
         let chat = json!({"messages": [{"role": "user", "content": "Hallo"}], "max_tokens": 10, "temperature": 0});
-        let (status, whole) = http(server.addr(), "POST", "/v1/chat/completions", &chat.to_string());
+        let (status, whole) = http(
+            server.addr(),
+            "POST",
+            "/v1/chat/completions",
+            &chat.to_string(),
+        );
         assert_eq!(status, 200, "{whole}");
         let mut streamed = chat.clone();
         streamed["stream"] = json!(true);
@@ -1471,8 +1530,13 @@ mod tests {
             .iter()
             .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
             .collect();
-        assert_eq!(text, whole["choices"][0]["message"]["content"].as_str().unwrap());
-        assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+        assert_eq!(
+            text,
+            whole["choices"][0]["message"]["content"].as_str().unwrap()
+        );
+        assert!(chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk"));
         assert_eq!(
             chunks.last().unwrap()["choices"][0]["finish_reason"],
             whole["choices"][0]["finish_reason"]
@@ -1506,7 +1570,11 @@ mod tests {
         fn token_logprobs(&self, t: &[u32], k: usize) -> Vec<Option<runtime::TokenLogprob>> {
             self.0.token_logprobs(t, k)
         }
-        fn generate(&self, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Vec<runtime::Generation> {
+        fn generate(
+            &self,
+            prompts: &[Vec<u32>],
+            opts: &GenerateOptions,
+        ) -> Vec<runtime::Generation> {
             prompts
                 .iter()
                 .map(|p| self.generate_each(p, opts, &mut |_| true))
@@ -1541,7 +1609,8 @@ mod tests {
     /// disconnected and blocked every other completion.
     #[test]
     fn generation_stops_when_the_client_goes_away() {
-        let server = Server::start(Arc::new(SlowModel(ToyModel::new(7))), "slow", "127.0.0.1:0").unwrap();
+        let server =
+            Server::start(Arc::new(SlowModel(ToyModel::new(7))), "slow", "127.0.0.1:0").unwrap();
         let addr = server.addr();
         // 2,000 tokens would take 40 s; each client leaves after 300 ms.
         for stream in [false, true] {
@@ -1558,11 +1627,23 @@ mod tests {
             drop(s);
             // The next completion is answered promptly.
             let started = std::time::Instant::now();
-            let (status, resp) = http(addr, "POST", "/v1/completions", &json!({"prompt": "x", "max_tokens": 2}).to_string());
+            let (status, resp) = http(
+                addr,
+                "POST",
+                "/v1/completions",
+                &json!({"prompt": "x", "max_tokens": 2}).to_string(),
+            );
             assert_eq!(status, 200, "{resp}");
-            assert!(started.elapsed() < std::time::Duration::from_secs(5), "stream {stream}: {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "stream {stream}: {:?}",
+                started.elapsed()
+            );
             let generated = server.generated_tokens() - before;
-            assert!(generated < 200, "stream {stream}: {generated} tokens generated");
+            assert!(
+                generated < 200,
+                "stream {stream}: {generated} tokens generated"
+            );
         }
         server.shutdown();
     }
