@@ -534,7 +534,7 @@ mod tests {
             );
         }
         let out = exchange(server.addr(), b"GET /ok HTTP/1.0\r\n\r\n");
-        assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+        assert!(out.starts_with("HTTP/1.0 200 OK"), "{out}");
     }
 
     /// Adversarial run, failure 1: a chunk size of 2^64-1 after a 1-byte
@@ -548,8 +548,13 @@ mod tests {
         });
         let raw = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\nb\r\n";
         for i in 0..80 {
+            // hyper drops a connection whose chunk framing is broken,
+            // with or without an answer.
             let out = exchange(server.addr(), raw);
-            assert!(out.starts_with("HTTP/1.1 4"), "request {i}: {out}");
+            assert!(
+                out.is_empty() || out.starts_with("HTTP/1.1 4"),
+                "request {i}: {out}"
+            );
         }
         let out = health(server.addr());
         assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
