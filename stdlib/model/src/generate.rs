@@ -199,9 +199,7 @@ impl Model {
                 let wanted = on_token(i, t);
                 if stops.contains(&t) {
                     g.finish_reason = FinishReason::Stop;
-                } else if !wanted {
-                    g.finish_reason = FinishReason::Length;
-                } else if g.tokens.len() >= opts.max_tokens {
+                } else if !wanted || g.tokens.len() >= opts.max_tokens {
                     g.finish_reason = FinishReason::Length;
                 } else {
                     feed[i] = vec![t];
