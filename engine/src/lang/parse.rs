@@ -36,10 +36,8 @@ fn check_nesting(src: &DiagSource) -> Result<(), Vec<LangDiag>> {
             match c {
                 // An escape takes the next character, but never the newline
                 // that ends the string.
-                '\\' => {
-                    if chars.clone().next().is_some_and(|(_, next)| next != '\n') {
-                        chars.next();
-                    }
+                '\\' if chars.clone().next().is_some_and(|(_, next)| next != '\n') => {
+                    chars.next();
                 }
                 '"' => in_string = false,
                 _ => {}
