@@ -345,3 +345,33 @@ fn an_error_inside_a_module_imported_twice_is_reported_once() {
     );
     assert_eq!(err.matches("undefined name `nowhere`").count(), 1, "{err}");
 }
+
+#[test]
+fn modules_that_multiply_are_stopped_with_the_import_chain() {
+    // 23 files each instantiating the next twice: 2^22 instances, which
+    // never finished loading. Loading stops at 10,000 with an error.
+    let mut files: Vec<(String, String)> = (0..22)
+        .map(|i| {
+            let next = i + 1;
+            (
+                format!("m{i}.flow"),
+                format!("import \"m{next}.flow\" as a\nimport \"m{next}.flow\" as b\n"),
+            )
+        })
+        .collect();
+    files.push(("m22.flow".into(), "x = gen(cmd: \"x\")\n".into()));
+    let borrowed: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let dir = project(&borrowed);
+    let main = std::fs::read_to_string(dir.path().join("m0.flow")).unwrap();
+    let err = lang_common::load_in(dir.path(), &main, &[]).unwrap_err();
+    // Long lines wrap inside the temporary paths: compare without spaces.
+    let r: String = squash(&err.render()).split_whitespace().collect();
+    assert_eq!(err.len(), 1, "{r}");
+    assert!(r.contains("morethan10000moduleinstances"), "{r}");
+    assert!(r.contains("main.flow->"), "{r}");
+    assert!(r.contains("m19.flow->"), "{r}");
+    assert!(r.contains("m19.flow:1:8"), "{r}");
+}

@@ -115,7 +115,15 @@ struct Loader {
     /// Files included by plain imports, once per namespace.
     seen: HashMap<(ScopeId, PathBuf), FileId>,
     errors: Vec<LangDiag>,
+    /// Set once [`MAX_LOADED_FILES`] is reached: loading stops.
+    too_many_files: bool,
 }
+
+/// How many file instances one pipeline may load. Each `import .. as NAME`
+/// loads its file again, so files that instantiate the next one twice
+/// double the count at every level (23 levels: 4 million); this stops
+/// that with an error instead of running out of time and memory.
+pub const MAX_LOADED_FILES: usize = 10_000;
 
 impl Default for Loader {
     fn default() -> Self {
@@ -126,6 +134,7 @@ impl Default for Loader {
             stack: Vec::new(),
             seen: HashMap::new(),
             errors: Vec::new(),
+            too_many_files: false,
         }
     }
 }
@@ -168,6 +177,9 @@ impl Loader {
         self.seen.insert((scope, key.clone()), id);
         self.stack.push((key, id));
         for (import, instance) in imports {
+            if self.too_many_files {
+                break;
+            }
             if import.value.is_empty() {
                 self.errors.push(
                     src.error(import.span, "empty import path", "empty")
@@ -191,6 +203,27 @@ impl Loader {
             }
             if instance.is_none() && self.seen.contains_key(&(scope, target_key.clone())) {
                 continue; // already included once in this namespace
+            }
+            if self.files.len() >= MAX_LOADED_FILES {
+                let chain: Vec<String> = self
+                    .stack
+                    .iter()
+                    .map(|(_, f)| self.files[*f].src.name.clone())
+                    .chain([display_name(&target)])
+                    .collect();
+                self.errors.push(
+                    src.error(
+                        import.span,
+                        format!(
+                            "more than {MAX_LOADED_FILES} module instances; import chain: {}",
+                            chain.join(" -> ")
+                        ),
+                        "one import too many",
+                    )
+                    .help("each `import .. as NAME` instantiates its file again, so files that import the next one more than once multiply; import a shared file once, or pass its nodes in with `with {..}`"),
+                );
+                self.too_many_files = true;
+                break;
             }
             let text = match std::fs::read_to_string(&target) {
                 Ok(text) => text,
