@@ -22,17 +22,23 @@ impl Tokenizer {
                 "no tokenizer: the model directory must contain tokenizer.json (a Hugging Face fast tokenizer)",
             ));
         }
-        let inner = tokenizers::Tokenizer::from_file(&path)
+        let mut inner = guarded(&path, "read", || tokenizers::Tokenizer::from_file(&path))?;
+        // Lengths are the runtime's business (packing, context checks):
+        // tokenizer-level truncation would drop text silently, and a
+        // malformed setting panics (stride >= max_length) or asks for
+        // terabytes (`Fixed` padding) inside the tokenizers crate.
+        inner
+            .with_truncation(None)
             .map_err(|e| ModelError::invalid(&path, format!("cannot read the tokenizer: {e}")))?;
+        inner.with_padding(None);
         Ok(Tokenizer { inner, path })
     }
 
     /// Token ids of `text`; `add_special_tokens` applies the tokenizer's post-processor (e.g. BOS).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ModelError> {
-        let enc = self
-            .inner
-            .encode(text, add_special_tokens)
-            .map_err(|e| ModelError::invalid(&self.path, format!("encoding failed: {e}")))?;
+        let enc = guarded(&self.path, "encode a text with", || {
+            self.inner.encode(text, add_special_tokens)
+        })?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -44,9 +50,9 @@ impl Tokenizer {
                 "token id {bad} is outside the vocabulary (size {n})"
             )));
         }
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| ModelError::invalid(&self.path, format!("decoding failed: {e}")))
+        guarded(&self.path, "decode tokens with", || {
+            self.inner.decode(ids, skip_special_tokens)
+        })
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -61,10 +67,36 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
+}
 
-    /// The underlying `tokenizers` object.
-    pub fn inner(&self) -> &tokenizers::Tokenizer {
-        &self.inner
+/// Runs a call into the tokenizers crate, which panics on some malformed
+/// `tokenizer.json` files (a post-processor naming a token it does not
+/// define, say): an error or a panic becomes an error naming the file.
+fn guarded<T>(
+    path: &Path,
+    what: &str,
+    call: impl FnOnce() -> tokenizers::Result<T>,
+) -> Result<T, ModelError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ModelError::invalid(
+            path,
+            format!("cannot {what} the tokenizer: {e}"),
+        )),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(ModelError::invalid(
+                path,
+                format!(
+                    "cannot {what} the tokenizer: the tokenizers crate failed on this file ({message}); \
+                     check the file against the model's original tokenizer.json"
+                ),
+            ))
+        }
     }
 }
 

@@ -375,3 +375,54 @@ fn chat_template_features_match_transformers() {
     let e = tmpl.render(&bad, false).unwrap_err().to_string();
     assert!(e.contains("bad role"), "{e}");
 }
+
+/// Adversarial run, issue 12 item 10: malformed `tokenizer.json` files
+/// that panicked (or aborted on a huge allocation) inside the tokenizers
+/// crate. Each now loads with lengths left to the runtime, or fails with an
+/// error naming the file.
+#[test]
+fn malformed_tokenizer_json_is_an_error_naming_the_file_never_a_panic() {
+    let src = golden_dir("qwen2");
+    let original: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("tokenizer.json")).unwrap())
+            .unwrap();
+    let cases: [(&str, serde_json::Value); 3] = [
+        // assert!(stride < max_len) inside encode
+        (
+            "truncation",
+            serde_json::json!({"direction": "Right", "max_length": 1, "strategy": "LongestFirst", "stride": 5}),
+        ),
+        // padding to 10^12 tokens: an allocation abort inside encode
+        (
+            "padding",
+            serde_json::json!({"strategy": {"Fixed": 1_000_000_000_000u64}, "direction": "Right",
+                               "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "x"}),
+        ),
+        // a template naming a special token it does not define: a map lookup panics
+        (
+            "post_processor",
+            serde_json::json!({"type": "TemplateProcessing",
+                               "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                               "pair": [], "special_tokens": {}}),
+        ),
+    ];
+    let text = "Hallo Welt, wie geht's? Äpfel";
+    let reference = Tokenizer::load(&src).unwrap().encode(text, false).unwrap();
+    for (field, value) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut broken = original.clone();
+        broken[field] = value;
+        std::fs::write(dir.path().join("tokenizer.json"), broken.to_string()).unwrap();
+        let tokenizer = Tokenizer::load(dir.path()).unwrap();
+        match field {
+            // truncation and padding are ignored: the text is encoded whole
+            "truncation" | "padding" => {
+                assert_eq!(tokenizer.encode(text, true).unwrap(), reference, "{field}")
+            }
+            _ => {
+                let e = tokenizer.encode(text, true).unwrap_err().to_string();
+                assert!(e.contains("tokenizer.json"), "{field}: {e}");
+            }
+        }
+    }
+}

@@ -189,7 +189,7 @@ impl Op for Pack {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "pack",
-            version: 1,
+            version: 2,
             doc: "Tokenises a corpus with a model's tokenizer (in parallel), appends EOS to each document and packs the stream into seq_len sequences: tokens.bin, doc_ids.bin (u32 LE) and pack.json, the format the train op reads.",
             params: vec![
                 Param::required("corpus", Type::Dir, "corpus artifact"),

@@ -46,7 +46,7 @@ impl Op for ImportGguf {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "import_gguf",
-            version: 1,
+            version: 2,
             doc: "Converts a GGUF file into a Hugging Face model directory (config.json, safetensors, tokenizer, chat template).",
             params: vec![Param::required("input", Type::File, "the .gguf file (e.g. a fetch_wheel node's `file`)")],
             produces: Type::Model,
