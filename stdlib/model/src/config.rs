@@ -63,6 +63,13 @@ pub struct Config {
     pub raw: Map<String, Value>,
 }
 
+/// Bounds far above any released model (Llama-3.1-405B: 126 layers,
+/// hidden 16,384, intermediate 53,248; Qwen's vocabulary 151,936) that keep
+/// every size computed from a config inside 64 bits.
+const MAX_LAYERS: usize = 1 << 12;
+const MAX_DIM: usize = 1 << 20;
+const MAX_VOCAB: usize = 1 << 24;
+
 fn get_usize(obj: &Map<String, Value>, key: &str, path: &Path) -> Result<usize, ModelError> {
     match obj.get(key) {
         Some(Value::Number(n)) => n.as_u64().map(|v| v as usize).ok_or_else(|| {
@@ -205,6 +212,25 @@ impl Config {
                 path,
                 "vocab_size, hidden_size and intermediate_size must be positive",
             ));
+        }
+        // Before anything is sized from these numbers: a corrupt config
+        // (`num_hidden_layers: 1e15`, `head_dim: 2^40`) must be an error,
+        // not an allocation abort that takes the whole run down.
+        for (key, value, limit) in [
+            ("num_hidden_layers", num_hidden_layers, MAX_LAYERS),
+            ("num_attention_heads", num_attention_heads, MAX_DIM),
+            ("num_key_value_heads", num_key_value_heads, MAX_DIM),
+            ("head_dim", head_dim, MAX_DIM),
+            ("hidden_size", hidden_size, MAX_DIM),
+            ("intermediate_size", intermediate_size, MAX_DIM),
+            ("vocab_size", vocab_size, MAX_VOCAB),
+        ] {
+            if value > limit {
+                return Err(ModelError::invalid(
+                    path,
+                    format!("`{key}` is {value}, more than flow accepts ({limit}): the file is corrupt or not a supported model"),
+                ));
+            }
         }
         // rope: transformers 5 writes `rope_parameters: {rope_theta, rope_type}`, older versions
         // `rope_theta` at the top level and `rope_scaling` for non-default types.

@@ -193,6 +193,29 @@ fn weight_files(model_dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
 
 /// Loads every parameter the config asks for, converting to f32 and checking shapes.
 pub fn load_params(model_dir: &Path, config: &Config) -> Result<Params, ModelError> {
+    let files = weight_files(model_dir)?;
+    // Every parameter takes at least two bytes in the files (bf16/f16): a
+    // config that implies more than the files can hold is refused before
+    // its parameters are allocated.
+    let file_bytes: u64 = files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .map(|m| m.len())
+                .map_err(|e| ModelError::io(f, e))
+        })
+        .sum::<Result<u64, ModelError>>()?;
+    let implied = config.param_count();
+    if implied > file_bytes / 2 {
+        return Err(ModelError::invalid(
+            &model_dir.join("config.json"),
+            format!(
+                "config.json implies {implied} parameters, but the weight files hold {file_bytes} bytes \
+                 (at most {} parameters): the config does not belong to these weights",
+                file_bytes / 2
+            ),
+        ));
+    }
     let mut params = Params::zeros(config);
     let wanted: HashMap<String, usize> = params
         .names
@@ -202,7 +225,6 @@ pub fn load_params(model_dir: &Path, config: &Config) -> Result<Params, ModelErr
         .map(|(i, n)| (n, i))
         .collect();
     let mut found = vec![false; params.names.len()];
-    let files = weight_files(model_dir)?;
     for file in &files {
         let f = std::fs::File::open(file).map_err(|e| ModelError::io(file, e))?;
         // SAFETY: the file is only read; flow never writes model files in place (saves go through rename).

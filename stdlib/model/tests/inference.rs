@@ -246,6 +246,31 @@ fn bad_inputs_give_errors_naming_the_file() {
         e.contains("model.safetensors") && e.contains("mlp.") && e.contains("65"),
         "{e}"
     );
+    // Adversarial run, issue 12 item 9: sizes that aborted the process on
+    // allocation are errors naming config.json, checked before allocating.
+    for (from, to, needle) in [
+        (
+            "\"num_hidden_layers\": 2",
+            "\"num_hidden_layers\": 1000000000000000",
+            "num_hidden_layers",
+        ),
+        ("\"head_dim\": 8", "\"head_dim\": 1099511627776", "head_dim"),
+        // within the bounds, but far more than the weight files hold
+        (
+            "\"num_hidden_layers\": 2",
+            "\"num_hidden_layers\": 4000",
+            "weight files hold",
+        ),
+        (
+            "\"intermediate_size\": 64",
+            "\"intermediate_size\": 1000000",
+            "weight files hold",
+        ),
+    ] {
+        std::fs::write(&cfg_path, orig.replace(from, to)).unwrap();
+        let e = Model::load(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("config.json") && e.contains(needle), "{to}: {e}");
+    }
     std::fs::write(&cfg_path, "{not json").unwrap();
     assert!(Model::load(dir.path())
         .err()

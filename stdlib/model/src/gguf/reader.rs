@@ -129,12 +129,17 @@ impl<'a> Cursor<'a> {
     fn u64(&mut self, what: &str) -> Result<u64, String> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
-    fn count(&mut self, what: &str) -> Result<u64, String> {
+    /// A count of items that each take at least `min_item_bytes` in the
+    /// file: a count the rest of the file cannot hold is an error before
+    /// anything is allocated for it.
+    fn count(&mut self, what: &str, min_item_bytes: u64) -> Result<u64, String> {
         let at = self.pos;
         let n = self.u64(what)?;
-        if n > MAX_COUNT {
+        let left = (self.buf.len() - self.pos) as u64;
+        if n > MAX_COUNT || n > left / min_item_bytes.max(1) {
             return Err(format!(
-                "implausible {what} {n} at offset {at} (corrupt file?)"
+                "implausible {what} {n} at offset {at}: the {left} bytes after it hold at most {} (corrupt or truncated file?)",
+                left / min_item_bytes.max(1)
             ));
         }
         Ok(n)
@@ -175,8 +180,8 @@ impl<'a> Cursor<'a> {
                     return Err(format!("arrays nested too deeply in `{key}`"));
                 }
                 let elem = self.u32(&what)?;
-                let n = self.count(&format!("array length of `{key}`"))?;
-                let mut items = Vec::with_capacity(n.min(1 << 20) as usize);
+                let n = self.count(&format!("array length of `{key}`"), min_value_bytes(elem))?;
+                let mut items = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     items.push(self.value(elem, key, depth + 1)?);
                 }
@@ -192,6 +197,18 @@ impl<'a> Cursor<'a> {
                 ))
             }
         })
+    }
+}
+
+/// The fewest bytes a metadata value of type `ty` takes in the file.
+fn min_value_bytes(ty: u32) -> u64 {
+    match ty {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        8 => 8,     // the string's length
+        9 => 4 + 8, // element type and length
+        _ => 8,
     }
 }
 
@@ -211,8 +228,11 @@ pub fn parse(buf: &[u8]) -> Result<GgufFile, String> {
             "unsupported GGUF version {version} (supported: 2 and 3)"
         ));
     }
-    let n_tensors = c.count("tensor count")?;
-    let n_kv = c.count("metadata count")?;
+    // A tensor info is at least a name length, a dimension count, one
+    // dimension, a type and an offset; a metadata entry a key length, a
+    // type and a one-byte value.
+    let n_tensors = c.count("tensor count", 8 + 4 + 8 + 4 + 8)?;
+    let n_kv = c.count("metadata count", 8 + 4 + 1)?;
     let mut metadata = BTreeMap::new();
     for _ in 0..n_kv {
         let key = c.string("a metadata key")?;

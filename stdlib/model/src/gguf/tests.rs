@@ -238,6 +238,26 @@ fn corrupt_files_give_errors_naming_file_and_problem() {
     b[off..off + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
     expect(&b, "malformed", "`output_norm.weight` data out of bounds");
 
+    // Adversarial run, issue 12 item 9: a 24-byte header claiming 2^28
+    // tensors asked for 16 GiB of tensor infos before the first read failed.
+    let mut tiny = b"GGUF".to_vec();
+    tiny.extend(3u32.to_le_bytes());
+    tiny.extend((1u64 << 28).to_le_bytes()); // tensor count
+    tiny.extend(0u64.to_le_bytes()); // metadata count
+    expect(&tiny, "malformed", "implausible tensor count 268435456");
+    // An array claiming more elements than the rest of the file holds.
+    let mut arr = b"GGUF".to_vec();
+    arr.extend(3u32.to_le_bytes());
+    arr.extend(0u64.to_le_bytes());
+    arr.extend(1u64.to_le_bytes());
+    arr.extend(1u64.to_le_bytes());
+    arr.push(b'k');
+    arr.extend(9u32.to_le_bytes()); // array
+    arr.extend(8u32.to_le_bytes()); // of strings
+    arr.extend(1_000_000u64.to_le_bytes());
+    arr.extend([0u8; 64]);
+    expect(&arr, "malformed", "implausible array length of `k` 1000000");
+
     let missing = dir.path().join("missing.gguf");
     let err = import_gguf(&missing, &dir.path().join("o2")).expect_err("missing file");
     assert!(matches!(err, GgufError::Io { .. }));
