@@ -177,3 +177,22 @@ fn check_graph_and_fmt() {
     assert_eq!(p.flow(&["fmt", "p.flow", "--check"]).status.code(), Some(0));
     assert_ne!(std::fs::read_to_string(p.file()).unwrap(), messy);
 }
+
+/// Adversarial run, issue 12 item 11: `slerp(t: 1e308)` wrote an all-NaN
+/// model and exited 0. The real op declares t in [0, 1]: `flow check` and
+/// `flow run` refuse it before anything runs, naming the line.
+#[test]
+fn slerp_t_out_of_range_is_refused_at_check() {
+    let p = Project::new("m = slerp(base: dir(\"a\"), other: dir(\"b\"), t: 1e308)\n");
+    for command in ["check", "run"] {
+        let out = p.flow(&[command, "p.flow"]);
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+        assert!(
+            err.contains("argument `t` of `slerp` is 1e308, outside [0, 1]")
+                && err.contains("p.flow:1:"),
+            "{command}: {err}"
+        );
+    }
+    assert!(!p.cache().join("artifacts").exists());
+}

@@ -733,3 +733,44 @@ fn alias_cycles_and_chains_with_fields() {
         ],
     );
 }
+
+/// Adversarial run, issue 12 item 11: `t: 1e308` wrote an all-NaN model.
+/// A number outside a param's declared range is an error before anything
+/// runs, whether it is a literal, inside a list, a param, a `--set`
+/// override, or an element a map node takes.
+#[test]
+fn a_number_outside_the_declared_range_is_an_error_at_check() {
+    let r = errors(
+        "m = slerp(base: dir(\"a\"), other: dir(\"b\"), t: 1e308)\n",
+        &[],
+    );
+    has(
+        &r,
+        &[
+            "argument `t` of `slerp` is 1e308, outside [0, 1]",
+            "main.flow:1:47",
+            "`t` takes numbers from 0 to 1: the interpolation weight",
+        ],
+    );
+    let r = errors(
+        "m = slerp(base: dir(\"a\"), other: dir(\"b\"), t: [0.2, -0.5])\n",
+        &[],
+    );
+    has(&r, &["argument `t` of `slerp` is -0.5, outside [0, 1]"]);
+    let r = errors(
+        "param t = 0.5\nm = slerp(base: dir(\"a\"), other: dir(\"b\"), t: t)\n",
+        &["t=2"],
+    );
+    has(&r, &["is 2 (from param `t`), outside [0, 1]"]);
+    let r = errors(
+        "m = [slerp(base: dir(\"a\"), other: dir(\"b\"), t: x) for x in [0.5, 3]]\n",
+        &[],
+    );
+    has(&r, &["argument `t` of `slerp` is 3, outside [0, 1]"]);
+    // The bounds are inclusive.
+    let ok = lang_common::load(
+        "m = slerp(base: dir(\"a\"), other: dir(\"b\"), t: [0, 1])\n",
+        &[],
+    );
+    assert!(ok.is_ok(), "{}", ok.unwrap_err());
+}

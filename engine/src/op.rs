@@ -90,6 +90,10 @@ pub struct Param {
     /// `None`: the argument is required.
     pub default: Option<Value>,
     pub doc: &'static str,
+    /// Inclusive bounds every number in the argument must lie within (for
+    /// a list or record argument: each number inside it); `flow check`
+    /// rejects a value outside them, NaN included.
+    pub range: Option<(f64, f64)>,
 }
 
 impl Param {
@@ -99,6 +103,7 @@ impl Param {
             ty,
             default: None,
             doc,
+            range: None,
         }
     }
     pub fn optional(name: &'static str, ty: Type, default: Value, doc: &'static str) -> Self {
@@ -107,6 +112,27 @@ impl Param {
             ty,
             default: Some(default),
             doc,
+            range: None,
+        }
+    }
+    /// The same param, its numbers bounded to `[lo, hi]`.
+    pub fn within(self, lo: f64, hi: f64) -> Self {
+        Param {
+            range: Some((lo, hi)),
+            ..self
+        }
+    }
+
+    /// The first number in `value` outside this param's range, if any.
+    pub fn out_of_range(&self, value: &Value) -> Option<f64> {
+        let (lo, hi) = self.range?;
+        let bad = |x: f64| !(lo..=hi).contains(&x);
+        match value {
+            Value::Int(i) => bad(*i as f64).then_some(*i as f64),
+            Value::Float(f) => bad(*f).then_some(*f),
+            Value::List(items) => items.iter().find_map(|v| self.out_of_range(v)),
+            Value::Record(fields) => fields.values().find_map(|v| self.out_of_range(v)),
+            Value::Bool(_) | Value::Str(_) | Value::Path(_) => None,
         }
     }
 }

@@ -90,8 +90,9 @@ pub fn registry() -> Registry {
                 Param::required(
                     "t",
                     Type::Either(Box::new(Type::Float), Box::new(list(Type::Float))),
-                    "",
-                ),
+                    "the interpolation weight",
+                )
+                .within(0.0, 1.0),
             ],
             Type::Model,
             vec![],

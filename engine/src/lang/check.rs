@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::op::Registry;
-use crate::op::{OpSpec, Type, Value};
+use crate::op::{OpSpec, Param, Type, Value};
 use miette::SourceSpan;
 
 use super::ast::{self, Expr, ExprKind, Rhs, StmtKind, StrLit};
@@ -1167,6 +1167,7 @@ impl<'a> Checker<'a> {
             };
             let what = format!("argument `{}` of `{}`", param.name, spec.name);
             if let Some(a) = self.expr(file, &arg.value, &param.ty, map, &what) {
+                self.check_range(file, &arg.value, &a, param, spec, map);
                 args.insert(param.name.to_string(), a);
             }
         }
@@ -1202,6 +1203,60 @@ impl<'a> Checker<'a> {
             }
         }
         (self.errors.len() == before).then_some((args, device))
+    }
+
+    /// Numbers outside a param's declared range are errors here, before
+    /// anything runs (`t: 1e308` once wrote an all-NaN model).
+    fn check_range(
+        &mut self,
+        file: FileId,
+        expr: &Expr,
+        arg: &Arg,
+        param: &Param,
+        spec: &OpSpec,
+        map: Option<&MapCtx>,
+    ) {
+        let Some((lo, hi)) = param.range else { return };
+        let bad = match arg {
+            Arg::Lit(v) | Arg::Param { value: v, .. } => param.out_of_range(v),
+            // A map element is checked through each of the values it takes.
+            Arg::MapVar => map.and_then(|m| match &m.over {
+                Over::Values { values, .. } => values.iter().find_map(|v| param.out_of_range(v)),
+                Over::Exprs(items) => items.iter().find_map(|e| match e.kind {
+                    ExprKind::Int(i, _) => param.out_of_range(&Value::Int(i)),
+                    ExprKind::Float(f, _) => param.out_of_range(&Value::Float(f)),
+                    _ => None,
+                }),
+                Over::Static(_) | Over::Unknown => None,
+            }),
+            _ => None,
+        };
+        if let Some(x) = bad {
+            let shown = if x.is_nan() {
+                "NaN".to_string()
+            } else if x.fract() == 0.0 && x.abs() < 1e16 {
+                format!("{x}")
+            } else {
+                format!("{x:?}") // 1e308 rather than 309 digits
+            };
+            let from = match arg {
+                Arg::Param { name, .. } => format!(" (from param `{name}`)"),
+                _ => String::new(),
+            };
+            self.error(
+                file,
+                expr.span,
+                format!(
+                    "argument `{}` of `{}` is {shown}{from}, outside [{lo}, {hi}]",
+                    param.name, spec.name
+                ),
+                "out of range",
+                format!(
+                    "`{}` takes numbers from {lo} to {hi}: {}",
+                    param.name, param.doc
+                ),
+            );
+        }
     }
 
     fn device(&mut self, file: FileId, expr: &Expr) -> Option<DeviceRequest> {

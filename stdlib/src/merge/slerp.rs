@@ -72,18 +72,34 @@ fn number(v: &Value) -> Option<f64> {
     }
 }
 
+/// `t` weighs the two models: outside [0, 1] SLERP extrapolates, and far
+/// outside it the weights overflow to NaN (`t: 1e308` wrote an all-NaN model).
+fn in_unit_range(x: f64, what: &str) -> OpResult<f64> {
+    if (0.0..=1.0).contains(&x) {
+        Ok(x)
+    } else {
+        Err(miette!(
+            help = "t = 0 gives the base model, t = 1 the other; choose a value between",
+            "{what}: t must lie in [0, 1], got {x}"
+        ))
+    }
+}
+
 fn parse_value(v: &Value, what: &str) -> OpResult<TValue> {
     if let Some(x) = number(v) {
-        return Ok(TValue::Scalar(x));
+        return Ok(TValue::Scalar(in_unit_range(x, what)?));
     }
     if let Value::List(items) = v {
         if items.is_empty() {
             return Err(miette!("{what}: an empty list has no value"));
         }
         let vals: Option<Vec<f64>> = items.iter().map(number).collect();
-        return vals
-            .map(TValue::Gradient)
-            .ok_or_else(|| miette!("{what}: a list of values must hold numbers only"));
+        let vals =
+            vals.ok_or_else(|| miette!("{what}: a list of values must hold numbers only"))?;
+        for &x in &vals {
+            in_unit_range(x, what)?;
+        }
+        return Ok(TValue::Gradient(vals));
     }
     Err(miette!(
         "{what}: expected a number or a list of numbers, got {}",
@@ -467,7 +483,7 @@ impl Op for Slerp {
             params: vec![
                 Param::required("base", Type::Model, "the model at t = 0 (e.g. the source instruct model); config and tokenizer come from it"),
                 Param::required("other", Type::Model, "the model at t = 1 (e.g. a continued-pretraining checkpoint); its flow_checkpoint.json is copied"),
-                Param::optional("t", Type::Any, Value::Float(0.5), "a number, a list of numbers (gradient over layers), or a list of {filter: \"substring\", value: number|list} records; a record without filter is the fallback"),
+                Param::optional("t", Type::Any, Value::Float(0.5), "a number, a list of numbers (gradient over layers), or a list of {filter: \"substring\", value: number|list} records; a record without filter is the fallback").within(0.0, 1.0),
                 Param::optional("dtype", Type::Enum(vec!["auto".into(), "float32".into(), "bfloat16".into(), "float16".into()]), Value::Str("auto".into()), "dtype of the written tensors; auto keeps the base's"),
                 Param::optional("shard_gb", Type::Float, Value::Float(2.0), "maximum shard size in GB (1e9 bytes)"),
             ],
@@ -614,6 +630,14 @@ mod tests {
     #[test]
     fn bad_t_is_an_error() {
         assert!(TSetting::parse(&Value::Str("x".into())).is_err());
+        // t outside [0, 1] (1e308 once wrote an all-NaN model), NaN included
+        for bad in [1e308, -0.1, 1.5, f64::NAN] {
+            let e = TSetting::parse(&Value::Float(bad)).unwrap_err().to_string();
+            assert!(e.contains("t must lie in [0, 1]"), "{bad}: {e}");
+            assert!(
+                TSetting::parse(&Value::List(vec![Value::Float(0.5), Value::Float(bad)])).is_err()
+            );
+        }
         assert!(TSetting::parse(&Value::List(vec![])).is_err());
         assert!(
             TSetting::parse(&Value::List(vec![rec(Some("a"), Value::Str("b".into()))])).is_err()
