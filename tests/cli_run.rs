@@ -275,3 +275,55 @@ c = exec(cmd: "echo c > {out}/f")
     let waited = format!("{}{}", r1.stderr, r2.stderr);
     assert!(waited.contains("waiting for flow run pid"), "{waited}");
 }
+
+fn alive(pid: &str) -> bool {
+    std::process::Command::new("kill")
+        .args(["-0", pid])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Adversarial run, issue 12 item 12: `kill -9` of `flow run` left the
+/// commands of its `exec` nodes running, and what they started too.
+#[test]
+fn exec_commands_die_with_a_killed_run() {
+    let pids = tempfile::tempdir().unwrap();
+    let pid_file = pids.path().join("pids");
+    let p = Project::new(&format!(
+        "a = exec(cmd: \"sleep 300 & echo $! >> {f}; echo $$ >> {f}; wait\")\n",
+        f = pid_file.display()
+    ));
+    let mut child = p
+        .cmd(&["run", "p.flow", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let pids = loop {
+        let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        let pids: Vec<String> = text.lines().map(str::to_string).collect();
+        if pids.len() == 2 {
+            break pids;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the command never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(pids.iter().all(|p| alive(p)));
+    child.kill().unwrap(); // SIGKILL: no handler in flow runs
+    child.wait().unwrap();
+    let killed = std::time::Instant::now();
+    while pids.iter().any(|p| alive(p)) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the command (sh {} and its sleep {}) outlived the run",
+            pids[1],
+            pids[0]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -80,6 +80,7 @@ impl Op for Exec {
                     dir.display()
                 )
             })?;
+        let watchdog = Watchdog::start(child.id());
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
@@ -116,7 +117,9 @@ impl Op for Exec {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-        })?;
+        });
+        drop(watchdog);
+        let status = status?;
         if status.success() {
             return Ok(Outputs::new());
         }
@@ -133,6 +136,39 @@ impl Op for Exec {
             "command {how}: {cmd}\n--- last lines of output ---\n{}",
             tail.join("\n")
         ))
+    }
+}
+
+/// Kills the command's process group when `flow` dies, however it dies
+/// (`kill -9` included, which no handler in `flow` can see): a small `sh`
+/// outside the group waits on a pipe whose only writer is this process,
+/// and the kernel closes that pipe when the process ends. On a normal end
+/// the watchdog is stopped first, so it never signals a reused group id.
+struct Watchdog(Option<std::process::Child>);
+
+impl Watchdog {
+    fn start(pgid: u32) -> Watchdog {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg("read _ignored; kill -KILL -\"$0\" 2>/dev/null")
+            .arg(pgid.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Not in the command's group, nor in the terminal's.
+            .process_group(0)
+            .spawn()
+            .ok();
+        Watchdog(child)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
