@@ -327,3 +327,41 @@ fn exec_commands_die_with_a_killed_run() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Adversarial run, issue 12 item 7: an input edited while its node ran
+/// was stored under the old content's key; once the file was restored, the
+/// next run served the edited result from the cache. The input is stat'ed
+/// again after the node: a change fails the node and nothing is stored.
+#[test]
+fn an_input_changed_while_its_node_runs_is_never_stored() {
+    let p = Project::new(
+        "a = exec(cmd: \"cat in.txt > {out}/x; sleep 1; cat in.txt >> {out}/x\", deps: [file(\"in.txt\")])\n",
+    );
+    let input = p.path().join("in.txt");
+    std::fs::write(&input, "v1\n").unwrap();
+    let child = p
+        .cmd(&["run", "p.flow", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    wait_for_build(&p, &mut child);
+    std::fs::write(&input, "v2\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let run = Run::parse(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", run.stderr);
+    assert_eq!(run.status["a"], "failed");
+    assert!(
+        run.stderr.contains("an input changed while `a` ran")
+            && run.stderr.contains("in.txt was modified"),
+        "{}",
+        run.stderr
+    );
+    // Restored: the node runs again (nothing was cached) and reads v1 only.
+    std::fs::write(&input, "v1\n").unwrap();
+    let r = p.run(&[], 0);
+    assert_eq!(r.status["a"], "ran");
+    let x = p.cache().join("artifacts").join(&r.keys["a"]).join("out/x");
+    assert_eq!(std::fs::read_to_string(x).unwrap(), "v1\nv1\n");
+}

@@ -29,7 +29,7 @@ use crate::device::{no_cuda, resolve_device, CudaProbe};
 use crate::graph::Graph;
 use crate::ir::{DeviceRequest, Pipeline};
 use crate::keys::{unit_key, value_to_json, RVal, UnitKey};
-use crate::memo::InputMemo;
+use crate::memo::{InputMemo, InputStamp};
 use crate::progress::{Display, NodeProgress};
 use crate::resolve::{NodeValue, Resolver, UnitSpec};
 use crate::store::{
@@ -122,6 +122,7 @@ struct Unit {
     display: String,
     key: UnitKey,
     args: BTreeMap<String, RVal>,
+    inputs: Vec<InputStamp>,
 }
 
 struct Failure {
@@ -353,11 +354,7 @@ impl<'a> Executor<'a> {
             return;
         };
         let spec = op.spec();
-        let mut resolver = Resolver {
-            pipeline: self.p,
-            done: &self.done,
-            memo: &mut self.memo,
-        };
+        let mut resolver = Resolver::new(self.p, &self.done, &mut self.memo);
         let units = resolver.units(node);
         let units = match units {
             Ok(u) => u,
@@ -377,6 +374,7 @@ impl<'a> Executor<'a> {
             display,
             args,
             element,
+            inputs,
         } in units
         {
             let key = unit_key(spec.name, spec.version, &args, element.as_ref());
@@ -391,6 +389,7 @@ impl<'a> Executor<'a> {
                     display,
                     key,
                     args,
+                    inputs,
                 });
                 self.queue.push_back(self.units.len() - 1);
             }
@@ -460,6 +459,7 @@ impl<'a> Executor<'a> {
             display: unit.display.clone(),
             key: unit.key.clone(),
             args: unit.args.clone(),
+            inputs: unit.inputs.clone(),
             threads,
             device,
             cancel: Arc::clone(&self.opts.cancel),
@@ -612,6 +612,7 @@ struct Job {
     display: String,
     key: UnitKey,
     args: BTreeMap<String, RVal>,
+    inputs: Vec<InputStamp>,
     threads: usize,
     device: Device,
     cancel: Arc<AtomicBool>,
@@ -709,6 +710,18 @@ impl Job {
             Ok(o) => o,
             Err(report) => return Err(fail(report, &self.store)),
         };
+        // The key names the inputs' content when they were hashed; an input
+        // that changed since may have been read half old, half new.
+        if let Some(change) = self.inputs.iter().find_map(InputStamp::changed) {
+            return Err(fail(
+                miette::miette!(
+                    help = "the artifact was not stored; run again once the input stops changing",
+                    "an input changed while `{}` ran: {change}",
+                    self.display
+                ),
+                &self.store,
+            ));
+        }
         if let Ok(mut f) = log_file.lock() {
             if let Some(f) = f.as_mut() {
                 let _ = f.flush();

@@ -173,3 +173,95 @@ impl InputMemo {
         self.entries.is_empty()
     }
 }
+
+/// What an input looked like just before it was hashed: the stat of each
+/// of its files. A node whose input's stamp differs after it ran read
+/// content other than what its key names, so its artifact is not stored
+/// (build systems re-stat inputs after a step for the same reason). The
+/// stamp holds the change time, which no user tool can set back, so an
+/// edit that restores size and mtime is still seen.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputStamp {
+    path: PathBuf,
+    files: Vec<FileStamp>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct FileStamp {
+    path: PathBuf,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(path: PathBuf, meta: &fs::Metadata) -> FileStamp {
+        FileStamp {
+            path,
+            size: meta.size(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+            inode: meta.ino(),
+        }
+    }
+}
+
+fn stamp_files(path: &Path, out: &mut Vec<FileStamp>) -> io::Result<()> {
+    let meta = fs::metadata(path)?;
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = fs::read_dir(path)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<io::Result<_>>()?;
+        entries.sort();
+        // The directory itself: an added or removed entry changes it.
+        out.push(FileStamp::of(path.to_path_buf(), &meta));
+        for entry in entries {
+            stamp_files(&entry, out)?;
+        }
+    } else {
+        out.push(FileStamp::of(path.to_path_buf(), &meta));
+    }
+    Ok(())
+}
+
+impl InputStamp {
+    /// Stats `path` (every file and directory under it, for a directory).
+    pub fn take(path: &Path) -> io::Result<InputStamp> {
+        let mut files = Vec::new();
+        stamp_files(path, &mut files)?;
+        Ok(InputStamp {
+            path: path.to_path_buf(),
+            files,
+        })
+    }
+
+    /// The input's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What changed since the stamp was taken, if anything.
+    pub fn changed(&self) -> Option<String> {
+        let now = match InputStamp::take(&self.path) {
+            Ok(s) => s,
+            Err(e) => {
+                return Some(format!(
+                    "{} can no longer be read: {e}",
+                    self.path.display()
+                ))
+            }
+        };
+        if now.files.len() != self.files.len() {
+            return Some(format!(
+                "{}: files were added or removed",
+                self.path.display()
+            ));
+        }
+        now.files
+            .iter()
+            .zip(&self.files)
+            .find(|(a, b)| a != b)
+            .map(|(a, _)| format!("{} was modified", a.path.display()))
+    }
+}

@@ -106,11 +106,7 @@ pub fn plan(p: &Pipeline, registry: &Registry, store: &Store) -> miette::Result<
             continue;
         };
         let spec = op.spec();
-        let mut resolver = Resolver {
-            pipeline: p,
-            done: &done,
-            memo: &mut memo,
-        };
+        let mut resolver = Resolver::new(p, &done, &mut memo);
         let units = resolver.units(node);
         let units = match units {
             Ok(u) => u,

@@ -10,7 +10,7 @@ use miette::{LabeledSpan, NamedSource};
 
 use crate::ir::{Arg, InputKind, MapOver, Node, Pipeline, Span, TemplatePart};
 use crate::keys::{value_from_json, RVal, TPart};
-use crate::memo::InputMemo;
+use crate::memo::{InputMemo, InputStamp};
 use crate::store::{Meta, Store};
 
 /// The value of a finished node as its dependents see it.
@@ -116,6 +116,9 @@ pub struct UnitSpec {
     pub args: BTreeMap<String, RVal>,
     /// The element's value (map nodes only).
     pub element: Option<RVal>,
+    /// The `file()`/`dir()` inputs as they were when hashed, to be checked
+    /// again once the unit has run.
+    pub inputs: Vec<InputStamp>,
 }
 
 /// Everything resolution needs.
@@ -123,6 +126,23 @@ pub struct Resolver<'a> {
     pub pipeline: &'a Pipeline,
     pub done: &'a BTreeMap<String, NodeValue>,
     pub memo: &'a mut InputMemo,
+    /// Stamps of the inputs resolved since the last unit was built.
+    pub stamps: Vec<InputStamp>,
+}
+
+impl<'a> Resolver<'a> {
+    pub fn new(
+        pipeline: &'a Pipeline,
+        done: &'a BTreeMap<String, NodeValue>,
+        memo: &'a mut InputMemo,
+    ) -> Resolver<'a> {
+        Resolver {
+            pipeline,
+            done,
+            memo,
+            stamps: Vec::new(),
+        }
+    }
 }
 
 impl Resolver<'_> {
@@ -156,15 +176,19 @@ impl Resolver<'_> {
             }
             Arg::Input { kind, path, span } => {
                 let is_dir = *kind == InputKind::Dir;
-                let key = self.memo.input_key(path, is_dir).map_err(|e| {
-                    let what = if is_dir { "dir" } else { "file" };
+                let what = if is_dir { "dir" } else { "file" };
+                let unreadable = |e: std::io::Error| {
                     diag_at(
                         self.pipeline,
                         *span,
                         format!("input {what} {}: {e}", path.display()),
                         "relative paths are resolved against the directory of the .flow file",
                     )
-                })?;
+                };
+                // Stamped before hashing: a change during hashing shows too.
+                let stamp = InputStamp::take(path).map_err(unreadable)?;
+                let key = self.memo.input_key(path, is_dir).map_err(unreadable)?;
+                self.stamps.push(stamp);
                 let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
                 RVal::Path { path: abs, key }
             }
@@ -235,26 +259,36 @@ impl Resolver<'_> {
 
     /// The units of a node: one, or one per element of its `over` list.
     pub fn units(&mut self, node: &Node) -> miette::Result<Vec<UnitSpec>> {
+        self.stamps.clear();
         match &node.map {
             None => Ok(vec![UnitSpec {
                 elem: None,
                 display: node.name.clone(),
                 args: self.args(node, None)?,
                 element: None,
+                inputs: std::mem::take(&mut self.stamps),
             }]),
-            Some(m) => self
-                .elements(node, m)?
-                .into_iter()
-                .enumerate()
-                .map(|(k, e)| {
-                    Ok(UnitSpec {
-                        elem: Some(k),
-                        display: format!("{}[{k}]", node.name),
-                        args: self.args(node, Some(&e))?,
-                        element: Some(e),
+            Some(m) => {
+                let elements = self.elements(node, m)?;
+                // Inputs in the `over` list reach every element.
+                let shared = std::mem::take(&mut self.stamps);
+                elements
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, e)| {
+                        let args = self.args(node, Some(&e))?;
+                        let mut inputs = shared.clone();
+                        inputs.append(&mut self.stamps);
+                        Ok(UnitSpec {
+                            elem: Some(k),
+                            display: format!("{}[{k}]", node.name),
+                            args,
+                            element: Some(e),
+                            inputs,
+                        })
                     })
-                })
-                .collect(),
+                    .collect()
+            }
         }
     }
 }
