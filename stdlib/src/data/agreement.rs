@@ -188,7 +188,7 @@ impl Op for Agreement {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "agreement",
-            version: 1,
+            version: 2,
             doc: "Precision, recall and F1 of annotations (an annotate artifact or a label file) against human labels (CSV/JSONL: id, annotator, label), per annotator and against the majority vote.",
             params: vec![
                 Param::required("annotations", Type::Either(Box::new(Type::Dir), Box::new(Type::File)), "the annotate artifact, or a label file (JSONL/CSV with id, label)"),

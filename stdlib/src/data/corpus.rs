@@ -120,30 +120,49 @@ pub fn open_decompressed(path: &Path) -> OpResult<Box<dyn BufRead + Send>> {
 
 /// Calls `f(line_number, line)` for every line of a (possibly compressed)
 /// text file; line numbers start at 1. A read or UTF-8 error names the line.
-pub fn for_each_line(path: &Path, mut f: impl FnMut(u64, &str) -> OpResult<()>) -> OpResult<()> {
+pub fn for_each_line(path: &Path, f: impl FnMut(u64, &str) -> OpResult<()>) -> OpResult<()> {
+    match read_lines(path, f)? {
+        None => Ok(()),
+        Some(broken) => Err(miette!("{broken}")),
+    }
+}
+
+/// Like [`for_each_line`], but a stream that breaks off (a truncated `.gz`
+/// or `.zst`, a read error) ends the reading with the lines read so far
+/// delivered and `Some(what happened)` returned. A UTF-8 byte-order mark
+/// before the first line is not part of it.
+pub fn read_lines(
+    path: &Path,
+    mut f: impl FnMut(u64, &str) -> OpResult<()>,
+) -> OpResult<Option<String>> {
     let mut reader = open_decompressed(path)?;
     let mut buf = Vec::with_capacity(1 << 14);
     let mut line_no = 0u64;
     loop {
         buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .into_diagnostic()
-            .wrap_err_with(|| {
-                format!(
-                    "{}:{}: read error (truncated or corrupt file?)",
+        let n = match reader.read_until(b'\n', &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                return Ok(Some(format!(
+                    "{}:{}: the file breaks off after {line_no} complete lines (truncated or corrupt): {e}",
                     path.display(),
                     line_no + 1
-                )
-            })?;
+                )))
+            }
+        };
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         line_no += 1;
         while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             buf.pop();
         }
-        match std::str::from_utf8(&buf) {
+        let line = if line_no == 1 {
+            buf.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&buf)
+        } else {
+            &buf[..]
+        };
+        match std::str::from_utf8(line) {
             Ok(line) => f(line_no, line)?,
             Err(e) => f(line_no, &format!("\u{0}invalid UTF-8: {e}"))?,
         }
@@ -461,6 +480,12 @@ struct SourceStats {
     empty_text: u64,
     duplicate_ids: u64,
     errors: u64,
+    /// Documents known to be lost: the unreadable rest of a parquet row group.
+    documents_lost: u64,
+    /// A compressed or broken stream ended early: what was read is kept,
+    /// and this says where it broke off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broken_off: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -604,7 +629,7 @@ fn read_jsonl(
     ctx: &OpContext,
 ) -> OpResult<()> {
     let name = path.display().to_string();
-    for_each_line(path, |line_no, line| {
+    let broken = read_lines(path, |line_no, line| {
         if line_no.is_multiple_of(4096) {
             ctx.check_cancelled()?;
         }
@@ -632,7 +657,13 @@ fn read_jsonl(
                 norm.errors.record(norm.policy, &place, &what)
             }
         }
-    })
+    })?;
+    if let Some(what) = broken {
+        stats.errors += 1;
+        norm.errors.record(norm.policy, &name, &what)?;
+        stats.broken_off = Some(what);
+    }
+    Ok(())
 }
 
 fn read_parquet(
@@ -678,31 +709,62 @@ fn read_parquet(
             ),
         );
     }
-    let rows = reader
-        .get_row_iter(None)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("{name}: cannot read rows"))?;
-    for (i, row) in rows.enumerate() {
-        if i.is_multiple_of(4096) {
-            ctx.check_cancelled()?;
-        }
-        let place = format!("{name}:row {}", i + 1);
-        match row {
-            Ok(row) => {
-                let obj: Map<String, Json> = row
-                    .get_column_iter()
-                    .map(|(k, f)| (k.clone(), field_to_json(f)))
-                    .collect();
-                norm.take(&place, format!("{name}:{}", i + 1), obj, stats)?
+    // Row group by row group: a corrupt page costs the rest of its row
+    // group (counted from the footer's row counts), not the rest of the file.
+    let mut first_row = 0u64; // rows of the row groups before this one
+    for g in 0..reader.num_row_groups() {
+        let group_rows = reader.metadata().row_group(g).num_rows().max(0) as u64;
+        let mut taken = 0u64;
+        let group = reader.get_row_group(g);
+        let rows = group
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|rg| rg.get_row_iter(None).map_err(|e| e.to_string()));
+        let failure = match rows {
+            Err(e) => Some((first_row + 1, e)),
+            Ok(rows) => {
+                let mut failure = None;
+                for row in rows {
+                    let i = first_row + taken;
+                    if i.is_multiple_of(4096) {
+                        ctx.check_cancelled()?;
+                    }
+                    match row {
+                        Ok(row) => {
+                            taken += 1;
+                            let obj: Map<String, Json> = row
+                                .get_column_iter()
+                                .map(|(k, f)| (k.clone(), field_to_json(f)))
+                                .collect();
+                            norm.take(
+                                &format!("{name}:row {}", i + 1),
+                                format!("{name}:{}", i + 1),
+                                obj,
+                                stats,
+                            )?
+                        }
+                        Err(e) => {
+                            failure = Some((i + 1, e.to_string()));
+                            break;
+                        }
+                    }
+                }
+                failure
             }
-            Err(e) => {
-                stats.errors += 1;
-                // a decoding error leaves the rest of the file unreadable
-                return norm
-                    .errors
-                    .record(norm.policy, &place, &format!("cannot decode row: {e}"));
-            }
+        };
+        if let Some((row, e)) = failure {
+            let lost = group_rows.saturating_sub(taken);
+            stats.errors += 1;
+            stats.documents_lost += lost;
+            norm.errors.record(
+                norm.policy,
+                &format!("{name}:row {row}"),
+                &format!(
+                    "cannot decode row group {g} ({e}): its {lost} remaining of {group_rows} documents are lost; the next row group is read"
+                ),
+            )?;
         }
+        first_row += group_rows;
     }
     Ok(())
 }
@@ -739,7 +801,7 @@ impl Op for Corpus {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "corpus",
-            version: 1,
+            version: 2,
             doc: "Reads FineWeb-2 parquet shards and JSONL (plain, .gz, .zst) into a normalised corpus: zstd JSONL shards docs-NNNNN.jsonl.zst of {id, text, ...source fields} and corpus.json statistics.",
             params: vec![
                 Param::required(
@@ -826,6 +888,8 @@ impl Op for Corpus {
             "characters": chars,
             "empty_text": sources.iter().map(|s| s.empty_text).sum::<u64>(),
             "duplicate_ids": sources.iter().map(|s| s.duplicate_ids).sum::<u64>(),
+            "documents_lost": sources.iter().map(|s| s.documents_lost).sum::<u64>(),
+            "broken_off_files": sources.iter().filter(|s| s.broken_off.is_some()).count(),
             "errors": errors,
             "sources": sources,
             "shards": shards.iter().map(|(f, n)| serde_json::json!({"file": f, "documents": n})).collect::<Vec<_>>(),
@@ -1130,5 +1194,168 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:?}").contains("no documents"));
+    }
+
+    /// Adversarial run, issue 12 item 8: one corrupt page made the reader
+    /// stop at the first bad row, dropping the rest of the file with exit 0.
+    /// Now only the rest of that row group is lost, and counted.
+    #[test]
+    fn a_corrupt_parquet_page_costs_only_its_row_group_and_is_counted() {
+        use parquet::basic::{Compression, Encoding};
+        use parquet::data_type::ByteArray;
+        use parquet::file::properties::WriterProperties;
+        use parquet::file::writer::SerializedFileWriter;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("three_groups.parquet");
+        let schema = Arc::new(
+            parquet::schema::parser::parse_message_type(
+                "message s { REQUIRED BYTE_ARRAY text (UTF8); }",
+            )
+            .unwrap(),
+        );
+        // Plain, uncompressed pages: each value is a 4-byte length and its bytes.
+        let props = WriterProperties::builder()
+            .set_compression(Compression::UNCOMPRESSED)
+            .set_dictionary_enabled(false)
+            .set_encoding(Encoding::PLAIN)
+            .build();
+        let mut w =
+            SerializedFileWriter::new(File::create(&path).unwrap(), schema, Arc::new(props))
+                .unwrap();
+        for g in 0..3 {
+            let docs: Vec<ByteArray> = (0..10)
+                .map(|i| ByteArray::from(format!("Dokument {g}-{i:02} über Anatomie").as_str()))
+                .collect();
+            let mut rg = w.next_row_group().unwrap();
+            let mut col = rg.next_column().unwrap().unwrap();
+            col.typed::<parquet::data_type::ByteArrayType>()
+                .write_batch(&docs, None, None)
+                .unwrap();
+            col.close().unwrap();
+            rg.close().unwrap();
+        }
+        w.close().unwrap();
+        // Break the length of the fourth value of the middle row group.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let marker = "Dokument 1-03".as_bytes();
+        let at = bytes
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .unwrap();
+        bytes[at - 4..at].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+
+        let out = tmp.path().join("o");
+        run_op(&Corpus, &[("input", Value::Path(path.clone()))], &out).unwrap();
+        let texts: Vec<String> = read_corpus(&out)
+            .iter()
+            .map(|d| d["text"].as_str().unwrap().to_string())
+            .collect();
+        // Row groups 0 and 2 whole; of row group 1 at most the rows before the break.
+        assert!(
+            texts
+                .iter()
+                .filter(|t| t.starts_with("Dokument 0-"))
+                .count()
+                == 10
+        );
+        assert!(
+            texts
+                .iter()
+                .filter(|t| t.starts_with("Dokument 2-"))
+                .count()
+                == 10
+        );
+        let kept_of_1 = texts
+            .iter()
+            .filter(|t| t.starts_with("Dokument 1-"))
+            .count() as u64;
+        let stats: Json =
+            serde_json::from_str(&std::fs::read_to_string(out.join("corpus.json")).unwrap())
+                .unwrap();
+        assert_eq!(stats["documents"], texts.len() as u64);
+        // Every document is either kept or counted as lost.
+        assert_eq!(
+            stats["documents_lost"].as_u64().unwrap() + kept_of_1,
+            10,
+            "{stats}"
+        );
+        assert_eq!(stats["errors"]["count"], 1, "{stats}");
+        let example = stats["errors"]["examples"][0].as_str().unwrap();
+        assert!(
+            example.contains("three_groups.parquet") && example.contains("row group 1"),
+            "{example}"
+        );
+
+        // Under on_error: "fail" the same file fails, naming the row group.
+        let err = run_op(
+            &Corpus,
+            &[
+                ("input", Value::Path(path)),
+                ("on_error", Value::Str("fail".into())),
+            ],
+            &tmp.path().join("o2"),
+        )
+        .unwrap_err();
+        assert!(format!("{err:?}").contains("row group 1"), "{err:?}");
+    }
+
+    /// Issue 12 item 8: a truncated `.gz` or `.zst` under on_error "skip"
+    /// keeps what was read and says where it broke off; a UTF-8 BOM does
+    /// not cost the first document.
+    #[test]
+    fn truncated_streams_keep_what_was_read_and_a_bom_costs_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lines: String = (0..20000)
+            .map(|i| {
+                format!(
+                    "{{\"id\": \"d{i}\", \"text\": \"Text {i}: Blutdruck und Herzfrequenz {}\"}}\n",
+                    i * 7919 % 1000
+                )
+            })
+            .collect();
+        let gz = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(lines.as_bytes()).unwrap();
+            e.finish().unwrap()
+        };
+        let zst = zstd::encode_all(lines.as_bytes(), 3).unwrap();
+        for (name, whole) in [("a.jsonl.gz", gz), ("a.jsonl.zst", zst)] {
+            let path = tmp.path().join(name);
+            std::fs::write(&path, &whole[..whole.len() * 2 / 3]).unwrap();
+            let out = tmp.path().join(format!("o-{name}"));
+            run_op(&Corpus, &[("input", Value::Path(path))], &out).unwrap();
+            let docs = read_corpus(&out);
+            let stats: Json =
+                serde_json::from_str(&std::fs::read_to_string(out.join("corpus.json")).unwrap())
+                    .unwrap();
+            assert!(
+                docs.len() > 1000 && docs.len() < 20000,
+                "{name}: {} documents",
+                docs.len()
+            );
+            // What was kept is a prefix of the file, in order.
+            for (i, d) in docs.iter().enumerate() {
+                assert_eq!(d["id"], format!("d{i}"), "{name}");
+            }
+            let broke = stats["sources"][0]["broken_off"].as_str().unwrap();
+            assert!(
+                broke.contains(name) && broke.contains("breaks off"),
+                "{name}: {broke}"
+            );
+            assert_eq!(stats["broken_off_files"], 1);
+        }
+        let path = tmp.path().join("bom.jsonl");
+        std::fs::write(
+            &path,
+            format!("\u{feff}{}", &lines[..lines.find('\n').unwrap() + 1]),
+        )
+        .unwrap();
+        let out = tmp.path().join("o-bom");
+        run_op(&Corpus, &[("input", Value::Path(path))], &out).unwrap();
+        let docs = read_corpus(&out);
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0]["id"], "d0");
     }
 }
