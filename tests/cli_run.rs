@@ -365,3 +365,26 @@ fn an_input_changed_while_its_node_runs_is_never_stored() {
     let x = p.cache().join("artifacts").join(&r.keys["a"]).join("out/x");
     assert_eq!(std::fs::read_to_string(x).unwrap(), "v1\nv1\n");
 }
+
+/// Issue 12 item 14, the run-time path: an input that cannot be read is
+/// reported where the run finds it, and on a line past column 65,535 the
+/// report gives the place as text instead of panicking in miette.
+#[test]
+fn a_run_time_error_on_a_very_long_line_names_the_place() {
+    let long = "x".repeat(70_000);
+    let p = Project::new(&format!(
+        "a = exec(cmd: \"echo {long}\", deps: [file(\"missing.txt\")])\n"
+    ));
+    // `check` is content with the file; the run finds the input missing.
+    assert_eq!(p.flow(&["check", "p.flow"]).status.code(), Some(0));
+    let out = p.flow(&["run", "p.flow"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err:.2000}");
+    assert!(
+        err.contains("missing.txt")
+            && err.contains("p.flow:1:70031")
+            && err.contains("too long to show"),
+        "{err:.2000}"
+    );
+    assert!(!err.contains("panicked") && !err.contains(&long));
+}

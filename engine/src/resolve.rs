@@ -97,6 +97,17 @@ fn output_rval(v: &Value, out: &Path, h: &str, path_hashes: &BTreeMap<String, St
 
 /// A diagnostic pointing at a span of the pipeline's sources.
 pub fn diag_at(p: &Pipeline, span: Span, message: String, help: &str) -> miette::Report {
+    if let Some(f) = p.sources.files.get(span.file) {
+        if crate::lang::diag::line_too_long_to_show(&f.text, span.span.offset()) {
+            // No excerpt: the place as text, as the front end does.
+            let (line, column) = crate::lang::diag::line_and_column(&f.text, span.span.offset());
+            return miette::miette!(
+                help = format!("{help} (the line is too long to show)"),
+                "{message}\n  at {}:{line}:{column}",
+                f.path.display()
+            );
+        }
+    }
     let label = LabeledSpan::at(span.span, "here");
     let report = miette::miette!(labels = vec![label], help = help.to_string(), "{message}");
     match p.sources.files.get(span.file) {

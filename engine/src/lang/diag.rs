@@ -82,21 +82,15 @@ impl LangDiag {
             .map(LangDiag::plain_if_lines_too_long)
             .collect();
         let text: &str = self.src.inner();
-        let too_long = self.labels.iter().any(|l| {
-            let at = l.offset().min(text.len());
-            let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-            let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
-            line_end - line_start > MAX_EXCERPT_LINE
-        });
-        if !too_long {
+        if !self
+            .labels
+            .iter()
+            .any(|l| line_too_long_to_show(text, l.offset()))
+        {
             return self;
         }
         for label in std::mem::take(&mut self.labels) {
-            let at = label.offset().min(text.len());
-            let before = &text[..at];
-            let line = before.matches('\n').count() + 1;
-            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-            let column = before[line_start..].chars().count() + 1;
+            let (line, column) = line_and_column(text, label.offset());
             self.message.push_str(&format!(
                 "\n  at {}:{line}:{column}: {}",
                 self.src.name(),
@@ -113,6 +107,31 @@ impl LangDiag {
 
 /// The longest line (in bytes) a diagnostic shows as a source excerpt.
 const MAX_EXCERPT_LINE: usize = 10_000;
+
+/// Whether the line holding byte `offset` of `text` is too long for an
+/// excerpt (miette's renderer panics past column 65,535).
+pub fn line_too_long_to_show(text: &str, offset: usize) -> bool {
+    let at = floor_char_boundary(text, offset);
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    line_end - line_start > MAX_EXCERPT_LINE
+}
+
+/// 1-based line and column (in characters) of byte `offset` of `text`.
+pub fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..floor_char_boundary(text, offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+fn floor_char_boundary(text: &str, offset: usize) -> usize {
+    let mut at = offset.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
 
 /// How many reports `render` shows; the rest are counted.
 pub const MAX_SHOWN: usize = 50;

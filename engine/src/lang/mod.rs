@@ -8,7 +8,7 @@
 
 pub mod ast;
 mod check;
-mod diag;
+pub(crate) mod diag;
 mod format;
 mod parse;
 mod types;
