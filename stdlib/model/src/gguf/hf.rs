@@ -447,6 +447,15 @@ pub(crate) fn write_model_dir(
             )));
         }
     }
+    // Two GGUF tensors of one name (or two that map to one HF name) would
+    // make the safetensors writer panic; the file is malformed.
+    let mut names = std::collections::HashSet::new();
+    if let Some(t) = tensors.iter().find(|t| !names.insert(t.name.as_str())) {
+        return Err(MetaError::Missing(format!(
+            "tensor `{}` appears twice",
+            t.name
+        )));
+    }
     let tok = build_tokenizer(md, hp.context)?;
     std::fs::create_dir_all(out_dir).map_err(|e| MetaError::Io(out_dir.to_path_buf(), e))?;
 
