@@ -285,7 +285,7 @@ fn safetensors_header_never_panics_or_aborts() {
 
 #[test]
 fn gguf_never_panics_or_aborts() {
-    let seeds = vec![
+    let seeds = [
         read("tests/golden/gguf/tiny_llama.gguf"),
         read("tests/golden/gguf/tiny_qwen2.gguf"),
     ];

@@ -4,14 +4,14 @@ use crate::op::Device;
 
 use crate::ir::DeviceRequest;
 
-/// Parses a `--device` value: `auto`, `cpu`, `cuda` or `cuda:N`.
+/// Parses a device, as `--device` and a node's `device:` argument spell
+/// it (the one parser of both): `auto`, `cpu`, `cuda` or `cuda:N`.
 pub fn parse_device(text: &str) -> Result<DeviceRequest, String> {
-    let t = text.trim().to_ascii_lowercase();
-    match t.as_str() {
+    match text {
         "auto" => Ok(DeviceRequest::Auto),
         "cpu" => Ok(DeviceRequest::Cpu),
-        "cuda" | "gpu" => Ok(DeviceRequest::Cuda(None)),
-        _ => match t.strip_prefix("cuda:").map(str::parse::<usize>) {
+        "cuda" => Ok(DeviceRequest::Cuda(None)),
+        _ => match text.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(n)) => Ok(DeviceRequest::Cuda(Some(n))),
             _ => Err(format!(
                 "unknown device `{text}`: expected auto, cpu, cuda or cuda:N"
@@ -74,7 +74,10 @@ mod tests {
     #[test]
     fn parses_devices() {
         assert_eq!(parse_device("auto"), Ok(DeviceRequest::Auto));
-        assert_eq!(parse_device("CPU"), Ok(DeviceRequest::Cpu));
+        assert_eq!(parse_device("cpu"), Ok(DeviceRequest::Cpu));
+        // One spelling, as the language documents it.
+        assert!(parse_device("CPU").is_err());
+        assert!(parse_device("gpu").is_err());
         assert_eq!(parse_device("cuda"), Ok(DeviceRequest::Cuda(None)));
         assert_eq!(parse_device("cuda:1"), Ok(DeviceRequest::Cuda(Some(1))));
         assert!(parse_device("tpu").is_err());

@@ -1274,7 +1274,9 @@ impl<'a> Checker<'a> {
             }
             _ => None,
         };
-        let request = text.as_deref().and_then(parse_device);
+        let request = text
+            .as_deref()
+            .and_then(|t| crate::device::parse_device(t).ok());
         if request.is_none() {
             let got = match &text {
                 Some(t) => format!("\"{t}\""),
@@ -2272,19 +2274,6 @@ fn default_template(s: &str) -> Vec<TemplatePart> {
         parts.push(TemplatePart::Text(text));
     }
     parts
-}
-
-/// `"auto"`, `"cpu"`, `"cuda"`, `"cuda:N"`.
-pub fn parse_device(text: &str) -> Option<DeviceRequest> {
-    match text {
-        "auto" => Some(DeviceRequest::Auto),
-        "cpu" => Some(DeviceRequest::Cpu),
-        "cuda" => Some(DeviceRequest::Cuda(None)),
-        _ => text
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(|n| DeviceRequest::Cuda(Some(n))),
-    }
 }
 
 /// Removes `.` and resolves `..` without touching the file system.

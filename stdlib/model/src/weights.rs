@@ -121,11 +121,6 @@ impl Params {
             data: self.data.iter().map(|d| vec![0.0; d.len()]).collect(),
         }
     }
-
-    /// Index of a tensor by HF name.
-    pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.names.iter().position(|n| n == name)
-    }
 }
 
 fn view_to_f32(view: &TensorView, name: &str, file: &Path) -> Result<Vec<f32>, ModelError> {

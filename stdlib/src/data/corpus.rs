@@ -335,88 +335,69 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> OpResult<()> {
     std::fs::rename(&tmp, path).into_diagnostic()
 }
 
-/// Renames all `docs-*` shards into the order-independent corpus layout:
-/// several per-worker writers named `docs-wNNNNN` become `docs-00000...`.
-pub fn renumber_shards(dir: &Path, lists: Vec<Vec<(String, u64)>>) -> OpResult<Vec<(String, u64)>> {
+/// A compiled `pattern` of the `input` parameter: without a `/` it is
+/// matched against file names, with one against paths relative to the
+/// directory. `*` and `?` stop at `/`, `**` crosses it, `{a,b}` alternates
+/// (globset's rules, as in ripgrep).
+pub struct InputPattern {
+    glob: globset::GlobMatcher,
+    on_paths: bool,
+}
+
+impl InputPattern {
+    pub fn new(pattern: &str) -> OpResult<InputPattern> {
+        let glob = globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| {
+                miette!(
+                    help = "`*`, `**`, `?`, `[a-z]` and `{a,b}` are the glob's special characters",
+                    "parameter `pattern`: {pattern:?} is not a valid glob: {e}"
+                )
+            })?
+            .compile_matcher();
+        Ok(InputPattern {
+            glob,
+            on_paths: pattern.contains('/'),
+        })
+    }
+
+    /// Whether `rel` (a path relative to the searched directory) matches.
+    pub fn matches(&self, rel: &Path) -> bool {
+        if self.on_paths {
+            self.glob.is_match(rel)
+        } else {
+            rel.file_name().is_some_and(|n| self.glob.is_match(n))
+        }
+    }
+}
+
+/// The files under `root` that match, hidden files left out, in name order.
+fn walk(root: &Path, pattern: &InputPattern) -> OpResult<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for (name, n) in lists.into_iter().flatten() {
-        let new = format!("docs-{:05}.jsonl.zst", out.len());
-        std::fs::rename(dir.join(&name), dir.join(&new)).into_diagnostic()?;
-        out.push((new, n));
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
+        let entry = entry
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot read directory {}", root.display()))?;
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if !entry.file_type().is_file() || hidden {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        if pattern.matches(rel) {
+            out.push(entry.path().to_path_buf());
+        }
     }
     Ok(out)
-}
-
-/// Matches a file name or relative path against a glob: `*` (any run of
-/// characters but `/`), `**` (any run including `/`), `?` (one character),
-/// `{a,b}` (alternatives).
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    if let Some(open) = pattern.find('{') {
-        if let Some(close_rel) = pattern[open..].find('}') {
-            let close = open + close_rel;
-            let (head, tail) = (&pattern[..open], &pattern[close + 1..]);
-            return pattern[open + 1..close]
-                .split(',')
-                .any(|alt| glob_match(&format!("{head}{alt}{tail}"), text));
-        }
-    }
-    fn rec(p: &[char], t: &[char]) -> bool {
-        match p.first() {
-            None => t.is_empty(),
-            Some('*') if p.get(1) == Some(&'*') => {
-                let rest = if p.get(2) == Some(&'/') {
-                    &p[3..]
-                } else {
-                    &p[2..]
-                };
-                (0..=t.len()).any(|i| rec(rest, &t[i..]))
-            }
-            Some('*') => (0..=t.len())
-                .take_while(|&i| i == 0 || t[i - 1] != '/')
-                .any(|i| rec(&p[1..], &t[i..])),
-            Some('?') => !t.is_empty() && t[0] != '/' && rec(&p[1..], &t[1..]),
-            Some(c) => t.first() == Some(c) && rec(&p[1..], &t[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    rec(&p, &t)
-}
-
-fn walk(dir: &Path, root: &Path, pattern: &str, out: &mut Vec<PathBuf>) -> OpResult<()> {
-    let entries = std::fs::read_dir(dir)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot read directory {}", dir.display()))?;
-    for entry in entries {
-        let path = entry.into_diagnostic()?.path();
-        if path.is_dir() {
-            walk(&path, root, pattern, out)?;
-        } else {
-            let rel = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .replace('\\', "/");
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
-            let matches = if pattern.contains('/') {
-                glob_match(pattern, &rel)
-            } else {
-                glob_match(pattern, &name)
-            };
-            if matches && !name.starts_with('.') {
-                out.push(path);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Resolves the `input` parameter: a file, a list of files, or a directory
 /// searched recursively for files matching `pattern`. Sorted, deduplicated.
 pub fn resolve_inputs(input: &Value, pattern: &str) -> OpResult<Vec<PathBuf>> {
+    let glob = InputPattern::new(pattern)?;
     let mut out = Vec::new();
     let mut add = |v: &Value| -> OpResult<()> {
         let path = match v {
@@ -430,8 +411,7 @@ pub fn resolve_inputs(input: &Value, pattern: &str) -> OpResult<Vec<PathBuf>> {
             }
         };
         if path.is_dir() {
-            let mut found = Vec::new();
-            walk(&path, &path, pattern, &mut found)?;
+            let found = walk(&path, &glob)?;
             if found.is_empty() {
                 return Err(miette!(
                     help = "check `pattern` (matched against file names; with a `/`, against paths relative to the directory)",
@@ -1020,13 +1000,17 @@ mod tests {
 
     #[test]
     fn glob_matching_rules() {
-        assert!(glob_match("*.parquet", "a.parquet"));
-        assert!(!glob_match("*.parquet", "a.parquet.tmp"));
-        assert!(glob_match("*.{parquet,jsonl.gz}", "x.jsonl.gz"));
-        assert!(glob_match("**/*.jsonl", "deu_Latn/train/x.jsonl"));
-        assert!(glob_match("**/*.jsonl", "x.jsonl"));
-        assert!(!glob_match("*/x.jsonl", "a/b/x.jsonl"));
-        assert!(glob_match("shard-??.jsonl", "shard-07.jsonl"));
+        let m = |p: &str, t: &str| InputPattern::new(p).unwrap().matches(Path::new(t));
+        assert!(m("*.parquet", "a.parquet"));
+        assert!(m("*.parquet", "deep/down/a.parquet")); // no `/`: the file name
+        assert!(!m("*.parquet", "a.parquet.tmp"));
+        assert!(m("*.{parquet,jsonl.gz}", "x.jsonl.gz"));
+        assert!(m("**/*.jsonl", "deu_Latn/train/x.jsonl"));
+        assert!(m("**/*.jsonl", "x.jsonl"));
+        assert!(!m("*/x.jsonl", "a/b/x.jsonl"));
+        assert!(m("shard-??.jsonl", "shard-07.jsonl"));
+        let e = InputPattern::new("*.{parquet").err().unwrap().to_string();
+        assert!(e.contains("not a valid glob"), "{e}");
     }
 
     #[test]

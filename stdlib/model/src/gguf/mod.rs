@@ -199,7 +199,11 @@ pub fn import_gguf(input: &Path, out_dir: &Path) -> Result<ImportSummary, GgufEr
 /// Inverts llama.cpp's `permute` of Q/K rows: GGUF row (h, i, c) holds HF
 /// row (h, c, i) for head h, rotary half c ∈ {0, 1}, i < head_dim/2.
 fn unpermute_rows(data: &[f32], rows: usize, heads: usize) -> Result<Vec<f32>, String> {
-    if heads == 0 || rows == 0 || rows.checked_rem(2 * heads) != Some(0) || data.len() % rows != 0 {
+    if heads == 0
+        || rows == 0
+        || rows.checked_rem(2 * heads) != Some(0)
+        || !data.len().is_multiple_of(rows)
+    {
         return Err(format!(
             "{rows} rows cannot be split into {heads} heads of two rotary halves"
         ));
