@@ -1,0 +1,110 @@
+//! `corpus`: reads FineWeb-2 parquet shards and JSONL files (plain, `.gz`,
+//! `.zst`) into flow's normalised corpus artifact.
+//!
+//! The artifact (every data op reads and most write it) is a directory of
+//! zstd-compressed JSONL shards `docs-00000.jsonl.zst`, one JSON object a
+//! line with at least `id` and `text` (all other source fields kept), plus a
+//! JSON statistics file. This module also holds the shared reading and writing
+//! helpers the other data ops use.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use miette::{miette, IntoDiagnostic, WrapErr};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+
+pub fn ops() -> Vec<Arc<dyn Op>> {
+    vec![Arc::new(Corpus)]
+}
+
+// ---------------------------------------------------------------------------
+// Shared helpers for the data ops.
+
+/// What an op does with a bad record (malformed line, missing field, failed
+/// request): `Fail` stops with an error naming the place, `Skip` counts it,
+/// keeps the first examples for the statistics file and goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    Skip,
+    Fail,
+}
+
+impl OnError {
+    /// Reads the `on_error` parameter.
+    pub fn from_ctx(ctx: &OpContext) -> OpResult<OnError> {
+        match ctx.str("on_error")? {
+            "skip" => Ok(OnError::Skip),
+            "fail" => Ok(OnError::Fail),
+            other => Err(miette!(
+                "parameter `on_error`: expected \"skip\" or \"fail\", got {other:?}"
+            )),
+        }
+    }
+}
+
+/// The `on_error` parameter every data op takes.
+pub fn on_error_param() -> Param {
+    Param::optional(
+        "on_error",
+        Type::Enum(vec!["skip".into(), "fail".into()]),
+        Value::Str("skip".into()),
+        "what to do with a bad record: \"skip\" counts and reports it, \"fail\" stops the run",
+    )
+}
+
+/// Bad records seen so far: a count and the first few, each with its place.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ErrorLog {
+    pub count: u64,
+    /// The first [`ErrorLog::KEEP`] problems, as "place: what".
+    pub examples: Vec<String>,
+}
+
+impl ErrorLog {
+    pub const KEEP: usize = 50;
+
+    /// Records a bad record at `place` (file:line or document id), or fails
+    /// with it under [`OnError::Fail`].
+    pub fn record(&mut self, policy: OnError, place: &str, what: &str) -> OpResult<()> {
+        if policy == OnError::Fail {
+            return Err(miette!("{place}: {what}")).wrap_err(
+                "bad input (on_error: \"fail\"; use on_error: \"skip\" to count and skip it)",
+            );
+        }
+        self.count += 1;
+        if self.examples.len() < Self::KEEP {
+            self.examples.push(format!("{place}: {what}"));
+        }
+        Ok(())
+    }
+
+    pub fn merge(&mut self, other: ErrorLog) {
+        self.count += other.count;
+        for e in other.examples {
+            if self.examples.len() < Self::KEEP {
+                self.examples.push(e);
+            }
+        }
+    }
+}
+
+mod inputs;
+mod lines;
+mod read;
+mod shards;
+#[cfg(test)]
+mod tests;
+/// A test harness: builds an [`OpContext`] around an op's spec defaults.
+#[cfg(test)]
+pub(crate) mod testutil;
+
+pub use inputs::*;
+pub use lines::*;
+pub use read::*;
+pub use shards::*;

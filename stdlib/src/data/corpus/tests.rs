@@ -1,0 +1,349 @@
+use super::testutil::*;
+use super::*;
+
+fn demo_jsonl_lines() -> Vec<Json> {
+    std::fs::read_to_string(demo_dir().join("fineweb2-demo.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn glob_matching_rules() {
+    let m = |p: &str, t: &str| InputPattern::new(p).unwrap().matches(Path::new(t));
+    assert!(m("*.parquet", "a.parquet"));
+    assert!(m("*.parquet", "deep/down/a.parquet")); // no `/`: the file name
+    assert!(!m("*.parquet", "a.parquet.tmp"));
+    assert!(m("*.{parquet,jsonl.gz}", "x.jsonl.gz"));
+    assert!(m("**/*.jsonl", "deu_Latn/train/x.jsonl"));
+    assert!(m("**/*.jsonl", "x.jsonl"));
+    assert!(!m("*/x.jsonl", "a/b/x.jsonl"));
+    assert!(m("shard-??.jsonl", "shard-07.jsonl"));
+    let e = InputPattern::new("*.{parquet").err().unwrap().to_string();
+    assert!(e.contains("not a valid glob"), "{e}");
+}
+
+#[test]
+fn corpus_reads_jsonl_and_parquet_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    run_op(
+        &Corpus,
+        &[("input", Value::Path(demo_dir().join("fineweb2-demo.jsonl")))],
+        &a,
+    )
+    .unwrap();
+    run_op(
+        &Corpus,
+        &[(
+            "input",
+            Value::Path(demo_dir().join("fineweb2-demo.parquet")),
+        )],
+        &b,
+    )
+    .unwrap();
+    let from_jsonl = read_corpus(&a);
+    let from_parquet = read_corpus(&b);
+    let source = demo_jsonl_lines();
+    assert_eq!(from_jsonl.len(), source.len());
+    assert_eq!(from_parquet.len(), source.len());
+    for ((j, p), s) in from_jsonl.iter().zip(&from_parquet).zip(&source) {
+        assert_eq!(j["id"], s["id"]);
+        assert_eq!(j["text"], s["text"]);
+        assert_eq!(p["id"], s["id"]);
+        assert_eq!(p["text"], s["text"]);
+        assert_eq!(p["url"], s["url"]);
+        assert_eq!(p["language_score"], s["language_score"]);
+    }
+    let stats: Json =
+        serde_json::from_str(&std::fs::read_to_string(b.join("corpus.json")).unwrap()).unwrap();
+    assert_eq!(stats["documents"], source.len() as u64);
+    assert_eq!(stats["sources"][0]["format"], "parquet");
+}
+
+#[test]
+fn corpus_reads_compressed_jsonl_from_a_directory_glob_and_shards_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src/deu_Latn");
+    std::fs::create_dir_all(&src).unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(demo_dir().join("fineweb2-demo.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let (first, second) = lines.split_at(100);
+    let mut gz = flate2::write::GzEncoder::new(
+        File::create(src.join("p0.jsonl.gz")).unwrap(),
+        flate2::Compression::fast(),
+    );
+    gz.write_all((first.join("\n") + "\n").as_bytes()).unwrap();
+    gz.finish().unwrap();
+    std::fs::write(
+        src.join("p1.jsonl.zst"),
+        zstd::encode_all((second.join("\n") + "\n").as_bytes(), 3).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(src.join("notes.txt"), "not a shard").unwrap();
+    let out = tmp.path().join("out");
+    run_op(
+        &Corpus,
+        &[
+            ("input", Value::Path(tmp.path().join("src"))),
+            ("pattern", Value::Str("**/*.jsonl.*".into())),
+            ("docs_per_shard", Value::Int(100)),
+        ],
+        &out,
+    )
+    .unwrap();
+    let docs = read_corpus(&out);
+    assert_eq!(docs.len(), lines.len());
+    let shards = corpus_shards(&out).unwrap();
+    assert_eq!(shards.len(), lines.len().div_ceil(100));
+}
+
+#[test]
+fn corpus_reports_malformed_lines_and_empty_shards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"id\":\"a\",\"text\":\"Hallo Welt\"}\n{not json\n{\"id\":\"c\"}\n[1,2]\n{\"id\":\"e\",\"text\":\"Noch ein Text\"}\n").unwrap();
+    let empty = tmp.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let files = Value::List(vec![Value::Path(bad.clone()), Value::Path(empty)]);
+    let err = run_op(
+        &Corpus,
+        &[
+            ("input", files.clone()),
+            ("on_error", Value::Str("fail".into())),
+        ],
+        &tmp.path().join("o1"),
+    )
+    .unwrap_err();
+    let msg = format!("{err:?}");
+    assert!(msg.contains("bad.jsonl:2"), "{msg}");
+    let out = tmp.path().join("o2");
+    run_op(&Corpus, &[("input", files)], &out).unwrap();
+    let stats: Json =
+        serde_json::from_str(&std::fs::read_to_string(out.join("corpus.json")).unwrap()).unwrap();
+    assert_eq!(stats["documents"], 2);
+    assert_eq!(stats["errors"]["count"], 3);
+    let examples = stats["errors"]["examples"].as_array().unwrap();
+    assert!(examples[0]
+        .as_str()
+        .unwrap()
+        .contains("bad.jsonl:2: malformed JSON"));
+    assert!(examples[1]
+        .as_str()
+        .unwrap()
+        .contains("bad.jsonl:3: no `text` field"));
+    assert!(examples[2].as_str().unwrap().contains("bad.jsonl:4"));
+    assert_eq!(stats["sources"][1]["documents"], 0);
+}
+
+#[test]
+fn corpus_reports_parquet_without_text_column() {
+    use parquet::data_type::ByteArray;
+    use parquet::file::writer::SerializedFileWriter;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("no_text.parquet");
+    let schema = Arc::new(
+        parquet::schema::parser::parse_message_type("message s { REQUIRED BYTE_ARRAY id (UTF8); }")
+            .unwrap(),
+    );
+    let mut w = SerializedFileWriter::new(File::create(&path).unwrap(), schema, Default::default())
+        .unwrap();
+    let mut rg = w.next_row_group().unwrap();
+    let mut col = rg.next_column().unwrap().unwrap();
+    col.typed::<parquet::data_type::ByteArrayType>()
+        .write_batch(&[ByteArray::from("x1")], None, None)
+        .unwrap();
+    col.close().unwrap();
+    rg.close().unwrap();
+    w.close().unwrap();
+    let err = run_op(
+        &Corpus,
+        &[
+            ("input", Value::Path(path.clone())),
+            ("on_error", Value::Str("fail".into())),
+        ],
+        &tmp.path().join("o"),
+    )
+    .unwrap_err();
+    let msg = format!("{err:?}");
+    assert!(
+        msg.contains("no_text.parquet")
+            && msg.contains("no `text` column")
+            && msg.contains("columns: id"),
+        "{msg}"
+    );
+    // skipping leaves nothing: the op says so instead of writing an empty corpus
+    let err = run_op(
+        &Corpus,
+        &[("input", Value::Path(path))],
+        &tmp.path().join("o2"),
+    )
+    .unwrap_err();
+    assert!(format!("{err:?}").contains("no documents"));
+}
+
+/// Adversarial run, issue 12 item 8: one corrupt page made the reader
+/// stop at the first bad row, dropping the rest of the file with exit 0.
+/// Now only the rest of that row group is lost, and counted.
+#[test]
+fn a_corrupt_parquet_page_costs_only_its_row_group_and_is_counted() {
+    use parquet::basic::{Compression, Encoding};
+    use parquet::data_type::ByteArray;
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("three_groups.parquet");
+    let schema = Arc::new(
+        parquet::schema::parser::parse_message_type(
+            "message s { REQUIRED BYTE_ARRAY text (UTF8); }",
+        )
+        .unwrap(),
+    );
+    // Plain, uncompressed pages: each value is a 4-byte length and its bytes.
+    let props = WriterProperties::builder()
+        .set_compression(Compression::UNCOMPRESSED)
+        .set_dictionary_enabled(false)
+        .set_encoding(Encoding::PLAIN)
+        .build();
+    let mut w =
+        SerializedFileWriter::new(File::create(&path).unwrap(), schema, Arc::new(props)).unwrap();
+    for g in 0..3 {
+        let docs: Vec<ByteArray> = (0..10)
+            .map(|i| ByteArray::from(format!("Dokument {g}-{i:02} über Anatomie").as_str()))
+            .collect();
+        let mut rg = w.next_row_group().unwrap();
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<parquet::data_type::ByteArrayType>()
+            .write_batch(&docs, None, None)
+            .unwrap();
+        col.close().unwrap();
+        rg.close().unwrap();
+    }
+    w.close().unwrap();
+    // Break the length of the fourth value of the middle row group.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let marker = "Dokument 1-03".as_bytes();
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .unwrap();
+    bytes[at - 4..at].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+
+    let out = tmp.path().join("o");
+    run_op(&Corpus, &[("input", Value::Path(path.clone()))], &out).unwrap();
+    let texts: Vec<String> = read_corpus(&out)
+        .iter()
+        .map(|d| d["text"].as_str().unwrap().to_string())
+        .collect();
+    // Row groups 0 and 2 whole; of row group 1 at most the rows before the break.
+    assert!(
+        texts
+            .iter()
+            .filter(|t| t.starts_with("Dokument 0-"))
+            .count()
+            == 10
+    );
+    assert!(
+        texts
+            .iter()
+            .filter(|t| t.starts_with("Dokument 2-"))
+            .count()
+            == 10
+    );
+    let kept_of_1 = texts
+        .iter()
+        .filter(|t| t.starts_with("Dokument 1-"))
+        .count() as u64;
+    let stats: Json =
+        serde_json::from_str(&std::fs::read_to_string(out.join("corpus.json")).unwrap()).unwrap();
+    assert_eq!(stats["documents"], texts.len() as u64);
+    // Every document is either kept or counted as lost.
+    assert_eq!(
+        stats["documents_lost"].as_u64().unwrap() + kept_of_1,
+        10,
+        "{stats}"
+    );
+    assert_eq!(stats["errors"]["count"], 1, "{stats}");
+    let example = stats["errors"]["examples"][0].as_str().unwrap();
+    assert!(
+        example.contains("three_groups.parquet") && example.contains("row group 1"),
+        "{example}"
+    );
+
+    // Under on_error: "fail" the same file fails, naming the row group.
+    let err = run_op(
+        &Corpus,
+        &[
+            ("input", Value::Path(path)),
+            ("on_error", Value::Str("fail".into())),
+        ],
+        &tmp.path().join("o2"),
+    )
+    .unwrap_err();
+    assert!(format!("{err:?}").contains("row group 1"), "{err:?}");
+}
+
+/// Issue 12 item 8: a truncated `.gz` or `.zst` under on_error "skip"
+/// keeps what was read and says where it broke off; a UTF-8 BOM does
+/// not cost the first document.
+#[test]
+fn truncated_streams_keep_what_was_read_and_a_bom_costs_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lines: String = (0..20000)
+        .map(|i| {
+            format!(
+                "{{\"id\": \"d{i}\", \"text\": \"Text {i}: Blutdruck und Herzfrequenz {}\"}}\n",
+                i * 7919 % 1000
+            )
+        })
+        .collect();
+    let gz = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(lines.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    let zst = zstd::encode_all(lines.as_bytes(), 3).unwrap();
+    for (name, whole) in [("a.jsonl.gz", gz), ("a.jsonl.zst", zst)] {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, &whole[..whole.len() * 2 / 3]).unwrap();
+        let out = tmp.path().join(format!("o-{name}"));
+        run_op(&Corpus, &[("input", Value::Path(path))], &out).unwrap();
+        let docs = read_corpus(&out);
+        let stats: Json =
+            serde_json::from_str(&std::fs::read_to_string(out.join("corpus.json")).unwrap())
+                .unwrap();
+        assert!(
+            docs.len() > 1000 && docs.len() < 20000,
+            "{name}: {} documents",
+            docs.len()
+        );
+        // What was kept is a prefix of the file, in order.
+        for (i, d) in docs.iter().enumerate() {
+            assert_eq!(d["id"], format!("d{i}"), "{name}");
+        }
+        let broke = stats["sources"][0]["broken_off"].as_str().unwrap();
+        assert!(
+            broke.contains(name) && broke.contains("breaks off"),
+            "{name}: {broke}"
+        );
+        assert_eq!(stats["broken_off_files"], 1);
+    }
+    let path = tmp.path().join("bom.jsonl");
+    std::fs::write(
+        &path,
+        format!("\u{feff}{}", &lines[..lines.find('\n').unwrap() + 1]),
+    )
+    .unwrap();
+    let out = tmp.path().join("o-bom");
+    run_op(&Corpus, &[("input", Value::Path(path))], &out).unwrap();
+    let docs = read_corpus(&out);
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["id"], "d0");
+}

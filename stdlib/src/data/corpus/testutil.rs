@@ -1,0 +1,99 @@
+use std::path::{Path, PathBuf};
+
+use crate::op::Value;
+
+/// The repository's data/demo directory.
+pub fn demo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/demo")
+}
+
+pub use crate::op::testing::run_op;
+
+/// The demo corpus (JSONL) read by `corpus` into `out`.
+pub fn demo_corpus(out: &Path) -> PathBuf {
+    run_op(
+        &super::Corpus,
+        &[("input", Value::Path(demo_dir().join("fineweb2-demo.jsonl")))],
+        out,
+    )
+    .unwrap();
+    out.to_path_buf()
+}
+
+/// A tiny random Qwen2 model (hidden 32, 2 layers) with a whitespace
+/// word-level tokenizer over `words` (id 0 `</s>` = EOS, 1 `<unk>`) and a
+/// plain chat template, for tests of the model-backed paths.
+pub fn tiny_model(dir: &Path, words: &[String]) -> PathBuf {
+    use rand::{Rng, SeedableRng};
+    std::fs::create_dir_all(dir).unwrap();
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("</s>".into(), 0.into());
+    vocab.insert("<unk>".into(), 1.into());
+    for w in words {
+        let next = vocab.len();
+        vocab.entry(w.clone()).or_insert(next.into());
+    }
+    let config = serde_json::json!({
+        "architectures": ["Qwen2ForCausalLM"], "vocab_size": vocab.len(), "hidden_size": 32, "intermediate_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0, "max_position_embeddings": 4096, "tie_word_embeddings": true, "eos_token_id": 0
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let config = flow_model::Config::load(dir).unwrap();
+    let mut params = flow_model::Params::zeros(&config);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    for (name, data) in params.names.iter().zip(params.data.iter_mut()) {
+        for x in data.iter_mut() {
+            *x = if name.contains("norm") {
+                1.0
+            } else {
+                rng.random_range(-0.2..0.2)
+            };
+        }
+    }
+    let model = flow_model::Model::from_params(config, params).unwrap();
+    model.save(dir, flow_model::SaveDtype::F32).unwrap();
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [{"id": 0, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
+    let tc = serde_json::json!({"eos_token": "</s>", "chat_template": "{% for m in messages %}{{ m.content }} {% endfor %}"});
+    std::fs::write(dir.join("tokenizer_config.json"), tc.to_string()).unwrap();
+    dir.to_path_buf()
+}
+
+/// The distinct whitespace-separated words of the demo corpus.
+pub fn demo_words() -> Vec<String> {
+    let text = std::fs::read_to_string(demo_dir().join("fineweb2-demo.jsonl")).unwrap();
+    let mut words: Vec<String> = text
+        .lines()
+        .flat_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["text"]
+                .as_str()
+                .unwrap()
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    words.sort();
+    words.dedup();
+    words
+}
+
+/// All records of a corpus artifact.
+pub fn read_corpus(dir: &Path) -> Vec<serde_json::Value> {
+    let mut docs = Vec::new();
+    for shard in super::corpus_shards(dir).unwrap() {
+        super::for_each_line(&shard, |_, l| {
+            docs.push(serde_json::from_str(l).unwrap());
+            Ok(())
+        })
+        .unwrap();
+    }
+    docs
+}
