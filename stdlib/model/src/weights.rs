@@ -124,27 +124,65 @@ impl Params {
 }
 
 fn view_to_f32(view: &TensorView, name: &str, file: &Path) -> Result<Vec<f32>, ModelError> {
-    let bytes = view.data();
-    let out = match view.dtype() {
+    decode_f32(view.dtype(), view.data())
+        .map_err(|e| ModelError::invalid(file, format!("tensor `{name}`: {e}")))
+}
+
+/// Decodes little-endian tensor bytes of a floating-point dtype into f32:
+/// the one decoder of every safetensors reader (model loading, merges).
+/// The 16-bit formats go through the kernels' vectorised conversions.
+pub fn decode_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
+    let halves = || -> Vec<u16> {
+        bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect()
+    };
+    Ok(match dtype {
         Dtype::F32 => bytes
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
+        Dtype::BF16 => {
+            let bits = halves();
+            let mut out = vec![0.0f32; bits.len()];
+            flow_kernels::cpu::bf16_to_f32(bytemuck::cast_slice(&bits), &mut out);
+            out
+        }
+        Dtype::F16 => {
+            let bits = halves();
+            let mut out = vec![0.0f32; bits.len()];
+            flow_kernels::cpu::f16_to_f32(bytemuck::cast_slice(&bits), &mut out);
+            out
+        }
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
             .collect(),
         other => {
-            return Err(ModelError::invalid(
-                file,
-                format!("tensor `{name}` has dtype {other:?}; flow reads F32, BF16 and F16"),
+            return Err(format!(
+                "dtype {other:?} is not a floating-point type flow reads (F32, BF16, F16, F64)"
             ))
         }
-    };
+    })
+}
+
+/// Encodes f32 values as little-endian `dtype` bytes (F32, BF16 or F16,
+/// rounding to nearest even): the one encoder of every safetensors writer.
+pub fn encode_f32(dtype: Dtype, values: &[f32]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(values.len() * 4);
+    match dtype {
+        Dtype::F32 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        Dtype::BF16 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&half::bf16::from_f32(*v).to_bits().to_le_bytes())),
+        Dtype::F16 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&half::f16::from_f32(*v).to_bits().to_le_bytes())),
+        other => return Err(format!("cannot write dtype {other:?}")),
+    }
     Ok(out)
 }
 
@@ -298,12 +336,12 @@ pub fn save_params(
     let encoded: Vec<Vec<u8>> = params
         .data
         .iter()
-        .map(|d| match dtype {
-            SaveDtype::F32 => d.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            SaveDtype::Bf16 => d
-                .iter()
-                .flat_map(|x| half::bf16::from_f32(*x).to_bits().to_le_bytes())
-                .collect(),
+        .map(|d| {
+            let st = match dtype {
+                SaveDtype::F32 => Dtype::F32,
+                SaveDtype::Bf16 => Dtype::BF16,
+            };
+            encode_f32(st, d).expect("F32 and BF16 are encodable")
         })
         .collect();
     // group tensors into shards

@@ -112,54 +112,9 @@ impl ModelTensors {
         let view = st
             .tensor(name)
             .map_err(|e| miette!("{}: {e}", path.display()))?;
-        decode_f32(view.dtype(), view.data())
+        flow_model::weights::decode_f32(view.dtype(), view.data())
             .map_err(|e| miette!("{}: tensor `{name}`: {e}", path.display()))
     }
-}
-
-/// Decodes little-endian raw tensor bytes into f32.
-pub fn decode_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
-    Ok(match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-            .collect(),
-        Dtype::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-            .collect(),
-        other => {
-            return Err(format!(
-                "dtype {other:?} cannot be merged (floating point only)"
-            ))
-        }
-    })
-}
-
-/// Encodes f32 values as `dtype` (F32, BF16 or F16; round to nearest even).
-pub fn encode(dtype: Dtype, values: &[f32]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(values.len() * 4);
-    match dtype {
-        Dtype::F32 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        Dtype::BF16 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&half::bf16::from_f32(*v).to_bits().to_le_bytes())),
-        Dtype::F16 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&half::f16::from_f32(*v).to_bits().to_le_bytes())),
-        other => return Err(format!("cannot write dtype {other:?}")),
-    }
-    Ok(out)
 }
 
 /// A tensor ready to be written.
@@ -216,7 +171,8 @@ impl ShardWriter {
         shape: &[usize],
         values: &[f32],
     ) -> OpResult<()> {
-        let bytes = encode(dtype, values).map_err(|e| miette!("tensor `{name}`: {e}"))?;
+        let bytes = flow_model::weights::encode_f32(dtype, values)
+            .map_err(|e| miette!("tensor `{name}`: {e}"))?;
         let len = bytes.len() as u64;
         if !self.pending.is_empty() && self.pending_bytes + len > self.max_bytes {
             self.flush()?;
