@@ -46,7 +46,7 @@ write_conf() {
   mem="$(awk '/MemTotal/ {printf "%d", $2/1024*0.9}' /proc/meminfo)"
   cat >"$conf" <<EOF
 ClusterName=flowtest
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -76,7 +76,7 @@ InactiveLimit=0
 KillWait=5
 SlurmctldTimeout=30
 SlurmdTimeout=60
-NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 NodeHostname=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
   # Debian's tools look for /etc/slurm/slurm.conf unless SLURM_CONF says

@@ -175,6 +175,8 @@ pub(crate) enum Msg {
         job: String,
         attempt: usize,
         adopted: bool,
+        /// For a retry: how the previous job ended.
+        after: Option<String>,
     },
 }
 
@@ -479,7 +481,8 @@ impl<'a> Executor<'a> {
                     job,
                     attempt,
                     adopted,
-                }) => self.submitted(unit, &job, attempt, adopted),
+                    after,
+                }) => self.submitted(unit, &job, attempt, adopted, after),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
@@ -487,12 +490,23 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    fn submitted(&mut self, unit: usize, job: &str, attempt: usize, adopted: bool) {
+    fn submitted(
+        &mut self,
+        unit: usize,
+        job: &str,
+        attempt: usize,
+        adopted: bool,
+        after: Option<String>,
+    ) {
         let u = &self.units[unit];
         let what = if adopted {
             format!("following {} (slurm job {job}, submitted by an earlier run)", u.display)
         } else if attempt > 1 {
-            format!("retrying {} (slurm job {job}, attempt {attempt})", u.display)
+            format!(
+                "retrying {} (slurm job {job}, attempt {attempt}): {}",
+                u.display,
+                after.as_deref().unwrap_or("the last job failed")
+            )
         } else {
             format!("submitted {} (slurm job {job})", u.display)
         };

@@ -185,6 +185,7 @@ impl SlurmRunner {
                     .display()
             ),
             format!("--chdir={}", self.workdir.display()),
+            format!("--comment={}", job_comment(&work.key.key)),
         ];
         match slurm_cpus(need) {
             0 => a.push("--exclusive".to_string()),
@@ -273,6 +274,11 @@ fn device_text(work: &Work) -> String {
     }
 }
 
+/// A job's comment: the key it builds.
+fn job_comment(key: &str) -> String {
+    format!("flow:{key}")
+}
+
 fn job_name(display: &str) -> String {
     display
         .chars()
@@ -351,26 +357,29 @@ fn is_active(state: &str) -> bool {
     )
 }
 
-/// The states of jobs by id (`squeue -t all`); a job missing from the map
-/// is no longer known to the controller. `None`: squeue could not be asked.
-fn squeue(ids: &[String]) -> Option<BTreeMap<String, String>> {
+/// The states and comments of jobs by id (`squeue -t all`); a job missing
+/// from the map is no longer known to the controller. `None`: squeue could
+/// not be asked.
+fn squeue(ids: &[String]) -> Option<BTreeMap<String, (String, String)>> {
     if ids.is_empty() {
         return Some(BTreeMap::new());
     }
     let run = |ids: &[String]| {
         Command::new("squeue")
-            .args(["-h", "-t", "all", "-o", "%i|%T"])
+            .args(["-h", "-t", "all", "-o", "%i|%T|%k"])
             .arg(format!("--jobs={}", ids.join(",")))
             .stdin(Stdio::null())
             .output()
             .ok()
     };
-    let parse = |text: &str, map: &mut BTreeMap<String, String>| {
+    let parse = |text: &str, map: &mut BTreeMap<String, (String, String)>| {
         for line in text.lines() {
-            if let Some((id, state)) = line.trim().split_once('|') {
+            let mut f = line.trim().splitn(3, '|');
+            if let (Some(id), Some(state)) = (f.next(), f.next()) {
                 // `CANCELLED by 0` etc.: the first word is the state.
                 let state = state.split_whitespace().next().unwrap_or("").to_string();
-                map.insert(id.to_string(), state);
+                let comment = f.next().unwrap_or("").trim().to_string();
+                map.insert(id.to_string(), (state, comment));
             }
         }
     };
@@ -492,7 +501,7 @@ fn monitor(
         let Ok(mut sh) = shared.lock() else { return };
         let mut changed = false;
         for id in ids {
-            let state = states.get(&id).cloned();
+            let state = states.get(&id).map(|(s, _)| s.clone());
             if let Some(st) = state.as_deref().filter(|s| is_active(s)) {
                 if let Some(a) = sh.active.get_mut(&id) {
                     if a.last_state != st {
@@ -549,12 +558,8 @@ fn monitor(
                             job: new.clone(),
                             attempt,
                             adopted: false,
+                            after: Some(format!("job {id} ended {state}{info}")),
                         });
-                        // Say why the job is retried, above the live lines.
-                        eprintln!(
-                            "slurm job {id} of {} ended {state}{info}; submitted again as job {new}",
-                            a.display
-                        );
                         sh.active.insert(
                             new,
                             Active {
@@ -600,7 +605,6 @@ fn monitor(
                 seconds: a.since.elapsed().as_secs_f64(),
                 result: Err(Failure {
                     report: miette::miette!(
-                        help = format!("the job's log: {}", log.display()),
                         "node `{}` failed on Slurm: job {id} ended {state}{info}{attempts}",
                         a.display
                     ),
@@ -653,14 +657,19 @@ impl Runner for SlurmRunner {
         // A job an earlier driver submitted for this key, still queued or
         // running: follow it.
         if let Some(entry) = sh.jobs.jobs.get(&work.key.key).cloned() {
-            let state = squeue(std::slice::from_ref(&entry.job))
+            // The comment names the key: job ids of another cluster (or of
+            // a restarted controller) are never mistaken for ours.
+            let found = squeue(std::slice::from_ref(&entry.job))
                 .and_then(|m| m.get(&entry.job).cloned());
-            if state.as_deref().is_some_and(is_active) {
+            if found.is_some_and(|(state, comment)| {
+                is_active(&state) && comment == job_comment(&work.key.key)
+            }) {
                 let _ = self.tx.send(Msg::Submitted {
                     unit: work.unit,
                     job: entry.job.clone(),
                     attempt: entry.attempt,
                     adopted: true,
+                    after: None,
                 });
                 sh.active.insert(
                     entry.job.clone(),
@@ -696,6 +705,7 @@ impl Runner for SlurmRunner {
                     job: job.clone(),
                     attempt: 1,
                     adopted: false,
+                    after: None,
                 });
                 crate::op::Progress::message(&work.progress, &format!("slurm job {job}"));
                 sh.active.insert(
