@@ -175,7 +175,10 @@ fn slurm_run_gives_the_local_keys_and_hashes_and_a_noop_rerun_submits_nothing() 
     let s = Project::new(PIPELINE);
     let (ev, stderr) = run_code(&mut slurm_cmd(&s, &[]), 0);
     assert_eq!(ev.done, Some((6, 0, 0, 0)), "{stderr}");
-    assert_eq!(ev.keys, l.keys, "a unit's key does not depend on where it ran");
+    assert_eq!(
+        ev.keys, l.keys,
+        "a unit's key does not depend on where it ran"
+    );
     // Every unit ran as its own job, named in its event.
     assert_eq!(ev.submitted.len(), 6);
     let jobs: std::collections::BTreeSet<&String> = ev.job_of.values().collect();
@@ -188,8 +191,13 @@ fn slurm_run_gives_the_local_keys_and_hashes_and_a_noop_rerun_submits_nothing() 
             "content hash of {node}"
         );
     }
-    let d = std::fs::read_to_string(s.cache().join("artifacts").join(&ev.keys["d"]).join("out/f"))
-        .unwrap();
+    let d = std::fs::read_to_string(
+        s.cache()
+            .join("artifacts")
+            .join(&ev.keys["d"])
+            .join("out/f"),
+    )
+    .unwrap();
     assert_eq!(d, "hello\nhello\np\nq\nr\n");
 
     // A no-op rerun submits nothing.
@@ -213,7 +221,10 @@ fn slurm_run_gives_the_local_keys_and_hashes_and_a_noop_rerun_submits_nothing() 
     // And back: a local run of the Slurm-built cache has nothing to do.
     let out = s.flow(&["run", "p.flow", "--json"]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(parse(&String::from_utf8_lossy(&out.stdout)).done, Some((0, 6, 0, 0)));
+    assert_eq!(
+        parse(&String::from_utf8_lossy(&out.stdout)).done,
+        Some((0, 6, 0, 0))
+    );
 }
 
 #[test]
@@ -232,10 +243,16 @@ flaky = exec(cmd: "if [ -e started ]; then echo second > {out}/f; else touch sta
         .spawn()
         .unwrap();
     let (job, rest) = first_submitted(&mut child);
-    wait_until("the first attempt to start", Duration::from_secs(60), || {
-        p.path().join("started").exists()
-    });
-    assert!(Command::new("scancel").arg(&job).status().unwrap().success());
+    wait_until(
+        "the first attempt to start",
+        Duration::from_secs(60),
+        || p.path().join("started").exists(),
+    );
+    assert!(Command::new("scancel")
+        .arg(&job)
+        .status()
+        .unwrap()
+        .success());
     let status = child.wait().unwrap();
     let stdout = rest.join().unwrap();
     let ev = parse(&stdout);
@@ -248,8 +265,13 @@ flaky = exec(cmd: "if [ -e started ]; then echo second > {out}/f; else touch sta
     wait_until("the job to be cancelled", Duration::from_secs(30), || {
         job_state(&job).as_deref() == Some("CANCELLED")
     });
-    let f = std::fs::read_to_string(p.cache().join("artifacts").join(&ev.keys["flaky"]).join("out/f"))
-        .unwrap();
+    let f = std::fs::read_to_string(
+        p.cache()
+            .join("artifacts")
+            .join(&ev.keys["flaky"])
+            .join("out/f"),
+    )
+    .unwrap();
     assert_eq!(f, "second\n");
 }
 
@@ -274,11 +296,16 @@ good = exec(cmd: "echo ok > {out}/f")
     let last = &bad[1].1;
     assert_eq!(&ev.job_of["bad"], last);
     assert!(
-        stderr.contains(&format!("node `bad` failed on Slurm: job {last} ended FAILED")),
+        stderr.contains(&format!(
+            "node `bad` failed on Slurm: job {last} ended FAILED"
+        )),
         "{stderr}"
     );
     assert!(stderr.contains("exit code 1:0"), "{stderr}");
-    assert!(stderr.contains("some-diagnostic-line"), "the log tail: {stderr}");
+    assert!(
+        stderr.contains("some-diagnostic-line"),
+        "the log tail: {stderr}"
+    );
     assert_eq!(job_state(last).as_deref(), Some("FAILED"));
     // `flow show` finds the job's log as the failed attempt's.
     let out = p.flow(&["show", "p.flow", "bad"]);
@@ -319,8 +346,13 @@ after = exec(cmd: "cat {slow}/f {slow}/f > {out}/f")
     assert!(slow[0].3, "marked as adopted");
     assert_eq!(ev.job_of["slow"], job);
     assert!(stderr.contains("submitted by an earlier run"), "{stderr}");
-    let f = std::fs::read_to_string(p.cache().join("artifacts").join(&ev.keys["after"]).join("out/f"))
-        .unwrap();
+    let f = std::fs::read_to_string(
+        p.cache()
+            .join("artifacts")
+            .join(&ev.keys["after"])
+            .join("out/f"),
+    )
+    .unwrap();
     assert_eq!(f, "slow\nslow\n");
 }
 
@@ -356,5 +388,8 @@ long = exec(cmd: "touch started; sleep 300; echo never > {out}/f")
         job_state(&job).as_deref() == Some("CANCELLED")
     });
     let jobs = std::fs::read_to_string(p.cache().join("slurm/jobs.json")).unwrap();
-    assert!(!jobs.contains(&job), "a cancelled job is not followed again: {jobs}");
+    assert!(
+        !jobs.contains(&job),
+        "a cancelled job is not followed again: {jobs}"
+    );
 }

@@ -40,7 +40,10 @@ m = [gen(cmd: "{v}", resources: {cpus: 2}) for v in [1, 2]]
     assert_eq!((b.mem_mb, b.time_min, b.cpus), (Some(2048), Some(90), None));
     let c = &node(&p, "c").resources;
     assert_eq!(c.partition.as_deref(), Some("gpu"));
-    assert_eq!((c.cpus, c.mem_mb, c.time_min), (Some(16), Some(512), Some(240)));
+    assert_eq!(
+        (c.cpus, c.mem_mb, c.time_min),
+        (Some(16), Some(512), Some(240))
+    );
     assert_eq!(node(&p, "d").resources, NodeResources::default());
     assert_eq!(node(&p, "m").resources.cpus, Some(2));
 }
@@ -57,9 +60,15 @@ fn bad_resources_are_errors_with_the_fields_listed() {
     let e = squash(&errors(r#"a = gen(cmd: "x", resources: {cpu: 4})"#, &[]));
     assert!(e.contains("unknown resource `cpu`"), "{e}");
     assert!(e.contains("cpus (int)"), "{e}");
-    let e = squash(&errors(r#"a = gen(cmd: "x", resources: {mem: "lots"})"#, &[]));
+    let e = squash(&errors(
+        r#"a = gen(cmd: "x", resources: {mem: "lots"})"#,
+        &[],
+    ));
     assert!(e.contains("bad value for resource `mem`"), "{e}");
-    let e = squash(&errors(r#"a = gen(cmd: "x", resources: {time: "1:99:00"})"#, &[]));
+    let e = squash(&errors(
+        r#"a = gen(cmd: "x", resources: {time: "1:99:00"})"#,
+        &[],
+    ));
     assert!(e.contains("bad value for resource `time`"), "{e}");
     let e = squash(&errors(r#"a = gen(cmd: "x", resources: {cpus: 0})"#, &[]));
     assert!(e.contains("bad value for resource `cpus`"), "{e}");

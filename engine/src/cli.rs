@@ -365,7 +365,9 @@ fn executor_of(a: &RunArgs) -> Result<ExecutorKind, Exit> {
     };
     if let Some(n) = a.max_jobs {
         if n == 0 {
-            return Err(usage_error(miette::miette!("--max-jobs must be at least 1")));
+            return Err(usage_error(miette::miette!(
+                "--max-jobs must be at least 1"
+            )));
         }
         so.max_jobs = n;
     }
@@ -379,7 +381,10 @@ fn executor_of(a: &RunArgs) -> Result<ExecutorKind, Exit> {
     }
     if let Some(m) = &a.mem {
         so.mem_mb = Some(crate::lang::parse_mem_mb(m).ok_or_else(|| {
-            usage_error(miette::miette!(help = "e.g. `512M` or `16G`", "bad --mem `{m}`"))
+            usage_error(miette::miette!(
+                help = "e.g. `512M` or `16G`",
+                "bad --mem `{m}`"
+            ))
         })?);
     }
     if let Some(ms) = std::env::var("FLOW_SLURM_POLL_MS")

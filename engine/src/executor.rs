@@ -249,8 +249,7 @@ impl Runner for LocalRunner {
         if self.running >= self.jobs {
             return Admit::Block;
         }
-        let fits =
-            self.threads_used + need.threads <= self.cores && !(need.gpu && self.gpu_busy);
+        let fits = self.threads_used + need.threads <= self.cores && !(need.gpu && self.gpu_busy);
         if fits {
             Admit::Now
         } else if need.threads == self.cores {
@@ -265,7 +264,8 @@ impl Runner for LocalRunner {
         self.running += 1;
         self.threads_used += work.need.threads;
         self.gpu_busy |= work.need.gpu;
-        self.held.insert(work.unit, (work.need.threads, work.need.gpu));
+        self.held
+            .insert(work.unit, (work.need.threads, work.need.gpu));
         let job = Job {
             unit: work.unit,
             op: work.op,
@@ -398,7 +398,10 @@ impl<'a> Executor<'a> {
         let (default_device, notice) = resolve_device(opts.device, opts.cuda_probe);
         let display = Display::new(opts.quiet);
         if let Some(n) = notice {
-            display.println(&n);
+            // On Slurm the device is resolved by each job on its node.
+            if matches!(opts.executor, ExecutorKind::Local) {
+                display.println(&n);
+            }
         }
         let workdir = p
             .path
@@ -500,7 +503,10 @@ impl<'a> Executor<'a> {
     ) {
         let u = &self.units[unit];
         let what = if adopted {
-            format!("following {} (slurm job {job}, submitted by an earlier run)", u.display)
+            format!(
+                "following {} (slurm job {job}, submitted by an earlier run)",
+                u.display
+            )
         } else if attempt > 1 {
             format!(
                 "retrying {} (slurm job {job}, attempt {attempt}): {}",
@@ -877,11 +883,11 @@ impl Job {
             .store
             .new_build_under(self.build_under, &self.key.key)
             .map_err(|e| Failure {
-            report: e.into(),
-            log_tail: vec![],
-            log_path: PathBuf::new(),
-            cancelled: false,
-        })?;
+                report: e.into(),
+                log_tail: vec![],
+                log_path: PathBuf::new(),
+                cancelled: false,
+            })?;
         let out = build.join("out");
         let log_path = build.join("log.txt");
         let log_file = Mutex::new(File::create(&log_path).ok());

@@ -86,7 +86,14 @@ struct Active {
     progress: crate::progress::NodeProgress,
     since: Instant,
     last_state: String,
+    /// When the job was first seen COMPLETED without its artifact visible.
+    completed: Option<Instant>,
 }
+
+/// How long a job that completed may take to show its artifact to this
+/// machine: on NFS a client's cached directory entries (negative lookups
+/// included) can lag behind a rename another client made.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(60);
 
 /// `slurm/jobs.json`: the jobs a driver follows, by key.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -128,7 +135,9 @@ fn jobs_path(store: &Store) -> PathBuf {
 }
 
 fn job_log(store: &Store, key: &str, job: &str) -> PathBuf {
-    slurm_dir(store).join("logs").join(format!("{key}.{job}.log"))
+    slurm_dir(store)
+        .join("logs")
+        .join(format!("{key}.{job}.log"))
 }
 
 impl SlurmRunner {
@@ -211,7 +220,12 @@ impl SlurmRunner {
         if let Some(t) = time {
             a.push(format!("--time={t}"));
         }
-        if let Some(p) = need.node.partition.as_ref().or(self.opts.partition.as_ref()) {
+        if let Some(p) = need
+            .node
+            .partition
+            .as_ref()
+            .or(self.opts.partition.as_ref())
+        {
             a.push(format!("--partition={p}"));
         }
         if let Some(x) = &self.opts.account {
@@ -506,13 +520,22 @@ fn monitor(
                 if let Some(a) = sh.active.get_mut(&id) {
                     if a.last_state != st {
                         a.last_state = st.to_string();
-                        crate::op::Progress::message(
-                            &a.progress,
-                            &format!("slurm job {id} {st}"),
-                        );
+                        crate::op::Progress::message(&a.progress, &format!("slurm job {id} {st}"));
                     }
                 }
                 continue;
+            }
+            if state.as_deref() == Some("COMPLETED") {
+                // The worker exits 0 only after its commit: wait for the
+                // artifact to become visible here.
+                if let Some(a) = sh.active.get_mut(&id) {
+                    if store.lookup(&a.key).is_none() {
+                        let first = *a.completed.get_or_insert_with(Instant::now);
+                        if first.elapsed() < VISIBLE_WITHIN {
+                            continue;
+                        }
+                    }
+                }
             }
             let Some(a) = sh.active.remove(&id) else {
                 continue;
@@ -565,6 +588,7 @@ fn monitor(
                             Active {
                                 attempt,
                                 last_state: String::new(),
+                                completed: None,
                                 ..a
                             },
                         );
@@ -649,7 +673,13 @@ impl Runner for SlurmRunner {
         let args = self.sbatch_args(&work);
         let spec = match self.write_spec(&work) {
             Ok(s) => s,
-            Err(e) => return fail(work, format!("cannot write the job's unit file: {e}"), &self.tx),
+            Err(e) => {
+                return fail(
+                    work,
+                    format!("cannot write the job's unit file: {e}"),
+                    &self.tx,
+                )
+            }
         };
         let Ok(mut sh) = self.shared.lock() else {
             return;
@@ -659,8 +689,8 @@ impl Runner for SlurmRunner {
         if let Some(entry) = sh.jobs.jobs.get(&work.key.key).cloned() {
             // The comment names the key: job ids of another cluster (or of
             // a restarted controller) are never mistaken for ours.
-            let found = squeue(std::slice::from_ref(&entry.job))
-                .and_then(|m| m.get(&entry.job).cloned());
+            let found =
+                squeue(std::slice::from_ref(&entry.job)).and_then(|m| m.get(&entry.job).cloned());
             if found.is_some_and(|(state, comment)| {
                 is_active(&state) && comment == job_comment(&work.key.key)
             }) {
@@ -682,6 +712,7 @@ impl Runner for SlurmRunner {
                         progress: work.progress,
                         since: Instant::now(),
                         last_state: String::new(),
+                        completed: None,
                     },
                 );
                 return;
@@ -719,6 +750,7 @@ impl Runner for SlurmRunner {
                         progress: work.progress,
                         since: Instant::now(),
                         last_state: String::new(),
+                        completed: None,
                     },
                 );
             }
@@ -1002,10 +1034,25 @@ mod tests {
 
     #[test]
     fn terminal_states_end_a_job() {
-        for s in ["PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "SUSPENDED"] {
+        for s in [
+            "PENDING",
+            "RUNNING",
+            "COMPLETING",
+            "CONFIGURING",
+            "REQUEUED",
+            "SUSPENDED",
+        ] {
             assert!(is_active(s), "{s}");
         }
-        for s in ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "OUT_OF_MEMORY"] {
+        for s in [
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "TIMEOUT",
+            "PREEMPTED",
+            "NODE_FAIL",
+            "OUT_OF_MEMORY",
+        ] {
             assert!(!is_active(s), "{s}");
         }
     }
