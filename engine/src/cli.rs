@@ -48,7 +48,7 @@ pub struct Wiring {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a pipeline: only nodes whose key is not cached run.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Say which nodes are cached and which will run, and why.
     Plan(PlanArgs),
     /// Check a pipeline without running anything.
@@ -239,7 +239,7 @@ pub struct Exit(pub i32);
 /// Runs a parsed pipeline or cache command and returns the exit code.
 pub fn dispatch(command: Command, wiring: &Wiring) -> i32 {
     let result = match command {
-        Command::Run(a) => cmd_run(a, wiring),
+        Command::Run(a) => cmd_run(*a, wiring),
         Command::Plan(a) => cmd_plan(a, wiring),
         Command::Check(a) => cmd_check(a, wiring),
         Command::Graph(a) => cmd_graph(a, wiring),

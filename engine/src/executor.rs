@@ -167,7 +167,7 @@ pub(crate) struct Finished {
 
 /// What a runner reports back to the scheduler.
 pub(crate) enum Msg {
-    Finished(Finished),
+    Finished(Box<Finished>),
     /// A unit was submitted as a batch job (`adopted`: a job an earlier
     /// driver submitted, still queued or running, is followed instead).
     Submitted {
@@ -284,7 +284,7 @@ impl Runner for LocalRunner {
         let tx = self.tx.clone();
         std::thread::spawn(move || {
             let f = job.execute();
-            let _ = tx.send(Msg::Finished(f));
+            let _ = tx.send(Msg::Finished(Box::new(f)));
         });
     }
 
@@ -478,7 +478,7 @@ impl<'a> Executor<'a> {
                 break;
             }
             match self.rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(Msg::Finished(f)) => self.finished(f),
+                Ok(Msg::Finished(f)) => self.finished(*f),
                 Ok(Msg::Submitted {
                     unit,
                     job,

@@ -487,7 +487,7 @@ fn monitor(
             for (job, a) in active {
                 sh.jobs.jobs.remove(&a.key);
                 a.progress.finish();
-                let _ = tx.send(Msg::Finished(Finished {
+                let _ = tx.send(Msg::Finished(Box::new(Finished {
                     unit: a.unit,
                     seconds: a.since.elapsed().as_secs_f64(),
                     result: Err(Failure {
@@ -497,7 +497,7 @@ fn monitor(
                         cancelled: true,
                     }),
                     job: Some(job),
-                }));
+                })));
             }
             save_jobs(&store, &sh.jobs);
             continue;
@@ -546,12 +546,12 @@ fn monitor(
             if let Some(meta) = store.lookup(&a.key) {
                 sh.jobs.jobs.remove(&a.key);
                 a.progress.finish();
-                let _ = tx.send(Msg::Finished(Finished {
+                let _ = tx.send(Msg::Finished(Box::new(Finished {
                     unit: a.unit,
                     seconds: a.since.elapsed().as_secs_f64(),
                     result: Ok(meta),
                     job: Some(id),
-                }));
+                })));
                 continue;
             }
             let log = job_log(&store, &a.key, &id);
@@ -597,7 +597,7 @@ fn monitor(
                     Err(e) => {
                         sh.jobs.jobs.remove(&a.key);
                         a.progress.finish();
-                        let _ = tx.send(Msg::Finished(Finished {
+                        let _ = tx.send(Msg::Finished(Box::new(Finished {
                             unit: a.unit,
                             seconds: a.since.elapsed().as_secs_f64(),
                             result: Err(Failure {
@@ -610,7 +610,7 @@ fn monitor(
                                 cancelled: false,
                             }),
                             job: Some(id),
-                        }));
+                        })));
                         continue;
                     }
                 }
@@ -624,7 +624,7 @@ fn monitor(
             } else {
                 String::new()
             };
-            let _ = tx.send(Msg::Finished(Finished {
+            let _ = tx.send(Msg::Finished(Box::new(Finished {
                 unit: a.unit,
                 seconds: a.since.elapsed().as_secs_f64(),
                 result: Err(Failure {
@@ -637,7 +637,7 @@ fn monitor(
                     cancelled: false,
                 }),
                 job: Some(id),
-            }));
+            })));
         }
         if changed {
             save_jobs(&store, &sh.jobs);
@@ -658,7 +658,7 @@ impl Runner for SlurmRunner {
     fn start(&mut self, work: Work) {
         let fail = |work: Work, message: String, tx: &mpsc::Sender<Msg>| {
             work.progress.finish();
-            let _ = tx.send(Msg::Finished(Finished {
+            let _ = tx.send(Msg::Finished(Box::new(Finished {
                 unit: work.unit,
                 seconds: 0.0,
                 result: Err(Failure {
@@ -668,7 +668,7 @@ impl Runner for SlurmRunner {
                     cancelled: false,
                 }),
                 job: None,
-            }));
+            })));
         };
         let args = self.sbatch_args(&work);
         let spec = match self.write_spec(&work) {
