@@ -404,10 +404,14 @@ fn squeue(ids: &[String]) -> Option<BTreeMap<String, (String, String)>> {
         return Some(map);
     }
     // squeue refuses the whole list when one id was purged: ask one by one.
+    // Any other failure (the controller not answering) says nothing about
+    // the jobs: skip this poll rather than take them for gone.
     for id in ids {
         let out = run(std::slice::from_ref(id))?;
         if out.status.success() {
             parse(&String::from_utf8_lossy(&out.stdout), &mut map);
+        } else if !String::from_utf8_lossy(&out.stderr).contains("Invalid job id") {
+            return None;
         }
     }
     Some(map)
