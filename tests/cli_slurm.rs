@@ -184,6 +184,12 @@ fn slurm_run_gives_the_local_keys_and_hashes_and_a_noop_rerun_submits_nothing() 
     let jobs: std::collections::BTreeSet<&String> = ev.job_of.values().collect();
     assert_eq!(jobs.len(), 6, "{:?}", ev.job_of);
     assert!(stderr.contains("submitted b (slurm job"), "{stderr}");
+    // The map node's three elements went as one job array, in order.
+    let array = ev.job_of["m[0]"].split('_').next().unwrap().to_string();
+    for i in 0..3 {
+        assert_eq!(ev.job_of[&format!("m[{i}]")], format!("{array}_{i}"));
+    }
+    assert!(!ev.job_of["a"].contains('_'), "a lone unit is a plain job");
     for (node, key) in &ev.keys {
         assert_eq!(
             content_hash(&s.cache(), key),
@@ -392,4 +398,42 @@ long = exec(cmd: "touch started; sleep 300; echo never > {out}/f")
         !jobs.contains(&job),
         "a cancelled job is not followed again: {jobs}"
     );
+}
+
+#[test]
+fn a_failing_array_task_is_retried_alone_and_reports_its_log() {
+    if !enabled() {
+        return;
+    }
+    let p = Project::new(
+        r#"
+arr = [exec(cmd: "if [ {v} = 2 ]; then echo task-two-broke; exit 3; fi; echo {v} > {out}/f") for v in [1, 2, 3]]
+"#,
+    );
+    let (ev, stderr) = run_code(&mut slurm_cmd(&p, &["--retries", "1"]), 1);
+    assert_eq!(ev.status["arr[0]"], "ran");
+    assert_eq!(ev.status["arr[1]"], "failed");
+    assert_eq!(ev.status["arr[2]"], "ran");
+    let array = ev.job_of["arr[0]"].split('_').next().unwrap().to_string();
+    assert_eq!(ev.job_of["arr[2]"], format!("{array}_2"));
+    let tries: Vec<_> = ev.submitted.iter().filter(|s| s.0 == "arr[1]").collect();
+    assert_eq!(tries.len(), 2, "{:?}", ev.submitted);
+    assert_eq!(tries[0].1, format!("{array}_1"));
+    assert!(!tries[1].1.contains('_'), "the retry is a job of its own");
+    assert!(
+        stderr.contains(&format!("job {array}_1 ended FAILED")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("task-two-broke"), "{stderr}");
+    // The local result is the same for the elements that ran.
+    let local = Project::new(&std::fs::read_to_string(p.file()).unwrap());
+    let out = local.flow(&["run", "p.flow", "--json"]);
+    let l = parse(&String::from_utf8_lossy(&out.stdout));
+    for e in ["arr[0]", "arr[2]"] {
+        assert_eq!(ev.keys[e], l.keys[e]);
+        assert_eq!(
+            content_hash(&p.cache(), &ev.keys[e]),
+            content_hash(&local.cache(), &l.keys[e])
+        );
+    }
 }

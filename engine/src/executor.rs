@@ -211,6 +211,8 @@ pub(crate) enum Admit {
 /// A unit handed to a runner.
 pub(crate) struct Work {
     pub(crate) unit: usize,
+    /// Index of the unit's node in the pipeline.
+    pub(crate) node: usize,
     pub(crate) op: Arc<dyn Op>,
     pub(crate) display: String,
     pub(crate) key: UnitKey,
@@ -228,6 +230,9 @@ pub(crate) trait Runner {
     fn start(&mut self, work: Work);
     /// A unit's outcome was received: free what it held.
     fn release(&mut self, unit: usize);
+    /// Called after a round of `start`s: a runner may submit what it
+    /// collected together (Slurm: one job array for a map node's units).
+    fn flush(&mut self) {}
 }
 
 /// Runs units on threads of this process.
@@ -684,6 +689,7 @@ impl<'a> Executor<'a> {
             self.running += 1;
             let work = Work {
                 unit: u,
+                node: unit.node,
                 op,
                 display: unit.display.clone(),
                 key: unit.key.clone(),
@@ -694,6 +700,7 @@ impl<'a> Executor<'a> {
             };
             self.runner.start(work);
         }
+        self.runner.flush();
     }
 
     fn finished(&mut self, f: Finished) {

@@ -58,6 +58,9 @@ pub struct SlurmOptions {
     pub poll: Duration,
     /// The `flow` binary the jobs run (on a shared file system).
     pub worker: PathBuf,
+    /// Submit the units of one map node that start together as one job
+    /// array.
+    pub arrays: bool,
 }
 
 impl Default for SlurmOptions {
@@ -72,6 +75,7 @@ impl Default for SlurmOptions {
             mem_mb: None,
             poll: Duration::from_secs(1),
             worker: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("flow")),
+            arrays: true,
         }
     }
 }
@@ -82,7 +86,10 @@ struct Active {
     key: String,
     display: String,
     attempt: usize,
+    /// sbatch arguments of a one-unit job (what a retry submits).
     args: Vec<String>,
+    /// The job's output file.
+    log: PathBuf,
     progress: crate::progress::NodeProgress,
     since: Instant,
     last_state: String,
@@ -106,6 +113,10 @@ struct JobEntry {
     job: String,
     attempt: usize,
     node: String,
+    /// The job's `--comment` (`flow:KEY`, or `flow:array-KEY` for a task
+    /// of a job array).
+    #[serde(default)]
+    comment: String,
 }
 
 struct Shared {
@@ -121,6 +132,8 @@ pub(crate) struct SlurmRunner {
     workdir: PathBuf,
     shared: Arc<Mutex<Shared>>,
     tx: mpsc::Sender<Msg>,
+    /// Units written out, submitted at the next `flush`.
+    pending: Vec<Pending>,
     /// Dropped to stop the monitor at once.
     stop: Option<mpsc::Sender<()>>,
     monitor: Option<JoinHandle<()>>,
@@ -175,6 +188,7 @@ impl SlurmRunner {
             workdir,
             shared,
             tx,
+            pending: Vec::new(),
             stop: Some(stop),
             monitor: Some(monitor),
         })
@@ -312,7 +326,7 @@ fn save_jobs(store: &Store, jobs: &JobsFile) {
     }
 }
 
-/// Submits a job; returns its id.
+/// Submits a one-unit job; returns its id.
 fn sbatch(args: &[String], worker: &Path, spec: &Path) -> Result<String, String> {
     let script = format!(
         "#!/bin/sh\n# flow unit (see {})\nexec {} slurm-worker {}\n",
@@ -320,6 +334,11 @@ fn sbatch(args: &[String], worker: &Path, spec: &Path) -> Result<String, String>
         shell_quote(&worker.to_string_lossy()),
         shell_quote(&spec.to_string_lossy())
     );
+    sbatch_script(args, &script)
+}
+
+/// Submits a batch script; returns the job id.
+fn sbatch_script(args: &[String], script: &str) -> Result<String, String> {
     let mut child = Command::new("sbatch")
         .args(args)
         .stdin(Stdio::piped())
@@ -380,7 +399,7 @@ fn squeue(ids: &[String]) -> Option<BTreeMap<String, (String, String)>> {
     }
     let run = |ids: &[String]| {
         Command::new("squeue")
-            .args(["-h", "-t", "all", "-o", "%i|%T|%k"])
+            .args(["-h", "-r", "-t", "all", "-o", "%i|%T|%k"])
             .arg(format!("--jobs={}", ids.join(",")))
             .stdin(Stdio::null())
             .output()
@@ -558,7 +577,7 @@ fn monitor(
                 })));
                 continue;
             }
-            let log = job_log(&store, &a.key, &id);
+            let log = a.log.clone();
             let info = exit_info(&id).map(|i| format!(", {i}")).unwrap_or_default();
             if a.attempt <= opts.retries {
                 let spec = slurm_dir(&store)
@@ -577,6 +596,7 @@ fn monitor(
                                 job: new.clone(),
                                 attempt,
                                 node: a.display.clone(),
+                                comment: job_comment(&a.key),
                             },
                         );
                         let unit = a.unit;
@@ -587,10 +607,12 @@ fn monitor(
                             adopted: false,
                             after: Some(format!("job {id} ended {state}{info}")),
                         });
+                        let log = job_log(&store, &a.key, &new);
                         sh.active.insert(
                             new,
                             Active {
                                 attempt,
+                                log,
                                 last_state: String::new(),
                                 completed: None,
                                 ..a
@@ -649,9 +671,153 @@ fn monitor(
     }
 }
 
+/// A unit that was written out and waits for the next `flush`.
+struct Pending {
+    work: Work,
+    args: Vec<String>,
+    spec: PathBuf,
+}
+
+fn fail_work(work: Work, message: String, tx: &mpsc::Sender<Msg>) {
+    work.progress.finish();
+    let _ = tx.send(Msg::Finished(Box::new(Finished {
+        unit: work.unit,
+        seconds: 0.0,
+        result: Err(Failure {
+            report: miette::miette!("node `{}`: {message}", work.display),
+            log_tail: vec![],
+            log_path: PathBuf::new(),
+            cancelled: false,
+        }),
+        job: None,
+    })));
+}
+
+impl SlurmRunner {
+    /// Starts following a submitted (or adopted) job.
+    #[allow(clippy::too_many_arguments)]
+    fn follow(
+        &self,
+        sh: &mut Shared,
+        p: Pending,
+        job: String,
+        attempt: usize,
+        adopted: bool,
+        log: PathBuf,
+        comment: String,
+    ) {
+        sh.jobs.jobs.insert(
+            p.work.key.key.clone(),
+            JobEntry {
+                job: job.clone(),
+                attempt,
+                node: p.work.display.clone(),
+                comment,
+            },
+        );
+        let _ = self.tx.send(Msg::Submitted {
+            unit: p.work.unit,
+            job: job.clone(),
+            attempt,
+            adopted,
+            after: None,
+        });
+        crate::op::Progress::message(&p.work.progress, &format!("slurm job {job}"));
+        sh.active.insert(
+            job,
+            Active {
+                unit: p.work.unit,
+                key: p.work.key.key.clone(),
+                display: p.work.display.clone(),
+                attempt,
+                args: p.args,
+                log,
+                progress: p.work.progress,
+                since: Instant::now(),
+                last_state: String::new(),
+                completed: None,
+            },
+        );
+    }
+
+    /// Several units of one map node: one job array, task `i` builds the
+    /// `i`-th unit (its unit file is line `i+1` of a list file).
+    fn submit_array(&self, sh: &mut Shared, group: Vec<Pending>) {
+        let first = group[0].work.key.key.clone();
+        let name = format!("array-{first}");
+        let list = slurm_dir(&self.store)
+            .join("units")
+            .join(format!("{name}.txt"));
+        let text: String = group
+            .iter()
+            .map(|p| format!("{}\n", p.spec.display()))
+            .collect();
+        if let Err(e) = write_atomic(&list, text.as_bytes()) {
+            for p in group {
+                fail_work(
+                    p.work,
+                    format!("cannot write {}: {e}", list.display()),
+                    &self.tx,
+                );
+            }
+            return;
+        }
+        let comment = format!("flow:{name}");
+        let node_name = group[0]
+            .work
+            .display
+            .split('[')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let mut args: Vec<String> = group[0]
+            .args
+            .iter()
+            .filter(|a| {
+                !a.starts_with("--output=")
+                    && !a.starts_with("--comment=")
+                    && !a.starts_with("--job-name=")
+            })
+            .cloned()
+            .collect();
+        args.push(format!("--array=0-{}", group.len() - 1));
+        args.push(format!("--job-name=flow:{}", job_name(&node_name)));
+        args.push(format!("--comment={comment}"));
+        args.push(format!(
+            "--output={}",
+            slurm_dir(&self.store)
+                .join("logs")
+                .join(format!("{name}.%A_%a.log"))
+                .display()
+        ));
+        let script = format!(
+            "#!/bin/sh\n# flow units, one a task (see {list})\nspec=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {list})\nexec {worker} slurm-worker \"$spec\"\n",
+            list = shell_quote(&list.to_string_lossy()),
+            worker = shell_quote(&self.opts.worker.to_string_lossy()),
+        );
+        match sbatch_script(&args, &script) {
+            Ok(job) => {
+                for (i, p) in group.into_iter().enumerate() {
+                    let task = format!("{job}_{i}");
+                    let log = slurm_dir(&self.store)
+                        .join("logs")
+                        .join(format!("{name}.{task}.log"));
+                    self.follow(sh, p, task, 1, false, log, comment.clone());
+                }
+                save_jobs(&self.store, &sh.jobs);
+            }
+            Err(e) => {
+                for p in group {
+                    fail_work(p.work, e.clone(), &self.tx);
+                }
+            }
+        }
+    }
+}
+
 impl Runner for SlurmRunner {
     fn admit(&self, _need: &Need) -> Admit {
-        let n = self.shared.lock().map(|s| s.active.len()).unwrap_or(0);
+        let n = self.shared.lock().map(|s| s.active.len()).unwrap_or(0) + self.pending.len();
         if n < self.opts.max_jobs.max(1) {
             Admit::Now
         } else {
@@ -660,108 +826,92 @@ impl Runner for SlurmRunner {
     }
 
     fn start(&mut self, work: Work) {
-        let fail = |work: Work, message: String, tx: &mpsc::Sender<Msg>| {
-            work.progress.finish();
-            let _ = tx.send(Msg::Finished(Box::new(Finished {
-                unit: work.unit,
-                seconds: 0.0,
-                result: Err(Failure {
-                    report: miette::miette!("node `{}`: {message}", work.display),
-                    log_tail: vec![],
-                    log_path: PathBuf::new(),
-                    cancelled: false,
-                }),
-                job: None,
-            })));
-        };
         let args = self.sbatch_args(&work);
         let spec = match self.write_spec(&work) {
             Ok(s) => s,
             Err(e) => {
-                return fail(
+                return fail_work(
                     work,
                     format!("cannot write the job's unit file: {e}"),
                     &self.tx,
                 )
             }
         };
+        let p = Pending { work, args, spec };
         let Ok(mut sh) = self.shared.lock() else {
             return;
         };
         // A job an earlier driver submitted for this key, still queued or
         // running: follow it.
-        if let Some(entry) = sh.jobs.jobs.get(&work.key.key).cloned() {
-            // The comment names the key: job ids of another cluster (or of
-            // a restarted controller) are never mistaken for ours.
+        let key = p.work.key.key.clone();
+        if let Some(entry) = sh.jobs.jobs.get(&key).cloned() {
+            // The comment names the key (or its array): job ids of another
+            // cluster (or of a restarted controller) are never mistaken
+            // for ours.
+            let expected = if entry.comment.is_empty() {
+                job_comment(&key)
+            } else {
+                entry.comment.clone()
+            };
             let found =
                 squeue(std::slice::from_ref(&entry.job)).and_then(|m| m.get(&entry.job).cloned());
-            if found.is_some_and(|(state, comment)| {
-                is_active(&state) && comment == job_comment(&work.key.key)
-            }) {
-                let _ = self.tx.send(Msg::Submitted {
-                    unit: work.unit,
-                    job: entry.job.clone(),
-                    attempt: entry.attempt,
-                    adopted: true,
-                    after: None,
-                });
-                sh.active.insert(
+            if found.is_some_and(|(state, comment)| is_active(&state) && comment == expected) {
+                let log = if entry.comment.starts_with("flow:array-") {
+                    slurm_dir(&self.store).join("logs").join(format!(
+                        "{}.{}.log",
+                        entry.comment.trim_start_matches("flow:"),
+                        entry.job
+                    ))
+                } else {
+                    job_log(&self.store, &key, &entry.job)
+                };
+                self.follow(
+                    &mut sh,
+                    p,
                     entry.job.clone(),
-                    Active {
-                        unit: work.unit,
-                        key: work.key.key.clone(),
-                        display: work.display.clone(),
-                        attempt: entry.attempt,
-                        args,
-                        progress: work.progress,
-                        since: Instant::now(),
-                        last_state: String::new(),
-                        completed: None,
-                    },
+                    entry.attempt,
+                    true,
+                    log,
+                    expected,
                 );
                 return;
             }
-            sh.jobs.jobs.remove(&work.key.key);
+            sh.jobs.jobs.remove(&key);
         }
-        clean_builds(&self.store, &work.key.key);
-        match sbatch(&args, &self.opts.worker, &spec) {
-            Ok(job) => {
-                sh.jobs.jobs.insert(
-                    work.key.key.clone(),
-                    JobEntry {
-                        job: job.clone(),
-                        attempt: 1,
-                        node: work.display.clone(),
-                    },
-                );
-                save_jobs(&self.store, &sh.jobs);
-                let _ = self.tx.send(Msg::Submitted {
-                    unit: work.unit,
-                    job: job.clone(),
-                    attempt: 1,
-                    adopted: false,
-                    after: None,
-                });
-                crate::op::Progress::message(&work.progress, &format!("slurm job {job}"));
-                sh.active.insert(
-                    job,
-                    Active {
-                        unit: work.unit,
-                        key: work.key.key.clone(),
-                        display: work.display.clone(),
-                        attempt: 1,
-                        args,
-                        progress: work.progress,
-                        since: Instant::now(),
-                        last_state: String::new(),
-                        completed: None,
-                    },
-                );
+        drop(sh);
+        clean_builds(&self.store, &key);
+        self.pending.push(p);
+    }
+
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let Ok(mut sh) = self.shared.lock() else {
+            return;
+        };
+        // Units of one map node started together go as one job array.
+        let mut groups: BTreeMap<usize, Vec<Pending>> = BTreeMap::new();
+        for p in std::mem::take(&mut self.pending) {
+            groups.entry(p.work.node).or_default().push(p);
+        }
+        for (_, group) in groups {
+            if group.len() > 1 && self.opts.arrays {
+                self.submit_array(&mut sh, group);
+                continue;
             }
-            Err(e) => {
-                drop(sh);
-                fail(work, e, &self.tx)
+            for p in group {
+                let spec = p.spec.clone();
+                match sbatch(&p.args, &self.opts.worker, &spec) {
+                    Ok(job) => {
+                        let log = job_log(&self.store, &p.work.key.key, &job);
+                        let comment = job_comment(&p.work.key.key);
+                        self.follow(&mut sh, p, job, 1, false, log, comment);
+                    }
+                    Err(e) => fail_work(p.work, e, &self.tx),
+                }
             }
+            save_jobs(&self.store, &sh.jobs);
         }
     }
 
