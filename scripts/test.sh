@@ -12,4 +12,19 @@ if [ ! -f "$tools/nvidia/cu13/include/cuda_bf16.h" ] || [ ! -f "$tools/nvidia/cu
 fi
 export FLOW_NVRTC_LIB="$PWD/$tools/nvidia/cu13/lib/libnvrtc.so.13"
 export FLOW_CUDA_INCLUDE="$PWD/$tools/nvidia/cu13/include"
-exec cargo test --workspace --no-fail-fast "$@"
+# The Slurm tests (tests/cli_slurm.rs) run against a real single-machine
+# cluster, started here and stopped afterwards (FLOW_SLURM_TESTS=0 skips it,
+# and the tests then say loudly that they were skipped).
+if [ "${FLOW_SLURM_TESTS:-1}" != 0 ]; then
+  if [ -z "${FLOW_SLURM_DIR:-}" ]; then
+    FLOW_SLURM_DIR="$(mktemp -d /tmp/flow-slurm.XXXXXX)"
+    trap 'bash scripts/slurm_cluster.sh stop; rm -rf "$FLOW_SLURM_DIR"' EXIT
+  else
+    trap 'bash scripts/slurm_cluster.sh stop' EXIT
+  fi
+  export FLOW_SLURM_DIR
+  bash scripts/slurm_cluster.sh start
+  eval "$(bash scripts/slurm_cluster.sh env)"
+  export FLOW_SLURM_TESTS=1
+fi
+cargo test --workspace --no-fail-fast "$@"

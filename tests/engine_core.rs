@@ -211,6 +211,7 @@ fn node(name: &str, op: &str, args: &[(&str, Arg)]) -> Node {
             .collect(),
         map: None,
         device: None,
+        resources: Default::default(),
     }
 }
 

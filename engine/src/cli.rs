@@ -19,7 +19,8 @@ use crate::op::Registry;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::device::{parse_device, CudaProbe};
-use crate::executor::{self, read_tail, RunOptions};
+use crate::executor::slurm::SlurmOptions;
+use crate::executor::{self, read_tail, ExecutorKind, RunOptions};
 use crate::graph::Graph;
 use crate::ir::Pipeline;
 use crate::memo::InputMemo;
@@ -47,7 +48,7 @@ pub struct Wiring {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a pipeline: only nodes whose key is not cached run.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Say which nodes are cached and which will run, and why.
     Plan(PlanArgs),
     /// Check a pipeline without running anything.
@@ -64,6 +65,25 @@ pub enum Command {
     Fmt(FmtArgs),
     /// Rehash every artifact and memoised input; report mismatches.
     Verify(CacheOnlyArgs),
+    /// (internal) Build one unit inside a Slurm job (`flow run --executor slurm`).
+    #[command(name = "slurm-worker", hide = true)]
+    SlurmWorker(WorkerArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// The unit file the driver wrote (`CACHE/slurm/units/KEY.json`).
+    pub spec: PathBuf,
+}
+
+/// Where `flow run` runs units.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorArg {
+    /// Threads of this process.
+    Local,
+    /// One Slurm batch job a unit (sbatch); the cache must be on a file
+    /// system the compute nodes share.
+    Slurm,
 }
 
 /// Where the cache is.
@@ -101,6 +121,30 @@ pub struct RunArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Where units run: here (local) or as Slurm jobs (slurm).
+    #[arg(long, value_enum, default_value = "local")]
+    pub executor: ExecutorArg,
+    /// Slurm partition (default: the cluster's; a node's `resources: {partition: ..}` wins).
+    #[arg(long, value_name = "P", help_heading = "Slurm")]
+    pub partition: Option<String>,
+    /// Slurm account to charge.
+    #[arg(long, value_name = "A", help_heading = "Slurm")]
+    pub account: Option<String>,
+    /// Slurm quality of service.
+    #[arg(long, value_name = "Q", help_heading = "Slurm")]
+    pub qos: Option<String>,
+    /// Most Slurm jobs queued or running at once (default 64).
+    #[arg(long, value_name = "N", help_heading = "Slurm")]
+    pub max_jobs: Option<usize>,
+    /// Submit a failed, timed-out or preempted job again up to N times.
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Slurm")]
+    pub retries: usize,
+    /// Time limit for units that declare none: minutes or [D-]HH:MM:SS.
+    #[arg(long, value_name = "TIME", help_heading = "Slurm")]
+    pub time: Option<String>,
+    /// Memory for units that declare none: 512M, 16G, ...
+    #[arg(long, value_name = "MEM", help_heading = "Slurm")]
+    pub mem: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -195,7 +239,7 @@ pub struct Exit(pub i32);
 /// Runs a parsed pipeline or cache command and returns the exit code.
 pub fn dispatch(command: Command, wiring: &Wiring) -> i32 {
     let result = match command {
-        Command::Run(a) => cmd_run(a, wiring),
+        Command::Run(a) => cmd_run(*a, wiring),
         Command::Plan(a) => cmd_plan(a, wiring),
         Command::Check(a) => cmd_check(a, wiring),
         Command::Graph(a) => cmd_graph(a, wiring),
@@ -204,6 +248,11 @@ pub fn dispatch(command: Command, wiring: &Wiring) -> i32 {
         Command::Gc(a) => cmd_gc(a),
         Command::Fmt(a) => cmd_fmt(a),
         Command::Verify(a) => cmd_verify(a),
+        Command::SlurmWorker(a) => Ok(executor::slurm::worker(
+            &a.spec,
+            &(wiring.registry)(),
+            wiring.cuda_probe,
+        )),
     };
     match result {
         Ok(code) => code,
@@ -256,6 +305,7 @@ fn cmd_run(a: RunArgs, wiring: &Wiring) -> CmdResult {
     let registry = (wiring.registry)();
     let p = load_targets(&a.pipeline, &a.targets, &registry)?;
     let device = parse_device(&a.device).map_err(|e| usage_error(miette::miette!("{e}")))?;
+    let exec = executor_of(&a)?;
     let store = open_store(&cache_root(Some(&a.pipeline.file), &a.pipeline.cache))?;
     let cancel = Arc::new(AtomicBool::new(false));
     install_ctrlc(Arc::clone(&cancel));
@@ -265,6 +315,7 @@ fn cmd_run(a: RunArgs, wiring: &Wiring) -> CmdResult {
         quiet: false,
         cancel,
         cuda_probe: wiring.cuda_probe,
+        executor: exec,
         ..RunOptions::default()
     };
     if let Some(j) = a.jobs {
@@ -281,6 +332,68 @@ fn cmd_run(a: RunArgs, wiring: &Wiring) -> CmdResult {
     } else {
         EXIT_OK
     })
+}
+
+/// The executor `flow run`'s flags ask for.
+fn executor_of(a: &RunArgs) -> Result<ExecutorKind, Exit> {
+    let slurm_flag = [
+        (a.partition.is_some(), "--partition"),
+        (a.account.is_some(), "--account"),
+        (a.qos.is_some(), "--qos"),
+        (a.max_jobs.is_some(), "--max-jobs"),
+        (a.retries > 0, "--retries"),
+        (a.time.is_some(), "--time"),
+        (a.mem.is_some(), "--mem"),
+    ]
+    .into_iter()
+    .find(|(given, _)| *given);
+    if a.executor == ExecutorArg::Local {
+        if let Some((_, flag)) = slurm_flag {
+            return Err(usage_error(miette::miette!(
+                help = "add `--executor slurm`",
+                "{flag} is a Slurm setting, but units run locally"
+            )));
+        }
+        return Ok(ExecutorKind::Local);
+    }
+    let mut so = SlurmOptions {
+        partition: a.partition.clone(),
+        account: a.account.clone(),
+        qos: a.qos.clone(),
+        retries: a.retries,
+        ..SlurmOptions::default()
+    };
+    if let Some(n) = a.max_jobs {
+        if n == 0 {
+            return Err(usage_error(miette::miette!(
+                "--max-jobs must be at least 1"
+            )));
+        }
+        so.max_jobs = n;
+    }
+    if let Some(t) = &a.time {
+        so.time_min = Some(crate::lang::parse_time_min(t).ok_or_else(|| {
+            usage_error(miette::miette!(
+                help = "minutes (`90`) or `[D-]HH:MM:SS` (`1-00:00:00`)",
+                "bad --time `{t}`"
+            ))
+        })?);
+    }
+    if let Some(m) = &a.mem {
+        so.mem_mb = Some(crate::lang::parse_mem_mb(m).ok_or_else(|| {
+            usage_error(miette::miette!(
+                help = "e.g. `512M` or `16G`",
+                "bad --mem `{m}`"
+            ))
+        })?);
+    }
+    if let Some(ms) = std::env::var("FLOW_SLURM_POLL_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        so.poll = std::time::Duration::from_millis(ms.max(50));
+    }
+    Ok(ExecutorKind::Slurm(so))
 }
 
 fn install_ctrlc(cancel: Arc<AtomicBool>) {

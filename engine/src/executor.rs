@@ -11,6 +11,15 @@
 //! unit fails its node; everything downstream is skipped, everything else
 //! goes on. Ctrl-C sets the `cancel` flag ops poll; no new unit starts and
 //! the run ends once the running ones returned.
+//!
+//! Where a unit runs is the [`Runner`]'s business: [`LocalRunner`] runs it
+//! on a thread of this process within the `--jobs`/cores/GPU budget;
+//! [`slurm::SlurmRunner`] submits it as a batch job whose worker (this
+//! binary, `flow slurm-worker`) builds it into the same store with the same
+//! commit. The scheduler (readiness, keys, cache hits, failures, events)
+//! is the same for both.
+
+pub mod slurm;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
@@ -27,7 +36,7 @@ use serde::Serialize;
 
 use crate::device::{no_cuda, resolve_device, CudaProbe};
 use crate::graph::Graph;
-use crate::ir::{DeviceRequest, Pipeline};
+use crate::ir::{DeviceRequest, NodeResources, Pipeline};
 use crate::keys::{unit_key, value_to_json, RVal, UnitKey};
 use crate::memo::{InputMemo, InputStamp};
 use crate::progress::{Display, NodeProgress};
@@ -52,6 +61,18 @@ pub struct RunOptions {
     pub cancel: Arc<AtomicBool>,
     /// How CUDA devices are found (the binary wires the kernel crate's).
     pub cuda_probe: CudaProbe,
+    /// Where units run: threads here, or Slurm jobs.
+    pub executor: ExecutorKind,
+}
+
+/// Where units run.
+#[derive(Clone, Debug, Default)]
+pub enum ExecutorKind {
+    /// Worker threads of this process.
+    #[default]
+    Local,
+    /// One Slurm batch job a unit (`flow run --executor slurm`).
+    Slurm(slurm::SlurmOptions),
 }
 
 impl Default for RunOptions {
@@ -67,6 +88,7 @@ impl Default for RunOptions {
             quiet: true,
             cancel: Arc::new(AtomicBool::new(false)),
             cuda_probe: no_cuda,
+            executor: ExecutorKind::Local,
         }
     }
 }
@@ -80,6 +102,9 @@ pub struct NodeEvent {
     pub status: &'static str,
     pub key: Option<String>,
     pub seconds: f64,
+    /// The Slurm job that built it (`--executor slurm`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// What a run did.
@@ -122,20 +147,164 @@ struct Unit {
     display: String,
     key: UnitKey,
     args: BTreeMap<String, RVal>,
+    element: Option<RVal>,
     inputs: Vec<InputStamp>,
 }
 
-struct Failure {
-    report: miette::Report,
-    log_tail: Vec<String>,
-    log_path: PathBuf,
-    cancelled: bool,
+pub(crate) struct Failure {
+    pub(crate) report: miette::Report,
+    pub(crate) log_tail: Vec<String>,
+    pub(crate) log_path: PathBuf,
+    pub(crate) cancelled: bool,
 }
 
-struct Finished {
-    unit: usize,
-    seconds: f64,
-    result: Result<Meta, Failure>,
+pub(crate) struct Finished {
+    pub(crate) unit: usize,
+    pub(crate) seconds: f64,
+    pub(crate) result: Result<Meta, Failure>,
+    /// The Slurm job id, for units built by a job.
+    pub(crate) job: Option<String>,
+}
+
+/// What a runner reports back to the scheduler.
+pub(crate) enum Msg {
+    Finished(Box<Finished>),
+    /// A unit was submitted as a batch job (`adopted`: a job an earlier
+    /// driver submitted, still queued or running, is followed instead).
+    Submitted {
+        unit: usize,
+        job: String,
+        attempt: usize,
+        adopted: bool,
+        /// For a retry: how the previous job ended.
+        after: Option<String>,
+    },
+}
+
+/// What a unit asks for, from its op's declaration and its node.
+#[derive(Clone, Debug)]
+pub(crate) struct Need {
+    /// CPU threads (already capped at the cores for local runs; 0 on Slurm
+    /// means a whole node).
+    pub(crate) threads: usize,
+    /// Whether it occupies the (one) local GPU.
+    pub(crate) gpu: bool,
+    /// The device resolved on this machine (local runs).
+    pub(crate) device: Device,
+    /// The device as asked (Slurm workers resolve it on their node).
+    pub(crate) request: DeviceRequest,
+    /// The op's declaration.
+    pub(crate) op: crate::op::Resources,
+    /// The node's `resources:` record.
+    pub(crate) node: NodeResources,
+}
+
+/// Whether a queued unit may start now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    Now,
+    /// Not now; later units may go first.
+    Later,
+    /// Not now, and nothing behind it may overtake it.
+    Block,
+}
+
+/// A unit handed to a runner.
+pub(crate) struct Work {
+    pub(crate) unit: usize,
+    /// Index of the unit's node in the pipeline.
+    pub(crate) node: usize,
+    pub(crate) op: Arc<dyn Op>,
+    pub(crate) display: String,
+    pub(crate) key: UnitKey,
+    pub(crate) args: BTreeMap<String, RVal>,
+    pub(crate) element: Option<RVal>,
+    pub(crate) inputs: Vec<InputStamp>,
+    pub(crate) need: Need,
+    pub(crate) progress: NodeProgress,
+}
+
+/// Where units run: the seam between the scheduler and the machines.
+pub(crate) trait Runner {
+    /// Whether a unit with this need can start now.
+    fn admit(&self, need: &Need) -> Admit;
+    /// Starts a unit; its outcome arrives later as [`Msg::Finished`].
+    fn start(&mut self, work: Work);
+    /// A unit's outcome was received: free what it held.
+    fn release(&mut self, unit: usize);
+    /// Called after a round of `start`s: a runner may submit what it
+    /// collected together (Slurm: one job array for a map node's units).
+    fn flush(&mut self) {}
+}
+
+/// Runs units on threads of this process.
+struct LocalRunner {
+    store: Store,
+    jobs: usize,
+    cores: usize,
+    running: usize,
+    threads_used: usize,
+    gpu_busy: bool,
+    held: BTreeMap<usize, (usize, bool)>,
+    cancel: Arc<AtomicBool>,
+    workdir: PathBuf,
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Runner for LocalRunner {
+    fn admit(&self, need: &Need) -> Admit {
+        if self.running >= self.jobs {
+            return Admit::Block;
+        }
+        let fits = self.threads_used + need.threads <= self.cores && !(need.gpu && self.gpu_busy);
+        if fits {
+            Admit::Now
+        } else if need.threads == self.cores {
+            // An exclusive unit waits at the head: nothing overtakes it.
+            Admit::Block
+        } else {
+            Admit::Later
+        }
+    }
+
+    fn start(&mut self, work: Work) {
+        self.running += 1;
+        self.threads_used += work.need.threads;
+        self.gpu_busy |= work.need.gpu;
+        self.held
+            .insert(work.unit, (work.need.threads, work.need.gpu));
+        let job = Job {
+            unit: work.unit,
+            op: work.op,
+            store: self.store.clone(),
+            build_under: "tmp",
+            display: work.display,
+            key: work.key,
+            args: work.args,
+            inputs: work.inputs,
+            threads: work.need.threads,
+            device: work.need.device,
+            cancel: Arc::clone(&self.cancel),
+            workdir: self.workdir.clone(),
+            progress: work.progress,
+            echo: false,
+        };
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            let f = job.execute();
+            let _ = tx.send(Msg::Finished(Box::new(f)));
+        });
+    }
+
+    fn release(&mut self, unit: usize) {
+        if let Some((threads, gpu)) = self.held.remove(&unit) {
+            self.running -= 1;
+            self.threads_used -= threads;
+            if gpu {
+                self.gpu_busy = false;
+            }
+        }
+    }
 }
 
 /// Runs a pipeline against a store. Errors are about the run as a whole
@@ -149,7 +318,7 @@ pub fn run(
 ) -> miette::Result<RunSummary> {
     let graph = Graph::build(p)?;
     let _lock = store.lock(opts.quiet)?;
-    let mut ex = Executor::new(p, registry, store, opts, &graph);
+    let mut ex = Executor::new(p, registry, store, opts, &graph)?;
     let started = now();
     ex.go()?;
     let finished = now();
@@ -212,7 +381,6 @@ struct Executor<'a> {
     graph: &'a Graph,
     memo: InputMemo,
     display: Display,
-    workdir: PathBuf,
     default_device: Device,
     state: Vec<NState>,
     done: BTreeMap<String, NodeValue>,
@@ -220,11 +388,8 @@ struct Executor<'a> {
     queue: VecDeque<usize>,
     ready: VecDeque<usize>,
     running: usize,
-    threads_used: usize,
-    gpu_busy: bool,
-    unit_res: BTreeMap<usize, (usize, bool)>,
-    tx: mpsc::Sender<Finished>,
-    rx: mpsc::Receiver<Finished>,
+    runner: Box<dyn Runner>,
+    rx: mpsc::Receiver<Msg>,
     summary: RunSummary,
     records: Vec<RunNode>,
 }
@@ -236,12 +401,15 @@ impl<'a> Executor<'a> {
         store: &'a Store,
         opts: &'a RunOptions,
         graph: &'a Graph,
-    ) -> Self {
+    ) -> miette::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let (default_device, notice) = resolve_device(opts.device, opts.cuda_probe);
         let display = Display::new(opts.quiet);
         if let Some(n) = notice {
-            display.println(&n);
+            // On Slurm the device is resolved by each job on its node.
+            if matches!(opts.executor, ExecutorKind::Local) {
+                display.println(&n);
+            }
         }
         let workdir = p
             .path
@@ -255,7 +423,28 @@ impl<'a> Executor<'a> {
             })
             .and_then(|d| std::fs::canonicalize(d).ok())
             .unwrap_or_else(|| PathBuf::from("."));
-        Executor {
+        let runner: Box<dyn Runner> = match &opts.executor {
+            ExecutorKind::Local => Box::new(LocalRunner {
+                store: store.clone(),
+                jobs: opts.jobs.max(1),
+                cores: opts.cores.max(1),
+                running: 0,
+                threads_used: 0,
+                gpu_busy: false,
+                held: BTreeMap::new(),
+                cancel: Arc::clone(&opts.cancel),
+                workdir: workdir.clone(),
+                tx,
+            }),
+            ExecutorKind::Slurm(so) => Box::new(slurm::SlurmRunner::new(
+                so.clone(),
+                store.clone(),
+                workdir.clone(),
+                Arc::clone(&opts.cancel),
+                tx,
+            )?),
+        };
+        Ok(Executor {
             p,
             registry,
             store,
@@ -263,7 +452,6 @@ impl<'a> Executor<'a> {
             graph,
             memo: InputMemo::load(&store.root),
             display,
-            workdir,
             default_device,
             state: p.nodes.iter().map(|_| NState::Waiting).collect(),
             done: BTreeMap::new(),
@@ -271,14 +459,11 @@ impl<'a> Executor<'a> {
             queue: VecDeque::new(),
             ready: VecDeque::new(),
             running: 0,
-            threads_used: 0,
-            gpu_busy: false,
-            unit_res: BTreeMap::new(),
-            tx,
+            runner,
             rx,
             summary: RunSummary::default(),
             records: Vec::new(),
-        }
+        })
     }
 
     fn go(&mut self) -> miette::Result<()> {
@@ -301,12 +486,52 @@ impl<'a> Executor<'a> {
                 break;
             }
             match self.rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(f) => self.finished(f),
+                Ok(Msg::Finished(f)) => self.finished(*f),
+                Ok(Msg::Submitted {
+                    unit,
+                    job,
+                    attempt,
+                    adopted,
+                    after,
+                }) => self.submitted(unit, &job, attempt, adopted, after),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
         Ok(())
+    }
+
+    fn submitted(
+        &mut self,
+        unit: usize,
+        job: &str,
+        attempt: usize,
+        adopted: bool,
+        after: Option<String>,
+    ) {
+        let u = &self.units[unit];
+        let what = if adopted {
+            format!(
+                "following {} (slurm job {job}, submitted by an earlier run)",
+                u.display
+            )
+        } else if attempt > 1 {
+            format!(
+                "retrying {} (slurm job {job}, attempt {attempt}): {}",
+                u.display,
+                after.as_deref().unwrap_or("the last job failed")
+            )
+        } else {
+            format!("submitted {} (slurm job {job})", u.display)
+        };
+        self.display.println(&what);
+        if self.opts.json {
+            let ev = serde_json::json!({
+                "event": "submitted", "node": u.display, "key": u.key.key,
+                "job": job, "attempt": attempt, "adopted": adopted,
+            });
+            print_line(&ev.to_string());
+        }
     }
 
     fn event(
@@ -316,6 +541,18 @@ impl<'a> Executor<'a> {
         key: Option<&str>,
         seconds: f64,
         parts: Option<&UnitKey>,
+    ) {
+        self.event_job(name, status, key, seconds, parts, None)
+    }
+
+    fn event_job(
+        &mut self,
+        name: &str,
+        status: &'static str,
+        key: Option<&str>,
+        seconds: f64,
+        parts: Option<&UnitKey>,
+        job: Option<&str>,
     ) {
         match status {
             "ran" => self.summary.ran += 1,
@@ -329,6 +566,7 @@ impl<'a> Executor<'a> {
             status,
             key: key.map(str::to_string),
             seconds: (seconds * 1000.0).round() / 1000.0,
+            job: job.map(str::to_string),
         };
         if self.opts.json {
             if let Ok(line) = serde_json::to_string(&ev) {
@@ -389,6 +627,7 @@ impl<'a> Executor<'a> {
                     display,
                     key,
                     args,
+                    element,
                     inputs,
                 });
                 self.queue.push_back(self.units.len() - 1);
@@ -399,7 +638,7 @@ impl<'a> Executor<'a> {
         }
     }
 
-    fn resources_of(&self, u: usize) -> (usize, bool, Device) {
+    fn need_of(&self, u: usize) -> Need {
         let node = &self.p.nodes[self.units[u].node];
         let res = self
             .registry
@@ -407,10 +646,11 @@ impl<'a> Executor<'a> {
             .map(|o| o.spec().resources)
             .unwrap_or(crate::op::Resources::ONE_THREAD);
         let cores = self.opts.cores.max(1);
-        let threads = if res.threads == 0 {
-            cores
-        } else {
-            res.threads.min(cores)
+        let asked = node.resources.cpus.unwrap_or(res.threads);
+        let threads = if asked == 0 { cores } else { asked.min(cores) };
+        let request = match node.device {
+            Some(req) if req != DeviceRequest::Auto => req,
+            _ => self.opts.device,
         };
         let device = match node.device {
             Some(req) if req != DeviceRequest::Auto => resolve_device(req, self.opts.cuda_probe).0,
@@ -418,69 +658,61 @@ impl<'a> Executor<'a> {
         };
         let gpu = res.gpu && matches!(device, Device::Cuda(_));
         let device = if res.gpu { device } else { Device::Cpu };
-        (threads, gpu, device)
-    }
-
-    fn start_units(&mut self) {
-        let cores = self.opts.cores.max(1);
-        let jobs = self.opts.jobs.max(1);
-        let mut idx = 0;
-        while idx < self.queue.len() && self.running < jobs {
-            let u = self.queue[idx];
-            let (threads, gpu, device) = self.resources_of(u);
-            let fits = self.threads_used + threads <= cores && !(gpu && self.gpu_busy);
-            if !fits {
-                if threads == cores {
-                    // An exclusive unit waits at the head: nothing overtakes it.
-                    break;
-                }
-                idx += 1;
-                continue;
-            }
-            self.queue.remove(idx);
-            self.threads_used += threads;
-            self.gpu_busy |= gpu;
-            self.running += 1;
-            self.unit_res.insert(u, (threads, gpu));
-            self.spawn(u, threads, device);
+        Need {
+            threads,
+            gpu,
+            device,
+            request,
+            op: res,
+            node: node.resources.clone(),
         }
     }
 
-    fn spawn(&mut self, u: usize, threads: usize, device: Device) {
-        let unit = &self.units[u];
-        let node = &self.p.nodes[unit.node];
-        let Some(op) = self.registry.get(&node.op).cloned() else {
-            return;
-        };
-        let job = Job {
-            unit: u,
-            op,
-            store: self.store.clone(),
-            display: unit.display.clone(),
-            key: unit.key.clone(),
-            args: unit.args.clone(),
-            inputs: unit.inputs.clone(),
-            threads,
-            device,
-            cancel: Arc::clone(&self.opts.cancel),
-            workdir: self.workdir.clone(),
-            progress: self.display.start(&unit.display),
-        };
-        let tx = self.tx.clone();
-        std::thread::spawn(move || {
-            let f = job.execute();
-            let _ = tx.send(f);
-        });
+    fn start_units(&mut self) {
+        let mut idx = 0;
+        while idx < self.queue.len() {
+            let u = self.queue[idx];
+            let need = self.need_of(u);
+            match self.runner.admit(&need) {
+                Admit::Now => {}
+                Admit::Later => {
+                    idx += 1;
+                    continue;
+                }
+                Admit::Block => break,
+            }
+            self.queue.remove(idx);
+            let unit = &self.units[u];
+            let node = &self.p.nodes[unit.node];
+            let Some(op) = self.registry.get(&node.op).cloned() else {
+                continue;
+            };
+            self.running += 1;
+            let work = Work {
+                unit: u,
+                node: unit.node,
+                op,
+                display: unit.display.clone(),
+                key: unit.key.clone(),
+                args: unit.args.clone(),
+                element: unit.element.clone(),
+                inputs: unit.inputs.clone(),
+                need,
+                progress: self.display.start(&unit.display),
+            };
+            self.runner.start(work);
+        }
+        self.runner.flush();
     }
 
     fn finished(&mut self, f: Finished) {
         self.running -= 1;
-        if let Some((threads, gpu)) = self.unit_res.remove(&f.unit) {
-            self.threads_used -= threads;
-            if gpu {
-                self.gpu_busy = false;
-            }
-        }
+        self.runner.release(f.unit);
+        let job = f.job.clone();
+        let on = match &job {
+            Some(j) => format!(", slurm job {j}"),
+            None => String::new(),
+        };
         let (node, elem, display, key) = {
             let u = &self.units[f.unit];
             (u.node, u.elem, u.display.clone(), u.key.clone())
@@ -489,8 +721,15 @@ impl<'a> Executor<'a> {
             Ok(meta) => {
                 let value = NodeValue::from_meta(self.store, &meta);
                 self.display
-                    .println(&format!("ran     {display} ({:.2}s)", f.seconds));
-                self.event(&display, "ran", Some(&key.key), f.seconds, Some(&key));
+                    .println(&format!("ran     {display} ({:.2}s{on})", f.seconds));
+                self.event_job(
+                    &display,
+                    "ran",
+                    Some(&key.key),
+                    f.seconds,
+                    Some(&key),
+                    job.as_deref(),
+                );
                 self.unit_done(node, elem, Some(value));
             }
             Err(failure) if failure.cancelled => {
@@ -505,7 +744,7 @@ impl<'a> Executor<'a> {
             Err(failure) => {
                 {
                     self.display
-                        .println(&format!("FAILED  {display} ({:.2}s)", f.seconds));
+                        .println(&format!("FAILED  {display} ({:.2}s{on})", f.seconds));
                     self.display.println(&format!("{:?}", failure.report));
                     let text = format!("{:?}", failure.report);
                     let already = failure
@@ -522,7 +761,14 @@ impl<'a> Executor<'a> {
                         }
                     }
                 }
-                self.event(&display, "failed", Some(&key.key), f.seconds, Some(&key));
+                self.event_job(
+                    &display,
+                    "failed",
+                    Some(&key.key),
+                    f.seconds,
+                    Some(&key),
+                    job.as_deref(),
+                );
                 if let NState::Active { failed, .. } = &mut self.state[node] {
                     if !*failed {
                         *failed = true;
@@ -604,26 +850,34 @@ impl<'a> Executor<'a> {
     }
 }
 
-/// One unit handed to a worker thread.
-struct Job {
-    unit: usize,
-    op: Arc<dyn Op>,
-    store: Store,
-    display: String,
-    key: UnitKey,
-    args: BTreeMap<String, RVal>,
-    inputs: Vec<InputStamp>,
-    threads: usize,
-    device: Device,
-    cancel: Arc<AtomicBool>,
-    workdir: PathBuf,
-    progress: NodeProgress,
+/// One unit built in this process (by a worker thread, or by a Slurm
+/// worker).
+pub(crate) struct Job {
+    pub(crate) unit: usize,
+    pub(crate) op: Arc<dyn Op>,
+    pub(crate) store: Store,
+    /// The cache subdirectory the build directory goes in (`tmp`, or
+    /// `slurm/build` for Slurm workers).
+    pub(crate) build_under: &'static str,
+    pub(crate) display: String,
+    pub(crate) key: UnitKey,
+    pub(crate) args: BTreeMap<String, RVal>,
+    /// The unit's `file()`/`dir()` inputs as hashed, checked again after
+    /// the op ran.
+    pub(crate) inputs: Vec<InputStamp>,
+    pub(crate) threads: usize,
+    pub(crate) device: Device,
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) workdir: PathBuf,
+    pub(crate) progress: NodeProgress,
+    /// Also print every log line on stderr (a Slurm job's output file).
+    pub(crate) echo: bool,
 }
 
-const LOG_TAIL: usize = 20;
+pub(crate) const LOG_TAIL: usize = 20;
 
 impl Job {
-    fn execute(self) -> Finished {
+    pub(crate) fn execute(self) -> Finished {
         let t0 = Instant::now();
         let started = now();
         let result = self.build(started);
@@ -632,20 +886,27 @@ impl Job {
             unit: self.unit,
             seconds: t0.elapsed().as_secs_f64(),
             result,
+            job: None,
         }
     }
 
     fn build(&self, started: f64) -> Result<Meta, Failure> {
-        let build = self.store.new_build(&self.key.key).map_err(|e| Failure {
-            report: e.into(),
-            log_tail: vec![],
-            log_path: PathBuf::new(),
-            cancelled: false,
-        })?;
+        let build = self
+            .store
+            .new_build_under(self.build_under, &self.key.key)
+            .map_err(|e| Failure {
+                report: e.into(),
+                log_tail: vec![],
+                log_path: PathBuf::new(),
+                cancelled: false,
+            })?;
         let out = build.join("out");
         let log_path = build.join("log.txt");
         let log_file = Mutex::new(File::create(&log_path).ok());
         let log = |line: &str| {
+            if self.echo {
+                eprintln!("{line}");
+            }
             if let Ok(mut f) = log_file.lock() {
                 if let Some(f) = f.as_mut() {
                     let _ = writeln!(f, "{line}");

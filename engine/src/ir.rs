@@ -90,6 +90,26 @@ pub struct Node {
     /// A per-node device request (`device: "cuda"` in the call); `None`
     /// leaves the choice to `flow run --device`.
     pub device: Option<DeviceRequest>,
+    /// Per-node resources (`resources: {cpus: 8, mem: "32G", ...}` in the
+    /// call): what the node asks of a scheduler, overriding the op's
+    /// declaration. Like the device, never part of a key.
+    pub resources: NodeResources,
+}
+
+/// A node's `resources:` record; every field optional (`None`: the op's
+/// declaration, then the run's defaults).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeResources {
+    /// CPU threads (locally the op's thread count; on Slurm `--cpus-per-task`).
+    pub cpus: Option<usize>,
+    /// Memory in MiB (Slurm `--mem`).
+    pub mem_mb: Option<u64>,
+    /// GPUs (Slurm `--gres=gpu:N`).
+    pub gpus: Option<u32>,
+    /// Time limit in minutes (Slurm `--time`).
+    pub time_min: Option<u64>,
+    /// Slurm partition for this node (overrides `--partition`).
+    pub partition: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -180,13 +180,13 @@ impl InputMemo {
 /// (build systems re-stat inputs after a step for the same reason). The
 /// stamp holds the change time, which no user tool can set back, so an
 /// edit that restores size and mtime is still seen.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputStamp {
     path: PathBuf,
     files: Vec<FileStamp>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct FileStamp {
     path: PathBuf,
     size: u64,

@@ -154,21 +154,45 @@ pub struct Resources {
     pub threads: usize,
     /// Whether the op can use a GPU when one is selected.
     pub gpu: bool,
+    /// Memory the op needs, in MiB, for a batch scheduler (`flow run
+    /// --executor slurm` passes it as `--mem`); 0: not declared (the run's
+    /// `--mem`, else the cluster's default). Local runs ignore it.
+    pub mem_mb: u64,
+    /// A time limit in minutes for a batch scheduler (`--time`); 0: not
+    /// declared (the run's `--time`, else the partition's default).
+    pub time_min: u64,
 }
 
 impl Resources {
     pub const ONE_THREAD: Resources = Resources {
         threads: 1,
         gpu: false,
+        mem_mb: 0,
+        time_min: 0,
     };
     pub const ALL_THREADS: Resources = Resources {
         threads: 0,
         gpu: false,
+        mem_mb: 0,
+        time_min: 0,
     };
     pub const MODEL: Resources = Resources {
         threads: 0,
         gpu: true,
+        mem_mb: 0,
+        time_min: 0,
     };
+
+    /// The same, declaring the memory a scheduler should reserve (MiB):
+    /// `Resources::MODEL.with_mem_mb(64 * 1024)`.
+    pub const fn with_mem_mb(self, mem_mb: u64) -> Resources {
+        Resources { mem_mb, ..self }
+    }
+
+    /// The same, declaring a time limit for a scheduler (minutes).
+    pub const fn with_time_min(self, time_min: u64) -> Resources {
+        Resources { time_min, ..self }
+    }
 }
 
 /// Everything the engine needs to know about an op before running it.

@@ -235,8 +235,16 @@ impl Store {
         Ok(())
     }
 
-    /// A fresh build directory for `key` (with an empty `out/`).
+    /// A fresh build directory for `key` (with an empty `out/`) under `tmp/`.
     pub fn new_build(&self, key: &str) -> Result<PathBuf, StoreError> {
+        self.new_build_under("tmp", key)
+    }
+
+    /// A fresh build directory for `key` under `sub/` of the cache (same
+    /// file system as `artifacts/`, so the commit stays one `rename`). Slurm
+    /// workers build under `slurm/build/`, which a driver taking the lock
+    /// does not clear: jobs of an earlier driver may still be writing there.
+    pub fn new_build_under(&self, sub: &str, key: &str) -> Result<PathBuf, StoreError> {
         let n = BUILD_COUNTER.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -244,7 +252,7 @@ impl Store {
             .unwrap_or(0);
         let dir = self
             .root
-            .join("tmp")
+            .join(sub)
             .join(format!("{key}.{}.{n}{nanos}", std::process::id()));
         let out = dir.join("out");
         fs::create_dir_all(&out).map_err(io_at(&out))?;
@@ -277,7 +285,16 @@ impl Store {
             // An incomplete directory cannot come from a rename; drop it.
             let _ = fs::remove_dir_all(&dest);
         }
-        fs::rename(build, &dest).map_err(io_at(&dest))?;
+        if let Err(e) = fs::rename(build, &dest) {
+            // Another process (a Slurm job, a second driver on a shared
+            // cache) committed the same key meanwhile: same key, same
+            // content; keep theirs.
+            if dest.join("meta.json").exists() {
+                let _ = fs::remove_dir_all(build);
+                return Ok(());
+            }
+            return Err(io_at(&dest)(e));
+        }
         if let Ok(d) = File::open(self.root.join("artifacts")) {
             let _ = d.sync_all();
         }

@@ -15,12 +15,14 @@ use super::types::{
     accepts_dir, accepts_file, assignable, conform, conform_to_default, type_name, value_name,
 };
 use crate::ir::{
-    self, Arg, DeviceRequest, FileId, InputKind, MapOver, ParamDef, Pipeline, Sources, Span,
-    TemplatePart,
+    self, Arg, DeviceRequest, FileId, InputKind, MapOver, NodeResources, ParamDef, Pipeline,
+    Sources, Span, TemplatePart,
 };
 
 /// The reserved argument name for a node's device request.
 const DEVICE_ARG: &str = "device";
+/// The reserved argument name for a node's resources.
+const RESOURCES_ARG: &str = "resources";
 
 /// A parsed file of the pipeline.
 pub struct ParsedFile {
@@ -1037,7 +1039,7 @@ impl<'a> Checker<'a> {
                 )
             }
         };
-        let (args, device) = self.call(file, call, &spec, map_ctx.as_ref())?;
+        let (args, device, resources) = self.call(file, call, &spec, map_ctx.as_ref())?;
         if map.is_some() && map_over.is_none() {
             return None;
         }
@@ -1051,6 +1053,7 @@ impl<'a> Checker<'a> {
             args,
             map: map_over,
             device,
+            resources,
         })
     }
 
@@ -1120,10 +1123,11 @@ impl<'a> Checker<'a> {
         call: &ast::Call,
         spec: &OpSpec,
         map: Option<&MapCtx>,
-    ) -> Option<(BTreeMap<String, Arg>, Option<DeviceRequest>)> {
+    ) -> Option<(BTreeMap<String, Arg>, Option<DeviceRequest>, NodeResources)> {
         let before = self.errors.len();
         let mut args = BTreeMap::new();
         let mut device = None;
+        let mut resources = NodeResources::default();
         let mut seen: HashMap<&str, SourceSpan> = HashMap::new();
         for arg in &call.args {
             if let Some(first) = seen.get(arg.name.text.as_str()) {
@@ -1144,11 +1148,18 @@ impl<'a> Checker<'a> {
                 device = self.device(file, &arg.value);
                 continue;
             }
+            if arg.name.text == RESOURCES_ARG {
+                resources = self.resources(file, &arg.value);
+                continue;
+            }
             let Some(param) = spec.params.iter().find(|p| p.name == arg.name.text) else {
                 let help = suggest(&arg.name.text, spec.params.iter().map(|p| p.name), || {
                     let names: Vec<&str> = spec.params.iter().map(|p| p.name).collect();
                     if names.is_empty() {
-                        format!("`{}` takes no arguments (besides `device`)", spec.name)
+                        format!(
+                            "`{}` takes no arguments (besides `device` and `resources`)",
+                            spec.name
+                        )
                     } else {
                         format!("`{}` takes: {}", spec.name, names.join(", "))
                     }
@@ -1202,7 +1213,99 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        (self.errors.len() == before).then_some((args, device))
+        (self.errors.len() == before).then_some((args, device, resources))
+    }
+
+    /// A literal or a param's value, for the reserved arguments.
+    fn reserved_value(&mut self, file: FileId, expr: &Expr) -> Option<Value> {
+        match &expr.kind {
+            ExprKind::Str(s) => Some(Value::Str(s.value.clone())),
+            ExprKind::Int(n, _) => Some(Value::Int(*n)),
+            ExprKind::Ref { name, fields } => {
+                let (full, rest) = self.resolve(file, name, fields);
+                match self.decls.get(&full) {
+                    Some(Decl::Param { value, .. }) if rest.is_empty() => Some(value.clone()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// `resources: {cpus: 8, mem: "32G", gpus: 1, time: "4:00:00", partition: "gpu"}`.
+    fn resources(&mut self, file: FileId, expr: &Expr) -> NodeResources {
+        const FIELDS: &str = "cpus (int), mem (\"16G\", \"512M\" or MiB as an int), gpus (int), time (\"HH:MM:SS\", \"D-HH:MM:SS\" or minutes as an int), partition (string)";
+        let mut r = NodeResources::default();
+        let ExprKind::Record(fields) = &expr.kind else {
+            self.error(
+                file,
+                expr.span,
+                "`resources` must be a record",
+                "not a record",
+                format!("write e.g. `resources: {{cpus: 8, mem: \"32G\"}}`; fields: {FIELDS}"),
+            );
+            return r;
+        };
+        for (name, value) in fields {
+            let v = self.reserved_value(file, value);
+            let ok = match (name.text.as_str(), &v) {
+                ("cpus", Some(Value::Int(n))) if *n >= 1 => {
+                    r.cpus = Some(*n as usize);
+                    true
+                }
+                ("gpus", Some(Value::Int(n))) if *n >= 0 => {
+                    r.gpus = Some(*n as u32);
+                    true
+                }
+                ("mem", Some(Value::Int(n))) if *n >= 1 => {
+                    r.mem_mb = Some(*n as u64);
+                    true
+                }
+                ("mem", Some(Value::Str(s))) => match parse_mem_mb(s) {
+                    Some(m) => {
+                        r.mem_mb = Some(m);
+                        true
+                    }
+                    None => false,
+                },
+                ("time", Some(Value::Int(n))) if *n >= 1 => {
+                    r.time_min = Some(*n as u64);
+                    true
+                }
+                ("time", Some(Value::Str(s))) => match parse_time_min(s) {
+                    Some(m) => {
+                        r.time_min = Some(m);
+                        true
+                    }
+                    None => false,
+                },
+                ("partition", Some(Value::Str(s))) if !s.trim().is_empty() => {
+                    r.partition = Some(s.clone());
+                    true
+                }
+                ("cpus" | "gpus" | "mem" | "time" | "partition", _) => false,
+                (other, _) => {
+                    self.error(
+                        file,
+                        name.span,
+                        format!("unknown resource `{other}`"),
+                        "not a resource",
+                        format!("`resources` takes: {FIELDS}"),
+                    );
+                    continue;
+                }
+            };
+            if !ok {
+                self.error(
+                    file,
+                    value.span,
+                    format!("bad value for resource `{}`", name.text),
+                    "not a valid value",
+                    format!("`resources` takes: {FIELDS}"),
+                );
+            }
+        }
+        r
     }
 
     /// Numbers outside a param's declared range are errors here, before
@@ -2274,6 +2377,48 @@ fn default_template(s: &str) -> Vec<TemplatePart> {
         parts.push(TemplatePart::Text(text));
     }
     parts
+}
+
+/// A memory size in MiB: `"512M"`, `"32G"`, `"1T"`, `"2048"` (MiB); the
+/// suffix may be lower case and may end in `B` (`"16GB"`).
+pub fn parse_mem_mb(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_uppercase();
+    let t = t.strip_suffix('B').unwrap_or(&t);
+    let (num, mult) = match t.chars().last()? {
+        'K' => (&t[..t.len() - 1], 1.0 / 1024.0),
+        'M' => (&t[..t.len() - 1], 1.0),
+        'G' => (&t[..t.len() - 1], 1024.0),
+        'T' => (&t[..t.len() - 1], 1024.0 * 1024.0),
+        _ => (t, 1.0),
+    };
+    let n: f64 = num.trim().parse().ok()?;
+    let mb = (n * mult).ceil();
+    (n.is_finite() && mb >= 1.0).then_some(mb as u64)
+}
+
+/// A time limit in minutes, in Slurm's spellings: `"MM"`, `"MM:SS"`,
+/// `"HH:MM:SS"`, `"D-HH"`, `"D-HH:MM"`, `"D-HH:MM:SS"`. Seconds round up.
+pub fn parse_time_min(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (days, rest) = match t.split_once('-') {
+        Some((d, r)) => (d.parse::<u64>().ok()?, r),
+        None => (0, t),
+    };
+    let parts: Vec<u64> = rest
+        .split(':')
+        .map(|p| p.parse::<u64>().ok())
+        .collect::<Option<Vec<u64>>>()?;
+    let dash = t.contains('-');
+    let (h, m, s) = match (dash, parts.as_slice()) {
+        (false, [m]) => (0, *m, 0),
+        (false, [m, s]) if *s < 60 => (0, *m, *s),
+        (_, [h, m, s]) if *m < 60 && *s < 60 && (!dash || *h < 24) => (*h, *m, *s),
+        (true, [h]) if *h < 24 => (*h, 0, 0),
+        (true, [h, m]) if *h < 24 && *m < 60 => (*h, *m, 0),
+        _ => return None,
+    };
+    let total = days * 24 * 60 + h * 60 + m + s.div_ceil(60);
+    (total >= 1).then_some(total)
 }
 
 /// Removes `.` and resolves `..` without touching the file system.

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::op::Registry;
 
 use crate::ir::{self, FileId};
-pub use check::{collect_nodes, normalize};
+pub use check::{collect_nodes, normalize, parse_mem_mb, parse_time_min};
 use check::{qualify, ParsedFile, Scope, ScopeId, ScopeOrigin, ROOT_SCOPE};
 pub use diag::{suggest, Diagnostics};
 use diag::{DiagSource, LangDiag};

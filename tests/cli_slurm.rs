@@ -1,0 +1,439 @@
+//! `flow run --executor slurm` against a real Slurm: the single-machine
+//! cluster of `scripts/slurm_cluster.sh` (started by `scripts/test.sh`,
+//! which sets FLOW_SLURM_TESTS=1 and SLURM_CONF). Without FLOW_SLURM_TESTS
+//! (or with FLOW_SLURM_TESTS=0) every test here prints that it was skipped
+//! and passes.
+
+mod cli_common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cli_common::Project;
+
+fn enabled() -> bool {
+    if std::env::var("FLOW_SLURM_TESTS").is_ok_and(|v| v != "0") {
+        // The cluster must really be there: a broken one fails the test.
+        let out = Command::new("sinfo").arg("-h").output();
+        match out {
+            Ok(o) if o.status.success() => return true,
+            Ok(o) => panic!(
+                "FLOW_SLURM_TESTS is set but sinfo fails: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => panic!("FLOW_SLURM_TESTS is set but sinfo cannot run: {e}"),
+        }
+    }
+    eprintln!(
+        "\n********************************************************************\n\
+         SKIPPED: the Slurm tests need a cluster: run scripts/test.sh, or\n\
+         scripts/slurm_cluster.sh start && eval \"$(scripts/slurm_cluster.sh env)\"\n\
+         && FLOW_SLURM_TESTS=1 cargo test --test cli_slurm\n\
+         ********************************************************************\n"
+    );
+    false
+}
+
+/// The JSON events of a run (node, submitted, done).
+#[derive(Default, Debug)]
+struct Events {
+    status: BTreeMap<String, String>,
+    keys: BTreeMap<String, String>,
+    /// Node display name -> job id of its `ran`/`failed` event.
+    job_of: BTreeMap<String, String>,
+    /// (node, job, attempt, adopted) per `submitted` event.
+    submitted: Vec<(String, String, u64, bool)>,
+    done: Option<(u64, u64, u64, u64)>,
+}
+
+fn parse(stdout: &str) -> Events {
+    let mut ev = Events::default();
+    for line in stdout.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+        let s = |f: &str| v[f].as_str().map(str::to_string);
+        match v["event"].as_str() {
+            Some("node") => {
+                let name = s("node").unwrap();
+                ev.status.insert(name.clone(), s("status").unwrap());
+                if let Some(k) = s("key") {
+                    ev.keys.insert(name.clone(), k);
+                }
+                if let Some(j) = s("job") {
+                    ev.job_of.insert(name, j);
+                }
+            }
+            Some("submitted") => ev.submitted.push((
+                s("node").unwrap(),
+                s("job").unwrap(),
+                v["attempt"].as_u64().unwrap(),
+                v["adopted"].as_bool().unwrap(),
+            )),
+            Some("done") => {
+                let n = |f: &str| v[f].as_u64().unwrap();
+                ev.done = Some((n("ran"), n("cached"), n("failed"), n("skipped")));
+            }
+            other => panic!("unknown event {other:?} in {line}"),
+        }
+    }
+    ev
+}
+
+fn slurm_cmd(p: &Project, extra: &[&str]) -> Command {
+    let mut args = vec!["run", "p.flow", "--json", "--executor", "slurm"];
+    args.extend_from_slice(extra);
+    let mut c = p.cmd(&args);
+    c.env("FLOW_SLURM_POLL_MS", "200");
+    c
+}
+
+fn run_code(c: &mut Command, code: i32) -> (Events, String) {
+    let out: Output = c.output().expect("run flow");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    (parse(&stdout), stderr)
+}
+
+fn content_hash(cache: &Path, key: &str) -> String {
+    let meta = std::fs::read_to_string(cache.join("artifacts").join(key).join("meta.json"))
+        .expect("meta.json");
+    let v: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    v["content_hash"].as_str().unwrap().to_string()
+}
+
+/// The state squeue shows for a job (`None`: not known any more).
+fn job_state(job: &str) -> Option<String> {
+    let out = Command::new("squeue")
+        .args(["-h", "-t", "all", "-o", "%T", "-j", job])
+        .output()
+        .ok()?;
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Reads `submitted` events from a running driver's stdout until one
+/// arrives; returns the job id. The rest of stdout is drained on a thread.
+fn first_submitted(child: &mut std::process::Child) -> (String, std::thread::JoinHandle<String>) {
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    let mut seen = String::new();
+    let job = loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).unwrap();
+        assert!(n > 0, "the driver ended before submitting: {seen}");
+        seen.push_str(&line);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["event"] == "submitted" {
+            break v["job"].as_str().unwrap().to_string();
+        }
+    };
+    let rest = std::thread::spawn(move || {
+        let mut all = seen;
+        for l in reader.lines().map_while(Result::ok) {
+            all.push_str(&l);
+            all.push('\n');
+        }
+        all
+    });
+    (job, rest)
+}
+
+const PIPELINE: &str = r#"
+param x = "Hello"
+a = exec(cmd: "echo {x} | tr A-Z a-z > {out}/f")
+b = exec(cmd: "cat {a}/f {a}/f > {out}/f; mkdir {out}/d; echo deep > {out}/d/g", resources: {cpus: 1, mem: "200M", time: "0:05:00"})
+m = [exec(cmd: "echo {v} > {out}/f") for v in ["p", "q", "r"]]
+d = exec(cmd: "cat {b}/f > {out}/f; for e in {m}; do cat $e/f >> {out}/f; done")
+"#;
+
+#[test]
+fn slurm_run_gives_the_local_keys_and_hashes_and_a_noop_rerun_submits_nothing() {
+    if !enabled() {
+        return;
+    }
+    let local = Project::new(PIPELINE);
+    let out = local.flow(&["run", "p.flow", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let l = parse(&String::from_utf8_lossy(&out.stdout));
+
+    let s = Project::new(PIPELINE);
+    let (ev, stderr) = run_code(&mut slurm_cmd(&s, &[]), 0);
+    assert_eq!(ev.done, Some((6, 0, 0, 0)), "{stderr}");
+    assert_eq!(
+        ev.keys, l.keys,
+        "a unit's key does not depend on where it ran"
+    );
+    // Every unit ran as its own job, named in its event.
+    assert_eq!(ev.submitted.len(), 6);
+    let jobs: std::collections::BTreeSet<&String> = ev.job_of.values().collect();
+    assert_eq!(jobs.len(), 6, "{:?}", ev.job_of);
+    assert!(stderr.contains("submitted b (slurm job"), "{stderr}");
+    // The map node's three elements went as one job array, in order.
+    let array = ev.job_of["m[0]"].split('_').next().unwrap().to_string();
+    for i in 0..3 {
+        assert_eq!(ev.job_of[&format!("m[{i}]")], format!("{array}_{i}"));
+    }
+    assert!(!ev.job_of["a"].contains('_'), "a lone unit is a plain job");
+    for (node, key) in &ev.keys {
+        assert_eq!(
+            content_hash(&s.cache(), key),
+            content_hash(&local.cache(), key),
+            "content hash of {node}"
+        );
+    }
+    let d = std::fs::read_to_string(
+        s.cache()
+            .join("artifacts")
+            .join(&ev.keys["d"])
+            .join("out/f"),
+    )
+    .unwrap();
+    assert_eq!(d, "hello\nhello\np\nq\nr\n");
+
+    // A no-op rerun submits nothing.
+    let (again, _) = run_code(&mut slurm_cmd(&s, &[]), 0);
+    assert_eq!(again.done, Some((0, 6, 0, 0)));
+    assert!(again.submitted.is_empty(), "{:?}", again.submitted);
+
+    // Part locally, part on Slurm, one cache: the same artifacts.
+    let mixed = Project::new(PIPELINE);
+    let out = mixed.flow(&["run", "p.flow", "--json", "b"]);
+    assert_eq!(out.status.code(), Some(0));
+    let (ev, _) = run_code(&mut slurm_cmd(&mixed, &[]), 0);
+    assert_eq!(ev.status["a"], "cached");
+    assert_eq!(ev.status["b"], "cached");
+    assert_eq!(ev.status["d"], "ran");
+    assert_eq!(ev.keys, l.keys);
+    assert_eq!(
+        content_hash(&mixed.cache(), &ev.keys["d"]),
+        content_hash(&local.cache(), &ev.keys["d"])
+    );
+    // And back: a local run of the Slurm-built cache has nothing to do.
+    let out = s.flow(&["run", "p.flow", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        parse(&String::from_utf8_lossy(&out.stdout)).done,
+        Some((0, 6, 0, 0))
+    );
+}
+
+#[test]
+fn a_job_killed_with_scancel_is_retried() {
+    if !enabled() {
+        return;
+    }
+    let p = Project::new(
+        r#"
+flaky = exec(cmd: "if [ -e started ]; then echo second > {out}/f; else touch started; sleep 300; fi")
+"#,
+    );
+    let mut child = slurm_cmd(&p, &["--retries", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (job, rest) = first_submitted(&mut child);
+    wait_until(
+        "the first attempt to start",
+        Duration::from_secs(60),
+        || p.path().join("started").exists(),
+    );
+    assert!(Command::new("scancel")
+        .arg(&job)
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    let stdout = rest.join().unwrap();
+    let ev = parse(&stdout);
+    assert_eq!(status.code(), Some(0), "{stdout}");
+    assert_eq!(ev.status["flaky"], "ran");
+    assert_eq!(ev.submitted.len(), 2, "{:?}", ev.submitted);
+    assert_eq!(ev.submitted[0].1, job);
+    assert_eq!(ev.submitted[1].2, 2, "the second submission is attempt 2");
+    assert_eq!(ev.job_of["flaky"], ev.submitted[1].1);
+    wait_until("the job to be cancelled", Duration::from_secs(30), || {
+        job_state(&job).as_deref() == Some("CANCELLED")
+    });
+    let f = std::fs::read_to_string(
+        p.cache()
+            .join("artifacts")
+            .join(&ev.keys["flaky"])
+            .join("out/f"),
+    )
+    .unwrap();
+    assert_eq!(f, "second\n");
+}
+
+#[test]
+fn a_failing_node_reports_its_job_log_after_the_retries() {
+    if !enabled() {
+        return;
+    }
+    let p = Project::new(
+        r#"
+bad = exec(cmd: "echo some-diagnostic-line; exit 7")
+after = exec(cmd: "cat {bad}/f > {out}/f")
+good = exec(cmd: "echo ok > {out}/f")
+"#,
+    );
+    let (ev, stderr) = run_code(&mut slurm_cmd(&p, &["--retries", "1"]), 1);
+    assert_eq!(ev.status["bad"], "failed");
+    assert_eq!(ev.status["after"], "skipped");
+    assert_eq!(ev.status["good"], "ran");
+    let bad: Vec<_> = ev.submitted.iter().filter(|s| s.0 == "bad").collect();
+    assert_eq!(bad.len(), 2, "one retry: {:?}", ev.submitted);
+    let last = &bad[1].1;
+    assert_eq!(&ev.job_of["bad"], last);
+    assert!(
+        stderr.contains(&format!(
+            "node `bad` failed on Slurm: job {last} ended FAILED"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("exit code 1:0"), "{stderr}");
+    assert!(
+        stderr.contains("some-diagnostic-line"),
+        "the log tail: {stderr}"
+    );
+    assert_eq!(job_state(last).as_deref(), Some("FAILED"));
+    // `flow show` finds the job's log as the failed attempt's.
+    let out = p.flow(&["show", "p.flow", "bad"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("some-diagnostic-line"));
+}
+
+#[test]
+fn a_restarted_driver_follows_the_running_job_instead_of_resubmitting() {
+    if !enabled() {
+        return;
+    }
+    let p = Project::new(
+        r#"
+slow = exec(cmd: "sleep 3; echo slow > {out}/f")
+after = exec(cmd: "cat {slow}/f {slow}/f > {out}/f")
+"#,
+    );
+    let mut child = slurm_cmd(&p, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (job, rest) = first_submitted(&mut child);
+    child.kill().unwrap(); // SIGKILL: the driver leaves its job behind
+    child.wait().unwrap();
+    let _ = rest.join();
+    let state = job_state(&job).unwrap_or_default();
+    assert!(
+        ["PENDING", "CONFIGURING", "RUNNING"].contains(&state.as_str()),
+        "the job runs on after its driver died: {state}"
+    );
+    let (ev, stderr) = run_code(&mut slurm_cmd(&p, &[]), 0);
+    assert_eq!(ev.status["slow"], "ran");
+    assert_eq!(ev.status["after"], "ran");
+    let slow: Vec<_> = ev.submitted.iter().filter(|s| s.0 == "slow").collect();
+    assert_eq!(slow.len(), 1, "{:?}", ev.submitted);
+    assert_eq!(slow[0].1, job, "the earlier job is followed");
+    assert!(slow[0].3, "marked as adopted");
+    assert_eq!(ev.job_of["slow"], job);
+    assert!(stderr.contains("submitted by an earlier run"), "{stderr}");
+    let f = std::fs::read_to_string(
+        p.cache()
+            .join("artifacts")
+            .join(&ev.keys["after"])
+            .join("out/f"),
+    )
+    .unwrap();
+    assert_eq!(f, "slow\nslow\n");
+}
+
+#[test]
+fn ctrl_c_cancels_the_jobs() {
+    if !enabled() {
+        return;
+    }
+    let p = Project::new(
+        r#"
+long = exec(cmd: "touch started; sleep 300; echo never > {out}/f")
+"#,
+    );
+    let mut child = slurm_cmd(&p, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (job, rest) = first_submitted(&mut child);
+    wait_until("the job to start", Duration::from_secs(60), || {
+        p.path().join("started").exists()
+    });
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    let stdout = rest.join().unwrap();
+    assert_eq!(code, Some(130), "{stdout}");
+    // scancel was sent; the job passes through COMPLETING.
+    wait_until("the job to be cancelled", Duration::from_secs(30), || {
+        job_state(&job).as_deref() == Some("CANCELLED")
+    });
+    let jobs = std::fs::read_to_string(p.cache().join("slurm/jobs.json")).unwrap();
+    assert!(
+        !jobs.contains(&job),
+        "a cancelled job is not followed again: {jobs}"
+    );
+}
+
+#[test]
+fn a_failing_array_task_is_retried_alone_and_reports_its_log() {
+    if !enabled() {
+        return;
+    }
+    let p = Project::new(
+        r#"
+arr = [exec(cmd: "if [ {v} = 2 ]; then echo task-two-broke; exit 3; fi; echo {v} > {out}/f") for v in [1, 2, 3]]
+"#,
+    );
+    let (ev, stderr) = run_code(&mut slurm_cmd(&p, &["--retries", "1"]), 1);
+    assert_eq!(ev.status["arr[0]"], "ran");
+    assert_eq!(ev.status["arr[1]"], "failed");
+    assert_eq!(ev.status["arr[2]"], "ran");
+    let array = ev.job_of["arr[0]"].split('_').next().unwrap().to_string();
+    assert_eq!(ev.job_of["arr[2]"], format!("{array}_2"));
+    let tries: Vec<_> = ev.submitted.iter().filter(|s| s.0 == "arr[1]").collect();
+    assert_eq!(tries.len(), 2, "{:?}", ev.submitted);
+    assert_eq!(tries[0].1, format!("{array}_1"));
+    assert!(!tries[1].1.contains('_'), "the retry is a job of its own");
+    assert!(
+        stderr.contains(&format!("job {array}_1 ended FAILED")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("task-two-broke"), "{stderr}");
+    // The local result is the same for the elements that ran.
+    let local = Project::new(&std::fs::read_to_string(p.file()).unwrap());
+    let out = local.flow(&["run", "p.flow", "--json"]);
+    let l = parse(&String::from_utf8_lossy(&out.stdout));
+    for e in ["arr[0]", "arr[2]"] {
+        assert_eq!(ev.keys[e], l.keys[e]);
+        assert_eq!(
+            content_hash(&p.cache(), &ev.keys[e]),
+            content_hash(&local.cache(), &l.keys[e])
+        );
+    }
+}
