@@ -496,14 +496,11 @@ pub struct GcReport {
 
 /// Writes a file through a temporary sibling and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let n = BUILD_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = path.with_extension(format!("tmp{}.{n}", std::process::id()));
-    {
-        let mut f = File::create(&tmp).map_err(io_at(&tmp))?;
-        f.write_all(bytes).map_err(io_at(&tmp))?;
-        f.sync_all().map_err(io_at(&tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io_at(path))
+    // atomic-write-file: a temporary file beside the target, synced, renamed
+    // over it, and the directory synced; every crate of flow writes so.
+    let mut f = atomic_write_file::AtomicWriteFile::open(path).map_err(io_at(path))?;
+    f.write_all(bytes).map_err(io_at(path))?;
+    f.commit().map_err(io_at(path))
 }
 
 /// Total size of the files under a directory.

@@ -295,19 +295,13 @@ pub fn compile(
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CudaError> {
+    use std::io::Write;
     let err = |e: std::io::Error| CudaError::Cache {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    std::fs::write(&tmp, bytes).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(err)?;
+    let mut f = atomic_write_file::AtomicWriteFile::open(path).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.commit().map_err(err)
 }

@@ -46,12 +46,9 @@ pub(crate) fn read_to_string(path: &Path) -> Result<String, ModelError> {
 
 /// Writes `bytes` to `path` atomically (temp file in the same directory, then rename).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| ModelError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+    use std::io::Write;
+    let io = |e| ModelError::io(path, e);
+    let mut f = atomic_write_file::AtomicWriteFile::open(path).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.commit().map_err(io)
 }

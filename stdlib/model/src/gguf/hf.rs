@@ -3,7 +3,6 @@
 //! metadata.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value as Json};
@@ -183,13 +182,10 @@ pub(crate) struct Written {
 /// Writes `bytes` to `dir/name` through a temporary file and a rename.
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, MetaError> {
     let target = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let io = |e| MetaError::Io(target.clone(), e);
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, &target).map_err(io)?;
+    crate::error::write_atomic(&target, bytes).map_err(|e| match e {
+        crate::ModelError::Io { source, .. } => MetaError::Io(target.clone(), source),
+        other => MetaError::Missing(other.to_string()),
+    })?;
     Ok(target)
 }
 

@@ -69,10 +69,9 @@ pub struct ShardWriter {
     per_shard: u64,
     index: usize,
     in_current: u64,
-    current: Option<(
-        PathBuf,
-        zstd::stream::write::Encoder<'static, BufWriter<File>>,
-    )>,
+    current: Option<
+        zstd::stream::write::Encoder<'static, BufWriter<atomic_write_file::AtomicWriteFile>>,
+    >,
     /// (file name, documents) of every finished shard.
     pub shards: Vec<(String, u64)>,
 }
@@ -100,15 +99,16 @@ impl ShardWriter {
     /// Appends one JSON line (without the newline).
     pub fn write_line(&mut self, line: &str) -> OpResult<()> {
         if self.current.is_none() {
-            let tmp = self.dir.join(format!(".{}.tmp", self.final_name()));
-            let file = File::create(&tmp)
+            let path = self.dir.join(self.final_name());
+            // The shard appears under its name only once it is complete.
+            let file = atomic_write_file::AtomicWriteFile::open(&path)
                 .into_diagnostic()
-                .wrap_err_with(|| format!("cannot create {}", tmp.display()))?;
+                .wrap_err_with(|| format!("cannot create {}", path.display()))?;
             let enc = zstd::stream::write::Encoder::new(BufWriter::with_capacity(1 << 16, file), 3)
                 .into_diagnostic()?;
-            self.current = Some((tmp, enc));
+            self.current = Some(enc);
         }
-        if let Some((_, enc)) = self.current.as_mut() {
+        if let Some(enc) = self.current.as_mut() {
             enc.write_all(line.as_bytes()).into_diagnostic()?;
             enc.write_all(b"\n").into_diagnostic()?;
         }
@@ -126,11 +126,16 @@ impl ShardWriter {
     }
 
     fn close_current(&mut self) -> OpResult<()> {
-        if let Some((tmp, enc)) = self.current.take() {
-            let mut w = enc.finish().into_diagnostic()?;
-            w.flush().into_diagnostic()?;
+        if let Some(enc) = self.current.take() {
             let name = self.final_name();
-            std::fs::rename(&tmp, self.dir.join(&name)).into_diagnostic()?;
+            let file = enc
+                .finish()
+                .into_diagnostic()?
+                .into_inner()
+                .map_err(|e| miette!("cannot write {name}: {}", e.error()))?;
+            file.commit()
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot write {name}"))?;
             self.shards.push((name, self.in_current));
             self.index += 1;
             self.in_current = 0;
@@ -147,23 +152,21 @@ impl ShardWriter {
 
 /// Writes `value` as pretty JSON to `path` through a temporary file.
 pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> OpResult<()> {
-    let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(value).into_diagnostic()?;
-    std::fs::write(&tmp, text + "\n")
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).into_diagnostic()
+    write_bytes_atomic(path, (text + "\n").as_bytes())
 }
 
-/// Writes bytes to `path` through a temporary file.
+/// The one way the ops write a file whole: atomic-write-file's temporary
+/// file, synced and renamed over the target. (Inside an artifact's build
+/// directory this only matters for durability: the engine renames the
+/// whole directory into the store once the op returned.)
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> OpResult<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes)
+    let write = || -> std::io::Result<()> {
+        let mut f = atomic_write_file::AtomicWriteFile::open(path)?;
+        f.write_all(bytes)?;
+        f.commit()
+    };
+    write()
         .into_diagnostic()
-        .wrap_err_with(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).into_diagnostic()
+        .wrap_err_with(|| format!("cannot write {}", path.display()))
 }

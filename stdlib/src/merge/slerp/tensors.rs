@@ -252,13 +252,7 @@ pub fn write_json(path: &Path, value: &serde_json::Value) -> OpResult<()> {
 
 /// Writes bytes through a temporary file in the same directory and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> OpResult<()> {
-    let tmp = path.with_extension("tmp-write");
-    fs::write(&tmp, bytes)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    crate::data::corpus::write_bytes_atomic(path, bytes)
 }
 
 /// Reads a JSON file.
