@@ -156,7 +156,10 @@ mod tests {
         let mut y = vec![0.0; rows * dim];
         let (mut m, mut r) = (vec![0.0; rows], vec![0.0; rows]);
         layernorm_forward(x, w, b, 1e-5, rows, dim, &mut y, &mut m, &mut r);
-        y.iter().zip(c).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+        y.iter()
+            .zip(c)
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum()
     }
 
     #[test]
@@ -169,7 +172,12 @@ mod tests {
         layernorm_forward(&x, &w, &b, 0.0, 2, 4, &mut y, &mut m, &mut r);
         // row 0: mean 2.5, var 1.25
         let s = 1.25f32.sqrt();
-        let want0 = [-1.5 / s, 2.0 * (-0.5 / s) + 1.0, 0.5 * (0.5 / s), 1.5 / s - 1.0];
+        let want0 = [
+            -1.5 / s,
+            2.0 * (-0.5 / s) + 1.0,
+            0.5 * (0.5 / s),
+            1.5 / s - 1.0,
+        ];
         for (a, b) in y[..4].iter().zip(want0) {
             assert!((a - b).abs() < 1e-6, "{a} {b}");
         }
@@ -180,7 +188,11 @@ mod tests {
     fn backward_matches_finite_differences() {
         let (rows, dim) = (3, 7);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let mut rnd = |n: usize| (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>();
+        let mut rnd = |n: usize| {
+            (0..n)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect::<Vec<_>>()
+        };
         let x = rnd(rows * dim);
         let w: Vec<f32> = rnd(dim).iter().map(|v| 1.0 + v).collect();
         let b = rnd(dim);

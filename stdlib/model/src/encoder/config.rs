@@ -67,12 +67,14 @@ impl EncoderConfig {
         let family = match model_type.as_str() {
             "bert" => Family::Bert,
             "roberta" | "xlm-roberta" => Family::Roberta,
-            other => return Err(ModelError::invalid(
-                path,
-                format!(
+            other => {
+                return Err(ModelError::invalid(
+                    path,
+                    format!(
                     "model_type {other:?} is not an encoder flow runs (bert, roberta, xlm-roberta)"
                 ),
-            )),
+                ))
+            }
         };
         let act = raw
             .get("hidden_act")

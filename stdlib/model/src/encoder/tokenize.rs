@@ -9,7 +9,8 @@ use crate::error::ModelError;
 use crate::tokenizer::Tokenizer;
 
 pub struct EncoderTokenizer {
-    inner: Tokenizer,
+    inner: tokenizers::Tokenizer,
+    path: std::path::PathBuf,
     /// The special token the post-processor puts last (`</s>`, `[SEP]`).
     last: u32,
     /// Whether the post-processor adds one token before and one after.
@@ -19,8 +20,22 @@ pub struct EncoderTokenizer {
 
 impl EncoderTokenizer {
     pub fn load(dir: &Path) -> Result<EncoderTokenizer, ModelError> {
-        let inner = Tokenizer::load(dir)?;
-        let empty = inner.encode("", true)?;
+        // tokenizer.json may carry the padding and truncation of its
+        // training (all-MiniLM's pads to 128): transformers ignores them, so does flow
+        let mut inner = Tokenizer::load(dir)?.inner().clone();
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| ModelError::invalid(&dir.join("tokenizer.json"), e.to_string()))?;
+        let path = dir.join("tokenizer.json");
+        let enc = |t: &str, special: bool| -> Result<Vec<u32>, ModelError> {
+            Ok(inner
+                .encode(t, special)
+                .map_err(|e| ModelError::invalid(&path, format!("encoding failed: {e}")))?
+                .get_ids()
+                .to_vec())
+        };
+        let empty = enc("", true)?;
         let (first, last, specials) = match empty.as_slice() {
             [a, b] => (*a, *b, true),
             _ => {
@@ -38,6 +53,7 @@ impl EncoderTokenizer {
         };
         Ok(EncoderTokenizer {
             inner,
+            path,
             last,
             specials,
             first,
@@ -52,11 +68,19 @@ impl EncoderTokenizer {
     pub fn encode(&self, text: &str, max_len: usize) -> Result<Vec<u32>, ModelError> {
         let max_len = max_len.max(2);
         let cut = cut_after_words(text, 2 * max_len + 16);
+        let enc = |special: bool| -> Result<Vec<u32>, ModelError> {
+            Ok(self
+                .inner
+                .encode(cut, special)
+                .map_err(|e| ModelError::invalid(&self.path, format!("encoding failed: {e}")))?
+                .get_ids()
+                .to_vec())
+        };
         let mut ids = if self.specials {
-            self.inner.encode(cut, true)?
+            enc(true)?
         } else {
             let mut v = vec![self.first];
-            v.extend(self.inner.encode(cut, false)?);
+            v.extend(enc(false)?);
             v.push(self.last);
             v
         };
@@ -67,7 +91,7 @@ impl EncoderTokenizer {
         Ok(ids)
     }
 
-    pub fn inner(&self) -> &Tokenizer {
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
 }
