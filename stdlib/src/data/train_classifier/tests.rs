@@ -245,3 +245,100 @@ fn encoder_classifier_fine_tunes_and_saves_a_transformers_directory() {
     assert!(info["test_documents"].as_u64().unwrap() >= 8);
     assert!(info["test"]["f1"].is_number() && info["threshold"].is_number());
 }
+
+/// Trains the encoder classifier (and the n-gram one, for comparison) on the
+/// demo labels and writes what scripts/check_encoder_classifier.py compares
+/// with transformers: `clf/` (the artifact), `ngram/` and `scores.jsonl`
+/// (flow's score of held-out documents: every corpus document outside the
+/// train split). Run by hand (see the script); settings from the environment:
+/// FLOW_CHECK_OUT (required), FLOW_CHECK_ENCODER (default: the tiny golden
+/// XLM-R), FLOW_CHECK_MAX_LEN, FLOW_CHECK_EPOCHS, FLOW_CHECK_LR, FLOW_CHECK_BATCH.
+#[test]
+#[ignore = "run by hand through scripts/check_encoder_classifier.py"]
+fn export_encoder_classifier_for_transformers_check() {
+    let env = |k: &str| std::env::var(k).ok();
+    let out = std::path::PathBuf::from(env("FLOW_CHECK_OUT").expect("FLOW_CHECK_OUT"));
+    let encoder = env("FLOW_CHECK_ENCODER").map(Into::into).unwrap_or_else(golden_xlmr);
+    let num = |k: &str, d: f64| env(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+    let corpus = demo_corpus(&out.join("corpus"));
+    let clf = out.join("clf");
+    let _ = std::fs::remove_dir_all(&clf);
+    let t = std::time::Instant::now();
+    run_op(
+        &TrainClassifier,
+        &[
+            ("corpus", Value::Path(corpus.clone())),
+            ("labels", Value::Path(demo_dir().join("labels.csv"))),
+            ("positive", Value::Str("medizinisch".into())),
+            ("method", Value::Str("encoder".into())),
+            ("encoder", Value::Path(encoder)),
+            ("max_len", Value::Int(num("FLOW_CHECK_MAX_LEN", 128.0) as i64)),
+            ("batch", Value::Int(num("FLOW_CHECK_BATCH", 8.0) as i64)),
+            ("epochs", Value::Int(num("FLOW_CHECK_EPOCHS", 10.0) as i64)),
+            ("lr", Value::Float(num("FLOW_CHECK_LR", 5e-3))),
+        ],
+        &clf,
+    )
+    .unwrap();
+    let train_secs = t.elapsed().as_secs_f64();
+    let ngram = out.join("ngram");
+    let _ = std::fs::remove_dir_all(&ngram);
+    run_op(
+        &TrainClassifier,
+        &[
+            ("corpus", Value::Path(corpus.clone())),
+            ("labels", Value::Path(demo_dir().join("labels.csv"))),
+            ("positive", Value::Str("medizinisch".into())),
+        ],
+        &ngram,
+    )
+    .unwrap();
+    let (info, model) = load_any_classifier(&clf).unwrap();
+    let splitter = Splitter::new(0, 0.2, 0.2).unwrap();
+    let (rows, _) = read_labels(&demo_dir().join("labels.csv")).unwrap();
+    let labelled: HashMap<String, Option<String>> = majority(&rows).into_iter().collect();
+    let docs = read_corpus(&corpus);
+    let held: Vec<&serde_json::Value> = docs
+        .iter()
+        .filter(|d| {
+            let id = d["id"].as_str().unwrap();
+            !(labelled.get(id).is_some_and(|l| l.is_some()) && splitter.split_of(id) == Split::Train)
+        })
+        .collect();
+    let texts: Vec<&str> = held.iter().map(|d| d["text"].as_str().unwrap()).collect();
+    let t = std::time::Instant::now();
+    let scores = model.score_batch(&texts);
+    let score_secs = t.elapsed().as_secs_f64();
+    let mut lines = String::new();
+    for (d, s) in held.iter().zip(scores) {
+        lines.push_str(
+            &serde_json::json!({"id": d["id"], "text": d["text"], "score": s.unwrap()}).to_string(),
+        );
+        lines.push('\n');
+    }
+    std::fs::write(out.join("scores.jsonl"), lines).unwrap();
+    let ng: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ngram.join("classifier.json")).unwrap())
+            .unwrap();
+    println!(
+        "CHECK encoder: train {train_secs:.1}s, {} held-out documents scored in {score_secs:.2}s; max_len {:?}",
+        held.len(),
+        info.max_tokens
+    );
+    for (name, e) in [("encoder", serde_json::to_value(&info.eval).unwrap()), ("ngram", ng)] {
+        println!(
+            "CHECK {name}: threshold {:.4} ({}); validation P {:.3} R {:.3} F1 {:.3} (n={}); test P {:.3} R {:.3} F1 {:.3} (n={}, {} positive)",
+            e["threshold"].as_f64().unwrap(),
+            e["threshold_rule"].as_str().unwrap(),
+            e["valid"]["precision"].as_f64().unwrap(),
+            e["valid"]["recall"].as_f64().unwrap(),
+            e["valid"]["f1"].as_f64().unwrap(),
+            e["valid_documents"],
+            e["test"]["precision"].as_f64().unwrap(),
+            e["test"]["recall"].as_f64().unwrap(),
+            e["test"]["f1"].as_f64().unwrap(),
+            e["test_documents"],
+            e["test_positive"],
+        );
+    }
+}
