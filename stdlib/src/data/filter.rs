@@ -680,4 +680,68 @@ mod tests {
             per_cpu_s(op_cpu)
         );
     }
+
+    /// Throughput of the filter with an encoder classifier beside the n-gram
+    /// one on the same documents; run by scripts/bench_encoder.sh in a
+    /// release build. FLOW_BENCH_ENCODER: a train_classifier encoder
+    /// artifact; FLOW_BENCH_DOCS documents (default 256) of ~3,000
+    /// characters; FLOW_BENCH_OUT: where docs.jsonl is written for the
+    /// transformers side.
+    #[test]
+    #[ignore = "benchmark: run by scripts/bench_encoder.sh"]
+    fn bench_encoder_filter_throughput() {
+        let clf = std::path::PathBuf::from(std::env::var("FLOW_BENCH_ENCODER").expect("FLOW_BENCH_ENCODER"));
+        let n: usize = std::env::var("FLOW_BENCH_DOCS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256);
+        let docs = synth_docs(n, 3000, 1);
+        let tmp = tempfile::tempdir().unwrap();
+        let corpus = tmp.path().join("c");
+        std::fs::create_dir_all(&corpus).unwrap();
+        let mut w = super::super::corpus::ShardWriter::new(&corpus, "tmp0", u64::MAX);
+        let mut lines = String::new();
+        for (i, d) in docs.iter().enumerate() {
+            let rec = serde_json::json!({"id": format!("d{i}"), "text": d});
+            w.write_json(&rec).unwrap();
+            lines.push_str(&rec.to_string());
+            lines.push('\n');
+        }
+        for (name, _) in w.finish().unwrap() {
+            std::fs::rename(corpus.join(&name), corpus.join("docs-00000.jsonl.zst")).unwrap();
+        }
+        if let Ok(out) = std::env::var("FLOW_BENCH_OUT") {
+            std::fs::write(std::path::Path::new(&out).join("docs.jsonl"), lines).unwrap();
+        }
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let (info, _) = load_any_classifier(&clf).unwrap();
+        let out = tmp.path().join("o");
+        let t = std::time::Instant::now();
+        let cpu0 = cpu_seconds("self");
+        pool.install(|| {
+            run_op(
+                &Filter,
+                &[
+                    ("corpus", Value::Path(corpus.clone())),
+                    ("classifier", Value::Path(clf.clone())),
+                ],
+                &out,
+            )
+        })
+        .unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let cpu = cpu_seconds("self").zip(cpu0).map(|(a, b)| a - b);
+        println!(
+            "BENCH encoder_filter_op threads={threads} documents={n} max_len={:?} wall_docs_per_s={:.1} docs_per_cpu_s={}",
+            info.max_tokens,
+            n as f64 / secs,
+            cpu.map(|c| format!("{:.1}", n as f64 / c.max(1e-9))).unwrap_or("n/a".into())
+        );
+    }
 }
