@@ -39,27 +39,24 @@ impl Encoder {
     /// (listed in the report, as transformers warns).
     pub fn load(dir: &Path, seed: u64) -> Result<(Encoder, LoadReport), ModelError> {
         let config = EncoderConfig::load(dir)?;
-        if config.labels.len() > 2 {
-            let head_present = dir.join("config.json").is_file()
-                && config
-                    .raw
-                    .get("architectures")
-                    .and_then(|a| a.as_array())
-                    .is_some_and(|a| {
-                        a.iter().any(|s| {
-                            s.as_str()
-                                .is_some_and(|s| s.ends_with("ForSequenceClassification"))
-                        })
-                    });
-            if head_present {
-                return Err(ModelError::invalid(
-                    &dir.join("config.json"),
-                    format!(
-                        "a classifier of {} labels: flow's encoder classifier has 2",
-                        config.labels.len()
-                    ),
-                ));
-            }
+        let is_classifier = config
+            .raw
+            .get("architectures")
+            .and_then(|a| a.as_array())
+            .is_some_and(|a| {
+                a.iter().any(|s| {
+                    s.as_str()
+                        .is_some_and(|s| s.ends_with("ForSequenceClassification"))
+                })
+            });
+        if is_classifier && config.labels.len() > 2 {
+            return Err(ModelError::invalid(
+                &dir.join("config.json"),
+                format!(
+                    "a classifier of {} labels: flow's encoder classifier has 2",
+                    config.labels.len()
+                ),
+            ));
         }
         let (params, report) = params::load_params(dir, &config, seed)?;
         Ok((Encoder { config, params }, report))

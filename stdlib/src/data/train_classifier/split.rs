@@ -111,6 +111,7 @@ pub fn choose_threshold(scored: &[(f32, bool)], target_precision: f64) -> (f64, 
 
 /// Threshold and metrics of a trained classifier on the three splits.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Evaluation {
     pub threshold: f64,
     pub threshold_rule: String,
