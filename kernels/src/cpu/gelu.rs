@@ -58,9 +58,9 @@ mod tests {
         let x = [0.0f32, 1.0, -1.0, 2.0, -8.0, 8.0];
         let mut y = [0.0f32; 6];
         gelu_forward(&x, &mut y);
-        let want = [0.0, 0.841_344_75, -0.158_655_25, 1.954_499_7, 0.0, 8.0];
+        let want: [f64; 6] = [0.0, 0.841_344_746, -0.158_655_254, 1.954_499_736, 0.0, 8.0];
         for (a, b) in y.iter().zip(want) {
-            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+            assert!((*a as f64 - b).abs() < 1e-6, "{a} vs {b}");
         }
     }
 

@@ -690,7 +690,9 @@ mod tests {
     #[test]
     #[ignore = "benchmark: run by scripts/bench_encoder.sh"]
     fn bench_encoder_filter_throughput() {
-        let clf = std::path::PathBuf::from(std::env::var("FLOW_BENCH_ENCODER").expect("FLOW_BENCH_ENCODER"));
+        let clf = std::path::PathBuf::from(
+            std::env::var("FLOW_BENCH_ENCODER").expect("FLOW_BENCH_ENCODER"),
+        );
         let n: usize = std::env::var("FLOW_BENCH_DOCS")
             .ok()
             .and_then(|v| v.parse().ok())

@@ -233,10 +233,10 @@ pub fn backward(
     for (i, row) in de.chunks_exact(h).enumerate() {
         let wt = batch.tokens[i] as usize * h;
         let ps = batch.positions[i] as usize * h;
-        for j in 0..h {
-            grads.data[0][wt + j] += row[j];
-            grads.data[1][ps + j] += row[j];
-            grads.data[2][j] += row[j];
+        for (j, &g) in row.iter().enumerate() {
+            grads.data[0][wt + j] += g;
+            grads.data[1][ps + j] += g;
+            grads.data[2][j] += g;
         }
     }
 }

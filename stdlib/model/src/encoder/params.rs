@@ -295,17 +295,17 @@ pub fn load_params(
         ));
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x00e1_c0de);
-    for i in first_head..params.data.len() {
+    for (i, data) in params.data.iter_mut().enumerate().skip(first_head) {
         if found[i] {
             continue;
         }
         report.initialised.push(params.names[i].clone());
         if params.shapes[i].len() == 2 {
-            for v in params.data[i].iter_mut() {
+            for v in data.iter_mut() {
                 *v = c.initializer_range * normal(&mut rng);
             }
         } else {
-            params.data[i].fill(0.0);
+            data.fill(0.0);
         }
     }
     Ok((params, report))

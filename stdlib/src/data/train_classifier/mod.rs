@@ -183,6 +183,9 @@ pub fn load_classifier(dir: &Path) -> OpResult<(ClassifierInfo, NgramModel)> {
     ))
 }
 
+/// A labelled document: id, text, split, is positive.
+pub(super) type LabelledDoc = (String, String, Split, bool);
+
 /// What every method shares: the labels, the split and the threshold rule.
 pub(super) struct Common {
     pub positive: String,
@@ -198,10 +201,7 @@ pub(super) struct Common {
 impl Common {
     /// The labelled documents of the corpus as (id, text, split, is positive);
     /// counts the labelled ids the corpus lacks.
-    pub fn labelled_docs(
-        &self,
-        ctx: &OpContext,
-    ) -> OpResult<(Vec<(String, String, Split, bool)>, usize)> {
+    pub fn labelled_docs(&self, ctx: &OpContext) -> OpResult<(Vec<LabelledDoc>, usize)> {
         let mut out = Vec::with_capacity(self.labels.len());
         for shard in corpus_shards(ctx.path("corpus")?)? {
             ctx.check_cancelled()?;

@@ -258,7 +258,9 @@ fn encoder_classifier_fine_tunes_and_saves_a_transformers_directory() {
 fn export_encoder_classifier_for_transformers_check() {
     let env = |k: &str| std::env::var(k).ok();
     let out = std::path::PathBuf::from(env("FLOW_CHECK_OUT").expect("FLOW_CHECK_OUT"));
-    let encoder = env("FLOW_CHECK_ENCODER").map(Into::into).unwrap_or_else(golden_xlmr);
+    let encoder = env("FLOW_CHECK_ENCODER")
+        .map(Into::into)
+        .unwrap_or_else(golden_xlmr);
     let num = |k: &str, d: f64| env(k).and_then(|v| v.parse().ok()).unwrap_or(d);
     let corpus = demo_corpus(&out.join("corpus"));
     let clf = out.join("clf");
@@ -272,7 +274,10 @@ fn export_encoder_classifier_for_transformers_check() {
             ("positive", Value::Str("medizinisch".into())),
             ("method", Value::Str("encoder".into())),
             ("encoder", Value::Path(encoder)),
-            ("max_len", Value::Int(num("FLOW_CHECK_MAX_LEN", 128.0) as i64)),
+            (
+                "max_len",
+                Value::Int(num("FLOW_CHECK_MAX_LEN", 128.0) as i64),
+            ),
             ("batch", Value::Int(num("FLOW_CHECK_BATCH", 8.0) as i64)),
             ("epochs", Value::Int(num("FLOW_CHECK_EPOCHS", 10.0) as i64)),
             ("lr", Value::Float(num("FLOW_CHECK_LR", 5e-3))),
@@ -302,7 +307,8 @@ fn export_encoder_classifier_for_transformers_check() {
         .iter()
         .filter(|d| {
             let id = d["id"].as_str().unwrap();
-            !(labelled.get(id).is_some_and(|l| l.is_some()) && splitter.split_of(id) == Split::Train)
+            !(labelled.get(id).is_some_and(|l| l.is_some())
+                && splitter.split_of(id) == Split::Train)
         })
         .collect();
     let texts: Vec<&str> = held.iter().map(|d| d["text"].as_str().unwrap()).collect();
@@ -325,7 +331,10 @@ fn export_encoder_classifier_for_transformers_check() {
         held.len(),
         info.max_tokens
     );
-    for (name, e) in [("encoder", serde_json::to_value(&info.eval).unwrap()), ("ngram", ng)] {
+    for (name, e) in [
+        ("encoder", serde_json::to_value(&info.eval).unwrap()),
+        ("ngram", ng),
+    ] {
         println!(
             "CHECK {name}: threshold {:.4} ({}); validation P {:.3} R {:.3} F1 {:.3} (n={}); test P {:.3} R {:.3} F1 {:.3} (n={}, {} positive)",
             e["threshold"].as_f64().unwrap(),
