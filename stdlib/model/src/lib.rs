@@ -3,6 +3,7 @@
 //! scoring, generation, a hand-written backward pass and AdamW training.
 
 pub mod config;
+pub mod encoder;
 pub mod error;
 pub mod generate;
 pub mod gguf;

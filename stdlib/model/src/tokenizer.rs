@@ -63,6 +63,11 @@ impl Tokenizer {
         self.inner.id_to_token(id)
     }
 
+    /// The underlying `tokenizers` object (truncation and padding off).
+    pub(crate) fn into_inner(self) -> tokenizers::Tokenizer {
+        self.inner
+    }
+
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
@@ -72,7 +77,7 @@ impl Tokenizer {
 /// Runs a call into the tokenizers crate, which panics on some malformed
 /// `tokenizer.json` files (a post-processor naming a token it does not
 /// define, say): an error or a panic becomes an error naming the file.
-fn guarded<T>(
+pub(crate) fn guarded<T>(
     path: &Path,
     what: &str,
     call: impl FnOnce() -> tokenizers::Result<T>,

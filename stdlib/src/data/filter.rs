@@ -102,13 +102,36 @@ pub fn filter_shard(
         if cancel.load(Ordering::Relaxed) {
             return Err(miette!("cancelled"));
         }
-        let decided: Vec<Result<Decision, String>> = pending
+        // parse in parallel, score the chunk as one batch (the encoder groups
+        // documents by length into forward passes), then decide in parallel
+        let parsed: Vec<Result<super::corpus::DocRef<'_>, String>> = pending
             .par_iter()
-            .map(|(line_no, line)| {
-                let doc = parse_doc(input, *line_no, line).map_err(|e| e.to_string())?;
-                let score = s.model.score(&doc.text).map_err(|e| {
-                    format!("{}:{line_no}: document {}: {e}", input.display(), doc.id)
-                })?;
+            .map(|(line_no, line)| parse_doc(input, *line_no, line).map_err(|e| e.to_string()))
+            .collect();
+        let texts: Vec<&str> = parsed
+            .iter()
+            .filter_map(|d| d.as_ref().ok().map(|d| d.text.as_ref()))
+            .collect();
+        let mut scores = s.model.score_batch(&texts).into_iter();
+        let scored: Vec<Result<(super::corpus::DocRef<'_>, f32), String>> = parsed
+            .into_iter()
+            .zip(pending.iter())
+            .map(|(d, (line_no, _))| {
+                let d = d?;
+                let score = scores
+                    .next()
+                    .expect("one score per parsed document")
+                    .map_err(|e| {
+                        format!("{}:{line_no}: document {}: {e}", input.display(), d.id)
+                    })?;
+                Ok((d, score))
+            })
+            .collect();
+        let decided: Vec<Result<Decision, String>> = scored
+            .into_par_iter()
+            .zip(pending.par_iter())
+            .map(|(r, (line_no, line))| {
+                let (doc, score) = r?;
                 let keep = if s.keep_above {
                     score >= s.threshold
                 } else {
@@ -186,7 +209,7 @@ impl Op for Filter {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "filter",
-            version: 1,
+            version: 2,
             doc: "Applies a train_classifier model to every document of a corpus (parallel over shards and documents); keeps those scoring at or above the threshold; filter.json has per-shard documents, whitespace tokens and characters in and out.",
             params: vec![
                 Param::required("corpus", Type::Dir, "corpus artifact"),
@@ -206,7 +229,7 @@ impl Op for Filter {
         let policy = OnError::from_ctx(ctx)?;
         let (info, model) = load_any_classifier(ctx.path("classifier")?)?;
         let t = ctx.float("threshold")?;
-        let threshold = if t < 0.0 { info.threshold } else { t } as f32;
+        let threshold = if t < 0.0 { info.threshold() } else { t } as f32;
         let shards = corpus_shards(ctx.path("corpus")?)?;
         let settings = FilterSettings {
             model: &model,
@@ -344,6 +367,61 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read_corpus(&below).len() + kept.len(), all.len());
+    }
+
+    #[test]
+    fn filter_scores_with_an_encoder_classifier_in_batches() {
+        let tmp = tempfile::tempdir().unwrap();
+        let corpus = tmp.path().join("c");
+        run_op(
+            &Corpus,
+            &[
+                ("input", Value::Path(demo_dir().join("fineweb2-demo.jsonl"))),
+                ("docs_per_shard", Value::Int(90)),
+            ],
+            &corpus,
+        )
+        .unwrap();
+        let clf = tmp.path().join("clf");
+        let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("model/tests/golden/encoder/xlmr/model");
+        run_op(
+            &TrainClassifier,
+            &[
+                ("corpus", Value::Path(corpus.clone())),
+                ("labels", Value::Path(demo_dir().join("labels.csv"))),
+                ("positive", Value::Str("medizinisch".into())),
+                ("method", Value::Str("encoder".into())),
+                ("encoder", Value::Path(golden)),
+                ("max_len", Value::Int(24)),
+                ("epochs", Value::Int(1)),
+                ("lr", Value::Float(1e-3)),
+            ],
+            &clf,
+        )
+        .unwrap();
+        let out = tmp.path().join("f");
+        run_op(
+            &Filter,
+            &[
+                ("corpus", Value::Path(corpus.clone())),
+                ("classifier", Value::Path(clf.clone())),
+                ("threshold", Value::Float(0.0)),
+                ("score_field", Value::Str("score".into())),
+            ],
+            &out,
+        )
+        .unwrap();
+        // every document kept (threshold 0) with the score the classifier gives it alone
+        let (_, model) = load_any_classifier(&clf).unwrap();
+        let all = read_corpus(&corpus);
+        let kept = read_corpus(&out);
+        assert_eq!(kept.len(), all.len());
+        for (k, d) in kept.iter().zip(&all) {
+            assert_eq!(k["id"], d["id"]);
+            let alone = model.score(d["text"].as_str().unwrap()).unwrap();
+            assert!((k["score"].as_f64().unwrap() as f32 - alone).abs() < 1e-5);
+        }
     }
 
     #[test]
@@ -600,6 +678,72 @@ mod tests {
             n as f64 / op_secs,
             n as f64 / op_secs / threads as f64,
             per_cpu_s(op_cpu)
+        );
+    }
+
+    /// Throughput of the filter with an encoder classifier beside the n-gram
+    /// one on the same documents; run by scripts/bench_encoder.sh in a
+    /// release build. FLOW_BENCH_ENCODER: a train_classifier encoder
+    /// artifact; FLOW_BENCH_DOCS documents (default 256) of ~3,000
+    /// characters; FLOW_BENCH_OUT: where docs.jsonl is written for the
+    /// transformers side.
+    #[test]
+    #[ignore = "benchmark: run by scripts/bench_encoder.sh"]
+    fn bench_encoder_filter_throughput() {
+        let clf = std::path::PathBuf::from(
+            std::env::var("FLOW_BENCH_ENCODER").expect("FLOW_BENCH_ENCODER"),
+        );
+        let n: usize = std::env::var("FLOW_BENCH_DOCS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256);
+        let docs = synth_docs(n, 3000, 1);
+        let tmp = tempfile::tempdir().unwrap();
+        let corpus = tmp.path().join("c");
+        std::fs::create_dir_all(&corpus).unwrap();
+        let mut w = super::super::corpus::ShardWriter::new(&corpus, "tmp0", u64::MAX);
+        let mut lines = String::new();
+        for (i, d) in docs.iter().enumerate() {
+            let rec = serde_json::json!({"id": format!("d{i}"), "text": d});
+            w.write_json(&rec).unwrap();
+            lines.push_str(&rec.to_string());
+            lines.push('\n');
+        }
+        for (name, _) in w.finish().unwrap() {
+            std::fs::rename(corpus.join(&name), corpus.join("docs-00000.jsonl.zst")).unwrap();
+        }
+        if let Ok(out) = std::env::var("FLOW_BENCH_OUT") {
+            std::fs::write(std::path::Path::new(&out).join("docs.jsonl"), lines).unwrap();
+        }
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let (info, _) = load_any_classifier(&clf).unwrap();
+        let out = tmp.path().join("o");
+        let t = std::time::Instant::now();
+        let cpu0 = cpu_seconds("self");
+        pool.install(|| {
+            run_op(
+                &Filter,
+                &[
+                    ("corpus", Value::Path(corpus.clone())),
+                    ("classifier", Value::Path(clf.clone())),
+                ],
+                &out,
+            )
+        })
+        .unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let cpu = cpu_seconds("self").zip(cpu0).map(|(a, b)| a - b);
+        println!(
+            "BENCH encoder_filter_op threads={threads} documents={n} max_len={:?} wall_docs_per_s={:.1} docs_per_cpu_s={}",
+            info.max_tokens,
+            n as f64 / secs,
+            cpu.map(|c| format!("{:.1}", n as f64 / c.max(1e-9))).unwrap_or("n/a".into())
         );
     }
 }

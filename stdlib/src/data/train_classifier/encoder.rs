@@ -1,0 +1,284 @@
+//! `method: "encoder"`: a BERT / RoBERTa / XLM-RoBERTa encoder fine-tuned
+//! whole with its sequence-classification head (flow-model's
+//! `encoder::FineTuner`: cross-entropy, AdamW, linear warmup then linear
+//! decay, clipping at norm 1, no dropout), as transformers' Trainer would
+//! fine-tune `XLMRobertaForSequenceClassification`. The artifact is that
+//! classifier's Hugging Face directory (config.json with id2label,
+//! model.safetensors, tokenizer files) with classifier.json and
+//! train_log.jsonl beside it.
+
+use std::path::{Path, PathBuf};
+
+use flow_model::encoder::{Batch, Encoder, EncoderTokenizer, FineTuneConfig, FineTuner};
+use miette::{miette, IntoDiagnostic, WrapErr};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rayon::prelude::*;
+
+use super::super::corpus::write_bytes_atomic;
+use super::{ClassifierInfo, Common, Evaluation, Split};
+use crate::op::{OpContext, OpResult, Outputs, Value};
+
+/// Tokens scored together in one forward pass when filtering.
+const TOKENS_PER_FORWARD: usize = 8192;
+
+/// A fine-tuned encoder classifier: label 1 is the positive class.
+pub struct EncoderClassifier {
+    pub encoder: Encoder,
+    pub tokenizer: EncoderTokenizer,
+    pub max_len: usize,
+}
+
+impl EncoderClassifier {
+    /// Loads a classifier directory (a `*ForSequenceClassification` one).
+    pub fn load(dir: &Path, max_len: usize) -> OpResult<EncoderClassifier> {
+        let (encoder, report) = Encoder::load(dir, 0)
+            .map_err(|e| miette!("cannot load the encoder classifier: {e}"))?;
+        if !report.initialised.is_empty() {
+            return Err(miette!(
+                "{}: not a trained classifier: it lacks {}",
+                dir.display(),
+                report.initialised.join(", ")
+            ));
+        }
+        let tokenizer = EncoderTokenizer::load(dir)
+            .map_err(|e| miette!("cannot load the encoder's tokenizer: {e}"))?;
+        let max_len = max_len.clamp(2, encoder.config.max_tokens());
+        Ok(EncoderClassifier {
+            encoder,
+            tokenizer,
+            max_len,
+        })
+    }
+
+    /// P(positive) of token sequences: sorted by length and batched by a
+    /// token budget, the batches in parallel.
+    pub fn score_ids(&self, seqs: &[Vec<u32>]) -> Result<Vec<f32>, String> {
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        order.sort_by_key(|&i| seqs[i].len());
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut tokens = 0;
+        for i in order {
+            if groups.is_empty() || tokens + seqs[i].len() > TOKENS_PER_FORWARD {
+                groups.push(Vec::new());
+                tokens = 0;
+            }
+            tokens += seqs[i].len();
+            groups.last_mut().expect("a group").push(i);
+        }
+        let scored: Vec<Result<Vec<(usize, f32)>, String>> = groups
+            .par_iter()
+            .map(|g| {
+                let batch: Vec<Vec<u32>> = g.iter().map(|&i| seqs[i].clone()).collect();
+                let p = self
+                    .encoder
+                    .probabilities(&batch)
+                    .map_err(|e| e.to_string())?;
+                Ok(g.iter().copied().zip(p).collect())
+            })
+            .collect();
+        let mut out = vec![0.0f32; seqs.len()];
+        for r in scored {
+            for (i, p) in r? {
+                out[i] = p;
+            }
+        }
+        Ok(out)
+    }
+
+    /// P(positive) of each text; an error for a text that cannot be tokenized.
+    pub fn score_batch(&self, texts: &[&str]) -> Vec<Result<f32, String>> {
+        let ids: Vec<Result<Vec<u32>, String>> = texts
+            .par_iter()
+            .map(|t| {
+                self.tokenizer
+                    .encode(t, self.max_len)
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+        let ok: Vec<Vec<u32>> = ids
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
+        let scores = match self.score_ids(&ok) {
+            Ok(s) => s,
+            Err(e) => return texts.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let mut it = scores.into_iter();
+        ids.into_iter()
+            .map(|r| r.map(|_| it.next().expect("one score per tokenized text")))
+            .collect()
+    }
+}
+
+fn encoder_dir(v: &Value) -> OpResult<PathBuf> {
+    let p: PathBuf = match v {
+        Value::Path(p) => p.clone(),
+        Value::Str(s) if !s.is_empty() => s.into(),
+        _ => {
+            return Err(miette!(
+                help = "e.g. encoder: dir(\"models/xlm-roberta-base\")",
+                "parameter `encoder`: method \"encoder\" needs a BERT / RoBERTa / XLM-RoBERTa model directory"
+            ))
+        }
+    };
+    p.canonicalize()
+        .into_diagnostic()
+        .wrap_err_with(|| format!("encoder directory {} not found", p.display()))
+}
+
+pub(super) fn train_encoder(ctx: &OpContext, common: &Common) -> OpResult<Outputs> {
+    let start = std::time::Instant::now();
+    let dir = encoder_dir(ctx.value("encoder")?)?;
+    let (encoder, report) =
+        Encoder::load(&dir, common.seed).map_err(|e| miette!("cannot load the encoder: {e}"))?;
+    if !report.initialised.is_empty() {
+        ctx.log(&format!(
+            "new classification head (initialised with seed {}): {}",
+            common.seed,
+            report.initialised.join(", ")
+        ));
+    }
+    let tokenizer = EncoderTokenizer::load(&dir)
+        .map_err(|e| miette!("cannot load the encoder's tokenizer: {e}"))?;
+    let want_len = ctx.int("max_len")?;
+    if want_len < 2 {
+        return Err(miette!(
+            "parameter `max_len`: at least 2 (the special tokens), got {want_len}"
+        ));
+    }
+    let max_len = (want_len as usize).min(encoder.config.max_tokens());
+    if max_len < want_len as usize {
+        ctx.log(&format!(
+            "max_len {want_len} exceeds the model's {} positions: using {max_len}",
+            encoder.config.max_tokens()
+        ));
+    }
+    let batch_size = ctx.int("batch")?.max(1) as usize;
+    let epochs = match ctx.int("epochs")? {
+        e if e <= 0 => 3,
+        e => e as u32,
+    };
+    let lr = match ctx.float("lr")? {
+        l if l <= 0.0 => 2e-5,
+        l => l,
+    };
+    let warmup_ratio = ctx.float("warmup_ratio")?.clamp(0.0, 1.0);
+    let (docs, missing) = common.labelled_docs(ctx)?;
+    let tokenized: Vec<Result<Vec<u32>, String>> = docs
+        .par_iter()
+        .map(|(_, text, _, _)| tokenizer.encode(text, max_len).map_err(|e| e.to_string()))
+        .collect();
+    let mut examples: Vec<(Split, Vec<u32>, bool)> = Vec::new();
+    let mut failed = 0u64;
+    for ((id, _, split, y), t) in docs.iter().zip(tokenized) {
+        match t {
+            Ok(ids) => examples.push((*split, ids, *y)),
+            Err(e) => {
+                failed += 1;
+                ctx.log(&format!("document {id}: {e} (left out)"));
+            }
+        }
+    }
+    let train: Vec<usize> = (0..examples.len())
+        .filter(|&i| examples[i].0 == Split::Train)
+        .collect();
+    if train.is_empty() {
+        return Err(miette!("no training document could be tokenized"));
+    }
+    let steps_per_epoch = train.len().div_ceil(batch_size);
+    let total_steps = steps_per_epoch * epochs as usize;
+    let warmup_steps = (warmup_ratio * total_steps as f64).ceil() as usize;
+    let cfg = FineTuneConfig {
+        lr,
+        weight_decay: ctx.float("weight_decay")?,
+        warmup_steps,
+        total_steps,
+        ..FineTuneConfig::default()
+    };
+    let mut tuner = FineTuner::new(encoder, cfg);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(common.seed ^ 0x0e0c);
+    let mut order = train.clone();
+    let mut log = String::new();
+    let mut epoch_losses = Vec::new();
+    ctx.progress.set_total(total_steps as u64, "steps");
+    for epoch in 0..epochs {
+        order.shuffle(&mut rng);
+        let mut sum = 0.0;
+        for chunk in order.chunks(batch_size) {
+            ctx.check_cancelled()?;
+            let seqs: Vec<Vec<u32>> = chunk.iter().map(|&i| examples[i].1.clone()).collect();
+            let labels: Vec<u32> = chunk.iter().map(|&i| examples[i].2 as u32).collect();
+            let batch = Batch::new(&tuner.encoder.config, &seqs)
+                .map_err(|e| miette!("training batch: {e}"))?;
+            let s = tuner.step(&batch, &labels);
+            sum += s.loss;
+            log.push_str(
+                &serde_json::json!({"step": tuner.step, "epoch": epoch + 1, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm})
+                    .to_string(),
+            );
+            log.push('\n');
+            ctx.progress.inc(1);
+        }
+        let mean = sum / steps_per_epoch as f64;
+        ctx.log(&format!(
+            "epoch {}: mean training loss {mean:.4}",
+            epoch + 1
+        ));
+        epoch_losses.push(mean);
+    }
+    write_bytes_atomic(&ctx.out_dir.join("train_log.jsonl"), log.as_bytes())?;
+    let clf = EncoderClassifier {
+        encoder: tuner.encoder,
+        tokenizer,
+        max_len,
+    };
+    let seqs: Vec<Vec<u32>> = examples.iter().map(|e| e.1.clone()).collect();
+    let probs = clf.score_ids(&seqs).map_err(|e| miette!("scoring: {e}"))?;
+    let scored: Vec<(Split, f32, bool)> = examples
+        .iter()
+        .zip(&probs)
+        .map(|(e, &p)| (e.0, p, e.2))
+        .collect();
+    clf.encoder
+        .save_classifier(
+            &ctx.out_dir,
+            [common.negative.as_str(), common.positive.as_str()],
+            &dir,
+        )
+        .map_err(|e| miette!("saving the classifier: {e}"))?;
+    let info = ClassifierInfo {
+        method: "encoder".into(),
+        positive: common.positive.clone(),
+        features: None,
+        bias: 0.0,
+        weights_file: "model.safetensors".into(),
+        epochs,
+        seed: common.seed,
+        model_dir: None,
+        max_tokens: Some(max_len),
+        eval: Evaluation::default(),
+    };
+    common.finish(
+        ctx,
+        &scored,
+        info,
+        vec![
+            ("architecture", clf.encoder.config.classifier_class().into()),
+            (
+                "labels",
+                serde_json::json!([common.negative, common.positive]),
+            ),
+            ("batch", batch_size.into()),
+            ("lr", lr.into()),
+            ("warmup_steps", warmup_steps.into()),
+            ("total_steps", total_steps.into()),
+            ("weight_decay", tuner.cfg.weight_decay.into()),
+            ("epoch_losses", epoch_losses.into()),
+            ("initialised", report.initialised.into()),
+            ("tokenization_failures", failed.into()),
+            ("labelled_ids_not_in_corpus", missing.into()),
+            ("train_seconds", start.elapsed().as_secs_f64().into()),
+        ],
+    )
+}

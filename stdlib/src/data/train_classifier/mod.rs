@@ -1,0 +1,437 @@
+//! `train_classifier`: a binary document classifier trained on labels
+//! (from `annotate`, or a label file) over a corpus, in one of three methods:
+//!
+//! - `ngram` (`ngram.rs`): hashed word and character n-grams, a logistic
+//!   output, SGD — the fast default for hundreds of millions of documents;
+//! - `embed` (`embed.rs`): a logistic head on a decoder's mean hidden state;
+//! - `encoder` (`encoder.rs`): a BERT / RoBERTa / XLM-RoBERTa encoder
+//!   fine-tuned whole with a classification head, as the seeds do with
+//!   XLM-RoBERTa-base; the artifact is a Hugging Face
+//!   `*ForSequenceClassification` directory.
+//!
+//! All three share the splits and the threshold rule of `split.rs`: fitted
+//! on train, threshold on validation, metrics reported on test.
+
+mod embed;
+mod encoder;
+mod ngram;
+mod split;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use miette::{miette, IntoDiagnostic, WrapErr};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::agreement::{majority, read_labels};
+use super::corpus::{corpus_shards, for_each_doc, write_bytes_atomic, write_json_atomic};
+use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+
+pub use embed::EmbedModel;
+pub use encoder::EncoderClassifier;
+pub use ngram::{NgramFeatures, NgramModel};
+pub use split::{choose_threshold, evaluate, Evaluation, Split, Splitter};
+
+pub fn ops() -> Vec<Arc<dyn Op>> {
+    vec![Arc::new(TrainClassifier)]
+}
+
+pub(crate) fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// A trained classifier of any method.
+pub enum Classifier {
+    Ngram(NgramModel),
+    Embed(Box<EmbedModel>),
+    Encoder(Box<EncoderClassifier>),
+}
+
+impl Classifier {
+    /// The probability of `text` being positive; an error for a document the
+    /// model cannot take (embed, encoder).
+    pub fn score(&self, text: &str) -> Result<f32, String> {
+        match self {
+            Classifier::Ngram(m) => Ok(m.score(text)),
+            Classifier::Embed(m) => m.logit(text).map(sigmoid),
+            Classifier::Encoder(m) => m.score_batch(&[text]).pop().expect("one score"),
+        }
+    }
+
+    /// Scores of many documents, in parallel on the current rayon pool
+    /// (the encoder batches them by length).
+    pub fn score_batch(&self, texts: &[&str]) -> Vec<Result<f32, String>> {
+        match self {
+            Classifier::Encoder(m) => m.score_batch(texts),
+            _ => texts.par_iter().map(|t| self.score(t)).collect(),
+        }
+    }
+}
+
+/// What `classifier.json` holds: the method's settings and, flattened, the
+/// threshold and metrics of [`Evaluation`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClassifierInfo {
+    pub method: String,
+    pub positive: String,
+    pub features: Option<NgramFeatures>,
+    pub bias: f32,
+    /// File holding the weights, relative to the directory (little-endian
+    /// f32 for ngram/embed, `model.safetensors` for encoder).
+    pub weights_file: String,
+    pub epochs: u32,
+    pub seed: u64,
+    /// `embed`: the model directory; `encoder`: the base model fine-tuned.
+    #[serde(default)]
+    pub model_dir: Option<String>,
+    /// Tokens read per document (embed, encoder).
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    #[serde(flatten)]
+    pub eval: Evaluation,
+}
+
+impl ClassifierInfo {
+    pub fn threshold(&self) -> f64 {
+        self.eval.threshold
+    }
+}
+
+pub(crate) fn read_f32(path: &Path) -> OpResult<Vec<f32>> {
+    let bytes = std::fs::read(path)
+        .into_diagnostic()
+        .wrap_err("cannot read classifier weights")?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+fn read_info(dir: &Path) -> OpResult<ClassifierInfo> {
+    let info_path = dir.join("classifier.json");
+    let text = std::fs::read_to_string(&info_path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{} is not a train_classifier artifact", dir.display()))?;
+    serde_json::from_str(&text)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{}: malformed", info_path.display()))
+}
+
+/// Loads a classifier directory written by `train_classifier` (any method).
+pub fn load_any_classifier(dir: &Path) -> OpResult<(ClassifierInfo, Classifier)> {
+    let info = read_info(dir)?;
+    match info.method.as_str() {
+        "embed" => {
+            let m = embed::load(dir, &info)?;
+            Ok((info, Classifier::Embed(Box::new(m))))
+        }
+        "encoder" => {
+            let m = EncoderClassifier::load(dir, info.max_tokens.unwrap_or(512))?;
+            Ok((info, Classifier::Encoder(Box::new(m))))
+        }
+        _ => {
+            let (info, m) = load_classifier(dir)?;
+            Ok((info, Classifier::Ngram(m)))
+        }
+    }
+}
+
+/// Loads an n-gram classifier directory written by `train_classifier`.
+pub fn load_classifier(dir: &Path) -> OpResult<(ClassifierInfo, NgramModel)> {
+    let info_path = dir.join("classifier.json");
+    let info: ClassifierInfo = serde_json::from_str(
+        &std::fs::read_to_string(&info_path)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("{} is not a train_classifier artifact", dir.display()))?,
+    )
+    .into_diagnostic()
+    .wrap_err_with(|| format!("{}: malformed", info_path.display()))?;
+    let Some(features) = info.features.clone() else {
+        return Err(miette!(
+            "{}: method {:?} has no n-gram features",
+            info_path.display(),
+            info.method
+        ));
+    };
+    let bytes = std::fs::read(dir.join(&info.weights_file))
+        .into_diagnostic()
+        .wrap_err("cannot read classifier weights")?;
+    if bytes.len() != features.buckets as usize * 4 || !features.buckets.is_power_of_two() {
+        return Err(miette!(
+            "{}: weights file has {} bytes, expected {} buckets × 4",
+            dir.display(),
+            bytes.len(),
+            features.buckets
+        ));
+    }
+    let weights = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let bias = info.bias;
+    Ok((
+        info,
+        NgramModel {
+            features,
+            weights,
+            bias,
+        },
+    ))
+}
+
+/// A labelled document: id, text, split, is positive.
+pub(super) type LabelledDoc = (String, String, Split, bool);
+
+/// What every method shares: the labels, the split and the threshold rule.
+pub(super) struct Common {
+    pub positive: String,
+    /// The name of the other class (the one other label, or `not-<positive>`).
+    pub negative: String,
+    pub labels: HashMap<String, bool>,
+    pub seed: u64,
+    pub unlabelled: u64,
+    pub splitter: Splitter,
+    pub target_precision: f64,
+}
+
+impl Common {
+    /// The labelled documents of the corpus as (id, text, split, is positive);
+    /// counts the labelled ids the corpus lacks.
+    pub fn labelled_docs(&self, ctx: &OpContext) -> OpResult<(Vec<LabelledDoc>, usize)> {
+        let mut out = Vec::with_capacity(self.labels.len());
+        for shard in corpus_shards(ctx.path("corpus")?)? {
+            ctx.check_cancelled()?;
+            for_each_doc(&shard, |doc, _| {
+                if let Some(&y) = self.labels.get(doc.id.as_ref()) {
+                    let id = doc.id.to_string();
+                    out.push((
+                        id.clone(),
+                        doc.text.to_string(),
+                        self.splitter.split_of(&id),
+                        y,
+                    ));
+                }
+                Ok(())
+            })?;
+        }
+        let missing = self.labels.len().saturating_sub(out.len());
+        if missing > 0 {
+            ctx.log(&format!("{missing} labelled ids are not in the corpus"));
+        }
+        let pairs: Vec<(Split, bool)> = out.iter().map(|e| (e.2, e.3)).collect();
+        self.splitter.check_counts(&pairs)?;
+        Ok((out, missing))
+    }
+
+    /// Chooses the threshold, measures the splits, writes classifier.json
+    /// (with `extra` fields) and logs the test scores.
+    pub fn finish(
+        &self,
+        ctx: &OpContext,
+        scored: &[(Split, f32, bool)],
+        mut info: ClassifierInfo,
+        extra: Vec<(&str, serde_json::Value)>,
+    ) -> OpResult<Outputs> {
+        info.eval = evaluate(scored, self.target_precision);
+        if !info.eval.target_reached {
+            ctx.log(&format!(
+                "warning: no threshold reaches validation precision {}; using the maximum-F1 threshold",
+                self.target_precision
+            ));
+        }
+        let mut json = serde_json::to_value(&info).into_diagnostic()?;
+        json["unlabelled_rows"] = self.unlabelled.into();
+        json["valid_fraction"] = self.splitter.valid_fraction.into();
+        json["test_fraction"] = self.splitter.test_fraction.into();
+        for (k, v) in extra {
+            json[k] = v;
+        }
+        write_json_atomic(&ctx.out_dir.join("classifier.json"), &json)?;
+        let e = &info.eval;
+        ctx.log(&format!(
+            "{}: threshold {:.3} ({}); validation P {:.3} R {:.3} F1 {:.3} on {}; test P {:.3} R {:.3} F1 {:.3} on {} documents",
+            info.method, e.threshold, e.threshold_rule, e.valid.precision, e.valid.recall, e.valid.f1,
+            e.valid_documents, e.test.precision, e.test.recall, e.test.f1, e.test_documents
+        ));
+        Ok(BTreeMap::from([(
+            "info".to_string(),
+            Value::Path("classifier.json".into()),
+        )]))
+    }
+}
+
+/// The `train_classifier` op.
+pub struct TrainClassifier;
+
+impl Op for TrainClassifier {
+    fn spec(&self) -> OpSpec {
+        OpSpec {
+            name: "train_classifier",
+            version: 2,
+            doc: "Trains a binary document classifier (positive label vs the rest) on labelled documents of a corpus: fitted on a train split, threshold chosen on a validation split, precision/recall/F1 reported on a test split (classifier.json). method encoder writes a Hugging Face *ForSequenceClassification directory.",
+            params: vec![
+                Param::required("corpus", Type::Dir, "corpus artifact holding the labelled documents' texts"),
+                Param::required("labels", Type::Either(Box::new(Type::Dir), Box::new(Type::File)), "an annotate artifact, or a label file (CSV/JSONL: id, label[, annotator]; several annotators → majority vote)"),
+                Param::required("positive", Type::Str, "the positive label"),
+                Param::optional("method", Type::Enum(vec!["ngram".into(), "embed".into(), "encoder".into()]), Value::Str("ngram".into()), "ngram: hashed word/char n-grams + logistic regression; embed: decoder mean hidden state + logistic head; encoder: fine-tuned BERT/XLM-RoBERTa classifier"),
+                Param::optional("model", Type::Any, Value::Str(String::new()), "model directory for method embed"),
+                Param::optional("encoder", Type::Any, Value::Str(String::new()), "method encoder: a BERT / RoBERTa / XLM-RoBERTa Hugging Face directory (base model or classifier)"),
+                Param::optional("max_tokens", Type::Int, Value::Int(512), "embed: tokens of each document embedded (its beginning)"),
+                Param::optional("max_len", Type::Int, Value::Int(256), "encoder: tokens per document, special tokens included (truncation as transformers')"),
+                Param::optional("batch", Type::Int, Value::Int(16), "encoder: documents per optimizer step"),
+                Param::optional("warmup_ratio", Type::Float, Value::Float(0.1), "encoder: fraction of steps with a linearly rising learning rate (then linear decay to 0)"),
+                Param::optional("weight_decay", Type::Float, Value::Float(0.01), "encoder: AdamW decoupled weight decay (not on biases and LayerNorm weights)"),
+                Param::optional("valid_fraction", Type::Float, Value::Float(0.2), "validation fraction (by blake3 of seed and id): chooses the threshold"),
+                Param::optional("test_fraction", Type::Float, Value::Float(0.2), "test fraction (by blake3 of seed and id): reported precision/recall/F1, used for nothing else"),
+                Param::optional("target_precision", Type::Float, Value::Float(0.95), "the lowest threshold whose validation precision reaches this (the seeds' P 0.95); 0, or when no threshold reaches it: the one maximising validation F1"),
+                Param::optional("buckets", Type::Int, Value::Int(1 << 18), "ngram: hash buckets (power of two)"),
+                Param::optional("word_ngrams", Type::Int, Value::Int(2), "ngram: word n-grams up to 1 or 2"),
+                Param::optional("char_ngrams", Type::List(Box::new(Type::Int)), Value::List(vec![Value::Int(3), Value::Int(5)]), "ngram: [min, max] character n-gram length; [0, 0] disables"),
+                Param::optional("epochs", Type::Int, Value::Int(0), "training epochs; 0: the method's default (ngram 20, encoder 3)"),
+                Param::optional("lr", Type::Float, Value::Float(0.0), "peak learning rate; 0: the method's default (ngram 2.0 SGD, encoder 2e-5 AdamW)"),
+                Param::optional("seed", Type::Int, Value::Int(0), "seed of the split, the initialisation and the data order"),
+            ],
+            produces: Type::Dir,
+            outputs: vec![Output { name: "info", ty: Type::File, doc: "classifier.json" }],
+            resources: Resources::ONE_THREAD,
+        }
+    }
+
+    fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
+        let positive = ctx.str("positive")?.to_string();
+        let seed = ctx.int("seed")? as u64;
+        let labels_path = match ctx.value("labels")? {
+            Value::Path(p) => p.clone(),
+            other => {
+                return Err(miette!(
+                    "parameter `labels`: expected a path, got {}",
+                    other.kind()
+                ))
+            }
+        };
+        let (rows, unlabelled) = read_labels(&labels_path)?;
+        let voted: Vec<(String, String)> = majority(&rows)
+            .into_iter()
+            .filter_map(|(id, l)| Some((id, l?)))
+            .collect();
+        let labels: HashMap<String, bool> = voted
+            .iter()
+            .map(|(id, l)| (id.clone(), *l == positive))
+            .collect();
+        if !labels.values().any(|&y| y) || !labels.values().any(|&y| !y) {
+            return Err(miette!(
+                help = "check `positive` against the labels in the file",
+                "labels need both classes: {} documents labelled, {} as {positive:?}",
+                labels.len(),
+                labels.values().filter(|&&y| y).count()
+            ));
+        }
+        let mut others: Vec<&str> = voted
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .filter(|l| *l != positive)
+            .collect();
+        others.sort();
+        others.dedup();
+        let negative = match others.as_slice() {
+            [one] => one.to_string(),
+            _ => format!("not-{positive}"),
+        };
+        let common = Common {
+            positive,
+            negative,
+            labels,
+            seed,
+            unlabelled,
+            splitter: Splitter::new(
+                seed,
+                ctx.float("valid_fraction")?,
+                ctx.float("test_fraction")?,
+            )?,
+            target_precision: ctx.float("target_precision")?.clamp(0.0, 1.0),
+        };
+        match ctx.str("method")? {
+            "embed" => embed::train_embed(ctx, &common),
+            "encoder" => encoder::train_encoder(ctx, &common),
+            _ => run_ngram(ctx, &common),
+        }
+    }
+}
+
+fn run_ngram(ctx: &OpContext, common: &Common) -> OpResult<Outputs> {
+    let buckets = ctx.int("buckets")?;
+    if buckets < 2 || !(buckets as u64).is_power_of_two() || buckets > (1 << 28) {
+        return Err(miette!(
+            "parameter `buckets`: expected a power of two between 2 and 2^28, got {buckets}"
+        ));
+    }
+    let (char_min, char_max) = match ctx.list("char_ngrams")? {
+        [Value::Int(a), Value::Int(b)] if *a == 0 && *b == 0 => (0, 0),
+        [Value::Int(a), Value::Int(b)] if 1 <= *a && a <= b && *b <= 8 => (*a as u32, *b as u32),
+        _ => {
+            return Err(miette!(
+                "parameter `char_ngrams`: expected [min, max] with 1 <= min <= max <= 8, or [0, 0]"
+            ))
+        }
+    };
+    let features = NgramFeatures {
+        buckets: buckets as u32,
+        word_ngrams: ctx.int("word_ngrams")?.clamp(1, 2) as u32,
+        char_min,
+        char_max,
+    };
+    let (docs, missing) = common.labelled_docs(ctx)?;
+    let examples: Vec<(Split, Vec<u32>, bool)> = docs
+        .iter()
+        .map(|(_, text, split, y)| {
+            let mut f = Vec::new();
+            features.for_each(text, |b| f.push(b as u32));
+            (*split, f, *y)
+        })
+        .collect();
+    let train: Vec<(&[u32], bool)> = examples
+        .iter()
+        .filter(|e| e.0 == Split::Train)
+        .map(|e| (e.1.as_slice(), e.2))
+        .collect();
+    let epochs = match ctx.int("epochs")? {
+        e if e <= 0 => 20,
+        e => e as u32,
+    };
+    let lr = match ctx.float("lr")? {
+        l if l <= 0.0 => 2.0,
+        l => l as f32,
+    };
+    let model = ngram::train_ngram(ctx, &features, &train, epochs, lr, common.seed)?;
+    let scored: Vec<(Split, f32, bool)> = examples
+        .iter()
+        .map(|(s, f, y)| (*s, model.score_features(f), *y))
+        .collect();
+    let bytes: Vec<u8> = model.weights.iter().flat_map(|w| w.to_le_bytes()).collect();
+    write_bytes_atomic(&ctx.out_dir.join("weights.f32"), &bytes)?;
+    let info = ClassifierInfo {
+        method: "ngram".into(),
+        positive: common.positive.clone(),
+        features: Some(features),
+        bias: model.bias,
+        weights_file: "weights.f32".into(),
+        epochs,
+        seed: common.seed,
+        model_dir: None,
+        max_tokens: None,
+        eval: Evaluation::default(),
+    };
+    common.finish(
+        ctx,
+        &scored,
+        info,
+        vec![
+            ("labelled_ids_not_in_corpus", missing.into()),
+            ("lr", (lr as f64).into()),
+        ],
+    )
+}
