@@ -4,7 +4,7 @@
 //!
 //! Sections (each only when its artifacts are given):
 //! * MCQA accuracy per model and checkpoint, and its trajectory over tokens
-//!   seen and over training FLOPs (6·N·tokens, from `flow_checkpoint.json`
+//!   seen and over training FLOPs (6·N·tokens, N without the input embedding, from `flow_checkpoint.json`
 //!   lineage that the eval ops copy under `checkpoint`); models without
 //!   lineage (the source model, a larger reference) are reference lines.
 //! * Davidson scores against each ranking's baseline, and their trajectories.
@@ -106,7 +106,7 @@ impl Op for Report {
         };
         OpSpec {
             name: "report",
-            version: 3,
+            version: 4,
             doc: "Markdown (report.md) and self-contained HTML (report.html) report with PNG/SVG charts: MCQA accuracy per model and its trajectory over tokens and FLOPs, Davidson scores and trajectories, win/tie/loss distributions, failure modes, and a compute table. Every list may be empty.",
             params: vec![
                 Param::optional("mcqa", dirs(), Value::List(vec![]), "mcqa nodes"),

@@ -37,7 +37,7 @@ pub(super) fn trajectories(
     }
     for (axis, x_label, log) in [
         ("tokens", "Tokens seen (domain data)", false),
-        ("flops", "Training FLOPs (6·N·tokens)", true),
+        ("flops", "Training FLOPs (6·N_non-emb·tokens)", true),
     ] {
         let series: Vec<Series> = by_series
             .iter()

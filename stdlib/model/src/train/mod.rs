@@ -11,3 +11,4 @@ pub use run::{
     checkpoint_steps, total_steps, train, NoMonitor, PackedData, TrainConfig, TrainMonitor,
     TrainSummary,
 };
+pub use run::warmup_steps;
