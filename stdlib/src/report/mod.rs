@@ -113,6 +113,7 @@ impl Op for Report {
                 Param::optional("mcqa_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "series name per item of `mcqa` (a map node is one item), e.g. source, cpt+slerp, 14B; empty: checkpoints vs model names"),
                 Param::optional("metric", Type::Enum(vec!["acc".into(), "acc_norm".into()]), Value::Str("acc".into()), "the MCQA figure to plot"),
                 Param::optional("davidson", dirs(), Value::List(vec![]), "davidson nodes"),
+                Param::optional("davidson_metric", Type::Enum(vec!["relative_strength".into(), "score".into()]), Value::Str("relative_strength".into()), "the Davidson figure to plot: the normalised strength π/(π+π_baseline) or the score P(win)+P(tie)/2 (both are in the table)"),
                 Param::optional("judge", dirs(), Value::List(vec![]), "judge nodes"),
                 Param::optional("failure_modes", dirs(), Value::List(vec![]), "failure_modes nodes"),
                 Param::optional("train", Type::List(Box::new(Type::Dir)), Value::List(vec![]), "train nodes (compute table)"),
@@ -158,7 +159,12 @@ impl Op for Report {
             &series,
             ctx.str("metric")?,
         )?;
-        davidson_section(&mut doc, &dir, &dirs(ctx, "davidson")?)?;
+        davidson_section(
+            &mut doc,
+            &dir,
+            &dirs(ctx, "davidson")?,
+            ctx.str("davidson_metric")?,
+        )?;
         judge_section(&mut doc, &dir, &dirs(ctx, "judge")?)?;
         failure_section(&mut doc, &dir, &dirs(ctx, "failure_modes")?)?;
         let train = dirs(ctx, "train")?;

@@ -67,12 +67,15 @@ pub(crate) fn sample_artifacts(root: &Path) -> Vec<(&'static str, Value)> {
     let mut ci = serde_json::Map::new();
     let mut cks = serde_json::Map::new();
     let mut counts = serde_json::Map::new();
+    let mut rel = serde_json::Map::new();
     let mut models = vec![json!("source")];
     for i in 0..4 {
         let m = format!("ckpt-{i}");
         let s = 0.5 + 0.05 * i as f64;
         scores.insert(m.clone(), json!(s));
-        ci.insert(m.clone(), json!({"score": [s - 0.04, s + 0.04]}));
+        let r = 0.5 + 0.08 * i as f64;
+        rel.insert(m.clone(), json!(r));
+        ci.insert(m.clone(), json!({"score": [s - 0.04, s + 0.04], "relative_strength": [r - 0.05, r + 0.05]}));
         cks.insert(m.clone(), json!({"tokens_seen": 1.0e9 * (1u64 << i) as f64, "flops": 6.0 * n_params * 1.0e9 * (1u64 << i) as f64}));
         counts.insert(
             m.clone(),
@@ -90,7 +93,7 @@ pub(crate) fn sample_artifacts(root: &Path) -> Vec<(&'static str, Value)> {
         &dav,
         "davidson.json",
         &json!({"models": models, "baseline": "source", "score": scores, "ci": ci, "checkpoints": cks,
-            "counts": counts, "strengths": {}, "tie": 0.8, "comparisons": 100}),
+            "counts": counts, "strengths": {}, "relative_strength": rel, "tie": 0.8, "comparisons": 100}),
     );
     let jd = root.join("judge");
     put(
@@ -193,7 +196,7 @@ fn report_has_every_section_chart_and_table() {
         "{md}"
     );
     assert!(
-        md.contains("| ckpt-2 | source | – | 0.600 | [0.560, 0.640] | 12/5/8 | 4.0B |"),
+        md.contains("| ckpt-2 | source | – | 0.660 | 0.600 | [0.610, 0.710] | 12/5/8 | 4.0B |"),
         "{md}"
     );
     assert!(
@@ -241,4 +244,41 @@ fn report_tolerates_missing_kinds() {
         &tmp.path().join("o2"),
     );
     assert!(format!("{:?}", res.unwrap_err()).contains("nope"));
+}
+
+/// Issue 13, item 11: both Davidson figures are in the table, the report
+/// says which is plotted, and a judge that only ties is called out.
+#[test]
+fn davidson_section_names_the_plotted_figure_and_flags_an_all_tie_judge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut params = sample_artifacts(tmp.path());
+    let out = tmp.path().join("out");
+    run_op(&Report, &params, &out).unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("Plotted: **the normalised strength π / (π + π_baseline)**"), "{md}");
+    assert!(!md.contains("could not discriminate"), "{md}");
+    let svg = std::fs::read_to_string(out.join("davidson_tokens.svg")).unwrap();
+    assert!(svg.contains("normalised strength"), "{svg}");
+    params.push(("davidson_metric", Value::Str("score".into())));
+    let out = tmp.path().join("out_score");
+    run_op(&Report, &params, &out).unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("Plotted: **the score P(win) + P(tie)/2**"), "{md}");
+    assert!(md.contains("| ckpt-2 | source | – | 0.660 | 0.600 | [0.560, 0.640] | 12/5/8 | 4.0B |"), "{md}");
+    // A judge that answered only ties (the demo's 135M judge).
+    let dav = tmp.path().join("ties");
+    put(
+        &dav,
+        "davidson.json",
+        &json!({"models": ["source", "step-2"], "baseline": "source", "score": {"source": 0.5, "step-2": 0.5},
+            "strengths": {"source": 0.5, "step-2": 0.5}, "tie": null, "comparisons": 24,
+            "counts": {"source": {"wins": 0, "ties": 24, "losses": 0}, "step-2": {"wins": 0, "ties": 24, "losses": 0}}}),
+    );
+    let out = tmp.path().join("out_ties");
+    run_op(&Report, &[("davidson", Value::List(vec![Value::Path(dav)]))], &out).unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("The judge could not discriminate against source: every one of its 24 comparisons is a tie"), "{md}");
+    assert!(md.contains("gpt-4.1-mini"), "{md}");
+    // Without `relative_strength` (older artifacts) it comes from the strengths.
+    assert!(md.contains("| step-2 | source | 0.5000 | 0.500 | 0.500 |"), "{md}");
 }
