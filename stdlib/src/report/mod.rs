@@ -10,6 +10,7 @@
 //! * Davidson scores against each ranking's baseline, and their trajectories.
 //! * Win/tie/loss distributions of the judge runs.
 //! * Failure modes (language mixing, verbosity, repetition).
+//! * The training run: loss and learning rate per step (losses.jsonl).
 //! * A compute table like the DeFineMed papers' Table 2: FLOPs, tokens,
 //!   device-hours, device, from the train artifacts.
 
@@ -175,6 +176,7 @@ impl Op for Report {
             "train runs",
             "give one name per train node",
         )?;
+        training_section(&mut doc, &dir, &train, &train_names)?;
         compute_section(&mut doc, &train, &train_names, ctx.str("device")?)?;
         if doc.md.trim() == format!("# {title}") {
             doc.para("No artifacts were given.");

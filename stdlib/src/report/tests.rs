@@ -216,7 +216,7 @@ fn report_has_every_section_chart_and_table() {
         }
     }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert_eq!(html.matches("<svg").count(), 7);
+    assert_eq!(html.matches("<svg").count(), 8); // 7 + the training loss curve
     assert!(
         !html.contains("<img"),
         "the HTML must not depend on files beside it"
@@ -281,4 +281,39 @@ fn davidson_section_names_the_plotted_figure_and_flags_an_all_tie_judge() {
     assert!(md.contains("gpt-4.1-mini"), "{md}");
     // Without `relative_strength` (older artifacts) it comes from the strengths.
     assert!(md.contains("| step-2 | source | 0.5000 | 0.500 | 0.500 |"), "{md}");
+}
+
+/// Issue 13, item 6: the loss curve and the learning-rate schedule of each
+/// train node, from its losses.jsonl.
+#[test]
+fn training_section_plots_loss_and_learning_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tr = tmp.path().join("train");
+    std::fs::create_dir_all(&tr).unwrap();
+    // 10 steps: warmup over 2 steps to 1e-4, then linear decay; loss falls 3.0 -> 2.1.
+    let mut lines = String::new();
+    for step in 1..=10 {
+        let lr = if step <= 2 { 1e-4 * (step - 1) as f64 / 2.0 } else { 1e-4 * (10 - step + 1) as f64 / 8.0 };
+        let lr = if step == 3 { 1e-4 } else { lr };
+        let loss = 3.0 - 0.1 * (step - 1) as f64;
+        lines.push_str(&format!("{{\"step\": {step}, \"loss\": {loss}, \"lr\": {lr}, \"tokens_seen\": {}}}\n", step * 64));
+    }
+    std::fs::write(tr.join("losses.jsonl"), lines).unwrap();
+    let out = tmp.path().join("out");
+    run_op(
+        &Report,
+        &[
+            ("train", Value::List(vec![Value::Path(tr)])),
+            ("train_series", Value::List(vec![Value::Str("S".into())])),
+        ],
+        &out,
+    )
+    .unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Training: loss and learning rate"), "{md}");
+    assert!(md.contains("| S | 10 | 3.0000 | 2.1000 | 2.1000 | -0.9000 | 1.000e-4 | 3 |"), "{md}");
+    for stem in ["training_loss", "learning_rate"] {
+        assert!(is_png(&out.join(format!("{stem}.png"))), "{stem}");
+        assert!(md.contains(&format!("({stem}.png)")), "{md}");
+    }
 }
