@@ -324,6 +324,8 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
         "MMLU-X source",
         "MMLU-X merged",
         "MedQA source",
+        "Relative gain G_rel",
+        "Training: loss and learning rate",
         "Davidson",
         "step-",
     ] {
@@ -401,7 +403,7 @@ import "{ROOT}/pipelines/training-dynamics.flow" as td with {{
     seq_len: 32,
     effective_batch: 2,
     micro_batch: 2,
-    max_steps: 2,
+    max_steps: 3,
     checkpoints: 2,
     max_new_tokens: 8,
     judge_tokens: 8,

@@ -7,6 +7,7 @@
 //!   seen and over training FLOPs (6·N·tokens, N without the input embedding, from `flow_checkpoint.json`
 //!   lineage that the eval ops copy under `checkpoint`); models without
 //!   lineage (the source model, a larger reference) are reference lines.
+//! * G_rel per benchmark and its mean over benchmarks (relative_gain nodes).
 //! * Davidson scores against each ranking's baseline, and their trajectories.
 //! * Win/tie/loss distributions of the judge runs.
 //! * Failure modes (language mixing, verbosity, repetition).
@@ -114,6 +115,8 @@ impl Op for Report {
                 Param::optional("mcqa_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "series name per item of `mcqa` (a map node is one item), e.g. source, cpt+slerp, 14B; empty: checkpoints vs model names"),
                 Param::optional("metric", Type::Enum(vec!["acc".into(), "acc_norm".into()]), Value::Str("acc".into()), "the MCQA figure to plot"),
                 Param::optional("davidson", dirs(), Value::List(vec![]), "davidson nodes"),
+                Param::optional("gain", dirs(), Value::List(vec![]), "relative_gain nodes (one per benchmark and baseline)"),
+                Param::optional("gain_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "a benchmark name per item of `gain`, e.g. MMLU-X, MedQA"),
                 Param::optional("davidson_metric", Type::Enum(vec!["relative_strength".into(), "score".into()]), Value::Str("relative_strength".into()), "the Davidson figure to plot: the normalised strength π/(π+π_baseline) or the score P(win)+P(tie)/2 (both are in the table)"),
                 Param::optional("judge", dirs(), Value::List(vec![]), "judge nodes"),
                 Param::optional("failure_modes", dirs(), Value::List(vec![]), "failure_modes nodes"),
@@ -160,6 +163,15 @@ impl Op for Report {
             &series,
             ctx.str("metric")?,
         )?;
+        let gains = dirs(ctx, "gain")?;
+        let gain_names = series_names(
+            ctx,
+            "gain_series",
+            gains.len(),
+            "relative_gain items",
+            "give one benchmark name per item of `gain`",
+        )?;
+        gain_section(&mut doc, &dir, &gains, &gain_names)?;
         davidson_section(
             &mut doc,
             &dir,

@@ -317,3 +317,41 @@ fn training_section_plots_loss_and_learning_rate() {
         assert!(md.contains(&format!("({stem}.png)")), "{md}");
     }
 }
+
+/// Issue 13, item 2: G_rel per benchmark and averaged per checkpoint, over
+/// tokens and FLOPs (004 eq. 1, Figs 1a, 5a).
+#[test]
+fn gain_section_has_per_benchmark_and_mean_gains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut gains = Vec::new();
+    // MMLU-X: baseline 0.40, checkpoints 0.42, 0.44; MedQA: baseline 0.50, 0.50, 0.55.
+    for (name, base, accs) in [("mmlux", 0.40, [0.42, 0.44]), ("medqa", 0.50, [0.50, 0.55])] {
+        let d = tmp.path().join(name);
+        let scores: Vec<Json> = accs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| json!({"acc": a, "g_rel": a / base, "checkpoint": {"step": 10 * (i + 1), "tokens_seen": 1.0e6 * (i + 1) as f64, "flops": 6.0e14 * (i + 1) as f64}}))
+            .collect();
+        put(&d, "relative_gain.json", &json!({"metric": "acc", "baseline": {"source": "/store/source", "acc": base}, "scores": scores}));
+        gains.push(Value::Path(d));
+    }
+    let out = tmp.path().join("out");
+    run_op(
+        &Report,
+        &[
+            ("gain", Value::List(gains)),
+            ("gain_series", Value::List(vec![Value::Str("MMLU-X".into()), Value::Str("MedQA".into())])),
+        ],
+        &out,
+    )
+    .unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| MMLU-X @ step 20 | source | 0.4400 | 0.4000 | 1.1000 | 2.0M |"), "{md}");
+    assert!(md.contains("| MedQA @ step 10 | source | 0.5000 | 0.5000 | 1.0000 | 1.0M |"), "{md}");
+    // mean of 1.05 and 1.00; of 1.10 and 1.10
+    assert!(md.contains("| mean of 2 benchmarks @ step 10 | source |  |  | 1.0250 | 1.0M |"), "{md}");
+    assert!(md.contains("| mean of 2 benchmarks @ step 20 | source |  |  | 1.1000 | 2.0M |"), "{md}");
+    for stem in ["gain_tokens", "gain_flops"] {
+        assert!(is_png(&out.join(format!("{stem}.png"))), "{stem}");
+    }
+}
