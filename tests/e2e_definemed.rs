@@ -146,9 +146,15 @@ fn pipelines_prompt_and_human_labels_use_one_label_set() {
         line.split('"').nth(1).unwrap().to_string()
     };
     let mut sets = BTreeSet::new();
-    for f in ["pipelines/definemed.flow", "pipelines/training-dynamics.flow"] {
+    for f in [
+        "pipelines/definemed.flow",
+        "pipelines/training-dynamics.flow",
+    ] {
         let text = std::fs::read_to_string(Path::new(ROOT).join(f)).unwrap();
-        sets.insert(BTreeSet::from([param(&text, "positive"), param(&text, "negative")]));
+        sets.insert(BTreeSet::from([
+            param(&text, "positive"),
+            param(&text, "negative"),
+        ]));
         assert!(text.contains("param annotate_max_chars = "), "{f}");
     }
     let human = std::fs::read_to_string(Path::new(ROOT).join("data/demo/labels.csv")).unwrap();
@@ -160,7 +166,8 @@ fn pipelines_prompt_and_human_labels_use_one_label_set() {
             .map(str::to_string)
             .collect(),
     );
-    let prompt = std::fs::read_to_string(Path::new(ROOT).join("data/demo/annotate_prompt.txt")).unwrap();
+    let prompt =
+        std::fs::read_to_string(Path::new(ROOT).join("data/demo/annotate_prompt.txt")).unwrap();
     let asked: BTreeSet<String> = prompt
         .split("{\"label\": \"")
         .skip(1)
@@ -170,8 +177,12 @@ fn pipelines_prompt_and_human_labels_use_one_label_set() {
         .collect();
     sets.insert(asked);
     assert_eq!(sets.len(), 1, "label sets differ: {sets:?}");
-    let curate = std::fs::read_to_string(Path::new(ROOT).join("pipelines/definemed/curate.flow")).unwrap();
-    assert!(curate.contains("max_chars: annotate_max_chars"), "max_chars is a param");
+    let curate =
+        std::fs::read_to_string(Path::new(ROOT).join("pipelines/definemed/curate.flow")).unwrap();
+    assert!(
+        curate.contains("max_chars: annotate_max_chars"),
+        "max_chars is a param"
+    );
 }
 
 #[test]

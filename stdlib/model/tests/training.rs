@@ -248,7 +248,8 @@ fn checkpoint_steps_cover_every_decade_and_never_copy_the_source() {
             continue;
         }
         assert!(
-            s.iter().any(|&x| (lo..hi).contains(&(x as f64 * tokens_per_step))),
+            s.iter()
+                .any(|&x| (lo..hi).contains(&(x as f64 * tokens_per_step))),
             "no checkpoint between {lo:.1e} and {hi:.1e} tokens: {s:?}"
         );
     }

@@ -301,7 +301,14 @@ pub(super) fn davidson_section(
             "strength π",
             "π / (π + π_bl)",
             "P(win) + P(tie)/2",
-            &format!("95% CI ({})", if metric == "score" { "score" } else { "π / (π + π_bl)" }),
+            &format!(
+                "95% CI ({})",
+                if metric == "score" {
+                    "score"
+                } else {
+                    "π / (π + π_bl)"
+                }
+            ),
             "W/T/L",
             "tokens seen",
         ]
@@ -632,7 +639,12 @@ pub(super) fn training_section(
         references: Vec::new(),
         x_log10: false,
     });
-    doc.figure(dir, "training_loss", &loss, "Training loss per optimizer step")?;
+    doc.figure(
+        dir,
+        "training_loss",
+        &loss,
+        "Training loss per optimizer step",
+    )?;
     let lr_series: Vec<Series> = runs
         .iter()
         .map(|(name, rows)| Series {
@@ -653,7 +665,12 @@ pub(super) fn training_section(
             references: Vec::new(),
             x_log10: false,
         });
-        doc.figure(dir, "learning_rate", &lr, "Learning rate of each optimizer step")?;
+        doc.figure(
+            dir,
+            "learning_rate",
+            &lr,
+            "Learning rate of each optimizer step",
+        )?;
     }
     Ok(())
 }
@@ -684,11 +701,20 @@ pub(super) fn gain_section(
             .cloned()
             .unwrap_or_else(|| format!("benchmark {}", i + 1));
         // Grouped by the baseline's full path (one artifact), shown by its name.
-        let baseline_key = j["baseline"]["source"].as_str().unwrap_or("baseline").to_owned();
+        let baseline_key = j["baseline"]["source"]
+            .as_str()
+            .unwrap_or("baseline")
+            .to_owned();
         let baseline = base_name(&baseline_key);
         let base_acc = f(&j["baseline"]["acc"]);
-        for g in j["scores"].as_array().map(Vec::as_slice).unwrap_or_default() {
-            let Some(value) = f(&g["g_rel"]) else { continue };
+        for g in j["scores"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            let Some(value) = f(&g["g_rel"]) else {
+                continue;
+            };
             let ck = g["checkpoint"].as_object();
             let step = ck.and_then(|c| c.get("step")).and_then(Json::as_u64);
             let tokens = ck.and_then(|c| c.get("tokens_seen")).and_then(f);
@@ -714,9 +740,9 @@ pub(super) fn gain_section(
                 interval: None,
             });
             if let Some(s) = step {
-                let e = mean
-                    .entry((baseline_key.clone(), s))
-                    .or_insert((tokens, flops, Vec::new()));
+                let e =
+                    mean.entry((baseline_key.clone(), s))
+                        .or_insert((tokens, flops, Vec::new()));
                 e.2.push(value);
             }
         }
@@ -745,9 +771,16 @@ pub(super) fn gain_section(
         });
     }
     doc.table(&Table {
-        header: ["checkpoint", "baseline", "acc", "baseline acc", "G_rel", "tokens seen"]
-            .map(String::from)
-            .to_vec(),
+        header: [
+            "checkpoint",
+            "baseline",
+            "acc",
+            "baseline acc",
+            "G_rel",
+            "tokens seen",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows,
     });
     trajectories(

@@ -75,7 +75,10 @@ pub(crate) fn sample_artifacts(root: &Path) -> Vec<(&'static str, Value)> {
         scores.insert(m.clone(), json!(s));
         let r = 0.5 + 0.08 * i as f64;
         rel.insert(m.clone(), json!(r));
-        ci.insert(m.clone(), json!({"score": [s - 0.04, s + 0.04], "relative_strength": [r - 0.05, r + 0.05]}));
+        ci.insert(
+            m.clone(),
+            json!({"score": [s - 0.04, s + 0.04], "relative_strength": [r - 0.05, r + 0.05]}),
+        );
         cks.insert(m.clone(), json!({"tokens_seen": 1.0e9 * (1u64 << i) as f64, "flops": 6.0 * n_params * 1.0e9 * (1u64 << i) as f64}));
         counts.insert(
             m.clone(),
@@ -255,7 +258,10 @@ fn davidson_section_names_the_plotted_figure_and_flags_an_all_tie_judge() {
     let out = tmp.path().join("out");
     run_op(&Report, &params, &out).unwrap();
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("Plotted: **the normalised strength π / (π + π_baseline)**"), "{md}");
+    assert!(
+        md.contains("Plotted: **the normalised strength π / (π + π_baseline)**"),
+        "{md}"
+    );
     assert!(!md.contains("could not discriminate"), "{md}");
     let svg = std::fs::read_to_string(out.join("davidson_tokens.svg")).unwrap();
     assert!(svg.contains("normalised strength"), "{svg}");
@@ -263,8 +269,14 @@ fn davidson_section_names_the_plotted_figure_and_flags_an_all_tie_judge() {
     let out = tmp.path().join("out_score");
     run_op(&Report, &params, &out).unwrap();
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("Plotted: **the score P(win) + P(tie)/2**"), "{md}");
-    assert!(md.contains("| ckpt-2 | source | – | 0.660 | 0.600 | [0.560, 0.640] | 12/5/8 | 4.0B |"), "{md}");
+    assert!(
+        md.contains("Plotted: **the score P(win) + P(tie)/2**"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| ckpt-2 | source | – | 0.660 | 0.600 | [0.560, 0.640] | 12/5/8 | 4.0B |"),
+        "{md}"
+    );
     // A judge that answered only ties (the demo's 135M judge).
     let dav = tmp.path().join("ties");
     put(
@@ -275,12 +287,20 @@ fn davidson_section_names_the_plotted_figure_and_flags_an_all_tie_judge() {
             "counts": {"source": {"wins": 0, "ties": 24, "losses": 0}, "step-2": {"wins": 0, "ties": 24, "losses": 0}}}),
     );
     let out = tmp.path().join("out_ties");
-    run_op(&Report, &[("davidson", Value::List(vec![Value::Path(dav)]))], &out).unwrap();
+    run_op(
+        &Report,
+        &[("davidson", Value::List(vec![Value::Path(dav)]))],
+        &out,
+    )
+    .unwrap();
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("The judge could not discriminate against source: every one of its 24 comparisons is a tie"), "{md}");
     assert!(md.contains("gpt-4.1-mini"), "{md}");
     // Without `relative_strength` (older artifacts) it comes from the strengths.
-    assert!(md.contains("| step-2 | source | 0.5000 | 0.500 | 0.500 |"), "{md}");
+    assert!(
+        md.contains("| step-2 | source | 0.5000 | 0.500 | 0.500 |"),
+        "{md}"
+    );
 }
 
 /// Issue 13, item 6: the loss curve and the learning-rate schedule of each
@@ -293,10 +313,17 @@ fn training_section_plots_loss_and_learning_rate() {
     // 10 steps: warmup over 2 steps to 1e-4, then linear decay; loss falls 3.0 -> 2.1.
     let mut lines = String::new();
     for step in 1..=10 {
-        let lr = if step <= 2 { 1e-4 * (step - 1) as f64 / 2.0 } else { 1e-4 * (10 - step + 1) as f64 / 8.0 };
+        let lr = if step <= 2 {
+            1e-4 * (step - 1) as f64 / 2.0
+        } else {
+            1e-4 * (10 - step + 1) as f64 / 8.0
+        };
         let lr = if step == 3 { 1e-4 } else { lr };
         let loss = 3.0 - 0.1 * (step - 1) as f64;
-        lines.push_str(&format!("{{\"step\": {step}, \"loss\": {loss}, \"lr\": {lr}, \"tokens_seen\": {}}}\n", step * 64));
+        lines.push_str(&format!(
+            "{{\"step\": {step}, \"loss\": {loss}, \"lr\": {lr}, \"tokens_seen\": {}}}\n",
+            step * 64
+        ));
     }
     std::fs::write(tr.join("losses.jsonl"), lines).unwrap();
     let out = tmp.path().join("out");
@@ -311,7 +338,10 @@ fn training_section_plots_loss_and_learning_rate() {
     .unwrap();
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("## Training: loss and learning rate"), "{md}");
-    assert!(md.contains("| S | 10 | 3.0000 | 2.1000 | 2.1000 | -0.9000 | 1.000e-4 | 3 |"), "{md}");
+    assert!(
+        md.contains("| S | 10 | 3.0000 | 2.1000 | 2.1000 | -0.9000 | 1.000e-4 | 3 |"),
+        "{md}"
+    );
     for stem in ["training_loss", "learning_rate"] {
         assert!(is_png(&out.join(format!("{stem}.png"))), "{stem}");
         assert!(md.contains(&format!("({stem}.png)")), "{md}");
@@ -332,7 +362,11 @@ fn gain_section_has_per_benchmark_and_mean_gains() {
             .enumerate()
             .map(|(i, a)| json!({"acc": a, "g_rel": a / base, "checkpoint": {"step": 10 * (i + 1), "tokens_seen": 1.0e6 * (i + 1) as f64, "flops": 6.0e14 * (i + 1) as f64}}))
             .collect();
-        put(&d, "relative_gain.json", &json!({"metric": "acc", "baseline": {"source": "/store/source", "acc": base}, "scores": scores}));
+        put(
+            &d,
+            "relative_gain.json",
+            &json!({"metric": "acc", "baseline": {"source": "/store/source", "acc": base}, "scores": scores}),
+        );
         gains.push(Value::Path(d));
     }
     let out = tmp.path().join("out");
@@ -340,17 +374,35 @@ fn gain_section_has_per_benchmark_and_mean_gains() {
         &Report,
         &[
             ("gain", Value::List(gains)),
-            ("gain_series", Value::List(vec![Value::Str("MMLU-X".into()), Value::Str("MedQA".into())])),
+            (
+                "gain_series",
+                Value::List(vec![
+                    Value::Str("MMLU-X".into()),
+                    Value::Str("MedQA".into()),
+                ]),
+            ),
         ],
         &out,
     )
     .unwrap();
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("| MMLU-X @ step 20 | source | 0.4400 | 0.4000 | 1.1000 | 2.0M |"), "{md}");
-    assert!(md.contains("| MedQA @ step 10 | source | 0.5000 | 0.5000 | 1.0000 | 1.0M |"), "{md}");
+    assert!(
+        md.contains("| MMLU-X @ step 20 | source | 0.4400 | 0.4000 | 1.1000 | 2.0M |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| MedQA @ step 10 | source | 0.5000 | 0.5000 | 1.0000 | 1.0M |"),
+        "{md}"
+    );
     // mean of 1.05 and 1.00; of 1.10 and 1.10
-    assert!(md.contains("| mean of 2 benchmarks @ step 10 | source |  |  | 1.0250 | 1.0M |"), "{md}");
-    assert!(md.contains("| mean of 2 benchmarks @ step 20 | source |  |  | 1.1000 | 2.0M |"), "{md}");
+    assert!(
+        md.contains("| mean of 2 benchmarks @ step 10 | source |  |  | 1.0250 | 1.0M |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| mean of 2 benchmarks @ step 20 | source |  |  | 1.1000 | 2.0M |"),
+        "{md}"
+    );
     for stem in ["gain_tokens", "gain_flops"] {
         assert!(is_png(&out.join(format!("{stem}.png"))), "{stem}");
     }

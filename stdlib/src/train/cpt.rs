@@ -155,7 +155,8 @@ impl Op for Train {
                 "parameter `checkpoints`: expected >= 0, got {checkpoints}"
             ));
         }
-        let (warmup_ratio, warmup_steps) = warmup(ctx.float("warmup_ratio")?, ctx.int("warmup_steps")?)?;
+        let (warmup_ratio, warmup_steps) =
+            warmup(ctx.float("warmup_ratio")?, ctx.int("warmup_steps")?)?;
         let cfg = TrainConfig {
             lr,
             weight_decay: non_negative(ctx, "weight_decay")?,
@@ -359,7 +360,11 @@ mod tests {
         let lrs: Vec<f64> = std::fs::read_to_string(out.path().join("losses.jsonl"))
             .unwrap()
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["lr"].as_f64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["lr"]
+                    .as_f64()
+                    .unwrap()
+            })
             .collect();
         let want: Vec<f64> = (0..4).map(|s| 1e-3 * s as f64 / 500.0).collect();
         for (a, b) in lrs.iter().zip(&want) {

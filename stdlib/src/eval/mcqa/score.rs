@@ -10,8 +10,8 @@ use serde_json::Value as Json;
 use crate::model::runtime::{LanguageModel, LogLikelihood};
 use crate::op::OpResult;
 
-use super::*;
 use super::py_random::PyRandom;
+use super::*;
 
 /// What `mcqa` needs of a model: tokenisation and scoring.
 pub trait Scorer {
@@ -134,7 +134,11 @@ pub fn score_items<S: Scorer + ?Sized>(
             } else if let Some(rng) = rng.as_mut() {
                 // lm-eval's ContextSampler: rnd.sample(docs, shots), one draw
                 // per evaluated document, in document order.
-                drawn = rng.sample(all.len(), shots).into_iter().map(|i| all[i]).collect();
+                drawn = rng
+                    .sample(all.len(), shots)
+                    .into_iter()
+                    .map(|i| all[i])
+                    .collect();
                 &drawn
             } else {
                 let available = pool
