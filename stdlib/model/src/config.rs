@@ -405,11 +405,26 @@ mod tests {
     /// intermediate_size, num_hidden_layers, num_attention_heads,
     /// num_key_value_heads, head_dim, vocab_size, tie_word_embeddings).
     /// The table's FLOPs are the paper's numbers.
+    /// (name, arch, hidden, intermediate, layers, heads, kv heads, head_dim, vocab, tied, FLOPs)
+    type Row = (
+        &'static str,
+        &'static str,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        bool,
+        f64,
+    );
+
     #[test]
     fn non_embedding_flops_reproduce_table_2_of_the_training_dynamics_paper() {
         // (name, arch, hidden, intermediate, layers, heads, kv heads, head_dim, vocab, tied, FLOPs)
         #[rustfmt::skip]
-        let rows: [(&str, &str, usize, usize, usize, usize, usize, usize, usize, bool, f64); 8] = [
+        let rows: [Row; 8] = [
             ("Qwen2.5-0.5B", "Qwen2ForCausalLM", 896, 4864, 24, 14, 2, 64, 151936, true, 2.03e19),
             ("Qwen2.5-1.5B", "Qwen2ForCausalLM", 1536, 8960, 28, 12, 2, 128, 151936, true, 7.42e19),
             ("Qwen2.5-3B", "Qwen2ForCausalLM", 2048, 11008, 36, 16, 2, 128, 151936, true, 1.57e20),

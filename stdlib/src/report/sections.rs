@@ -679,6 +679,9 @@ pub(super) fn training_section(
 /// `relative_gain` nodes, and its mean over the benchmarks that share a
 /// baseline model, per checkpoint step; plotted over tokens and FLOPs.
 /// `names`: one benchmark name per path, or empty.
+/// Tokens, FLOPs and the gains of one checkpoint step.
+type StepGains = (Option<f64>, Option<f64>, Vec<f64>);
+
 pub(super) fn gain_section(
     doc: &mut Doc,
     dir: &Path,
@@ -693,7 +696,7 @@ pub(super) fn gain_section(
     let mut rows = Vec::new();
     let mut points = Vec::new();
     // (baseline model, step) -> (tokens, flops, gains)
-    let mut mean: BTreeMap<(String, u64), (Option<f64>, Option<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut mean: BTreeMap<(String, u64), StepGains> = BTreeMap::new();
     for (i, p) in paths.iter().enumerate() {
         let j = artifact(p, "relative_gain.json")?;
         let bench = names

@@ -101,6 +101,7 @@ pub fn fewshot_pool(dev: &[McItem]) -> BTreeMap<String, Vec<&McItem>> {
 
 /// Scores every item of `bench`; `on_done` is told how many items finished
 /// and may stop the run by returning an error.
+#[allow(clippy::too_many_arguments)]
 pub fn score_items<S: Scorer + ?Sized>(
     scorer: &S,
     format: Format,
