@@ -215,6 +215,7 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
         "cpt",
         "merged",
         "mmlux_source",
+        "mmlux_cpt",
         "mmlux_merged",
         "medqa_source",
         "medqa_merged",
@@ -333,7 +334,8 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     for needle in [
         "MMLU-X source",
-        "MMLU-X merged",
+        "MMLU-X cpt+slerp",
+        "MMLU-X cpt @ step",
         "MedQA source",
         "Relative gain G_rel",
         "Training: loss and learning rate",
