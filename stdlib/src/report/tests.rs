@@ -407,3 +407,48 @@ fn gain_section_has_per_benchmark_and_mean_gains() {
         assert!(is_png(&out.join(format!("{stem}.png"))), "{stem}");
     }
 }
+
+/// Issue 13, item 4: each order's verdict is kept and shown as a flow from
+/// the A-first verdict to the B-first one, with the combining rule stated.
+#[test]
+fn judge_section_shows_per_order_flows_and_the_combining_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let jd = tmp.path().join("judge");
+    put(
+        &jd,
+        "judge.json",
+        &json!({"model_a": "step-2", "model_b": "source", "wins": 1, "ties": 2, "losses": 0, "unparseable": 1, "inconsistent": 1}),
+    );
+    // q1: A wins in both orders (first order "A", swapped order "B");
+    // q2: A first says A, B first says A (= model b): disagreement;
+    // q3: ties in both; q4: unreadable first order.
+    let lines = [
+        json!({"id": "q1", "model_a": "step-2", "model_b": "source", "a_first": {"winner": "A"}, "b_first": {"winner": "B"}}),
+        json!({"id": "q2", "model_a": "step-2", "model_b": "source", "a_first": {"winner": "A"}, "b_first": {"winner": "A"}}),
+        json!({"id": "q3", "model_a": "step-2", "model_b": "source", "a_first": {"winner": "0"}, "b_first": {"winner": "0"}}),
+        json!({"id": "q4", "model_a": "step-2", "model_b": "source", "a_first": {"winner": null}, "b_first": {"winner": "0"}}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(jd.join("verdicts.jsonl"), text).unwrap();
+    let out = tmp.path().join("out");
+    run_op(
+        &Report,
+        &[("judge", Value::List(vec![Value::Path(jd)]))],
+        &out,
+    )
+    .unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("they disagree → a tie"), "{md}");
+    assert!(
+        md.contains("| step-2 vs source | win | 1 | 0 | 1 | 0 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| step-2 vs source | tie | 0 | 1 | 0 | 0 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| step-2 vs source | unreadable | 0 | 1 | 0 | 0 |"),
+        "{md}"
+    );
+}
