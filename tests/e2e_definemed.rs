@@ -338,6 +338,8 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
         "MMLU-X cpt @ step",
         "MedQA source",
         "Relative gain G_rel",
+        "## Curation",
+        "tokens after packing",
         "Training: loss and learning rate",
         "Davidson",
         "step-",

@@ -115,6 +115,7 @@ impl Op for Report {
                 Param::optional("mcqa_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "series name per item of `mcqa` (a map node is one item), e.g. source, cpt+slerp, 14B; empty: checkpoints vs model names"),
                 Param::optional("metric", Type::Enum(vec!["acc".into(), "acc_norm".into()]), Value::Str("acc".into()), "the MCQA figure to plot"),
                 Param::optional("davidson", dirs(), Value::List(vec![]), "davidson nodes"),
+                Param::optional("curation", dirs(), Value::List(vec![]), "curation nodes (annotate, agreement, train_classifier, filter, dedup, pack): the curation statistics table"),
                 Param::optional("gain", dirs(), Value::List(vec![]), "relative_gain nodes (one per benchmark and baseline)"),
                 Param::optional("gain_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "a benchmark name per item of `gain`, e.g. MMLU-X, MedQA"),
                 Param::optional("davidson_metric", Type::Enum(vec!["relative_strength".into(), "score".into()]), Value::Str("relative_strength".into()), "the Davidson figure to plot: the normalised strength π/(π+π_baseline) or the score P(win)+P(tie)/2 (both are in the table)"),
@@ -163,6 +164,7 @@ impl Op for Report {
             &series,
             ctx.str("metric")?,
         )?;
+        curation_section(&mut doc, &dirs(ctx, "curation")?)?;
         let gains = dirs(ctx, "gain")?;
         let gain_names = series_names(
             ctx,

@@ -452,3 +452,72 @@ fn judge_section_shows_per_order_flows_and_the_combining_rule() {
         "{md}"
     );
 }
+
+/// Issue 13, item 5: the curation statistics of 004 Appendix C from the
+/// curation ops' outputs, beside the paper's values.
+#[test]
+fn curation_section_lists_the_pipeline_statistics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("annotate");
+    put(
+        &a,
+        "annotate.json",
+        &json!({"n": 40, "labels": {"medizinisch": 15, "allgemein": 25}, "unparseable": 0}),
+    );
+    let g = tmp.path().join("agree");
+    put(
+        &g,
+        "agreement.json",
+        &json!({"compared": 24, "majority": {"f1": 0.9, "precision": 0.95, "recall": 0.857}}),
+    );
+    let c = tmp.path().join("classifier");
+    put(
+        &c,
+        "classifier.json",
+        &json!({"threshold": 0.42, "valid": {"precision": 0.8, "recall": 0.75, "f1": 0.774}}),
+    );
+    let fl = tmp.path().join("filter");
+    put(
+        &fl,
+        "filter.json",
+        &json!({"documents_in": 334, "documents_out": 120}),
+    );
+    let d = tmp.path().join("dedup");
+    put(
+        &d,
+        "dedup.json",
+        &json!({"documents_in": 120, "documents_out": 110, "exact_duplicates": 6, "near_duplicates": 4}),
+    );
+    let pk = tmp.path().join("pack");
+    put(
+        &pk,
+        "pack.json",
+        &json!({"tokens": 51200, "sequences": 400}),
+    );
+    let list = Value::List([a, g, c, fl, d, pk].into_iter().map(Value::Path).collect());
+    let out = tmp.path().join("out");
+    run_op(&Report, &[("curation", list)], &out).unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Curation"), "{md}");
+    for row in [
+        "| documents sampled and labelled by the LLM | 40 | 260k",
+        "| LLM vs human majority: F1 | 0.900 | 0.911 |",
+        "| classifier precision (validation split) | 0.800 | 0.95 (test set) |",
+        "| documents kept as medical | 120 | 7.3M |",
+        "| documents after deduplication | 110 | 7.3M unique |",
+        "| tokens after packing | 51.2k | 9.5B",
+    ] {
+        assert!(md.contains(row), "missing {row:?}:\n{md}");
+    }
+    // A directory of another kind is an error naming it.
+    let err = run_op(
+        &Report,
+        &[(
+            "curation",
+            Value::List(vec![Value::Path(tmp.path().join("out"))]),
+        )],
+        &tmp.path().join("o2"),
+    )
+    .unwrap_err();
+    assert!(format!("{err:?}").contains("holds none of"), "{err:?}");
+}
