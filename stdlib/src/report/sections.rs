@@ -876,7 +876,7 @@ pub(super) fn curation_section(doc: &mut Doc, paths: &[PathBuf]) -> OpResult<()>
     let mut row = |what: &str, value: String, paper: &str| {
         rows.push(vec![what.to_owned(), value, paper.to_owned()]);
     };
-    let num = |v: &Json| f(v).map_or("–".into(), |x| human(x));
+    let num = |v: &Json| f(v).map_or("–".into(), human);
     let frac = |v: &Json| fmt_opt(f(v), 3);
     for p in paths {
         let read = |name: &str| -> OpResult<Option<Json>> {
