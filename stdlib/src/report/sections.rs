@@ -229,6 +229,10 @@ pub(super) fn davidson_section(
             })
             .unwrap_or_default();
         let (mut wins, mut losses) = (0.0, 0.0);
+        // A model without lineage besides the baseline (the source judged
+        // against the larger model) is the curve's starting point.
+        let mut start: Option<(String, f64)> = None;
+        let mut last: Option<(String, f64, f64)> = None;
         for m in &models {
             let score = f(&j["score"][m.as_str()]);
             // Older artifacts have no normalised strength: from the strengths.
@@ -266,6 +270,16 @@ pub(super) fn davidson_section(
                 continue;
             }
             let v = if metric == "score" { score } else { rel };
+            let tokens = ck.and_then(|c| f(&c["tokens_seen"]));
+            match (v, tokens) {
+                (Some(v), None) => start = Some((m.clone(), v)),
+                (Some(v), Some(t))
+                    if last.as_ref().is_none_or(|l: &(String, f64, f64)| t >= l.1) =>
+                {
+                    last = Some((m.clone(), t, v))
+                }
+                _ => {}
+            }
             if let Some(v) = v {
                 points.push(Point {
                     series: series.clone(),
@@ -287,6 +301,13 @@ pub(super) fn davidson_section(
             format!("{} comparisons", j["comparisons"]),
             String::new(),
         ]);
+        if let (Some((m0, v0)), Some((m1, t1, v1))) = (&start, &last) {
+            doc.para(&format!(
+                "Against {baseline}: {m0} starts at {v0:.3}; the last checkpoint ({m1}, {} tokens) reaches {v1:.3}, {} the starting value (the training-dynamics paper's §5.3 reports e.g. 0.055 → 0.142 for Qwen2.5-3B against 7B).",
+                human(*t1),
+                if *v0 > 0.0 { format!("{:.2}×", v1 / v0) } else { "undefined times".to_owned() }
+            ));
+        }
         if wins + losses == 0.0 && f(&j["comparisons"]).unwrap_or(0.0) > 0.0 {
             doc.para(&format!(
                 "**The judge could not discriminate against {baseline}: every one of its {} comparisons is a tie**, so every strength is equal and every value is 0.5 — this says nothing about the models. Use a judge that can tell responses apart: a large instruction-tuned model through an endpoint (the training-dynamics paper used gpt-4.1-mini; `judge_model`, `judge_url`, `judge_key_env` in the pipeline), or at least a larger local model than the ones judged.",
@@ -736,7 +757,11 @@ pub(super) fn gain_section(
                 tokens.map_or("–".into(), human),
             ]);
             points.push(Point {
-                series: format!("{bench} vs {baseline}"),
+                series: if names.is_empty() {
+                    format!("{bench} vs {baseline}")
+                } else {
+                    bench.clone()
+                },
                 label,
                 tokens,
                 flops,

@@ -521,3 +521,31 @@ fn curation_section_lists_the_pipeline_statistics() {
     .unwrap_err();
     assert!(format!("{err:?}").contains("holds none of"), "{err:?}");
 }
+
+/// Issue 13, item 1: the source judged against the larger model is the
+/// starting point of the curve against it, and the report gives the ratio
+/// after adaptation.
+#[test]
+fn davidson_section_gives_the_starting_point_and_ratio_against_the_larger_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dav = tmp.path().join("vs_larger");
+    put(
+        &dav,
+        "davidson.json",
+        &json!({"models": ["larger", "source", "step-2", "step-8"], "baseline": "larger",
+            "relative_strength": {"larger": 0.5, "source": 0.055, "step-2": 0.1, "step-8": 0.142},
+            "strengths": {}, "score": {}, "tie": 0.5, "comparisons": 60,
+            "checkpoints": {"step-2": {"tokens_seen": 1.0e9}, "step-8": {"tokens_seen": 4.0e9}},
+            "counts": {"source": {"wins": 1, "ties": 2, "losses": 17}}}),
+    );
+    let out = tmp.path().join("out");
+    run_op(
+        &Report,
+        &[("davidson", Value::List(vec![Value::Path(dav)]))],
+        &out,
+    )
+    .unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    // 0.142 / 0.055 = 2.58
+    assert!(md.contains("Against larger: source starts at 0.055; the last checkpoint (step-8, 4.0B tokens) reaches 0.142, 2.58× the starting value"), "{md}");
+}
