@@ -549,3 +549,38 @@ fn davidson_section_gives_the_starting_point_and_ratio_against_the_larger_model(
     // 0.142 / 0.055 = 2.58
     assert!(md.contains("Against larger: source starts at 0.055; the last checkpoint (step-8, 4.0B tokens) reaches 0.142, 2.58× the starting value"), "{md}");
 }
+
+/// Issue 13, item 5: 002's average-accuracy table: the mean over the
+/// benchmarks one model (and checkpoint) was scored on.
+#[test]
+fn mcqa_section_averages_benchmarks_per_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut mcqa = Vec::new();
+    let mut series = Vec::new();
+    for (fmt, acc, name) in [
+        ("mmlux", 0.40, "MMLU-X source"),
+        ("medqa", 0.30, "MedQA source"),
+    ] {
+        let d = tmp.path().join(name.replace(' ', "_"));
+        let mut r = mcqa_result(acc, "/store/source", None);
+        r["format"] = json!(fmt);
+        put(&d, "mcqa.json", &r);
+        mcqa.push(Value::Path(d));
+        series.push(Value::Str(name.into()));
+    }
+    let out = tmp.path().join("out");
+    run_op(
+        &Report,
+        &[
+            ("mcqa", Value::List(mcqa)),
+            ("mcqa_series", Value::List(series)),
+        ],
+        &out,
+    )
+    .unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("| MMLU-X source / MedQA source | – | medqa, mmlux | 35.00 |"),
+        "{md}"
+    );
+}
