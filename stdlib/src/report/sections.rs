@@ -92,6 +92,9 @@ pub(super) fn trajectories(
     Ok(())
 }
 
+/// One benchmark's (format, value, label) for a model.
+type Scored = (String, f64, String);
+
 pub(super) fn mcqa_section(
     doc: &mut Doc,
     dir: &Path,
@@ -114,7 +117,7 @@ pub(super) fn mcqa_section(
     let mut points = Vec::new();
     let mut bars = Vec::new();
     // (model, step) -> (benchmark format, value, label): 002's average accuracy.
-    let mut by_model: BTreeMap<(String, Option<u64>), Vec<(String, f64, String)>> = BTreeMap::new();
+    let mut by_model: BTreeMap<(String, Option<u64>), Vec<Scored>> = BTreeMap::new();
     for (i, p) in paths.iter().enumerate() {
         let j = McqaResult::read(p).wrap_err("report: parameter `mcqa`")?;
         let ck = j.checkpoint.as_ref().filter(|c| c.is_object());
