@@ -45,7 +45,7 @@ fn tiny_model(golden: &str, to: &Path) {
 
 /// Serves `/v1/chat/completions` on loopback, answering `{"label": ..}`:
 /// "medizinisch" when the document (between the demo prompt's triple
-/// quotes) names a medical word, else "nicht-medizinisch". Returns the
+/// quotes) names a medical word, else "allgemein". Returns the
 /// server (it stops when dropped) and its base URL.
 fn keyword_annotator() -> (http::HttpServer, String) {
     const MEDICAL: [&str; 10] = [
@@ -71,7 +71,7 @@ fn keyword_annotator() -> (http::HttpServer, String) {
         let label = if MEDICAL.iter().any(|w| doc.contains(w)) {
             "medizinisch"
         } else {
-            "nicht-medizinisch"
+            "allgemein"
         };
         let content = serde_json::json!({ "label": label }).to_string();
         http::Response::json(
@@ -133,6 +133,58 @@ fn num(v: &Value, what: &str) -> f64 {
         .unwrap_or_else(|| panic!("{what} is not a number: {v}"))
 }
 
+/// Issue 13, item 13: one label set everywhere. The pipelines' `positive` /
+/// `negative`, the labels the demo annotation prompt asks for, and the
+/// labels of the human annotations are the same two strings.
+#[test]
+fn pipelines_prompt_and_human_labels_use_one_label_set() {
+    let param = |text: &str, name: &str| -> String {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("param {name} = ")))
+            .unwrap_or_else(|| panic!("no param {name}"));
+        line.split('"').nth(1).unwrap().to_string()
+    };
+    let mut sets = BTreeSet::new();
+    for f in [
+        "pipelines/definemed.flow",
+        "pipelines/training-dynamics.flow",
+    ] {
+        let text = std::fs::read_to_string(Path::new(ROOT).join(f)).unwrap();
+        sets.insert(BTreeSet::from([
+            param(&text, "positive"),
+            param(&text, "negative"),
+        ]));
+        assert!(text.contains("param annotate_max_chars = "), "{f}");
+    }
+    let human = std::fs::read_to_string(Path::new(ROOT).join("data/demo/labels.csv")).unwrap();
+    sets.insert(
+        human
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.rsplit(',').next())
+            .map(str::to_string)
+            .collect(),
+    );
+    let prompt =
+        std::fs::read_to_string(Path::new(ROOT).join("data/demo/annotate_prompt.txt")).unwrap();
+    let asked: BTreeSet<String> = prompt
+        .split("{\"label\": \"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .filter(|s| !s.starts_with('<'))
+        .map(str::to_string)
+        .collect();
+    sets.insert(asked);
+    assert_eq!(sets.len(), 1, "label sets differ: {sets:?}");
+    let curate =
+        std::fs::read_to_string(Path::new(ROOT).join("pipelines/definemed/curate.flow")).unwrap();
+    assert!(
+        curate.contains("max_chars: annotate_max_chars"),
+        "max_chars is a param"
+    );
+}
+
 #[test]
 fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
     let (_annotator, url) = keyword_annotator();
@@ -163,10 +215,15 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
         "cpt",
         "merged",
         "mmlux_source",
+        "mmlux_cpt",
         "mmlux_merged",
         "medqa_source",
         "medqa_merged",
         "gain",
+        "mmlux_larger",
+        "medqa_larger",
+        "gain_larger",
+        "source_vs_larger",
         "answers_source",
         "answers_larger",
         "answers",
@@ -281,8 +338,13 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     for needle in [
         "MMLU-X source",
-        "MMLU-X merged",
+        "MMLU-X cpt+slerp",
+        "MMLU-X cpt @ step",
         "MedQA source",
+        "Relative gain G_rel",
+        "## Curation",
+        "tokens after packing",
+        "Training: loss and learning rate",
         "Davidson",
         "step-",
     ] {
@@ -360,7 +422,7 @@ import "{ROOT}/pipelines/training-dynamics.flow" as td with {{
     seq_len: 32,
     effective_batch: 2,
     micro_batch: 2,
-    max_steps: 2,
+    max_steps: 3,
     checkpoints: 2,
     max_new_tokens: 8,
     judge_tokens: 8,

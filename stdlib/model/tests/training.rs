@@ -225,24 +225,67 @@ fn activation_checkpointing_gives_identical_gradients() {
     assert_eq!(t1.grads().data, t2.grads().data);
 }
 
+/// Issue 13, item 9: 18 checkpoints of one epoch of FineMed-de (9.5B tokens
+/// at 128 × 4096 tokens a step: about 18,000 steps, warmup ratio 0.1 = 1,800
+/// steps). The old log spacing put step 1 (trained at lr 0: a copy of the
+/// source) first, 14 of 18 inside warmup and 3 between 1B and 9.5B tokens.
 #[test]
-fn checkpoint_steps_are_log_spaced() {
-    let s = checkpoint_steps(1000, 18);
-    assert_eq!(s.len(), 18);
-    assert_eq!((s[0], s[17]), (1, 1000));
-    assert!(s.windows(2).all(|w| w[0] < w[1]));
-    // the crowded early steps are pushed apart, the rest are the rounded geometric sequence
-    assert_eq!(&s[..5], &[1, 2, 3, 4, 5]);
-    for (k, &x) in s.iter().enumerate().skip(5) {
-        let ideal = 1000f64.powf(k as f64 / 17.0);
+fn checkpoint_steps_cover_every_decade_and_never_copy_the_source() {
+    let (total, n, warmup) = (18_000, 18, 1_800);
+    let tokens_per_step = 128.0 * 4096.0;
+    let s = checkpoint_steps(total, n, warmup);
+    assert_eq!(s.len(), n, "{s:?}");
+    assert!(s.windows(2).all(|w| w[0] < w[1]), "{s:?}");
+    assert_eq!(*s.last().unwrap(), total);
+    // Step 1's update ran at warmup factor 0/1800: it is the source model.
+    assert!(s[0] >= 2, "{s:?}");
+    // Every decade of tokens seen, from the first step's 0.5M to 9.4B, holds one.
+    for decade in 5..10 {
+        let (lo, hi) = (10f64.powi(decade), 10f64.powi(decade + 1));
+        let lo = lo.max(2.0 * tokens_per_step);
+        let hi = hi.min(total as f64 * tokens_per_step + 1.0);
+        if lo >= hi {
+            continue;
+        }
         assert!(
-            (x as f64 - ideal).abs() <= 0.5 + 1e-9,
-            "{k}: {x} vs {ideal}"
+            s.iter()
+                .any(|&x| (lo..hi).contains(&(x as f64 * tokens_per_step))),
+            "no checkpoint between {lo:.1e} and {hi:.1e} tokens: {s:?}"
         );
     }
-    assert_eq!(checkpoint_steps(4, 3), vec![1, 2, 4]);
-    assert_eq!(checkpoint_steps(3, 18), vec![1, 2, 3]);
-    assert_eq!(checkpoint_steps(5, 1), vec![5]);
+    // Where the seeds' findings sit: most checkpoints after 1B tokens.
+    let after_1b = s
+        .iter()
+        .filter(|&&x| x as f64 * tokens_per_step >= 1e9)
+        .count();
+    assert!(after_1b >= 12, "{after_1b} after 1B tokens: {s:?}");
+    let in_warmup = s.iter().filter(|&&x| x < warmup).count();
+    assert!(in_warmup <= 4, "{in_warmup} inside warmup: {s:?}");
+    // The documented example.
+    assert_eq!(&s[..5], &[2, 18, 180, 1286, 1800]);
+
+    // Without warmup step 1 already moved the weights and may be a checkpoint.
+    assert_eq!(checkpoint_steps(3, 18, 0), vec![1, 2, 3]);
+    assert_eq!(checkpoint_steps(3, 18, 1), vec![2, 3]);
+    assert_eq!(checkpoint_steps(4, 3, 1), vec![2, 3, 4]);
+    assert_eq!(checkpoint_steps(5, 1, 1), vec![5]);
+    assert_eq!(checkpoint_steps(1, 4, 1), Vec::<usize>::new());
+    // Always n distinct steps in range when that many are allowed.
+    for total in 1..200 {
+        for n in 1..20 {
+            for warmup in [0, 1, total / 10] {
+                let s = checkpoint_steps(total, n, warmup);
+                let first = if warmup > 0 { 2 } else { 1 };
+                let allowed = (total + 1).saturating_sub(first);
+                assert_eq!(s.len(), n.min(allowed), "{total} {n} {warmup}: {s:?}");
+                assert!(s.windows(2).all(|w| w[0] < w[1]), "{s:?}");
+                assert!(s.iter().all(|&x| x >= first && x <= total), "{s:?}");
+                if !s.is_empty() {
+                    assert_eq!(*s.last().unwrap(), total);
+                }
+            }
+        }
+    }
 }
 
 /// Writes a packed dataset of random documents (the `pack` op's format).

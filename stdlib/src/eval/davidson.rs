@@ -55,6 +55,16 @@ impl DavidsonFit {
         probabilities(self.strengths[i], self.strengths[j], self.tie)
     }
 
+    /// πᵢ / (πᵢ + πⱼ): `i`'s strength normalised against `j` (0.5 = parity).
+    pub fn relative_strength(&self, i: usize, j: usize) -> f64 {
+        let (pi, pj) = (self.strengths[i], self.strengths[j]);
+        if pi + pj > 0.0 {
+            pi / (pi + pj)
+        } else {
+            0.5
+        }
+    }
+
     /// P(i beats j) + P(tie)/2: `i`'s expected score against `j`.
     pub fn score(&self, i: usize, j: usize) -> f64 {
         let (w, t, _) = self.probabilities(i, j);
@@ -350,8 +360,8 @@ impl Op for Davidson {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "davidson",
-            version: 2,
-            doc: "Ranks models from pairwise verdicts (judge artifacts or JSONL files of {model_a, model_b, winner}) with the Davidson (1970) model: maximum-likelihood strengths (summing to 1), tie parameter, log-likelihood, each model's score against `baseline` (P(win) + P(tie)/2) and seeded bootstrap confidence intervals. Writes davidson.json.",
+            version: 3,
+            doc: "Ranks models from pairwise verdicts (judge artifacts or JSONL files of {model_a, model_b, winner}) with the Davidson (1970) model: maximum-likelihood strengths (summing to 1), tie parameter, log-likelihood, each model's score against `baseline` (P(win) + P(tie)/2), its normalised strength π/(π + π_baseline) and seeded bootstrap confidence intervals. Writes davidson.json.",
             params: vec![
                 Param::required(
                     "verdicts",
@@ -435,6 +445,7 @@ impl Op for Davidson {
         }
         let mut boot_strength: Vec<Vec<f64>> = vec![Vec::new(); n];
         let mut boot_score: Vec<Vec<f64>> = vec![Vec::new(); n];
+        let mut boot_rel: Vec<Vec<f64>> = vec![Vec::new(); n];
         let mut boot_tie = Vec::new();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         ctx.progress.set_total(b as u64, "resamples");
@@ -447,6 +458,7 @@ impl Op for Davidson {
             for i in 0..n {
                 boot_strength[i].push(f.strengths[i]);
                 boot_score[i].push(f.score(i, baseline));
+                boot_rel[i].push(f.relative_strength(i, baseline));
             }
             boot_tie.push(f.tie);
             ctx.progress.inc(1);
@@ -479,12 +491,14 @@ impl Op for Davidson {
         }
         let mut strengths = serde_json::Map::new();
         let mut scores = serde_json::Map::new();
+        let mut relative = serde_json::Map::new();
         let mut ci = serde_json::Map::new();
         let mut count_map = serde_json::Map::new();
         for (i, m) in set.models.iter().enumerate() {
             strengths.insert(m.clone(), json!(main.strengths[i]));
             scores.insert(m.clone(), json!(main.score(i, baseline)));
-            ci.insert(m.clone(), json!({"strength": interval(&mut boot_strength[i]), "score": interval(&mut boot_score[i])}));
+            relative.insert(m.clone(), json!(main.relative_strength(i, baseline)));
+            ci.insert(m.clone(), json!({"strength": interval(&mut boot_strength[i]), "score": interval(&mut boot_score[i]), "relative_strength": interval(&mut boot_rel[i])}));
             count_map.insert(
                 m.clone(),
                 json!({"wins": counts[i][0], "ties": counts[i][1], "losses": counts[i][2]}),
@@ -504,6 +518,7 @@ impl Op for Davidson {
             "loglik": main.loglik,
             "baseline": set.models[baseline],
             "score": scores,
+            "relative_strength": relative,
             "ci": ci,
             "tie_ci": interval(&mut boot_tie),
             "counts": count_map,
@@ -819,6 +834,12 @@ mod tests {
         assert!((j["strengths"]["ckpt"].as_f64().unwrap() - 0.75).abs() < 1e-9);
         assert!((j["score"]["ckpt"].as_f64().unwrap() - (0.5 + 1.0 / 6.0)).abs() < 1e-9);
         assert!((j["score"]["src"].as_f64().unwrap() - 0.5).abs() < 1e-12);
+        // Normalised strength: for two models Davidson's MLE has π₁/π₂ = W₁/W₂
+        // (the likelihood equations with a single pair), so π₁/(π₁+π₂) = 30/(30+10).
+        assert!((j["relative_strength"]["ckpt"].as_f64().unwrap() - 0.75).abs() < 1e-9);
+        assert!((j["relative_strength"]["src"].as_f64().unwrap() - 0.5).abs() < 1e-12);
+        let rci = j["ci"]["ckpt"]["relative_strength"].as_array().unwrap();
+        assert!(rci[0].as_f64().unwrap() < 0.75 && 0.75 < rci[1].as_f64().unwrap());
         assert_eq!(j["skipped"], 1);
         assert_eq!(j["counts"]["ckpt"]["wins"], 30);
         assert_eq!(j["checkpoints"]["ckpt"]["tokens_seen"], 100);

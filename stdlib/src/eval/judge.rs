@@ -40,37 +40,10 @@ use crate::merge::slerp::tensors::{write_atomic, write_json};
 use crate::model::generate::read_responses;
 use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
 
-/// The built-in template (the structure of the DeFineMed judge prompt:
-/// a system role, a JSON schema for the answer, optional context, the query
-/// and the two responses).
-pub const DEFAULT_TEMPLATE: &str = r#"messages:
-  - role: system
-    content: |
-      You judge pairs of responses to a query. Decide which response is better,
-      weighing correctness, clarity, completeness and relevance.
-  - role: user
-    content: |
-      Compare the two responses below. Answer with JSON that follows this schema:
-
-      {"type": "object", "properties": {"winner": {"type": "string", "enum": ["A", "B", "0"], "description": "The better response: 'A', 'B', or '0' for a tie."}}, "required": ["winner"]}
-      {% if context %}
-      Context:
-      {% for msg in context %}
-        {{ msg.role | capitalize }}:
-          {{ msg.content | indent(width=8) }}
-      {% endfor %}
-      {% endif %}
-      Query:
-        {{ query | indent(width=8) }}
-
-      Response A:
-        {{ response_a | indent(width=8) }}
-
-      Response B:
-        {{ response_b | indent(width=8) }}
-
-      Given the query and the context above, which response is better?
-"#;
+/// The built-in template: the judge prompt of the training-dynamics paper
+/// (004, Figure 4), verbatim, schema block included. The file is
+/// `prompts/judge_pairwise.yaml`; pass it (or an edited copy) as `template`.
+pub const DEFAULT_TEMPLATE: &str = include_str!("../../../prompts/judge_pairwise.yaml");
 
 /// The JSON schema of a judge's answer.
 pub fn answer_schema() -> Json {
@@ -518,13 +491,13 @@ impl Op for Judge {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "judge",
-            version: 4,
+            version: 5,
             doc: "Pairwise LLM-as-judge of two generate artifacts: every shared prompt judged in both orders (disagreement counts as a tie), raw answers saved in verdicts.jsonl ({model_a, model_b, winner: A|B|0|null, ...}), win/tie/loss counts of model a in judge.json. A prompt with a failed request is left out and counted (failed); more than max_failures of them, or a refused key (401/403), fail the op.",
             params: vec![
                 Param::required("a", Type::Either(Box::new(Type::Dir), Box::new(Type::File)), "generate node (or responses.jsonl) of model A, e.g. a checkpoint"),
                 Param::required("b", Type::Either(Box::new(Type::Dir), Box::new(Type::File)), "generate node (or responses.jsonl) of model B, e.g. the baseline"),
                 Param::required("judge", Type::Either(Box::new(Type::Model), Box::new(Type::Str)), "a model (runs locally) or the model name at an OpenAI-compatible `endpoint`"),
-                Param::optional("template", Type::Either(Box::new(Type::File), Box::new(Type::Str)), Value::Str(String::new()), "YAML {messages: [{role, content}]} with minijinja over query, response_a, response_b, context; empty: built-in"),
+                Param::optional("template", Type::Either(Box::new(Type::File), Box::new(Type::Str)), Value::Str(String::new()), "YAML {messages: [{role, content}]} with minijinja over query, response_a, response_b, context; empty: built-in (prompts/judge_pairwise.yaml, 004 Figure 4 verbatim)"),
                 Param::optional("endpoint", Type::Str, Value::Str("https://api.openai.com/v1".into()), "base URL of the OpenAI-compatible API"),
                 Param::optional("api_key_env", Type::Str, Value::Str("OPENAI_API_KEY".into()), "environment variable holding the API key; empty: no key is sent"),
                 Param::optional("name_a", Type::Str, Value::Str(String::new()), "name of model A in the verdicts; empty: `step-N` for a checkpoint, else the model directory's name"),
@@ -749,6 +722,40 @@ mod tests {
             .content
             .contains("Context:"));
         assert!(JudgeTemplate::parse("messages: 3", "t").is_err());
+    }
+
+    /// Issue 13, item 10: the default prompt is 004's Figure 4 word for word.
+    /// The expected lines are typed from the figure.
+    #[test]
+    fn default_template_is_figure_4_of_the_training_dynamics_paper() {
+        let t = JudgeTemplate::parse(DEFAULT_TEMPLATE, "built-in").unwrap();
+        let item = ResponseItem {
+            prompt: "Was ist Fieber?".into(),
+            response: String::new(),
+            context: vec![],
+        };
+        let msgs = t.render(&item, "Antwort eins", "Antwort zwei").unwrap();
+        assert_eq!(msgs[0].role, "system");
+        assert_eq!(
+            msgs[0].content.trim_end(),
+            "You are an AI assistant that evaluates pairs of responses\n\
+             to a given query. Your goal is to determine which response\n\
+             is better based on correctness, clarity, completeness,\n\
+             and relevance."
+        );
+        assert_eq!(msgs[1].role, "user");
+        let u = &msgs[1].content;
+        for line in [
+            "Compare the following two responses. Your answer needs\nto follow this JSON schema:",
+            "```json\n{\n  \"type\": \"object\",\n  \"properties\": {\n    \"winner\": {\n      \"type\": \"string\",\n      \"enum\": [\"A\", \"B\", \"0\"],",
+            "\"description\": \"The winning response, i.e. 'A', 'B' or '0' indicating a tie.\"",
+            "Query:\n  Was ist Fieber?",
+            "Response A:\n  Antwort eins",
+            "Response B:\n  Antwort zwei",
+            "Based on the query and context above,\nwhich response is better?",
+        ] {
+            assert!(u.contains(line), "missing {line:?} in\n{u}");
+        }
     }
 
     fn write_responses(dir: &Path, rows: &[(&str, &str)], checkpoint: Json) {

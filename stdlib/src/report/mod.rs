@@ -4,12 +4,14 @@
 //!
 //! Sections (each only when its artifacts are given):
 //! * MCQA accuracy per model and checkpoint, and its trajectory over tokens
-//!   seen and over training FLOPs (6·N·tokens, from `flow_checkpoint.json`
+//!   seen and over training FLOPs (6·N·tokens, N without the input embedding, from `flow_checkpoint.json`
 //!   lineage that the eval ops copy under `checkpoint`); models without
 //!   lineage (the source model, a larger reference) are reference lines.
+//! * G_rel per benchmark and its mean over benchmarks (relative_gain nodes).
 //! * Davidson scores against each ranking's baseline, and their trajectories.
 //! * Win/tie/loss distributions of the judge runs.
 //! * Failure modes (language mixing, verbosity, repetition).
+//! * The training run: loss and learning rate per step (losses.jsonl).
 //! * A compute table like the DeFineMed papers' Table 2: FLOPs, tokens,
 //!   device-hours, device, from the train artifacts.
 
@@ -106,13 +108,17 @@ impl Op for Report {
         };
         OpSpec {
             name: "report",
-            version: 3,
+            version: 4,
             doc: "Markdown (report.md) and self-contained HTML (report.html) report with PNG/SVG charts: MCQA accuracy per model and its trajectory over tokens and FLOPs, Davidson scores and trajectories, win/tie/loss distributions, failure modes, and a compute table. Every list may be empty.",
             params: vec![
                 Param::optional("mcqa", dirs(), Value::List(vec![]), "mcqa nodes"),
                 Param::optional("mcqa_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "series name per item of `mcqa` (a map node is one item), e.g. source, cpt+slerp, 14B; empty: checkpoints vs model names"),
                 Param::optional("metric", Type::Enum(vec!["acc".into(), "acc_norm".into()]), Value::Str("acc".into()), "the MCQA figure to plot"),
                 Param::optional("davidson", dirs(), Value::List(vec![]), "davidson nodes"),
+                Param::optional("curation", dirs(), Value::List(vec![]), "curation nodes (annotate, agreement, train_classifier, filter, dedup, pack): the curation statistics table"),
+                Param::optional("gain", dirs(), Value::List(vec![]), "relative_gain nodes (one per benchmark and baseline)"),
+                Param::optional("gain_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "a benchmark name per item of `gain`, e.g. MMLU-X, MedQA"),
+                Param::optional("davidson_metric", Type::Enum(vec!["relative_strength".into(), "score".into()]), Value::Str("relative_strength".into()), "the Davidson figure to plot: the normalised strength π/(π+π_baseline) or the score P(win)+P(tie)/2 (both are in the table)"),
                 Param::optional("judge", dirs(), Value::List(vec![]), "judge nodes"),
                 Param::optional("failure_modes", dirs(), Value::List(vec![]), "failure_modes nodes"),
                 Param::optional("train", Type::List(Box::new(Type::Dir)), Value::List(vec![]), "train nodes (compute table)"),
@@ -158,7 +164,22 @@ impl Op for Report {
             &series,
             ctx.str("metric")?,
         )?;
-        davidson_section(&mut doc, &dir, &dirs(ctx, "davidson")?)?;
+        curation_section(&mut doc, &dirs(ctx, "curation")?)?;
+        let gains = dirs(ctx, "gain")?;
+        let gain_names = series_names(
+            ctx,
+            "gain_series",
+            gains.len(),
+            "relative_gain items",
+            "give one benchmark name per item of `gain`",
+        )?;
+        gain_section(&mut doc, &dir, &gains, &gain_names)?;
+        davidson_section(
+            &mut doc,
+            &dir,
+            &dirs(ctx, "davidson")?,
+            ctx.str("davidson_metric")?,
+        )?;
         judge_section(&mut doc, &dir, &dirs(ctx, "judge")?)?;
         failure_section(&mut doc, &dir, &dirs(ctx, "failure_modes")?)?;
         let train = dirs(ctx, "train")?;
@@ -169,6 +190,7 @@ impl Op for Report {
             "train runs",
             "give one name per train node",
         )?;
+        training_section(&mut doc, &dir, &train, &train_names)?;
         compute_section(&mut doc, &train, &train_names, ctx.str("device")?)?;
         if doc.md.trim() == format!("# {title}") {
             doc.para("No artifacts were given.");

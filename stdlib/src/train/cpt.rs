@@ -1,6 +1,6 @@
 //! `train`: continued pre-training (causal LM loss) of a model on a packed
 //! token dataset, with AdamW, warmup + decay, gradient accumulation, clipping
-//! and log-spaced checkpoints. The node's directory is the final model.
+//! and checkpoints covering every decade of tokens. The node's directory is the final model.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -58,24 +58,52 @@ fn non_negative(ctx: &OpContext, name: &str) -> OpResult<f64> {
     Ok(v)
 }
 
+/// The warmup from the two params (-1 = unset): `warmup_steps` (002's rule,
+/// absolute) or `warmup_ratio` (004's rule, a share of the steps); both set
+/// is an error, neither gives 004's ratio 0.1.
+fn warmup(ratio: f64, steps: i64) -> OpResult<(f64, Option<usize>)> {
+    let ratio_set = ratio != -1.0;
+    let steps_set = steps != -1;
+    if ratio_set && !(ratio.is_finite() && (0.0..=1.0).contains(&ratio)) {
+        return Err(miette!(
+            "parameter `warmup_ratio`: expected 0 to 1 (or -1 for unset), got {ratio}"
+        ));
+    }
+    if steps_set && steps < 0 {
+        return Err(miette!(
+            "parameter `warmup_steps`: expected >= 0 (or -1 for unset), got {steps}"
+        ));
+    }
+    match (ratio_set, steps_set) {
+        (true, true) => Err(miette!(
+            help = "set `warmup_steps` (absolute, as the DeFineMed paper's 500) or `warmup_ratio` (a share of the steps, as the training-dynamics paper's 0.1), and leave the other at -1",
+            "parameters `warmup_ratio` ({ratio}) and `warmup_steps` ({steps}) are both set"
+        )),
+        (false, true) => Ok((0.0, Some(steps as usize))),
+        (true, false) => Ok((ratio, None)),
+        (false, false) => Ok((0.1, None)),
+    }
+}
+
 impl Op for Train {
     fn spec(&self) -> OpSpec {
         let s = |x: &str| Value::Str(x.to_string());
         OpSpec {
             name: "train",
-            version: 2,
-            doc: "Continued pre-training on a packed dataset (AdamW, warmup then cosine/linear decay, gradient accumulation, global-norm clipping); writes the final model, log-spaced checkpoints and losses.jsonl",
+            version: 3,
+            doc: "Continued pre-training on a packed dataset (AdamW, warmup then cosine/linear decay, gradient accumulation, global-norm clipping); writes the final model, checkpoints (one per decade of tokens, the rest evenly spaced) and losses.jsonl",
             params: vec![
                 Param::required("model", Type::Model, "the model to train"),
                 Param::required("data", Type::Dir, "a packed dataset (the `pack` op's output)"),
                 Param::optional("lr", Type::Float, Value::Float(2e-5), "peak learning rate"),
                 Param::optional("weight_decay", Type::Float, Value::Float(0.1), "AdamW decoupled weight decay (matrices and embeddings only; never norms or biases)"),
-                Param::optional("warmup_ratio", Type::Float, Value::Float(0.1), "linear warmup over ceil(ratio × steps) steps"),
+                Param::optional("warmup_ratio", Type::Float, Value::Float(-1.0), "linear warmup over ceil(ratio × steps) steps (004: 0.1); -1 = unset. When neither this nor `warmup_steps` is set: 0.1"),
+                Param::optional("warmup_steps", Type::Int, Value::Int(-1), "linear warmup over this many steps (002: 500); -1 = unset. Set either this or `warmup_ratio`, not both"),
                 Param::optional("schedule", Type::Enum(vec!["cosine".into(), "linear".into(), "constant".into()]), s("cosine"), "decay after warmup (transformers' schedules)"),
                 Param::optional("effective_batch", Type::Int, Value::Int(128), "sequences per optimizer step"),
                 Param::optional("micro_batch", Type::Int, Value::Int(4), "sequences per forward/backward (gradient accumulation up to effective_batch)"),
                 Param::optional("epochs", Type::Int, Value::Int(1), "passes over the data"),
-                Param::optional("checkpoints", Type::Int, Value::Int(18), "number of checkpoints, spaced logarithmically over the steps"),
+                Param::optional("checkpoints", Type::Int, Value::Int(18), "number of checkpoints: one per decade of tokens, the rest evenly spaced; never step 1 when it trained at lr 0 (see flow_model::train::checkpoint_steps)"),
                 Param::optional("max_grad_norm", Type::Float, Value::Float(1.0), "global gradient-norm clipping; 0 disables"),
                 Param::optional("seed", Type::Int, Value::Int(0), "data order seed"),
                 Param::optional("dtype", Type::Enum(vec!["f32".into(), "bf16".into()]), s("f32"), "storage dtype of saved models (training is f32)"),
@@ -127,16 +155,13 @@ impl Op for Train {
                 "parameter `checkpoints`: expected >= 0, got {checkpoints}"
             ));
         }
-        let warmup_ratio = non_negative(ctx, "warmup_ratio")?;
-        if warmup_ratio > 1.0 {
-            return Err(miette!(
-                "parameter `warmup_ratio`: expected 0 to 1, got {warmup_ratio}"
-            ));
-        }
+        let (warmup_ratio, warmup_steps) =
+            warmup(ctx.float("warmup_ratio")?, ctx.int("warmup_steps")?)?;
         let cfg = TrainConfig {
             lr,
             weight_decay: non_negative(ctx, "weight_decay")?,
             warmup_ratio,
+            warmup_steps,
             schedule,
             effective_batch: positive(ctx, "effective_batch")?,
             micro_batch: positive(ctx, "micro_batch")?,
@@ -277,7 +302,8 @@ mod tests {
         assert_eq!(
             ck,
             &vec![
-                Value::Path("checkpoints/step-000001".into()),
+                // step 1 trained at warmup factor 0 (a copy of the source): never a checkpoint
+                Value::Path("checkpoints/step-000002".into()),
                 Value::Path("checkpoints/step-000003".into())
             ]
         );
@@ -297,7 +323,8 @@ mod tests {
         assert_eq!(lineage["step"], 3);
         // 6 sequences × 12 positions; targets exist inside each 5-token document: 4+4+1 per sequence
         assert_eq!(lineage["tokens_seen"], 6 * 9);
-        let n = model.config.param_count() as f64;
+        // 004 Table 2's rule: 6 · non-embedding parameters · tokens
+        let n = model.config.non_embedding_param_count() as f64;
         assert_eq!(lineage["flops"].as_f64().unwrap(), 6.0 * n * 54.0);
         // The run's timing and device, for the report's compute table.
         let record: serde_json::Value =
@@ -309,6 +336,40 @@ mod tests {
             record["device"].as_str().unwrap().ends_with("(2 threads)"),
             "{record}"
         );
+    }
+
+    #[test]
+    fn warmup_steps_or_ratio_one_wins_both_is_an_error() {
+        assert_eq!(warmup(-1.0, -1).unwrap(), (0.1, None));
+        assert_eq!(warmup(-1.0, 500).unwrap(), (0.0, Some(500)));
+        assert_eq!(warmup(0.25, -1).unwrap(), (0.25, None));
+        assert_eq!(warmup(0.0, -1).unwrap(), (0.0, None));
+        let e = warmup(0.1, 500).unwrap_err().to_string();
+        assert!(e.contains("both set"), "{e}");
+        assert!(warmup(1.5, -1).is_err());
+        assert!(warmup(-1.0, -7).is_err());
+        // 500 absolute warmup steps out of 4: the lr rises over all 4 steps
+        // (transformers' rule: lr · step / warmup at 0-based step).
+        let data = tempfile::tempdir().unwrap();
+        write_packed(data.path(), 8, 12);
+        let out = tempfile::tempdir().unwrap();
+        let mut p = params(data.path());
+        p.insert("warmup_steps".into(), Value::Int(500));
+        p.insert("schedule".into(), Value::Str("linear".into()));
+        run(p, out.path(), false).unwrap();
+        let lrs: Vec<f64> = std::fs::read_to_string(out.path().join("losses.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["lr"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect();
+        let want: Vec<f64> = (0..4).map(|s| 1e-3 * s as f64 / 500.0).collect();
+        for (a, b) in lrs.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-12, "{lrs:?} vs {want:?}");
+        }
     }
 
     #[test]

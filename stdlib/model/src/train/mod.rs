@@ -7,6 +7,7 @@ pub mod run;
 
 pub use backward::Sequence;
 pub use optim::{OptimConfig, Schedule, StepStats, Trainer};
+pub use run::warmup_steps;
 pub use run::{
     checkpoint_steps, total_steps, train, NoMonitor, PackedData, TrainConfig, TrainMonitor,
     TrainSummary,

@@ -4,7 +4,9 @@
 //! Prompt (lm-eval `mmlu/default/_default_template_yaml` and the per-subject
 //! yamls): description `The following are multiple choice questions (with
 //! answers) about {subject}.\n\n`, then the first `shots` items of the dev
-//! split of the same subject (`fewshot_config.sampler: first_n`), each
+//! split of the same subject (`fewshot_config.sampler: first_n`; MedQA has no
+//! fewshot_config, so lm-eval draws its shots from the train split with the
+//! default sampler, `random.Random(1234).sample`, see [`py_random`]), each
 //! rendered as `doc_to_text + " " + letter + "\n\n"`, then the question's
 //! `doc_to_text`, which ends in `Answer:`. Continuations are `" A"`, `" B"`,
 //! ... (`target_delimiter` + choice). Tokenisation follows lm-eval's
@@ -35,6 +37,7 @@ use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resourc
 
 mod items;
 mod prompt;
+pub mod py_random;
 mod score;
 #[cfg(test)]
 mod tests;
@@ -65,12 +68,12 @@ impl Op for Mcqa {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "mcqa",
-            version: 2,
+            version: 3,
             doc: "Multiple-choice accuracy by log-likelihood with lm-evaluation-harness's prompts and scoring (MMLU, openGPT-X MMLUX German, MedQA).",
             params: vec![
                 Param::required("model", Type::Model, "the model to evaluate"),
                 Param::required("bench", Type::File, "the questions: JSONL (or CSV for MMLU)"),
-                Param::required("dev", Type::File, "few-shot examples: the first `shots` items of each subject are used"),
+                Param::required("dev", Type::File, "the few-shot pool (lm-eval's fewshot split: MMLU's dev, MedQA's train), drawn from by `fewshot`"),
                 Param::optional(
                     "format",
                     Type::Enum(vec!["mmlu".into(), "mmlux".into(), "medqa".into()]),
@@ -78,6 +81,8 @@ impl Op for Mcqa {
                     "prompt and input format",
                 ),
                 Param::optional("shots", Type::Int, Value::Int(1), "few-shot examples per question"),
+                Param::optional("fewshot", Type::Enum(vec!["lm_eval".into(), "first_n".into(), "random".into()]), Value::Str("lm_eval".into()), "how shots are chosen: `first_n` (the first `shots` items of the question's subject), `random` (lm-eval's default sampler: random.Random(fewshot_seed).sample(pool, shots), one draw per question in order), `lm_eval` (each task's lm-eval rule: first_n for mmlu/mmlux, random for medqa)"),
+                Param::optional("fewshot_seed", Type::Int, Value::Int(1234), "seed of the `random` sampler (lm-eval's fewshot seed: 1234)"),
                 Param::optional("limit", Type::Int, Value::Int(0), "score only the first N items (0: all)"),
                 Param::optional("batch_items", Type::Int, Value::Int(16), "items scored per model call (results do not depend on it)"),
             ],
@@ -114,6 +119,18 @@ impl Op for Mcqa {
         } else {
             Vec::new()
         };
+        let seed = u64::try_from(ctx.int("fewshot_seed")?)
+            .map_err(|_| miette!("mcqa: `fewshot_seed` must be 0 or more"))?;
+        let sampler = match (ctx.str("fewshot")?, format) {
+            ("first_n", _) => Sampler::FirstN,
+            ("random", _) | ("lm_eval", Format::Medqa) => Sampler::Random(seed),
+            ("lm_eval", _) => Sampler::FirstN,
+            (other, _) => {
+                return Err(miette!(
+                    "mcqa: parameter `fewshot`: expected lm_eval, first_n or random, got {other:?}"
+                ))
+            }
+        };
         let checkpoint = runtime::read_checkpoint(model_dir).map_err(|e| miette!("mcqa: {e}"))?;
         let model = runtime::load(model_dir).map_err(|e| miette!("mcqa: {e}"))?;
         ctx.progress.set_total(bench.len() as u64, "items");
@@ -123,6 +140,7 @@ impl Op for Mcqa {
             &bench,
             &dev,
             shots,
+            sampler,
             batch_items,
             &mut |n| {
                 ctx.progress.inc(n as u64);

@@ -10,6 +10,7 @@ use serde_json::Value as Json;
 use crate::model::runtime::{LanguageModel, LogLikelihood};
 use crate::op::OpResult;
 
+use super::py_random::PyRandom;
 use super::*;
 
 /// What `mcqa` needs of a model: tokenisation and scoring.
@@ -79,7 +80,17 @@ pub fn predict_with_labels(labels: &[String], lls: &[LogLikelihood]) -> ItemResu
     }
 }
 
-/// The first `shots` dev items of each subject, in file order.
+/// How the few-shot examples are chosen (lm-eval's `fewshot_config.sampler`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sampler {
+    /// `first_n`: the first `shots` dev items of the question's subject (MMLU's rule).
+    FirstN,
+    /// lm-eval's default `ContextSampler`: `random.Random(seed).sample(pool, shots)`
+    /// over the whole pool, one draw per question in order (MedQA's rule; seed 1234).
+    Random(u64),
+}
+
+/// The dev items of each subject, in file order.
 pub fn fewshot_pool(dev: &[McItem]) -> BTreeMap<String, Vec<&McItem>> {
     let mut pool: BTreeMap<String, Vec<&McItem>> = BTreeMap::new();
     for item in dev {
@@ -90,23 +101,46 @@ pub fn fewshot_pool(dev: &[McItem]) -> BTreeMap<String, Vec<&McItem>> {
 
 /// Scores every item of `bench`; `on_done` is told how many items finished
 /// and may stop the run by returning an error.
+#[allow(clippy::too_many_arguments)]
 pub fn score_items<S: Scorer + ?Sized>(
     scorer: &S,
     format: Format,
     bench: &[McItem],
     dev: &[McItem],
     shots: usize,
+    sampler: Sampler,
     batch_items: usize,
     on_done: &mut dyn FnMut(usize) -> OpResult<()>,
 ) -> OpResult<Vec<ItemResult>> {
     let pool = fewshot_pool(dev);
+    let all: Vec<&McItem> = dev.iter().collect();
+    let mut rng = match sampler {
+        Sampler::Random(seed) => Some(PyRandom::new(seed)),
+        Sampler::FirstN => None,
+    };
+    if rng.is_some() && shots > all.len() {
+        return Err(miette!(
+            "mcqa: the few-shot pool has {} item(s), {shots} shot(s) were asked for; add items to `dev` or lower `shots`",
+            all.len()
+        ));
+    }
     let max_len = scorer.max_context().max(2);
     let mut results = Vec::with_capacity(bench.len());
     for chunk in bench.chunks(batch_items.max(1)) {
         let mut requests = Vec::new();
         for item in chunk {
+            let drawn: Vec<&McItem>;
             let examples: &[&McItem] = if shots == 0 {
                 &[]
+            } else if let Some(rng) = rng.as_mut() {
+                // lm-eval's ContextSampler: rnd.sample(docs, shots), one draw
+                // per evaluated document, in document order.
+                drawn = rng
+                    .sample(all.len(), shots)
+                    .into_iter()
+                    .map(|i| all[i])
+                    .collect();
+                &drawn
             } else {
                 let available = pool
                     .get(&item.subject)

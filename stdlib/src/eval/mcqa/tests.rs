@@ -327,7 +327,17 @@ fn acc_and_acc_norm_with_a_fake_scorer() {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let scorer = TableScorer(table);
-    let results = score_items(&scorer, Format::Mmlu, &bench, &[], 0, 3, &mut |_| Ok(())).unwrap();
+    let results = score_items(
+        &scorer,
+        Format::Mmlu,
+        &bench,
+        &[],
+        0,
+        Sampler::FirstN,
+        3,
+        &mut |_| Ok(()),
+    )
+    .unwrap();
     let preds: Vec<usize> = results.iter().map(|r| r.pred).collect();
     assert_eq!(preds, vec![0, 0, 0, 3]);
     // MMLU's choices are single letters, so lm-eval's length normalisation
@@ -431,7 +441,17 @@ fn each_choice_is_scored_as_its_letter_after_lm_evals_one_shot_context() {
         &["Leg", "Arm", "Head", "Neck"],
         0,
     )];
-    let results = score_items(&scorer, Format::Mmlu, &bench, &dev, 1, 8, &mut |_| Ok(())).unwrap();
+    let results = score_items(
+        &scorer,
+        Format::Mmlu,
+        &bench,
+        &dev,
+        1,
+        Sampler::FirstN,
+        8,
+        &mut |_| Ok(()),
+    )
+    .unwrap();
     // lm-eval's MMLU rendering, written out: description, the shot with its
     // answer, the question ending in "Answer:".
     let context = "The following are multiple choice questions (with answers) about anatomy.\n\n\
@@ -455,7 +475,17 @@ fn shots_need_enough_dev_items_of_the_subject() {
     let model = ToyModel::new(1);
     let dev = vec![item("anatomy", "D1", &["a", "b", "c", "d"], 2)];
     let bench = vec![item("virology", "Q", &["a", "b", "c", "d"], 0)];
-    let err = score_items(&model, Format::Mmlu, &bench, &dev, 1, 8, &mut |_| Ok(())).unwrap_err();
+    let err = score_items(
+        &model,
+        Format::Mmlu,
+        &bench,
+        &dev,
+        1,
+        Sampler::FirstN,
+        8,
+        &mut |_| Ok(()),
+    )
+    .unwrap_err();
     assert!(
         format!("{err}").contains("subject `virology` has 0 dev item(s)"),
         "{err:?}"
@@ -684,4 +714,61 @@ fn mcqa_op_on_the_golden_model() {
             );
         }
     }
+}
+
+/// Issue 13, item 14: lm-eval's default sampler (MedQA's rule) draws each
+/// question's shot with `random.Random(1234).sample(docs, 1)`, one draw per
+/// question in order. Expected indices from CPython:
+/// `r = random.Random(1234); [r.sample(range(50), 1)[0] for _ in range(10)]`.
+#[test]
+fn random_sampler_draws_lm_evals_shots_in_question_order() {
+    let scorer = RecordingScorer(Default::default());
+    let dev: Vec<McItem> = (0..50)
+        .map(|i| item("anatomy", &format!("D{i}"), &["a", "b", "c", "d"], 0))
+        .collect();
+    let bench: Vec<McItem> = (0..10)
+        .map(|i| item("anatomy", &format!("Q{i}"), &["a", "b", "c", "d"], 0))
+        .collect();
+    score_items(
+        &scorer,
+        Format::Mmlu,
+        &bench,
+        &dev,
+        1,
+        Sampler::Random(1234),
+        3,
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    let requests = scorer.0.lock().unwrap().clone();
+    let expected = [49, 28, 7, 0, 5, 37, 2, 42, 44, 5];
+    for (q, want) in expected.iter().enumerate() {
+        let ctx = requests
+            .iter()
+            .map(|(c, _)| String::from_utf8(c.iter().map(|&t| t as u8).collect()).unwrap())
+            .find(|c| c.contains(&format!("\n\nQ{q}\nA.")))
+            .unwrap();
+        assert!(
+            ctx.contains(&format!("about anatomy.\n\nD{want}\nA.")),
+            "question {q}: {ctx}"
+        );
+    }
+    // first_n takes D0 for every question.
+    let scorer = RecordingScorer(Default::default());
+    score_items(
+        &scorer,
+        Format::Mmlu,
+        &bench[..2],
+        &dev,
+        1,
+        Sampler::FirstN,
+        3,
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    assert!(scorer.0.lock().unwrap().iter().all(|(c, _)| {
+        String::from_utf8(c.iter().map(|&t| t as u8).collect())
+            .unwrap()
+            .contains("\n\nD0\nA.")
+    }));
 }
