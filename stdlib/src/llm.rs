@@ -371,6 +371,9 @@ pub struct LocalBackend {
     tokenizer: flow_model::Tokenizer,
     template: flow_model::ChatTemplate,
     dir: String,
+    /// Log-likelihoods of the options after a content-free prompt, by that
+    /// prompt's text: the same for every document of a run.
+    content_free: std::sync::Mutex<std::collections::HashMap<String, Vec<f64>>>,
 }
 
 impl LocalBackend {
@@ -383,6 +386,7 @@ impl LocalBackend {
             tokenizer,
             template,
             dir: model_dir.display().to_string(),
+            content_free: Default::default(),
         })
     }
 }
@@ -432,16 +436,55 @@ impl ChatBackend for LocalBackend {
                 })
                 .collect::<Result<Vec<_>, ChatError>>()?;
             let scores = self.model.loglikelihood(&requests);
-            // Normalised by the option's length in characters, as
-            // lm-evaluation-harness's acc_norm: a summed log-likelihood
-            // favours short labels. The first option wins ties.
+            // Calibrated against a content-free prompt (the same messages
+            // with every user message emptied): log P(option | prompt) −
+            // log P(option | content-free prompt), the domain-conditional
+            // PMI of Holtzman et al. (2021). A small model's raw scores
+            // prefer one label for every text (SmolLM2-135M labelled all
+            // 40 demo documents alike); the difference measures what the
+            // text itself adds. Length effects cancel in the difference.
+            let empty: Vec<ChatMessage> = messages
+                .iter()
+                .map(|m| ChatMessage {
+                    role: m.role.clone(),
+                    content: if m.role == "user" { String::new() } else { m.content.clone() },
+                })
+                .collect();
+            let free_prompt = self.template.render(&empty, true).map_err(model_err)?;
+            let cache_key = format!("{free_prompt}\u{0}{}", options.join("\u{0}"));
+            let cached = self
+                .content_free
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&cache_key).cloned());
+            let baseline = match cached {
+                Some(b) => b,
+                None => {
+                    let free = self.tokenizer.encode(&free_prompt, false).map_err(model_err)?;
+                    let free_requests: Vec<_> = requests
+                        .iter()
+                        .map(|(_, option)| (free.clone(), option.clone()))
+                        .collect();
+                    let b: Vec<f64> = self
+                        .model
+                        .loglikelihood(&free_requests)
+                        .iter()
+                        .map(|s| s.logprob)
+                        .collect();
+                    if let Ok(mut c) = self.content_free.lock() {
+                        c.insert(cache_key, b.clone());
+                    }
+                    b
+                }
+            };
+            // The first option wins ties.
             let best = scores
                 .iter()
-                .zip(options)
-                .map(|(s, o)| s.logprob / o.chars().count().max(1) as f64)
+                .zip(&baseline)
+                .map(|(s, b)| s.logprob - b)
                 .enumerate()
                 .fold(None::<(usize, f64)>, |best, (i, s)| match best {
-                    Some((_, b)) if b >= s => best,
+                    Some((_, b)) if b >= s || s.is_nan() => best,
                     _ => Some((i, s)),
                 })
                 .map(|(i, _)| i)
@@ -452,7 +495,7 @@ impl ChatBackend for LocalBackend {
     }
 
     fn describe(&self) -> Json {
-        json!({"backend": "local", "model": self.dir, "decoding": "greedy; labels by log-likelihood per character"})
+        json!({"backend": "local", "model": self.dir, "decoding": "greedy; labels by log-likelihood calibrated against a content-free prompt (domain-conditional PMI)"})
     }
 
     fn concurrency(&self) -> usize {

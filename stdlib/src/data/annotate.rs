@@ -349,7 +349,7 @@ impl Op for Annotate {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "annotate",
-            version: 5,
+            version: 6,
             doc: "Zero-shot labelling of every document of a corpus by a chat model (OpenAI-compatible endpoint or the local runtime); writes annotations.jsonl (id, label or null when the answer named none, raw answer) and annotate.json (counts per label, unparseable, failed). Documents whose request failed are left out and counted; more than max_failures of them, or a refused key (401/403), fail the op.",
             params: vec![
                 Param::required("corpus", Type::Dir, "corpus artifact (usually a sample)"),
@@ -1134,19 +1134,38 @@ mod tests {
             .unwrap()
             .render(&template.messages(&text, &labels), true)
             .unwrap();
-        // The local backend picks the label whose tokens are most likely
-        // after the rendered prompt: recompute that through flow-model.
+        // The local backend picks the label the text makes most likely
+        // relative to a content-free prompt (the user message emptied):
+        // log P(label | prompt) - log P(label | content-free prompt).
+        // Recompute that through flow-model.
+        let content_free: Vec<_> = template
+            .messages(&text, &labels)
+            .into_iter()
+            .map(|mut m| {
+                if m.role == "user" {
+                    m.content.clear();
+                }
+                m
+            })
+            .collect();
+        let free_prompt = flow_model::ChatTemplate::load(&model_dir)
+            .unwrap()
+            .render(&content_free, true)
+            .unwrap();
         let tok = flow_model::Tokenizer::load(&model_dir).unwrap();
         let model = flow_model::Model::load(&model_dir).unwrap();
-        let context = tok.encode(&prompt, false).unwrap();
-        let scores = model.loglikelihood(
-            &labels
-                .iter()
-                .map(|l| (context.clone(), tok.encode(l, false).unwrap()))
-                .collect::<Vec<_>>(),
-        );
-        let per_char = |i: usize| scores[i].logprob / labels[i].chars().count() as f64;
-        let best = if per_char(1) > per_char(0) { 1 } else { 0 };
+        let score = |prompt: &str| {
+            let context = tok.encode(prompt, false).unwrap();
+            model.loglikelihood(
+                &labels
+                    .iter()
+                    .map(|l| (context.clone(), tok.encode(l, false).unwrap()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (with_text, without) = (score(&prompt), score(&free_prompt));
+        let pmi = |i: usize| with_text[i].logprob - without[i].logprob;
+        let best = if pmi(1) > pmi(0) { 1 } else { 0 };
         assert_eq!(ann[0]["label"].as_str(), Some(labels[best].as_str()));
         assert_eq!(
             ann[0]["raw"].as_str().unwrap(),
