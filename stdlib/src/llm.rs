@@ -447,7 +447,11 @@ impl ChatBackend for LocalBackend {
                 .iter()
                 .map(|m| ChatMessage {
                     role: m.role.clone(),
-                    content: if m.role == "user" { String::new() } else { m.content.clone() },
+                    content: if m.role == "user" {
+                        String::new()
+                    } else {
+                        m.content.clone()
+                    },
                 })
                 .collect();
             let free_prompt = self.template.render(&empty, true).map_err(model_err)?;
@@ -460,7 +464,10 @@ impl ChatBackend for LocalBackend {
             let baseline = match cached {
                 Some(b) => b,
                 None => {
-                    let free = self.tokenizer.encode(&free_prompt, false).map_err(model_err)?;
+                    let free = self
+                        .tokenizer
+                        .encode(&free_prompt, false)
+                        .map_err(model_err)?;
                     let free_requests: Vec<_> = requests
                         .iter()
                         .map(|(_, option)| (free.clone(), option.clone()))
