@@ -145,6 +145,16 @@ pub trait ChatBackend: Send + Sync {
     ) -> Option<Result<String, ChatError>> {
         None
     }
+    /// The log-likelihood of each of `options` as the assistant's answer,
+    /// where the backend can score them (the local runtime); `None` where
+    /// it cannot.
+    fn scores(
+        &self,
+        _messages: &[ChatMessage],
+        _options: &[String],
+    ) -> Option<Result<Vec<f64>, ChatError>> {
+        None
+    }
     /// What to record in artifacts (backend, model, endpoint; never a key).
     fn describe(&self) -> Json;
     /// Requests worth running at once.
@@ -501,8 +511,36 @@ impl ChatBackend for LocalBackend {
         Some(scored)
     }
 
+    fn scores(
+        &self,
+        messages: &[ChatMessage],
+        options: &[String],
+    ) -> Option<Result<Vec<f64>, ChatError>> {
+        let model_err = |e: flow_model::ModelError| ChatError::Model(e.to_string());
+        let scored = (|| {
+            let prompt = self.template.render(messages, true).map_err(model_err)?;
+            let context = self.tokenizer.encode(&prompt, false).map_err(model_err)?;
+            let requests = options
+                .iter()
+                .map(|o| {
+                    Ok((
+                        context.clone(),
+                        self.tokenizer.encode(o, false).map_err(model_err)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, ChatError>>()?;
+            Ok(self
+                .model
+                .loglikelihood(&requests)
+                .iter()
+                .map(|s| s.logprob)
+                .collect())
+        })();
+        Some(scored)
+    }
+
     fn describe(&self) -> Json {
-        json!({"backend": "local", "model": self.dir, "decoding": "greedy; labels by log-likelihood calibrated against a content-free prompt (domain-conditional PMI)"})
+        json!({"backend": "local", "model": self.dir, "decoding": "greedy; choices by log-likelihood calibrated against a content-free prompt (domain-conditional PMI); annotate's labels by batch calibration"})
     }
 
     fn concurrency(&self) -> usize {
