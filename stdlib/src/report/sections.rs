@@ -943,7 +943,16 @@ pub(super) fn curation_section(doc: &mut Doc, paths: &[PathBuf]) -> OpResult<()>
     let mut row = |what: &str, value: String, paper: &str| {
         rows.push(vec![what.to_owned(), value, paper.to_owned()]);
     };
-    let num = |v: &Json| f(v).map_or("–".into(), human);
+    // Counts: whole numbers as they are below a thousand (`4`, not `4.000`).
+    let num = |v: &Json| {
+        f(v).map_or("–".into(), |x| {
+            if x.fract() == 0.0 && x.abs() < 1e3 {
+                format!("{x:.0}")
+            } else {
+                human(x)
+            }
+        })
+    };
     let frac = |v: &Json| fmt_opt(f(v), 3);
     for p in paths {
         let read = |name: &str| -> OpResult<Option<Json>> {

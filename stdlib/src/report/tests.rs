@@ -506,6 +506,8 @@ fn curation_section_lists_the_pipeline_statistics() {
         "| documents kept as medical | 120 | 7.3M |",
         "| documents after deduplication | 110 | 7.3M unique |",
         "| tokens after packing | 51.2k | 9.5B",
+        "|   exact duplicates removed | 6 |  |",
+        "|   near duplicates removed | 4 |  |",
     ] {
         assert!(md.contains(row), "missing {row:?}:\n{md}");
     }
