@@ -29,7 +29,7 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
-use super::corpus::{corpus_shards, for_each_doc, write_json_atomic};
+use super::corpus::{corpus_shards, for_each_doc, write_bytes_atomic, write_json_atomic};
 use crate::llm::{
     ChatBackend, ChatError, ChatMessage, ChatRequest, LocalBackend, OpenAiBackend, OpenAiSettings,
 };
@@ -595,9 +595,7 @@ impl Op for Annotate {
                 .into_diagnostic()?;
             text.push('\n');
         }
-        let ann_tmp = ctx.out_dir.join(".annotations.jsonl.tmp");
-        std::fs::write(&ann_tmp, text).into_diagnostic()?;
-        std::fs::rename(&ann_tmp, ctx.out_dir.join("annotations.jsonl")).into_diagnostic()?;
+        write_bytes_atomic(&ctx.out_dir.join("annotations.jsonl"), text.as_bytes())?;
         let stats = json!({
             "n": order.len(),
             "labels": per_label,

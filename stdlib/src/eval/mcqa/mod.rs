@@ -25,7 +25,6 @@
 //! The top-level figures are micro averages over items (lm-eval's MMLU group
 //! aggregates with `weight_by_size: True`); `*_macro` are means over subjects.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -52,12 +51,8 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 
 /// Writes `bytes` to `dir/name` through a temporary file and a rename.
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> OpResult<PathBuf> {
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).into_diagnostic()?;
-    tmp.write_all(bytes).into_diagnostic()?;
     let path = dir.join(name);
-    tmp.persist(&path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("writing {}", path.display()))?;
+    crate::data::corpus::write_bytes_atomic(&path, bytes)?;
     Ok(path)
 }
 
