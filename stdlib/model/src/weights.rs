@@ -188,7 +188,7 @@ pub fn encode_f32(dtype: Dtype, values: &[f32]) -> Result<Vec<u8>, String> {
 
 /// The safetensors files of a model directory: `model.safetensors`, or the
 /// shards listed in `model.safetensors.index.json`.
-fn weight_files(model_dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+pub(crate) fn weight_files(model_dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let single = model_dir.join("model.safetensors");
     if single.is_file() {
         return Ok(vec![single]);

@@ -8,6 +8,8 @@
 use flow_kernels::cpu::gemm;
 use rayon::prelude::*;
 
+use super::dropout::{Dropout, Site};
+
 /// Probabilities of every (sequence, head), kept for the backward.
 #[derive(Clone, Debug, Default)]
 pub struct AttnCache {
@@ -15,6 +17,9 @@ pub struct AttnCache {
     pub probs: Vec<f32>,
     /// Start of block (s, h) in `probs`.
     pub starts: Vec<usize>,
+    /// Dropout masks of the probabilities, laid out as `probs` (empty
+    /// without dropout).
+    pub masks: Vec<f32>,
 }
 
 fn gather(x: &[f32], rows: std::ops::Range<usize>, width: usize, col: usize, d: usize) -> Vec<f32> {
@@ -32,7 +37,12 @@ fn scatter(dst: &mut [f32], src: &[f32], start: usize, width: usize, col: usize,
     }
 }
 
+/// One (sequence, head) block's probabilities, dropout mask and output rows.
+type BlockForward = (Vec<f32>, Option<Vec<f32>>, Vec<f32>);
+
 /// ctx (set, T×H) from q, k, v (T×H); `offsets` has B+1 sequence bounds.
+/// With `dropout` (and the layer's index) the probabilities are dropped
+/// before they weight the values, as `BertSelfAttention` does in training.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
     q: &[f32],
@@ -43,15 +53,17 @@ pub fn attention_forward(
     head_dim: usize,
     ctx: &mut [f32],
     keep: bool,
+    dropout: Option<(&Dropout, usize)>,
 ) -> AttnCache {
     let width = heads * head_dim;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let tasks: Vec<(usize, usize)> = (0..offsets.len() - 1)
         .flat_map(|s| (0..heads).map(move |h| (s, h)))
         .collect();
-    let results: Vec<(Vec<f32>, Vec<f32>)> = tasks
+    let results: Vec<BlockForward> = tasks
         .par_iter()
-        .map(|&(s, h)| {
+        .enumerate()
+        .map(|(block, &(s, h))| {
             let rows = offsets[s]..offsets[s + 1];
             let n = rows.len();
             let col = h * head_dim;
@@ -76,17 +88,29 @@ pub fn attention_forward(
                     *x *= inv;
                 }
             }
+            let mask = dropout.and_then(|(d, layer)| {
+                d.mask(Site::Attention { layer, block }, n * n, d.attention)
+            });
             let mut o = vec![0.0f32; n * head_dim];
-            gemm(n, head_dim, n, &p, false, &vh, false, &mut o, 0.0);
-            (p, o)
+            match &mask {
+                Some(m) => {
+                    let dropped: Vec<f32> = p.iter().zip(m).map(|(a, b)| a * b).collect();
+                    gemm(n, head_dim, n, &dropped, false, &vh, false, &mut o, 0.0);
+                }
+                None => gemm(n, head_dim, n, &p, false, &vh, false, &mut o, 0.0),
+            }
+            (p, mask, o)
         })
         .collect();
     let mut cache = AttnCache::default();
-    for (&(s, h), (p, o)) in tasks.iter().zip(results) {
+    for (&(s, h), (p, mask, o)) in tasks.iter().zip(results) {
         scatter(ctx, &o, offsets[s], width, h * head_dim, head_dim);
         if keep {
             cache.starts.push(cache.probs.len());
             cache.probs.extend_from_slice(&p);
+            if let Some(m) = mask {
+                cache.masks.extend_from_slice(&m);
+            }
         }
     }
     cache
@@ -119,16 +143,28 @@ pub fn attention_backward(
             let rows = offsets[s]..offsets[s + 1];
             let n = rows.len();
             let col = h * head_dim;
-            let p = &cache.probs[cache.starts[t]..cache.starts[t] + n * n];
+            let block = cache.starts[t]..cache.starts[t] + n * n;
+            let p = &cache.probs[block.clone()];
+            let mask = (!cache.masks.is_empty()).then(|| &cache.masks[block]);
             let doh = gather(dctx, rows.clone(), width, col, head_dim);
             let qh = gather(q, rows.clone(), width, col, head_dim);
             let kh = gather(k, rows.clone(), width, col, head_dim);
             let vh = gather(v, rows, width, col, head_dim);
-            // dV = Pᵀ·dO; dP = dO·Vᵀ
+            // with the dropped probabilities D = P∘M: dV = Dᵀ·dO, and
+            // dP = (dO·Vᵀ)∘M
             let mut dvh = vec![0.0f32; n * head_dim];
-            gemm(n, head_dim, n, p, true, &doh, false, &mut dvh, 0.0);
             let mut ds = vec![0.0f32; n * n];
             gemm(n, n, head_dim, &doh, false, &vh, true, &mut ds, 0.0);
+            match mask {
+                Some(m) => {
+                    let dropped: Vec<f32> = p.iter().zip(m).map(|(a, b)| a * b).collect();
+                    gemm(n, head_dim, n, &dropped, true, &doh, false, &mut dvh, 0.0);
+                    for (d, &s) in ds.iter_mut().zip(m) {
+                        *d *= s;
+                    }
+                }
+                None => gemm(n, head_dim, n, p, true, &doh, false, &mut dvh, 0.0),
+            }
             // dS = P ∘ (dP − Σ_j dP∘P), times the scale of the scores
             for (dr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
                 let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();

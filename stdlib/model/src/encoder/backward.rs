@@ -5,6 +5,7 @@ use flow_kernels::cpu as k;
 
 use super::attention::attention_backward;
 use super::config::EncoderConfig;
+use super::dropout::apply;
 use super::forward::{Batch, Cache};
 use super::params::{l, EncoderParams};
 
@@ -41,13 +42,15 @@ pub fn backward(
     let t = batch.tokens.len();
     let b = batch.sequences();
     let (i0, i1, i2, i3) = (p.hi(0), p.hi(1), p.hi(2), p.hi(3));
-    // head
+    // head: logits = out(dropout(pooled)); pooled = tanh(dense(cls))
+    let mut pooled_dropped = cache.pooled.clone();
+    apply(&mut pooled_dropped, cache.pooled_mask.as_deref());
     let mut dpooled = vec![0.0f32; b * h];
     {
         let (dw2, rest) = grads.data.split_at_mut(i3);
         k::linear_backward(
             dlogits,
-            &cache.pooled,
+            &pooled_dropped,
             &p.data[i2],
             b,
             h,
@@ -57,6 +60,7 @@ pub fn backward(
             Some(&mut rest[0]),
         );
     }
+    apply(&mut dpooled, cache.pooled_mask.as_deref());
     for (d, &y) in dpooled.iter_mut().zip(&cache.pooled) {
         *d *= 1.0 - y * y;
     }
@@ -75,6 +79,7 @@ pub fn backward(
             Some(&mut rest[0]),
         );
     }
+    apply(&mut dcls, cache.cls_mask.as_deref());
     let mut dx = vec![0.0f32; t * h];
     for s in 0..b {
         let o = batch.offsets[s];
@@ -101,12 +106,14 @@ pub fn backward(
                 &mut rest[0],
             );
         }
-        // r2 = gelu(u)·Woᵀ + bo + h1
+        // r2 = dropout(gelu(u)·Woᵀ + bo) + h1
+        let mut dz2 = dr2.clone();
+        apply(&mut dz2, lc.out_mask.as_deref());
         let mut dgu = vec![0.0f32; t * inter];
         {
             let (a, rest) = grads.data.split_at_mut(idx(l::O_B));
             k::linear_backward(
-                &dr2,
+                &dz2,
                 &lc.gu,
                 w(l::O_W),
                 t,
@@ -154,12 +161,14 @@ pub fn backward(
                 &mut rest[0],
             );
         }
-        // r1 = ctx·Waoᵀ + bao + x
+        // r1 = dropout(ctx·Waoᵀ + bao) + x
+        let mut dz1 = dr1.clone();
+        apply(&mut dz1, lc.attn_out_mask.as_deref());
         let mut dctx = vec![0.0f32; t * h];
         {
             let (a, rest) = grads.data.split_at_mut(idx(l::AO_B));
             k::linear_backward(
-                &dr1,
+                &dz1,
                 &lc.ctx,
                 w(l::AO_W),
                 t,
@@ -213,7 +222,8 @@ pub fn backward(
         }
         dx = dnext;
     }
-    // embeddings
+    // embeddings: x = dropout(LN(word + position + type))
+    apply(&mut dx, cache.emb_mask.as_deref());
     let mut de = vec![0.0f32; t * h];
     {
         let (a, rest) = grads.data.split_at_mut(4);

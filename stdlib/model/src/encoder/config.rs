@@ -32,10 +32,31 @@ pub struct EncoderConfig {
     pub layer_norm_eps: f32,
     pub pad_token_id: u32,
     pub initializer_range: f32,
+    /// `hidden_dropout_prob` (training only).
+    pub hidden_dropout: f32,
+    /// `attention_probs_dropout_prob` (training only).
+    pub attention_dropout: f32,
+    /// `classifier_dropout`; null means `hidden_dropout_prob`.
+    pub classifier_dropout: Option<f32>,
     /// Labels of the classification head (index = class).
     pub labels: Vec<String>,
     /// The whole file, kept so a saved classifier carries every key.
     pub raw: Map<String, Value>,
+}
+
+/// A dropout probability: in [0, 1), transformers' default 0.1 when absent.
+fn dropout_of(raw: &Map<String, Value>, key: &str, path: &Path) -> Result<Option<f32>, ModelError> {
+    match raw.get(key) {
+        None => Ok(Some(0.1)),
+        Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(p) if (0.0..1.0).contains(&p) => Ok(Some(p as f32)),
+            _ => Err(ModelError::invalid(
+                path,
+                format!("`{key}` is {v}: a dropout probability must be a number in [0, 1)"),
+            )),
+        },
+    }
 }
 
 fn usize_of(raw: &Map<String, Value>, key: &str, path: &Path) -> Result<usize, ModelError> {
@@ -144,6 +165,13 @@ impl EncoderConfig {
                 .get("initializer_range")
                 .and_then(Value::as_f64)
                 .unwrap_or(0.02) as f32,
+            hidden_dropout: dropout_of(&raw, "hidden_dropout_prob", path)?.unwrap_or(0.1),
+            attention_dropout: dropout_of(&raw, "attention_probs_dropout_prob", path)?
+                .unwrap_or(0.1),
+            classifier_dropout: match raw.get("classifier_dropout") {
+                None => None,
+                Some(_) => dropout_of(&raw, "classifier_dropout", path)?,
+            },
             labels,
             raw,
         })
@@ -178,5 +206,41 @@ impl EncoderConfig {
             Family::Bert => "bert",
             Family::Roberta => "roberta",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Result<EncoderConfig, ModelError> {
+        let text = format!(
+            r#"{{"model_type": "xlm-roberta", "vocab_size": 10, "hidden_size": 8,
+                "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
+                "max_position_embeddings": 16{extra}}}"#
+        );
+        let Value::Object(raw) = serde_json::from_str(&text).unwrap() else {
+            unreachable!()
+        };
+        EncoderConfig::from_raw(raw, Path::new("config.json"))
+    }
+
+    /// transformers' BertConfig / XLMRobertaConfig defaults: 0.1, 0.1, None.
+    #[test]
+    fn dropout_probabilities_default_as_transformers_and_are_checked() {
+        let c = config("").unwrap();
+        assert_eq!(
+            (c.hidden_dropout, c.attention_dropout, c.classifier_dropout),
+            (0.1, 0.1, None)
+        );
+        let c = config(r#", "hidden_dropout_prob": 0.2, "classifier_dropout": 0.3"#).unwrap();
+        assert_eq!((c.hidden_dropout, c.classifier_dropout), (0.2, Some(0.3)));
+        let err = config(r#", "attention_probs_dropout_prob": 1.5"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("attention_probs_dropout_prob") && err.contains("[0, 1)"),
+            "{err}"
+        );
     }
 }

@@ -6,6 +6,7 @@ use flow_kernels::cpu as k;
 
 use super::attention::{attention_forward, AttnCache};
 use super::config::{EncoderConfig, Family};
+use super::dropout::{apply, Dropout, Site};
 use super::params::{l, EncoderParams};
 use crate::error::ModelError;
 
@@ -142,6 +143,9 @@ pub struct LayerCache {
     pub r2: Vec<f32>,
     pub m2: Vec<f32>,
     pub s2: Vec<f32>,
+    /// Dropout masks of the attention output and of the output projection.
+    pub attn_out_mask: Option<Vec<f32>>,
+    pub out_mask: Option<Vec<f32>>,
 }
 
 /// Everything the backward needs.
@@ -150,20 +154,32 @@ pub struct Cache {
     pub emb: Vec<f32>,
     pub m0: Vec<f32>,
     pub s0: Vec<f32>,
+    /// Dropout mask of the embeddings' output.
+    pub emb_mask: Option<Vec<f32>>,
     pub layers: Vec<LayerCache>,
-    /// First-token rows of the last layer (B×H).
+    /// First-token rows of the last layer (B×H), after the head's input
+    /// dropout (RoBERTa): the input of the dense layer.
     pub cls: Vec<f32>,
-    /// tanh(dense(cls)) (B×H).
+    /// Dropout mask of the head's input (RoBERTa only).
+    pub cls_mask: Option<Vec<f32>>,
+    /// tanh(dense(cls)) (B×H), before dropout.
     pub pooled: Vec<f32>,
+    /// Dropout mask of the pooled vector.
+    pub pooled_mask: Option<Vec<f32>>,
 }
 
-/// Logits (B×2) of `batch`; with `keep` also the activations for the backward.
+/// Logits (B×2) of `batch`; with `keep` also the activations for the
+/// backward. `dropout` is training mode's (None: the eval forward).
 pub fn forward(
     c: &EncoderConfig,
     p: &EncoderParams,
     batch: &Batch,
     keep: bool,
+    dropout: Option<&Dropout>,
 ) -> (Vec<f32>, Option<Cache>) {
+    let mask = |site: Site, n: usize, prob: fn(&Dropout) -> f32| {
+        dropout.and_then(|d| d.mask(site, n, prob(d)))
+    };
     let (h, inter) = (c.hidden_size, c.intermediate_size);
     let t = batch.tokens.len();
     let eps = c.layer_norm_eps;
@@ -183,10 +199,13 @@ pub fn forward(
     k::layernorm_forward(
         &e, &p.data[3], &p.data[4], eps, t, h, &mut x, &mut m0, &mut s0,
     );
+    let emb_mask = mask(Site::Embeddings, t * h, |d| d.hidden);
+    apply(&mut x, emb_mask.as_deref());
     if keep {
         cache.emb = e;
         cache.m0 = m0;
         cache.s0 = s0;
+        cache.emb_mask = emb_mask;
     }
     for layer in 0..c.num_hidden_layers {
         let w = |kk: usize| &p.data[EncoderParams::li(layer, kk)][..];
@@ -206,9 +225,12 @@ pub fn forward(
             c.head_dim(),
             &mut ctx,
             keep,
+            dropout.map(|d| (d, layer)),
         );
         let mut r1 = vec![0.0f32; t * h];
         k::linear_forward(&ctx, w(l::AO_W), Some(w(l::AO_B)), t, h, h, &mut r1);
+        let attn_out_mask = mask(Site::AttentionOutput { layer }, t * h, |d| d.hidden);
+        apply(&mut r1, attn_out_mask.as_deref());
         for (a, b) in r1.iter_mut().zip(&x) {
             *a += b;
         }
@@ -231,6 +253,8 @@ pub fn forward(
         k::gelu_forward(&u, &mut gu);
         let mut r2 = vec![0.0f32; t * h];
         k::linear_forward(&gu, w(l::O_W), Some(w(l::O_B)), t, inter, h, &mut r2);
+        let out_mask = mask(Site::Output { layer }, t * h, |d| d.hidden);
+        apply(&mut r2, out_mask.as_deref());
         for (a, b) in r2.iter_mut().zip(&h1) {
             *a += b;
         }
@@ -265,6 +289,8 @@ pub fn forward(
                 r2,
                 m2,
                 s2,
+                attn_out_mask,
+                out_mask,
             });
         }
     }
@@ -275,6 +301,12 @@ pub fn forward(
         let o = batch.offsets[s];
         cls[s * h..(s + 1) * h].copy_from_slice(&x[o * h..(o + 1) * h]);
     }
+    // RoBERTa's head drops its input; BERT's pooler does not
+    let cls_mask = match c.family {
+        Family::Roberta => mask(Site::HeadInput, b * h, |d| d.classifier),
+        Family::Bert => None,
+    };
+    apply(&mut cls, cls_mask.as_deref());
     let mut pooled = vec![0.0f32; b * h];
     k::linear_forward(
         &cls,
@@ -288,9 +320,12 @@ pub fn forward(
     for z in pooled.iter_mut() {
         *z = z.tanh();
     }
+    let pooled_mask = mask(Site::HeadPooled, b * h, |d| d.classifier);
+    let mut pooled_dropped = pooled.clone();
+    apply(&mut pooled_dropped, pooled_mask.as_deref());
     let mut logits = vec![0.0f32; b * 2];
     k::linear_forward(
-        &pooled,
+        &pooled_dropped,
         &p.data[p.hi(2)],
         Some(&p.data[p.hi(3)]),
         b,
@@ -300,7 +335,9 @@ pub fn forward(
     );
     if keep {
         cache.cls = cls;
+        cache.cls_mask = cls_mask;
         cache.pooled = pooled;
+        cache.pooled_mask = pooled_mask;
         (logits, Some(cache))
     } else {
         (logits, None)

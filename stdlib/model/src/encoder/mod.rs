@@ -5,13 +5,14 @@
 //! HF's classifier classes, loading, saving), `tokenize` (tokenizer.json,
 //! truncation), `attention` (bidirectional, ragged batches), `forward`
 //! (embeddings with RoBERTa's position offset, post-LayerNorm blocks, exact
-//! GELU, the head on the first token), `backward` (every tensor's gradient),
-//! `train` (AdamW fine-tuning). The logits and gradients are checked against
+//! GELU, the head on the first token), `dropout` (training mode's masks),
+//! `backward` (every tensor's gradient), `train` (AdamW fine-tuning). The logits and gradients are checked against
 //! transformers in `tests/encoder.rs`.
 
 pub mod attention;
 pub mod backward;
 pub mod config;
+pub mod dropout;
 pub mod forward;
 pub mod params;
 pub mod tokenize;
@@ -20,6 +21,7 @@ pub mod train;
 use std::path::Path;
 
 pub use config::{EncoderConfig, Family};
+pub use dropout::Dropout;
 pub use forward::Batch;
 pub use params::{EncoderParams, LoadReport};
 pub use tokenize::EncoderTokenizer;
@@ -64,7 +66,7 @@ impl Encoder {
 
     /// Logits (B×2) of a batch.
     pub fn logits(&self, batch: &Batch) -> Vec<f32> {
-        forward::forward(&self.config, &self.params, batch, false).0
+        forward::forward(&self.config, &self.params, batch, false, None).0
     }
 
     /// P(label 1) of each sequence: softmax of the two logits.

@@ -6,7 +6,7 @@
 //! `initializer_range`, zero biases), and saving.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rand::SeedableRng;
 use rand_distr_normal::normal;
@@ -14,7 +14,8 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde_json::Value;
 
 use super::config::{EncoderConfig, Family};
-use crate::error::{read_to_string, write_atomic, ModelError};
+use crate::error::{write_atomic, ModelError};
+use crate::weights::weight_files;
 
 /// Tensors of the embeddings: word, position, token type, LayerNorm w/b.
 pub const EMB: usize = 5;
@@ -169,60 +170,8 @@ impl EncoderParams {
 }
 
 fn view_to_f32(view: &TensorView, name: &str, file: &Path) -> Result<Vec<f32>, ModelError> {
-    let b = view.data();
-    Ok(match view.dtype() {
-        Dtype::F32 => b
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::BF16 => b
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-            .collect(),
-        Dtype::F16 => b
-            .chunks_exact(2)
-            .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-            .collect(),
-        other => {
-            return Err(ModelError::invalid(
-                file,
-                format!("tensor `{name}` has dtype {other:?}; flow reads F32, BF16 and F16"),
-            ))
-        }
-    })
-}
-
-/// `model.safetensors`, or the shards of `model.safetensors.index.json`.
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
-    let single = dir.join("model.safetensors");
-    if single.is_file() {
-        return Ok(vec![single]);
-    }
-    let index = dir.join("model.safetensors.index.json");
-    if index.is_file() {
-        let v: Value = serde_json::from_str(&read_to_string(&index)?)
-            .map_err(|e| ModelError::invalid(&index, format!("not valid JSON: {e}")))?;
-        let mut files: Vec<String> = v
-            .get("weight_map")
-            .and_then(Value::as_object)
-            .ok_or_else(|| ModelError::invalid(&index, "missing object `weight_map`"))?
-            .values()
-            .filter_map(|f| f.as_str().map(str::to_string))
-            .collect();
-        files.sort();
-        files.dedup();
-        if let Some(bad) = files.iter().find(|f| f.contains('/') || f.contains('\\')) {
-            return Err(ModelError::invalid(
-                &index,
-                format!("shard name `{bad}` must be a plain file name"),
-            ));
-        }
-        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
-    }
-    Err(ModelError::invalid(
-        dir,
-        "no weights: expected model.safetensors or model.safetensors.index.json (flow does not read pytorch_model.bin)",
-    ))
+    crate::weights::decode_f32(view.dtype(), view.data())
+        .map_err(|e| ModelError::invalid(file, format!("tensor `{name}`: {e}")))
 }
 
 /// What loading found.

@@ -2,12 +2,15 @@
 //! AdamW as torch.optim.AdamW (the kernels' `adamw_step`), weight decay on
 //! all but biases and LayerNorm weights (HF Trainer's rule), global-norm
 //! clipping (torch's `clip_grad_norm_`), linear decay after a linear warmup
-//! (transformers' `get_linear_schedule_with_warmup`). No dropout: every step
-//! is deterministic for a given seed and data order.
+//! (transformers' `get_linear_schedule_with_warmup`), and dropout with the
+//! config's probabilities as `model.train()` applies it. The masks of step
+//! n come from (dropout seed, n), so a run is reproducible for a given seed
+//! and data order.
 
 use flow_kernels::cpu::{adamw_step, AdamW};
 
 use super::backward::{backward, cross_entropy};
+use super::dropout::Dropout;
 use super::forward::{forward, Batch};
 use super::params::EncoderParams;
 use super::Encoder;
@@ -24,6 +27,9 @@ pub struct FineTuneConfig {
     pub total_steps: usize,
     /// 0 disables clipping.
     pub max_grad_norm: f64,
+    /// Seed of the dropout masks; `None` trains without dropout (the eval
+    /// forward, which the transformers goldens use).
+    pub dropout_seed: Option<u64>,
 }
 
 impl Default for FineTuneConfig {
@@ -37,6 +43,7 @@ impl Default for FineTuneConfig {
             warmup_steps: 0,
             total_steps: 1,
             max_grad_norm: 1.0,
+            dropout_seed: None,
         }
     }
 }
@@ -76,7 +83,23 @@ impl FineTuner {
         for g in self.grads.data.iter_mut() {
             g.fill(0.0);
         }
-        let (logits, cache) = forward(&self.encoder.config, &self.encoder.params, batch, true);
+        let dropout = self.cfg.dropout_seed.map(|seed| {
+            // one seed a step, mixed so that neighbouring steps' masks are
+            // unrelated streams
+            let step_seed = seed
+                ^ self
+                    .step
+                    .wrapping_add(1)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            Dropout::from_config(&self.encoder.config, step_seed)
+        });
+        let (logits, cache) = forward(
+            &self.encoder.config,
+            &self.encoder.params,
+            batch,
+            true,
+            dropout.as_ref(),
+        );
         let (loss, dlogits) = cross_entropy(&logits, labels);
         backward(
             &self.encoder.config,

@@ -1,7 +1,7 @@
 //! `method: "encoder"`: a BERT / RoBERTa / XLM-RoBERTa encoder fine-tuned
 //! whole with its sequence-classification head (flow-model's
 //! `encoder::FineTuner`: cross-entropy, AdamW, linear warmup then linear
-//! decay, clipping at norm 1, no dropout), as transformers' Trainer would
+//! decay, clipping at norm 1, the config's dropout), as transformers' Trainer would
 //! fine-tune `XLMRobertaForSequenceClassification`. The artifact is that
 //! classifier's Hugging Face directory (config.json with id2label,
 //! model.safetensors, tokenizer files) with classifier.json and
@@ -192,6 +192,7 @@ pub(super) fn train_encoder(ctx: &OpContext, common: &Common) -> OpResult<Output
     let cfg = FineTuneConfig {
         lr,
         weight_decay: ctx.float("weight_decay")?,
+        dropout_seed: ctx.bool("dropout")?.then_some(common.seed ^ 0xd0),
         warmup_steps,
         total_steps,
         ..FineTuneConfig::default()

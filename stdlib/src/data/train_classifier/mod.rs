@@ -271,7 +271,7 @@ impl Op for TrainClassifier {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "train_classifier",
-            version: 2,
+            version: 3,
             doc: "Trains a binary document classifier (positive label vs the rest) on labelled documents of a corpus: fitted on a train split, threshold chosen on a validation split, precision/recall/F1 reported on a test split (classifier.json). method encoder writes a Hugging Face *ForSequenceClassification directory.",
             params: vec![
                 Param::required("corpus", Type::Dir, "corpus artifact holding the labelled documents' texts"),
@@ -285,6 +285,7 @@ impl Op for TrainClassifier {
                 Param::optional("batch", Type::Int, Value::Int(16), "encoder: documents per optimizer step"),
                 Param::optional("warmup_ratio", Type::Float, Value::Float(0.1), "encoder: fraction of steps with a linearly rising learning rate (then linear decay to 0)"),
                 Param::optional("weight_decay", Type::Float, Value::Float(0.01), "encoder: AdamW decoupled weight decay (not on biases and LayerNorm weights)"),
+                Param::optional("dropout", Type::Bool, Value::Bool(true), "encoder: train with the dropout of config.json (hidden_dropout_prob, attention_probs_dropout_prob, classifier_dropout), as transformers' Trainer does; false: without dropout"),
                 Param::optional("valid_fraction", Type::Float, Value::Float(0.2), "validation fraction (by blake3 of seed and id): chooses the threshold"),
                 Param::optional("test_fraction", Type::Float, Value::Float(0.2), "test fraction (by blake3 of seed and id): reported precision/recall/F1, used for nothing else"),
                 Param::optional("target_precision", Type::Float, Value::Float(0.95), "the lowest threshold whose validation precision reaches this (the seeds' P 0.95); 0, or when no threshold reaches it: the one maximising validation F1"),
