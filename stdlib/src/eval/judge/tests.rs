@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::op::testing::{run_op, run_op_logged};
 

@@ -1,6 +1,8 @@
 //! Relative gain G_rel per benchmark and its mean.
 
 use super::*;
+use crate::artifacts::eval::RelativeGainResult;
+use crate::artifacts::JsonFile;
 
 /// Tokens, FLOPs and the gains of one checkpoint step.
 type StepGains = (Option<f64>, Option<f64>, Vec<f64>);
@@ -25,27 +27,24 @@ pub(in crate::report) fn gain_section(
     // (baseline model, step) -> (tokens, flops, gains)
     let mut mean: BTreeMap<(String, u64), StepGains> = BTreeMap::new();
     for (i, p) in paths.iter().enumerate() {
-        let j = artifact(p, "relative_gain.json")?;
+        let j = RelativeGainResult::read(p).wrap_err("report: parameter `gain`")?;
         let bench = names
             .get(i)
             .cloned()
             .unwrap_or_else(|| format!("benchmark {}", i + 1));
         // Grouped by the baseline's full path (one artifact), shown by its name.
-        let baseline_key = j["baseline"]["source"]
-            .as_str()
-            .unwrap_or("baseline")
-            .to_owned();
+        let baseline_key = if j.baseline.source.is_empty() {
+            "baseline".to_owned()
+        } else {
+            j.baseline.source.clone()
+        };
         let baseline = base_name(&baseline_key);
-        let base_acc = f(&j["baseline"]["acc"]);
-        for g in j["scores"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-        {
-            let Some(value) = f(&g["g_rel"]) else {
+        let base_acc = j.baseline.acc;
+        for g in &j.scores {
+            let Some(value) = g.g_rel else {
                 continue;
             };
-            let ck = g["checkpoint"].as_object();
+            let ck = g.checkpoint.as_ref().and_then(Json::as_object);
             let step = ck.and_then(|c| c.get("step")).and_then(Json::as_u64);
             let tokens = ck.and_then(|c| c.get("tokens_seen")).and_then(f);
             let flops = ck.and_then(|c| c.get("flops")).and_then(f);
@@ -56,7 +55,7 @@ pub(in crate::report) fn gain_section(
             rows.push(vec![
                 label.clone(),
                 baseline.clone(),
-                fmt_opt(f(&g["acc"]), 4),
+                fmt_opt(g.acc, 4),
                 fmt_opt(base_acc, 4),
                 format!("{value:.4}"),
                 tokens.map_or("–".into(), human),
