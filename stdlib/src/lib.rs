@@ -6,6 +6,7 @@
 
 pub mod op;
 
+pub mod artifacts;
 pub mod data;
 pub mod eval;
 pub mod exec;

@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
-use miette::{miette, IntoDiagnostic, WrapErr};
-use serde_json::{json, Value as Json};
+use miette::{miette, WrapErr};
+use serde_json::Value as Json;
 
-use crate::eval::mcqa::{write_atomic, McqaResult};
+use crate::artifacts::eval::{GainBaseline, GainScore, RelativeGainResult};
+use crate::artifacts::JsonFile;
+use crate::eval::mcqa::McqaResult;
 use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
@@ -78,23 +80,25 @@ impl Op for RelativeGain {
             .map(|v| read_score(v, metric, "score"))
             .collect::<OpResult<Vec<_>>>()?;
         let gains = relative_gains(&scores.iter().map(|s| s.1).collect::<Vec<_>>(), base_acc)?;
-        let rows: Vec<Json> = scores
-            .iter()
-            .zip(&gains)
-            .map(|((src, acc, ckpt), g)| json!({"source": src, "acc": acc, "g_rel": g, "checkpoint": ckpt}))
-            .collect();
-        let doc = json!({
-            "metric": metric,
-            "baseline": {"source": base_src, "acc": base_acc, "checkpoint": base_ckpt},
-            "scores": rows,
-        });
-        write_atomic(
-            &ctx.out_dir,
-            "relative_gain.json",
-            serde_json::to_string_pretty(&doc)
-                .into_diagnostic()?
-                .as_bytes(),
-        )?;
+        let doc = RelativeGainResult {
+            metric: metric.to_owned(),
+            baseline: GainBaseline {
+                source: base_src,
+                acc: Some(base_acc),
+                checkpoint: base_ckpt,
+            },
+            scores: scores
+                .into_iter()
+                .zip(gains)
+                .map(|((source, acc, checkpoint), g)| GainScore {
+                    source,
+                    acc: Some(acc),
+                    g_rel: Some(g),
+                    checkpoint,
+                })
+                .collect(),
+        };
+        doc.write(&ctx.out_dir)?;
         let mut out = Outputs::new();
         out.insert("result".into(), Value::Path("relative_gain.json".into()));
         Ok(out)
@@ -105,6 +109,7 @@ impl Op for RelativeGain {
 mod tests {
     use super::*;
     use crate::op::testing::{full_params, with_context, RunOptions};
+    use serde_json::json;
     use std::path::Path;
     use std::path::PathBuf;
 

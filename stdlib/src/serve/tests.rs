@@ -592,40 +592,146 @@ fn binds_only_to_loopback() {
     assert!(err.contains("loopback"), "{err}");
 }
 
-/// The golden tiny Qwen2 model of tests/golden (made with transformers):
-/// the server's echo log-probabilities are the runtime's.
+/// The transformers goldens of the tiny Qwen2 model (tests/golden/make_golden.py):
+/// `golden.json` (inputs, continuation log-likelihoods, greedy tokens) and
+/// the logits of each input in `golden.safetensors`.
+struct Golden {
+    json: Json,
+    logits: std::collections::HashMap<String, Vec<f32>>,
+}
+
+fn qwen2_golden(dir: &Path) -> Golden {
+    let json: Json =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(dir.join("golden.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let logits = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("logits."))
+        .map(|(n, v)| {
+            assert_eq!(v.dtype(), safetensors::Dtype::F32, "{n}");
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (n, data)
+        })
+        .collect();
+    Golden { json, logits }
+}
+
+fn token_ids(v: &Json) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// log_softmax(row)[token] in f64.
+fn log_softmax_at(row: &[f32], token: u32) -> f64 {
+    let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+    let lse = max
+        + row
+            .iter()
+            .map(|&x| (x as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
+    row[token as usize] as f64 - lse
+}
+
+/// The server against transformers: the echoed log-probability of every
+/// prompt token, the top-3 alternatives, the summed continuation
+/// log-likelihood lm-eval takes from them, and the greedy completion.
 #[test]
-fn golden_model_logprobs_equal_token_logprobs() {
+fn golden_model_serves_the_log_probabilities_and_greedy_tokens_of_transformers() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/qwen2");
+    let golden = qwen2_golden(&dir);
     let model: Arc<dyn LanguageModel> = Arc::from(runtime::load(&dir).unwrap());
     let server = Server::start(model.clone(), "qwen2", "127.0.0.1:0").unwrap();
-    let ids = model
-        .encode("The patient presented with fever.", false)
-        .unwrap();
-    let body = json!({"prompt": [ids], "max_tokens": 0, "logprobs": 3, "echo": true});
-    let (status, resp) = http(server.addr(), "POST", "/v1/completions", &body.to_string());
-    assert_eq!(status, 200, "{resp}");
-    let flow = runtime::load(&dir).unwrap();
-    let expected = flow.token_logprobs(&ids, 3);
-    let lp = &resp["choices"][0]["logprobs"];
-    assert!(lp["token_logprobs"][0].is_null());
-    for i in 1..ids.len() {
-        let e = expected[i].as_ref().unwrap();
+    let inputs = golden.json["inputs"].as_array().unwrap();
+    for (i, input) in inputs.iter().enumerate() {
+        let ids = token_ids(input);
+        let logits = &golden.logits[&format!("logits.{i}")];
+        let vocab = logits.len() / ids.len();
+        assert_eq!(logits.len(), ids.len() * vocab, "input {i}");
+        let body = json!({"prompt": [ids], "max_tokens": 0, "logprobs": 3, "echo": true});
+        let (status, resp) = http(server.addr(), "POST", "/v1/completions", &body.to_string());
+        assert_eq!(status, 200, "{resp}");
+        let lp = &resp["choices"][0]["logprobs"];
+        assert!(lp["token_logprobs"][0].is_null());
+        for j in 1..ids.len() {
+            let row = &logits[(j - 1) * vocab..j * vocab];
+            let want = log_softmax_at(row, ids[j]);
+            let got = lp["token_logprobs"][j].as_f64().unwrap();
+            assert!(
+                (got - want).abs() < 1e-4,
+                "input {i}, position {j}: {got} vs {want}"
+            );
+            // The three most likely next tokens by transformers' logits,
+            // and the prompt's own token (OpenAI's format adds it).
+            let mut order: Vec<u32> = (0..vocab as u32).collect();
+            order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+            let mut top: Vec<u32> = order[..3].to_vec();
+            if !top.contains(&ids[j]) {
+                top.push(ids[j]);
+            }
+            let want_top: Vec<f64> = top.iter().map(|&t| log_softmax_at(row, t)).collect();
+            let got_top: Vec<f64> = lp["top_logprobs"][j]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            // Keys are token texts: tokens that decode alike share one
+            // entry, so each served value is one of transformers'.
+            assert!(
+                !got_top.is_empty() && got_top.len() <= want_top.len(),
+                "input {i}, position {j}"
+            );
+            for g in &got_top {
+                assert!(
+                    want_top.iter().any(|w| (g - w).abs() < 1e-4),
+                    "input {i}, position {j}: top {g} not among {want_top:?}"
+                );
+            }
+            let best = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            assert!(
+                (best(&got_top) - best(&want_top)).abs() < 1e-4,
+                "input {i}, position {j}"
+            );
+        }
+        // lm-eval's loglikelihood: the sum over the continuation's tokens.
+        let ll = &golden.json["loglikelihood"][i];
+        let ctxlen = ll["context"].as_array().unwrap().len();
+        assert_eq!(token_ids(&ll["continuation"]), ids[ctxlen..]);
+        let summed: f64 = (ctxlen..ids.len())
+            .map(|j| lp["token_logprobs"][j].as_f64().unwrap())
+            .sum();
+        let want = ll["logprob"].as_f64().unwrap();
         assert!(
-            (lp["token_logprobs"][i].as_f64().unwrap() - e.logprob as f64).abs() < 1e-6,
-            "position {i}"
+            (summed - want).abs() < 1e-3,
+            "input {i}: {summed} vs {want}"
+        );
+
+        // Greedy decoding: transformers' 12 new tokens, as text.
+        let greedy = token_ids(&golden.json["greedy"][i]);
+        let body = json!({"prompt": [ids], "max_tokens": greedy.len(), "temperature": 0});
+        let (status, resp) = http(server.addr(), "POST", "/v1/completions", &body.to_string());
+        assert_eq!(status, 200, "{resp}");
+        assert_eq!(
+            resp["choices"][0]["text"].as_str().unwrap(),
+            model.decode(&greedy, false).unwrap(),
+            "input {i}"
+        );
+        assert_eq!(
+            resp["usage"]["completion_tokens"],
+            greedy.len(),
+            "input {i}"
         );
     }
-    let ctxlen = 3;
-    let summed: f64 = (ctxlen..ids.len())
-        .map(|i| lp["token_logprobs"][i].as_f64().unwrap())
-        .sum();
-    let ll = flow.loglikelihood(&[(ids[..ctxlen].to_vec(), ids[ctxlen..].to_vec())])[0];
-    assert!(
-        (summed - ll.logprob).abs() < 1e-3,
-        "{summed} vs {}",
-        ll.logprob
-    );
     let (status, resp) = http(
         server.addr(),
         "POST",

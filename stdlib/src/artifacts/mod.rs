@@ -1,0 +1,152 @@
+//! The JSON and JSONL files ops hand each other: one struct per artifact
+//! file, used by the op that writes it and by every op that reads it
+//! (report, davidson, ...). Field order is the file's (serde_json keeps
+//! insertion order), so a struct writes the bytes the op always wrote.
+//!
+//! Readers are lenient where the report always was: a field an older or
+//! hand-written artifact lacks takes its default (`#[serde(default)]`), and
+//! a number that may be non-finite is an `Option<f64>` (serde_json writes
+//! NaN and infinities as `null`).
+//!
+//! `mcqa.json` is [`crate::eval::mcqa::McqaResult`], beside the scoring
+//! that fills it. So far `relative_gain.json` is read and written through
+//! its struct; the others of [`eval`] are defined, not yet used by their
+//! writers and readers.
+
+use std::path::{Path, PathBuf};
+
+use miette::{miette, IntoDiagnostic, WrapErr};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::op::OpResult;
+
+pub mod eval;
+mod ordered;
+#[cfg(test)]
+mod tests;
+
+pub use ordered::OrderedMap;
+
+/// A `[low, high]` interval whose ends may be non-finite (`null`); `None`
+/// where there was nothing to compute it from.
+pub type Interval = Option<[Option<f64>; 2]>;
+
+/// Both ends of an [`Interval`], when both are numbers.
+pub fn interval_ends(i: &Interval) -> Option<(f64, f64)> {
+    let [lo, hi] = (*i)?;
+    Some((lo?, hi?))
+}
+
+/// `x` when it is finite (what serde_json would write as a number).
+pub fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+/// The path of `name` given an artifact directory or the file itself.
+fn file_in(path: &Path, name: &str) -> PathBuf {
+    if path.is_dir() {
+        path.join(name)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// A JSON artifact file: pretty-printed, as every op writes them.
+pub trait JsonFile: Serialize + DeserializeOwned {
+    /// The file's name in its artifact directory.
+    const NAME: &'static str;
+    /// What the file is, for errors ("a davidson result").
+    const WHAT: &'static str;
+    /// Whether the file ends in a line break. The data ops' statistics do,
+    /// the evaluation and training files do not; each keeps the bytes it
+    /// had before it was typed.
+    const FINAL_NEWLINE: bool;
+
+    /// The file's bytes.
+    fn to_bytes(&self) -> OpResult<Vec<u8>> {
+        let mut text = serde_json::to_string_pretty(self).into_diagnostic()?;
+        if Self::FINAL_NEWLINE {
+            text.push('\n');
+        }
+        Ok(text.into_bytes())
+    }
+
+    /// Writes the file into the artifact directory `dir`, atomically.
+    fn write(&self, dir: &Path) -> OpResult<()> {
+        crate::data::corpus::write_bytes_atomic(&dir.join(Self::NAME), &self.to_bytes()?)
+    }
+
+    /// Reads the file: `path` is the file or the artifact directory.
+    fn read(path: &Path) -> OpResult<Self> {
+        let file = file_in(path, Self::NAME);
+        let text = std::fs::read_to_string(&file)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("reading {}", file.display()))?;
+        serde_json::from_str(&text).map_err(|e| {
+            miette!(
+                "{}:{}:{}: not {} ({e})",
+                file.display(),
+                e.line(),
+                e.column(),
+                Self::WHAT
+            )
+        })
+    }
+
+    /// Reads the file of the artifact directory `dir` if it has one.
+    fn read_if_present(dir: &Path) -> OpResult<Option<Self>> {
+        let file = dir.join(Self::NAME);
+        if file.is_file() {
+            Self::read(&file).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// A JSONL artifact file: one compact JSON object a line.
+pub trait JsonLines: Serialize + DeserializeOwned {
+    /// The file's name in its artifact directory.
+    const NAME: &'static str;
+    /// What one line is, for errors ("a verdict line").
+    const WHAT: &'static str;
+
+    /// The line, without its line break.
+    fn to_line(&self) -> OpResult<String> {
+        serde_json::to_string(self).into_diagnostic()
+    }
+
+    /// The file's text: every record on its own line.
+    fn to_text(records: &[Self]) -> OpResult<String> {
+        let mut text = String::new();
+        for r in records {
+            text += &r.to_line()?;
+            text.push('\n');
+        }
+        Ok(text)
+    }
+
+    /// Reads every line (blank lines are skipped); `path` is the file or
+    /// the artifact directory. A line that is not a record is an error
+    /// naming the file and line.
+    fn read_all(path: &Path) -> OpResult<Vec<Self>> {
+        let file = file_in(path, Self::NAME);
+        let text = std::fs::read_to_string(&file)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("reading {}", file.display()))?;
+        Self::parse_all(&text, &file)
+    }
+
+    /// Parses the lines of `text`, read from `file`.
+    fn parse_all(text: &str, file: &Path) -> OpResult<Vec<Self>> {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(n, l)| {
+                serde_json::from_str(l)
+                    .map_err(|e| miette!("{}:{}: not {} ({e})", file.display(), n + 1, Self::WHAT))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,342 @@
+//! `annotate`: zero-shot labelling of a corpus by a chat model (the
+//! DeFineMed recipe: an instruction prompt, a fixed label set, one answer per
+//! document).
+//!
+//! Answers are appended to a JSONL file as they arrive (fsynced every
+//! [`SYNC_EVERY`] answers). With `state_dir` set, that file lives there under
+//! a name derived from the configuration (backend, model, prompt, labels), so
+//! a run that was interrupted, or that failed on a dead server, resumes where
+//! it stopped: documents whose answer (matching id and text hash) is already
+//! there are not asked again.
+//!
+//! Failed calls (connection refused, timeout, an HTTP error status after
+//! retries, an answer that is not a chat completion) are never stored as
+//! answers: they are counted, left out of every file, and the op fails once
+//! more than `max_failures` documents failed, so the engine keeps no
+//! artifact and a rerun asks again. A refused key (401/403) fails at once.
+//! Files record a failure's class and status code only, never the server's
+//! text; the log carries that text with the key redacted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use miette::{miette, IntoDiagnostic, WrapErr};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value as Json};
+
+use super::corpus::{corpus_shards, for_each_doc, write_bytes_atomic, write_json_atomic};
+use crate::llm::{
+    ChatBackend, ChatError, ChatMessage, ChatRequest, LocalBackend, OpenAiBackend, OpenAiSettings,
+};
+use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+
+mod answers;
+mod backend;
+mod calibrate;
+mod prompt;
+#[cfg(test)]
+mod tests;
+
+use answers::*;
+use backend::*;
+use calibrate::*;
+pub use prompt::*;
+
+pub fn ops() -> Vec<Arc<dyn Op>> {
+    vec![Arc::new(Annotate)]
+}
+
+/// Answers between two fsyncs of the answer file.
+pub const SYNC_EVERY: usize = 32;
+/// Documents read from the corpus at a time.
+const CHUNK: usize = 1024;
+
+/// The `annotate` op.
+pub struct Annotate;
+
+impl Op for Annotate {
+    fn spec(&self) -> OpSpec {
+        OpSpec {
+            name: "annotate",
+            version: 7,
+            doc: "Zero-shot labelling of every document of a corpus by a chat model (OpenAI-compatible endpoint or the local runtime); writes annotations.jsonl (id, label or null when the answer named none, raw answer) and annotate.json (counts per label, unparseable, failed). Documents whose request failed are left out and counted; more than max_failures of them, or a refused key (401/403), fail the op.",
+            params: vec![
+                Param::required("corpus", Type::Dir, "corpus artifact (usually a sample)"),
+                Param::required("prompt", Type::File, "prompt template: user message with {text} (and optionally {labels}); optional `### system` / `### user` sections"),
+                Param::required("labels", Type::List(Box::new(Type::Str)), "the label set"),
+                Param::required("model", Type::Any, "openai: the model name; local: the model directory"),
+                Param::optional("backend", Type::Enum(vec!["openai".into(), "local".into()]), Value::Str("openai".into()), "openai: any OpenAI-compatible /chat/completions endpoint; local: flow's model runtime, which picks the label with the highest log-likelihood after the prompt"),
+                Param::optional("base_url", Type::Str, Value::Str("http://127.0.0.1:8000/v1".into()), "endpoint base URL (…/v1)"),
+                Param::optional("api_key_env", Type::Str, Value::Str(String::new()), "NAME of the environment variable holding the API key (the key itself never goes into a parameter)"),
+                Param::optional("concurrency", Type::Int, Value::Int(8), "requests in flight"),
+                Param::optional("retries", Type::Int, Value::Int(3), "retries on timeouts, connection errors, 429 and 5xx, with exponential backoff"),
+                Param::optional("backoff_s", Type::Float, Value::Float(1.0), "first backoff; doubles per retry"),
+                Param::optional("timeout_s", Type::Float, Value::Float(120.0), "limit per request"),
+                Param::optional("json_schema", Type::Bool, Value::Bool(true), "send response_format with a JSON schema {label: enum of labels}"),
+                Param::optional("max_tokens", Type::Int, Value::Int(32), "answer length limit"),
+                Param::optional("max_chars", Type::Int, Value::Int(8000), "document characters put into the prompt"),
+                Param::optional("state_dir", Type::Str, Value::Str(String::new()), "a directory keeping answers across runs (resume); empty: only the output directory"),
+                Param::optional("max_failures", Type::Int, Value::Int(0), "documents whose request may fail (connection, timeout, HTTP error after retries, malformed answer) before the op fails; they are left out of annotations.jsonl and counted in annotate.json. A refused key (401/403) always fails"),
+            ],
+            produces: Type::Dir,
+            outputs: vec![
+                Output { name: "annotations", ty: Type::File, doc: "annotations.jsonl" },
+                Output { name: "stats", ty: Type::File, doc: "annotate.json" },
+            ],
+            resources: Resources::MODEL,
+        }
+    }
+
+    fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
+        let max_failures = u64::try_from(ctx.int("max_failures")?)
+            .map_err(|_| miette!("parameter `max_failures`: must be >= 0"))?;
+        let labels: Vec<String> = ctx
+            .list("labels")?
+            .iter()
+            .map(|v| match v {
+                Value::Str(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+                _ => Err(miette!("parameter `labels`: expected non-empty strings")),
+            })
+            .collect::<OpResult<_>>()?;
+        if labels.len() < 2 {
+            return Err(miette!("parameter `labels`: give at least two labels"));
+        }
+        let prompt_path = ctx.path("prompt")?;
+        let prompt_src = std::fs::read_to_string(prompt_path)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot read {}", prompt_path.display()))?;
+        let template = PromptTemplate::parse(&prompt_src)
+            .map_err(|e| miette!("{}: {e}", prompt_path.display()))?;
+        let backend = backend_from(ctx)?;
+        let max_chars = ctx.int("max_chars")?.max(1) as usize;
+        let schema = json!({"type": "object", "properties": {"label": {"type": "string", "enum": labels}}, "required": ["label"], "additionalProperties": false});
+        let use_schema = ctx.bool("json_schema")? && backend.supports_json_schema();
+        let max_tokens = ctx.int("max_tokens")?.max(1) as usize;
+
+        // the answer file: in state_dir under a configuration hash, or in out_dir
+        let mut desc = backend.describe();
+        // where and how patiently it is asked does not change an answer
+        for k in ["retries", "timeout_s", "base_url"] {
+            if let Some(o) = desc.as_object_mut() {
+                o.remove(k);
+            }
+        }
+        let config = json!({"backend": desc, "prompt": prompt_src, "labels": labels, "schema": use_schema, "max_tokens": max_tokens, "max_chars": max_chars});
+        let config_hash = blake3::hash(config.to_string().as_bytes()).to_hex()[..16].to_string();
+        let state_dir = ctx.str("state_dir")?;
+        let answer_path = if state_dir.is_empty() {
+            ctx.out_dir.join("answers.partial.jsonl")
+        } else {
+            std::fs::create_dir_all(state_dir)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot create state_dir {state_dir}"))?;
+            Path::new(state_dir).join(format!("annotate-{config_hash}.jsonl"))
+        };
+        let previous = load_previous(&answer_path);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&answer_path)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot open {}", answer_path.display()))?;
+        let mut log = AnswerLog { file, unsynced: 0 };
+
+        let shards = corpus_shards(ctx.path("corpus")?)?;
+        let mut order: Vec<String> = Vec::new();
+        let mut answers: HashMap<String, Answer> = HashMap::new();
+        let mut reused = 0u64;
+        let stop = AtomicBool::new(false);
+        let mut fatal: Option<miette::Report> = None;
+        let mut chunk: Vec<(String, String)> = Vec::with_capacity(CHUNK);
+        // documents whose request failed: count and `{id, class, status}` examples
+        let mut failures = Failures::default();
+
+        let process = |chunk: &mut Vec<(String, String)>,
+                       answers: &mut HashMap<String, Answer>,
+                       log: &mut AnswerLog,
+                       failures: &mut Failures|
+         -> OpResult<()> {
+            let todo: Vec<&(String, String)> = chunk.iter().collect();
+            let next = AtomicUsize::new(0);
+            let (tx, rx) = mpsc::channel::<Outcome>();
+            let workers = backend.concurrency().min(todo.len().max(1));
+            let mut first_error: Option<String> = None;
+            std::thread::scope(|s| {
+                for _ in 0..workers {
+                    let tx = tx.clone();
+                    let (todo, next, backend, template, labels, schema, stop) =
+                        (&todo, &next, &backend, &template, &labels, &schema, &stop);
+                    s.spawn(move || loop {
+                        if stop.load(Ordering::Relaxed) || ctx.cancel.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((id, text)) = todo.get(i) else {
+                            return;
+                        };
+                        let clipped: String = text.chars().take(max_chars).collect();
+                        let req = ChatRequest {
+                            messages: template.messages(&clipped, labels),
+                            max_tokens,
+                            temperature: 0.0,
+                            json_schema: use_schema.then(|| schema.clone()),
+                        };
+                        // A backend that can score the labels (the local
+                        // runtime) picks the most likely one: small models
+                        // rarely answer in the requested format.
+                        // Its raw answer holds every label's score; the
+                        // labels are decided once all are scored (below).
+                        let reply = match backend.scores(&req.messages, labels) {
+                            Some(r) => r.map(|scores| {
+                                let best = argmax(&scores);
+                                json!({ "label": labels[best], "scores": scores }).to_string()
+                            }),
+                            None => backend.chat(&req),
+                        };
+                        let outcome = match reply {
+                            Ok(raw) => Outcome::Answered(Answer {
+                                id: id.clone(),
+                                text_hash: text_hash(text),
+                                label: parse_label(&raw, labels),
+                                raw: Some(raw),
+                                error: None,
+                            }),
+                            Err(error) => {
+                                // Stop the other workers before they take
+                                // another document: a refused key refuses
+                                // every request.
+                                if error.is_unauthorized() {
+                                    stop.store(true, Ordering::Relaxed);
+                                }
+                                Outcome::Failed {
+                                    id: id.clone(),
+                                    error,
+                                }
+                            }
+                        };
+                        if tx.send(outcome).is_err() {
+                            return;
+                        }
+                    });
+                }
+                drop(tx);
+                for outcome in rx {
+                    ctx.progress.inc(1);
+                    let a = match outcome {
+                        Outcome::Answered(a) => a,
+                        Outcome::Failed { id, error } => {
+                            if let Some(e) = failures.record(ctx, &id, &error, max_failures) {
+                                stop.store(true, Ordering::Relaxed);
+                                first_error.get_or_insert(e);
+                            }
+                            continue;
+                        }
+                    };
+                    if let Err(e) = log.append(&a) {
+                        stop.store(true, Ordering::Relaxed);
+                        first_error.get_or_insert(format!("{e:?}"));
+                        continue;
+                    }
+                    answers.insert(a.id.clone(), a);
+                }
+            });
+            log.sync()?;
+            chunk.clear();
+            ctx.check_cancelled()?;
+            if let Some(e) = first_error {
+                return Err(miette!(
+                    help = "answers so far are kept; with state_dir set, a rerun resumes after them (max_failures tolerates some failed documents)",
+                    "annotate stopped: {e}"
+                ));
+            }
+            Ok(())
+        };
+
+        for shard in &shards {
+            if fatal.is_some() {
+                break;
+            }
+            let r = for_each_doc(shard, |doc, _| {
+                order.push(doc.id.to_string());
+                if let Some(prev) = previous.get(doc.id.as_ref()) {
+                    if prev.text_hash == text_hash(&doc.text) {
+                        answers.insert(prev.id.clone(), prev.clone());
+                        reused += 1;
+                        return Ok(());
+                    }
+                }
+                chunk.push((doc.id.to_string(), doc.text.to_string()));
+                if chunk.len() >= CHUNK {
+                    process(&mut chunk, &mut answers, &mut log, &mut failures)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = r {
+                fatal = Some(e);
+            }
+        }
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        process(&mut chunk, &mut answers, &mut log, &mut failures)?;
+        drop(log);
+
+        batch_calibrate(&mut answers, &labels);
+        // annotations.jsonl in corpus order
+        let mut per_label: BTreeMap<String, u64> = labels.iter().map(|l| (l.clone(), 0)).collect();
+        let mut unparseable = 0u64;
+        let failed = failures.count;
+        let mut unparseable_examples = Vec::new();
+        let mut text = String::new();
+        for id in &order {
+            // a failed document has no answer: left out, counted in `failed`
+            let Some(a) = answers.get(id) else { continue };
+            match &a.label {
+                Some(l) => *per_label.entry(l.clone()).or_default() += 1,
+                None => {
+                    unparseable += 1;
+                    if unparseable_examples.len() < 20 {
+                        unparseable_examples.push(json!({"id": id, "raw": a.raw}));
+                    }
+                }
+            }
+            text += &serde_json::to_string(&json!({"id": a.id, "label": a.label, "raw": a.raw}))
+                .into_diagnostic()?;
+            text.push('\n');
+        }
+        write_bytes_atomic(&ctx.out_dir.join("annotations.jsonl"), text.as_bytes())?;
+        let stats = json!({
+            "n": order.len(),
+            "labels": per_label,
+            "unparseable": unparseable,
+            "failed": failed,
+            "reused_from_state": reused,
+            "backend": backend.describe(),
+            "json_schema": use_schema,
+            "config_hash": config_hash,
+            "unparseable_examples": unparseable_examples,
+            "max_failures": max_failures,
+            "failed_examples": failures.examples,
+        });
+        write_json_atomic(&ctx.out_dir.join("annotate.json"), &stats)?;
+        ctx.log(&format!(
+            "annotated {} documents: {} unparseable, {} failed, {} reused",
+            order.len(),
+            unparseable,
+            failed,
+            reused
+        ));
+        Ok(BTreeMap::from([
+            (
+                "annotations".to_string(),
+                Value::Path("annotations.jsonl".into()),
+            ),
+            ("stats".to_string(), Value::Path("annotate.json".into())),
+        ]))
+    }
+}

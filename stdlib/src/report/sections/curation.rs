@@ -1,0 +1,151 @@
+//! Curation statistics beside the papers' values.
+
+use super::*;
+
+/// Curation statistics (004 Appendix C; 002's filtering pipeline): one row
+/// per figure found in the given curation artifacts (annotate, agreement,
+/// train_classifier, filter, dedup, pack), beside the paper's value.
+pub(in crate::report) fn curation_section(doc: &mut Doc, paths: &[PathBuf]) -> OpResult<()> {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut row = |what: &str, value: String, paper: &str| {
+        rows.push(vec![what.to_owned(), value, paper.to_owned()]);
+    };
+    // Counts: whole numbers as they are below a thousand (`4`, not `4.000`).
+    let num = |v: &Json| {
+        f(v).map_or("–".into(), |x| {
+            if x.fract() == 0.0 && x.abs() < 1e3 {
+                format!("{x:.0}")
+            } else {
+                human(x)
+            }
+        })
+    };
+    let frac = |v: &Json| fmt_opt(f(v), 3);
+    for p in paths {
+        let read = |name: &str| -> OpResult<Option<Json>> {
+            let q = p.join(name);
+            if q.is_file() {
+                Ok(Some(read_json(&q)?))
+            } else {
+                Ok(None)
+            }
+        };
+        let mut known = false;
+        if let Some(j) = read("annotate.json")? {
+            known = true;
+            row(
+                "documents sampled and labelled by the LLM",
+                num(&j["n"]),
+                "260k (Mixtral-8x7B-Instruct, zero-shot)",
+            );
+            if let Some(labels) = j["labels"].as_object() {
+                for (label, n) in labels {
+                    row(&format!("  labelled {label}"), num(n), "");
+                }
+            }
+            row("  unparseable answers", num(&j["unparseable"]), "");
+        }
+        if let Some(j) = read("agreement.json")? {
+            known = true;
+            row(
+                "documents checked by human annotators",
+                num(&j["compared"]),
+                "100 (three annotators)",
+            );
+            row(
+                "LLM vs human majority: F1",
+                frac(&j["majority"]["f1"]),
+                "0.911",
+            );
+            row(
+                "LLM vs human majority: precision",
+                frac(&j["majority"]["precision"]),
+                "",
+            );
+            row(
+                "LLM vs human majority: recall",
+                frac(&j["majority"]["recall"]),
+                "",
+            );
+        }
+        if let Some(j) = read("classifier.json")? {
+            known = true;
+            let (split, m) = if j["test"].is_object() {
+                ("test", &j["test"])
+            } else {
+                ("validation", &j["valid"])
+            };
+            row(
+                &format!("classifier precision ({split} split)"),
+                frac(&m["precision"]),
+                "0.95 (test set)",
+            );
+            row(
+                &format!("classifier recall ({split} split)"),
+                frac(&m["recall"]),
+                "0.80 (test set)",
+            );
+            row(
+                &format!("classifier F1 ({split} split)"),
+                frac(&m["f1"]),
+                "",
+            );
+            row("classifier threshold", frac(&j["threshold"]), "");
+        }
+        if let Some(j) = read("filter.json")? {
+            known = true;
+            row(
+                "documents classified",
+                num(&j["documents_in"]),
+                "428M (German FineWeb-2)",
+            );
+            row(
+                "documents kept as medical",
+                num(&j["documents_out"]),
+                "7.3M",
+            );
+        }
+        if let Some(j) = read("dedup.json")? {
+            known = true;
+            row(
+                "documents after deduplication",
+                num(&j["documents_out"]),
+                "7.3M unique",
+            );
+            row(
+                "  exact duplicates removed",
+                num(&j["exact_duplicates"]),
+                "",
+            );
+            row("  near duplicates removed", num(&j["near_duplicates"]), "");
+        }
+        if let Some(j) = read("pack.json")? {
+            known = true;
+            row(
+                "tokens after packing",
+                num(&j["tokens"]),
+                "9.5B (Qwen2.5 tokenizer)",
+            );
+            row("  packed sequences", num(&j["sequences"]), "");
+        }
+        if !known {
+            return Err(miette!(
+                help = "pass annotate, agreement, train_classifier, filter, dedup or pack nodes",
+                "report: parameter `curation`: {} holds none of annotate.json, agreement.json, classifier.json, filter.json, dedup.json, pack.json",
+                p.display()
+            ));
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    doc.heading("Curation");
+    doc.para("From web corpus to domain corpus: LLM annotation of a sample, its agreement with human labels, the classifier trained on it, the filtered, deduplicated and packed corpus. The paper column gives the training-dynamics paper's Appendix C (and DeFineMed's 428M classified documents).");
+    doc.table(&Table {
+        header: ["statistic", "this run", "paper"]
+            .map(String::from)
+            .to_vec(),
+        rows,
+    });
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! Win/tie/loss distributions of the judge runs and the flows between
+//! the two orders.
+
+use super::*;
+
+pub(in crate::report) fn judge_section(
+    doc: &mut Doc,
+    dir: &Path,
+    paths: &[PathBuf],
+) -> OpResult<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    doc.heading("Pairwise judgements: wins, ties, losses");
+    let mut rows = Vec::new();
+    let mut cats = Vec::new();
+    let mut values = Vec::new();
+    for p in paths {
+        let j = artifact(p, "judge.json")?;
+        let (w, t, l) = (
+            f(&j["wins"]).unwrap_or(0.0),
+            f(&j["ties"]).unwrap_or(0.0),
+            f(&j["losses"]).unwrap_or(0.0),
+        );
+        let total = (w + t + l).max(1.0);
+        let name = format!(
+            "{} vs {}",
+            j["model_a"].as_str().unwrap_or("?"),
+            j["model_b"].as_str().unwrap_or("?")
+        );
+        rows.push(vec![
+            name.clone(),
+            format!("{w}"),
+            format!("{t}"),
+            format!("{l}"),
+            format!("{}", j["unparseable"]),
+            format!("{}", j["inconsistent"]),
+            format!("{:.3}", w / total),
+        ]);
+        cats.push(name);
+        values.push(vec![w / total, t / total, l / total]);
+    }
+    doc.table(&Table {
+        header: [
+            "pair (A vs B)",
+            "A wins",
+            "ties",
+            "A losses",
+            "unparseable",
+            "inconsistent orders",
+            "win rate",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    });
+    order_flows(doc, paths)?;
+    let chart = Chart::Bars(BarChart {
+        title: "Win / tie / loss distribution (model A's view)".into(),
+        x_label: "share of judged prompts".into(),
+        categories: cats,
+        groups: vec!["win".into(), "tie".into(), "loss".into()],
+        values,
+        stacked: true,
+    });
+    doc.figure(
+        dir,
+        "judge_wtl",
+        &chart,
+        "Share of wins, ties and losses per judged pair",
+    )
+}
+
+/// Model A's outcome in one order's raw verdict: in the first order A is
+/// shown first ("A" = model A), in the swapped order "A" is model B.
+fn order_outcome(v: &Json, swapped: bool) -> usize {
+    match (v["winner"].as_str(), swapped) {
+        (Some("A"), false) | (Some("B"), true) => 0,
+        (Some("0"), _) => 1,
+        (Some("B"), false) | (Some("A"), true) => 2,
+        _ => 3,
+    }
+}
+
+/// Per-prompt flows between the two orders of each judged pair (issue 13,
+/// item 4; 004 Figs 7/8 show such flows): how the verdict with model A shown
+/// first maps onto the verdict with model B shown first, and the rule that
+/// combines them.
+pub(in crate::report) fn order_flows(doc: &mut Doc, paths: &[PathBuf]) -> OpResult<()> {
+    const CAT: [&str; 4] = ["win", "tie", "loss", "unreadable"];
+    let mut rows = Vec::new();
+    for p in paths {
+        let file = p.join("verdicts.jsonl");
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let mut flow = [[0u64; 4]; 4];
+        let mut name = String::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: Json = serde_json::from_str(line).map_err(|e| {
+                miette!("report: {}:{}: not a JSON line: {e}", file.display(), n + 1)
+            })?;
+            if name.is_empty() {
+                name = format!(
+                    "{} vs {}",
+                    v["model_a"].as_str().unwrap_or("?"),
+                    v["model_b"].as_str().unwrap_or("?")
+                );
+            }
+            flow[order_outcome(&v["a_first"], false)][order_outcome(&v["b_first"], true)] += 1;
+        }
+        for (i, r) in flow.iter().enumerate() {
+            if r.iter().sum::<u64>() == 0 {
+                continue;
+            }
+            let mut row = vec![name.clone(), CAT[i].to_owned()];
+            row.extend(r.iter().map(u64::to_string));
+            rows.push(row);
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    doc.para("Per-prompt flows between the two orders, in model A's view: each prompt is judged with A shown first and with B shown first. Rule combining them (the verdict Davidson is fed): both orders agree → that verdict; they disagree → a tie; either unreadable → no verdict (counted unparseable, left out of the fit).");
+    doc.table(&Table {
+        header: [
+            "pair (A vs B)",
+            "A shown first",
+            "→ B first: win",
+            "tie",
+            "loss",
+            "unreadable",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    });
+    Ok(())
+}

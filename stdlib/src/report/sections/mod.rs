@@ -1,0 +1,21 @@
+//! One function a report section, each reading its artifacts.
+
+use super::*;
+
+mod curation;
+mod davidson;
+mod failure_modes;
+mod gain;
+mod judge;
+mod mcqa;
+mod training;
+mod trajectory;
+
+pub(super) use curation::*;
+pub(super) use davidson::*;
+pub(super) use failure_modes::*;
+pub(super) use gain::*;
+pub(super) use judge::*;
+pub(super) use mcqa::*;
+pub(super) use training::*;
+pub(super) use trajectory::*;

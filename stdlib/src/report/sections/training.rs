@@ -1,0 +1,224 @@
+//! The training run (loss and learning rate) and the compute table.
+
+use super::*;
+
+/// `names`: one per path, or empty (the run's own name).
+pub(in crate::report) fn compute_section(
+    doc: &mut Doc,
+    paths: &[PathBuf],
+    names: &[String],
+    default_device: &str,
+) -> OpResult<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    doc.heading("Compute");
+    let mut rows = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let lineage = p.join("flow_checkpoint.json");
+        let ck = if lineage.is_file() {
+            Some(read_json(&lineage)?)
+        } else {
+            None
+        };
+        let losses = p.join("losses.jsonl");
+        let last: Option<Json> = std::fs::read_to_string(&losses).ok().and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .and_then(|l| serde_json::from_str(l).ok())
+        });
+        let meta = ["train.json", "metadata.json"]
+            .iter()
+            .map(|n| p.join(n))
+            .find(|q| q.is_file())
+            .map(|q| read_json(&q))
+            .transpose()?;
+        let pick = |k: &str| -> Option<f64> {
+            [meta.as_ref(), last.as_ref(), ck.as_ref()]
+                .into_iter()
+                .flatten()
+                .find_map(|v| f(&v[k]))
+        };
+        let tokens = pick("tokens_seen");
+        let flops = pick("flops");
+        let params = match (flops, tokens) {
+            (Some(fl), Some(t)) if t > 0.0 => Some(fl / (6.0 * t)),
+            _ => pick("params"),
+        };
+        let wall = pick("wall_s")
+            .or_else(|| pick("elapsed_s"))
+            .or_else(|| pick("seconds"));
+        let devices = pick("devices").unwrap_or(1.0);
+        let device = [meta.as_ref(), last.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|v| v["device"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| {
+                if default_device.is_empty() {
+                    "–".into()
+                } else {
+                    default_device.to_owned()
+                }
+            });
+        let name = names.get(i).cloned().unwrap_or_else(|| {
+            ck.as_ref()
+                .and_then(|c| c["source"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| base_name(&p.display().to_string()))
+        });
+        rows.push(vec![
+            name,
+            params.map_or("–".into(), human),
+            tokens.map_or("–".into(), human),
+            sci(flops),
+            wall.map_or("–".into(), |w| {
+                format!("{:.2}h × {}", w / 3600.0, devices)
+            }),
+            wall.map_or("–".into(), |w| format!("{:.2}", w / 3600.0 * devices)),
+            device,
+        ]);
+    }
+    doc.table(&Table {
+        header: [
+            "run",
+            "parameters",
+            "tokens",
+            "training FLOPs",
+            "wall-clock × devices",
+            "device-hours",
+            "device",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    });
+    doc.para("FLOPs = 6 · parameters · tokens seen. Device-hours = wall-clock time × number of devices (– where the run recorded no timing).");
+    Ok(())
+}
+
+/// The training run itself: loss and learning rate per optimizer step from
+/// each train node's `losses.jsonl` (issue 13, item 6). `names`: one per
+/// path, or empty.
+pub(in crate::report) fn training_section(
+    doc: &mut Doc,
+    dir: &Path,
+    paths: &[PathBuf],
+    names: &[String],
+) -> OpResult<()> {
+    let mut runs = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let file = p.join("losses.jsonl");
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let mut rows = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: Json = serde_json::from_str(line).map_err(|e| {
+                miette!("report: {}:{}: not a JSON line: {e}", file.display(), n + 1)
+            })?;
+            if let (Some(step), Some(loss)) = (f(&v["step"]), f(&v["loss"])) {
+                rows.push((step, loss, f(&v["lr"]), f(&v["tokens_seen"])));
+            }
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let name = names
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| base_name(&p.display().to_string()));
+        runs.push((name, rows));
+    }
+    if runs.is_empty() {
+        return Ok(());
+    }
+    doc.heading("Training: loss and learning rate");
+    doc.para("Training loss of each optimizer step (the mean next-token cross-entropy of that step's batch, in nats; not a held-out loss) and the learning rate the step used (warmup, then the decay schedule).");
+    let mut table = Vec::new();
+    for (name, rows) in &runs {
+        let first = rows[0].1;
+        let last = rows[rows.len() - 1].1;
+        let min = rows.iter().map(|r| r.1).fold(f64::INFINITY, f64::min);
+        let peak = rows.iter().filter_map(|r| r.2).fold(0.0, f64::max);
+        let peak_step = rows
+            .iter()
+            .find(|r| r.2 == Some(peak))
+            .map_or("–".into(), |r| format!("{}", r.0));
+        table.push(vec![
+            name.clone(),
+            rows.len().to_string(),
+            format!("{first:.4}"),
+            format!("{last:.4}"),
+            format!("{min:.4}"),
+            format!("{:+.4}", last - first),
+            format!("{peak:.3e}"),
+            peak_step,
+        ]);
+    }
+    doc.table(&Table {
+        header: [
+            "run",
+            "steps",
+            "first loss",
+            "last loss",
+            "lowest loss",
+            "change",
+            "peak lr",
+            "peak at step",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: table,
+    });
+    let loss = Chart::Lines(LineChart {
+        title: "Training loss".into(),
+        x_label: "Optimizer step".into(),
+        y_label: "loss (nats/token)".into(),
+        series: runs
+            .iter()
+            .map(|(name, rows)| Series {
+                name: name.clone(),
+                points: rows.iter().map(|r| (r.0, r.1, None)).collect(),
+            })
+            .collect(),
+        references: Vec::new(),
+        x_log10: false,
+    });
+    doc.figure(
+        dir,
+        "training_loss",
+        &loss,
+        "Training loss per optimizer step",
+    )?;
+    let lr_series: Vec<Series> = runs
+        .iter()
+        .map(|(name, rows)| Series {
+            name: name.clone(),
+            points: rows
+                .iter()
+                .filter_map(|r| r.2.map(|lr| (r.0, lr, None)))
+                .collect(),
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    if !lr_series.is_empty() {
+        let lr = Chart::Lines(LineChart {
+            title: "Learning-rate schedule".into(),
+            x_label: "Optimizer step".into(),
+            y_label: "learning rate".into(),
+            series: lr_series,
+            references: Vec::new(),
+            x_log10: false,
+        });
+        doc.figure(
+            dir,
+            "learning_rate",
+            &lr,
+            "Learning rate of each optimizer step",
+        )?;
+    }
+    Ok(())
+}
