@@ -44,8 +44,8 @@ struct Events {
     keys: BTreeMap<String, String>,
     /// Node display name -> job id of its `ran`/`failed` event.
     job_of: BTreeMap<String, String>,
-    /// (node, job, attempt, adopted) per `submitted` event.
-    submitted: Vec<(String, String, u64, bool)>,
+    /// (node, job, attempt, adopted, shard task) per `submitted` event.
+    submitted: Vec<(String, String, u64, bool, Option<u64>)>,
     done: Option<(u64, u64, u64, u64)>,
 }
 
@@ -71,6 +71,7 @@ fn parse(stdout: &str) -> Events {
                 s("job").unwrap(),
                 v["attempt"].as_u64().unwrap(),
                 v["adopted"].as_bool().unwrap(),
+                v["shard"].as_u64(),
             )),
             Some("done") => {
                 let n = |f: &str| v[f].as_u64().unwrap();
@@ -436,4 +437,143 @@ arr = [exec(cmd: "if [ {v} = 2 ]; then echo task-two-broke; exit 3; fi; echo {v}
             content_hash(&local.cache(), &l.keys[e])
         );
     }
+}
+
+/// The tasks of a job array squeue still shows, with their states.
+fn array_tasks(array: &str) -> BTreeMap<String, String> {
+    let out = Command::new("squeue")
+        .args(["-h", "-r", "-t", "all", "-o", "%i|%T", "-j", array])
+        .output()
+        .expect("squeue");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().split_once('|'))
+        .map(|(i, s)| (i.to_string(), s.to_string()))
+        .collect()
+}
+
+fn sharded_pipeline(shards: usize) -> String {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo");
+    format!(
+        r#"
+c = corpus(input: file("{d}/fineweb2-demo.jsonl"), docs_per_shard: 60)
+clf = train_classifier(corpus: c, labels: file("{d}/labels.csv"), positive: "medizinisch")
+f = filter(corpus: c, classifier: clf, score_field: "s", resources: {{shards: {shards}, cpus: 1}})
+"#,
+        d = demo.display()
+    )
+}
+
+#[test]
+fn a_sharded_filter_runs_as_a_job_array_and_matches_the_local_artifact() {
+    if !enabled() {
+        return;
+    }
+    // Locally, cut into 2 shard tasks; on Slurm into 3 (6 input shards):
+    // the task count is a resource, so the key and the bytes are the same.
+    let local = Project::new(&sharded_pipeline(2));
+    let out = local.flow(&["run", "p.flow", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = parse(&String::from_utf8_lossy(&out.stdout));
+
+    let s = Project::new(&sharded_pipeline(3));
+    let (ev, stderr) = run_code(&mut slurm_cmd(&s, &[]), 0);
+    assert_eq!(ev.done, Some((3, 0, 0, 0)), "{stderr}");
+    assert_eq!(ev.keys, l.keys);
+    let f = &ev.keys["f"];
+    assert_eq!(content_hash(&s.cache(), f), content_hash(&local.cache(), f));
+    // Three shard tasks of one job array, then the merge as a job of its own.
+    let tasks: Vec<_> = ev
+        .submitted
+        .iter()
+        .filter(|x| x.0 == "f" && x.4.is_some())
+        .collect();
+    assert_eq!(tasks.len(), 3, "{:?}", ev.submitted);
+    let array = tasks[0].1.split('_').next().unwrap().to_string();
+    for (i, t) in tasks.iter().enumerate() {
+        assert_eq!(t.4, Some(i as u64));
+        assert_eq!(t.1, format!("{array}_{i}"));
+    }
+    assert!(
+        stderr.contains("submitted f shard task 2 (slurm job"),
+        "{stderr}"
+    );
+    let merge = &ev.job_of["f"];
+    assert!(!merge.contains('_'), "the merge is a plain job: {merge}");
+    assert!(ev
+        .submitted
+        .iter()
+        .any(|x| x.0 == "f" && x.4.is_none() && &x.1 == merge));
+    let states = array_tasks(&array);
+    for i in 0..3 {
+        assert_eq!(
+            states.get(&format!("{array}_{i}")).map(String::as_str),
+            Some("COMPLETED"),
+            "{states:?}"
+        );
+    }
+    // The parts were scratch: gone once the artifact is in the store.
+    let parts: Vec<_> = std::fs::read_dir(s.cache().join("slurm/parts"))
+        .unwrap()
+        .collect();
+    assert!(parts.is_empty(), "{parts:?}");
+    let stats =
+        std::fs::read_to_string(s.cache().join("artifacts").join(f).join("out/filter.json"))
+            .unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["documents_in"], 334);
+    assert_eq!(stats["per_shard"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn a_failing_shard_task_is_retried_then_fails_its_node_with_its_log() {
+    if !enabled() {
+        return;
+    }
+    // A corpus whose third shard is not zstd: only the shard task that
+    // reads it fails.
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo");
+    let p = Project::new(&format!(
+        r#"
+c0 = corpus(input: file("{d}/fineweb2-demo.jsonl"), docs_per_shard: 120)
+clf = train_classifier(corpus: c0, labels: file("{d}/labels.csv"), positive: "medizinisch")
+bad = exec(cmd: "cp {{c0}}/docs-00000.jsonl.zst {{c0}}/docs-00001.jsonl.zst {{out}}/ && echo broken > {{out}}/docs-00002.jsonl.zst")
+f = filter(corpus: bad, classifier: clf, resources: {{shards: 3, cpus: 1}})
+"#,
+        d = demo.display()
+    ));
+    let (ev, stderr) = run_code(&mut slurm_cmd(&p, &["--retries", "1"]), 1);
+    assert_eq!(ev.status["f"], "failed");
+    let third: Vec<_> = ev.submitted.iter().filter(|x| x.4 == Some(2)).collect();
+    assert_eq!(
+        third.len(),
+        2,
+        "shard task 2 retried once: {:?}",
+        ev.submitted
+    );
+    assert!(!third[1].1.contains('_'), "the retry is a job of its own");
+    for i in [0, 1] {
+        let n = ev.submitted.iter().filter(|x| x.4 == Some(i)).count();
+        assert_eq!(n, 1, "shard task {i} ran once");
+    }
+    assert!(
+        stderr.contains(&format!(
+            "node `f` failed on Slurm: shard task 2 of 3, job {} ended FAILED",
+            third[1].1
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("docs-00002.jsonl.zst:1"),
+        "the task's log tail: {stderr}"
+    );
+    assert!(
+        !ev.submitted.iter().any(|x| x.0 == "f" && x.4.is_none()),
+        "no merge was submitted"
+    );
 }

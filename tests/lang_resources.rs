@@ -17,7 +17,7 @@ fn every_field_in_every_spelling() {
 param part = "gpu"
 param cores = 16
 a = gen(cmd: "x", resources: {cpus: 8, mem: "32G", gpus: 2, time: "1-02:03:04", partition: "long"})
-b = gen(cmd: "x", resources: {mem: 2048, time: 90})
+b = gen(cmd: "x", resources: {mem: 2048, time: 90, shards: 4})
 c = gen(cmd: "x", resources: {partition: part, cpus: cores, mem: "512M", time: "4:00:00"})
 d = gen(cmd: "x")
 m = [gen(cmd: "{v}", resources: {cpus: 2}) for v in [1, 2]]
@@ -34,10 +34,12 @@ m = [gen(cmd: "{v}", resources: {cpus: 2}) for v in [1, 2]]
             // 1 day, 2 h, 3 min, 4 s rounded up to a minute.
             time_min: Some(24 * 60 + 2 * 60 + 3 + 1),
             partition: Some("long".into()),
+            shards: None,
         }
     );
     let b = &node(&p, "b").resources;
     assert_eq!((b.mem_mb, b.time_min, b.cpus), (Some(2048), Some(90), None));
+    assert_eq!(b.shards, Some(4));
     let c = &node(&p, "c").resources;
     assert_eq!(c.partition.as_deref(), Some("gpu"));
     assert_eq!(
@@ -72,6 +74,8 @@ fn bad_resources_are_errors_with_the_fields_listed() {
     assert!(e.contains("bad value for resource `time`"), "{e}");
     let e = squash(&errors(r#"a = gen(cmd: "x", resources: {cpus: 0})"#, &[]));
     assert!(e.contains("bad value for resource `cpus`"), "{e}");
+    let e = squash(&errors(r#"a = gen(cmd: "x", resources: {shards: 0})"#, &[]));
+    assert!(e.contains("bad value for resource `shards`"), "{e}");
     let e = squash(&errors(r#"a = gen(cmd: "x", resources: 4)"#, &[]));
     assert!(e.contains("`resources` must be a record"), "{e}");
 }

@@ -19,31 +19,31 @@
 //! commit. The scheduler (readiness, keys, cache hits, failures, events)
 //! is the same for both.
 
+pub(crate) mod job;
 pub mod slurm;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fs::File;
+pub use job::read_tail;
+pub(crate) use job::{Job, Shards, LOG_TAIL};
+
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 use crate::op::Registry;
-use crate::op::{Device, Op, OpContext, Value};
+use crate::op::{Device, Op};
 use serde::Serialize;
 
 use crate::device::{no_cuda, resolve_device, CudaProbe};
 use crate::graph::Graph;
 use crate::ir::{DeviceRequest, NodeResources, Pipeline};
-use crate::keys::{unit_key, value_to_json, RVal, UnitKey};
+use crate::keys::{unit_key, RVal, UnitKey};
 use crate::memo::{InputMemo, InputStamp};
 use crate::progress::{Display, NodeProgress};
 use crate::resolve::{NodeValue, Resolver, UnitSpec};
-use crate::store::{
-    content_hash, hash_file_content, now, tree_hash, Meta, RunNode, RunRecord, Store,
-};
+use crate::store::{now, Meta, RunNode, RunRecord, Store};
 
 /// How to run.
 #[derive(Clone, Debug)]
@@ -178,6 +178,9 @@ pub(crate) enum Msg {
         adopted: bool,
         /// For a retry: how the previous job ended.
         after: Option<String>,
+        /// The shard task, for a job that builds one part of a sharded
+        /// unit.
+        shard: Option<usize>,
     },
 }
 
@@ -288,6 +291,7 @@ impl Runner for LocalRunner {
             workdir: self.workdir.clone(),
             progress: work.progress,
             echo: false,
+            shards: Shards::Here(work.need.node.shards),
         };
         let tx = self.tx.clone();
         std::thread::spawn(move || {
@@ -493,7 +497,8 @@ impl<'a> Executor<'a> {
                     attempt,
                     adopted,
                     after,
-                }) => self.submitted(unit, &job, attempt, adopted, after),
+                    shard,
+                }) => self.submitted(unit, &job, attempt, adopted, after, shard),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
@@ -508,28 +513,32 @@ impl<'a> Executor<'a> {
         attempt: usize,
         adopted: bool,
         after: Option<String>,
+        shard: Option<usize>,
     ) {
         let u = &self.units[unit];
+        let name = match shard {
+            Some(i) => format!("{} shard task {i}", u.display),
+            None => u.display.clone(),
+        };
         let what = if adopted {
-            format!(
-                "following {} (slurm job {job}, submitted by an earlier run)",
-                u.display
-            )
+            format!("following {name} (slurm job {job}, submitted by an earlier run)")
         } else if attempt > 1 {
             format!(
-                "retrying {} (slurm job {job}, attempt {attempt}): {}",
-                u.display,
+                "retrying {name} (slurm job {job}, attempt {attempt}): {}",
                 after.as_deref().unwrap_or("the last job failed")
             )
         } else {
-            format!("submitted {} (slurm job {job})", u.display)
+            format!("submitted {name} (slurm job {job})")
         };
         self.display.println(&what);
         if self.opts.json {
-            let ev = serde_json::json!({
+            let mut ev = serde_json::json!({
                 "event": "submitted", "node": u.display, "key": u.key.key,
                 "job": job, "attempt": attempt, "adopted": adopted,
             });
+            if let Some(i) = shard {
+                ev["shard"] = i.into();
+            }
             print_line(&ev.to_string());
         }
     }
@@ -848,221 +857,4 @@ impl<'a> Executor<'a> {
             }
         }
     }
-}
-
-/// One unit built in this process (by a worker thread, or by a Slurm
-/// worker).
-pub(crate) struct Job {
-    pub(crate) unit: usize,
-    pub(crate) op: Arc<dyn Op>,
-    pub(crate) store: Store,
-    /// The cache subdirectory the build directory goes in (`tmp`, or
-    /// `slurm/build` for Slurm workers).
-    pub(crate) build_under: &'static str,
-    pub(crate) display: String,
-    pub(crate) key: UnitKey,
-    pub(crate) args: BTreeMap<String, RVal>,
-    /// The unit's `file()`/`dir()` inputs as hashed, checked again after
-    /// the op ran.
-    pub(crate) inputs: Vec<InputStamp>,
-    pub(crate) threads: usize,
-    pub(crate) device: Device,
-    pub(crate) cancel: Arc<AtomicBool>,
-    pub(crate) workdir: PathBuf,
-    pub(crate) progress: NodeProgress,
-    /// Also print every log line on stderr (a Slurm job's output file).
-    pub(crate) echo: bool,
-}
-
-pub(crate) const LOG_TAIL: usize = 20;
-
-impl Job {
-    pub(crate) fn execute(self) -> Finished {
-        let t0 = Instant::now();
-        let started = now();
-        let result = self.build(started);
-        self.progress.finish();
-        Finished {
-            unit: self.unit,
-            seconds: t0.elapsed().as_secs_f64(),
-            result,
-            job: None,
-        }
-    }
-
-    fn build(&self, started: f64) -> Result<Meta, Failure> {
-        let build = self
-            .store
-            .new_build_under(self.build_under, &self.key.key)
-            .map_err(|e| Failure {
-                report: e.into(),
-                log_tail: vec![],
-                log_path: PathBuf::new(),
-                cancelled: false,
-            })?;
-        let out = build.join("out");
-        let log_path = build.join("log.txt");
-        let log_file = Mutex::new(File::create(&log_path).ok());
-        let log = |line: &str| {
-            if self.echo {
-                eprintln!("{line}");
-            }
-            if let Ok(mut f) = log_file.lock() {
-                if let Some(f) = f.as_mut() {
-                    let _ = writeln!(f, "{line}");
-                }
-            }
-        };
-        let params: BTreeMap<String, Value> = self
-            .args
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_value(&out)))
-            .collect();
-        let ctx = OpContext {
-            params,
-            out_dir: out.clone(),
-            workdir: self.workdir.clone(),
-            threads: self.threads,
-            device: self.device,
-            progress: &self.progress,
-            log: &log,
-            cancel: &self.cancel,
-        };
-        let run = || std::panic::catch_unwind(AssertUnwindSafe(|| self.op.run(&ctx)));
-        let result = match rayon::ThreadPoolBuilder::new()
-            .num_threads(self.threads.max(1))
-            .build()
-        {
-            Ok(pool) => pool.install(run),
-            Err(_) => run(),
-        };
-        let result = match result {
-            Ok(r) => r,
-            Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".to_string());
-                Err(miette::miette!(
-                    "op `{}` panicked: {msg} (a bug in the op)",
-                    self.op.spec().name
-                ))
-            }
-        };
-        let fail = |report: miette::Report, store: &Store| {
-            let cancelled = self.cancel.load(Ordering::Relaxed);
-            log(&format!("error: {report}"));
-            drop(log_file.lock().map(|mut f| f.take()));
-            let tail = read_tail(&log_path, LOG_TAIL);
-            if cancelled {
-                store.discard(&build);
-            } else {
-                store.discard_failed(&build, &self.key.key);
-            }
-            Failure {
-                report,
-                log_tail: tail,
-                log_path: store.failed_log(&self.key.key),
-                cancelled,
-            }
-        };
-        let outputs = match result {
-            Ok(o) => o,
-            Err(report) => return Err(fail(report, &self.store)),
-        };
-        // The key names the inputs' content when they were hashed; an input
-        // that changed since may have been read half old, half new.
-        if let Some(change) = self.inputs.iter().find_map(InputStamp::changed) {
-            return Err(fail(
-                miette::miette!(
-                    help = "the artifact was not stored; run again once the input stops changing",
-                    "an input changed while `{}` ran: {change}",
-                    self.display
-                ),
-                &self.store,
-            ));
-        }
-        if let Ok(mut f) = log_file.lock() {
-            if let Some(f) = f.as_mut() {
-                let _ = f.flush();
-            }
-            f.take();
-        }
-        let mut json = serde_json::Map::new();
-        for (name, v) in &outputs {
-            json.insert(name.clone(), value_to_json(&relative_paths(v, &out)));
-        }
-        let outputs = serde_json::Value::Object(json);
-        // File hashes are kept for the path outputs' own hashes.
-        let mut file_hashes: HashMap<PathBuf, String> = HashMap::new();
-        let mut memo = |p: &Path, m: &std::fs::Metadata| -> std::io::Result<String> {
-            if let Some(h) = file_hashes.get(p) {
-                return Ok(h.clone());
-            }
-            let h = hash_file_content(p, m)?;
-            file_hashes.insert(p.to_path_buf(), h.clone());
-            Ok(h)
-        };
-        let hashed = tree_hash(&out, &mut memo).and_then(|tree| {
-            let paths = crate::store::path_hashes(&out, &outputs, &mut memo)?;
-            Ok((paths, tree))
-        });
-        let (path_hashes, tree): (BTreeMap<String, String>, String) = match hashed {
-            Ok(t) => t,
-            Err(e) => {
-                return Err(fail(
-                    miette::miette!("hashing the output of `{}`: {e}", self.display),
-                    &self.store,
-                ))
-            }
-        };
-        let finished = now();
-        let meta = Meta {
-            node: self.display.clone(),
-            op: self.op.spec().name.to_string(),
-            version: self.op.spec().version,
-            key: self.key.key.clone(),
-            parts: self.key.parts.clone(),
-            content_hash: content_hash(&tree, &outputs),
-            path_hashes,
-            outputs,
-            tree_hash: tree,
-            seconds: finished - started,
-            started,
-            finished,
-        };
-        match self.store.commit(&build, &meta) {
-            Ok(()) => Ok(meta),
-            Err(e) => Err(fail(e.into(), &self.store)),
-        }
-    }
-}
-
-/// Output paths inside the output directory become relative to it.
-fn relative_paths(v: &Value, out: &Path) -> Value {
-    match v {
-        Value::Path(p) => Value::Path(
-            p.strip_prefix(out)
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|_| p.clone()),
-        ),
-        Value::List(items) => Value::List(items.iter().map(|i| relative_paths(i, out)).collect()),
-        Value::Record(f) => Value::Record(
-            f.iter()
-                .map(|(k, i)| (k.clone(), relative_paths(i, out)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-/// The last `n` lines of a file.
-pub fn read_tail(path: &Path, n: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
 }

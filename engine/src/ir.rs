@@ -110,6 +110,9 @@ pub struct NodeResources {
     pub time_min: Option<u64>,
     /// Slurm partition for this node (overrides `--partition`).
     pub partition: Option<String>,
+    /// Most shard tasks of a sharded op (`Op::sharding`): locally parts on
+    /// the unit's threads, on Slurm the tasks of its job array.
+    pub shards: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -336,6 +336,159 @@ pub type Outputs = BTreeMap<String, Value>;
 pub trait Op: Send + Sync {
     fn spec(&self) -> OpSpec;
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs>;
+    /// The op's data-parallel form, if its work splits into independent
+    /// pieces (see [`Sharded`]). The engine then builds the unit as shard
+    /// tasks and one merge ([`run_in_parts`]); `run` is not called.
+    fn sharding(&self) -> Option<&dyn Sharded> {
+        None
+    }
+}
+
+/// An op whose work splits into independent, ordered pieces (e.g. the
+/// shards of its input corpus), run as shard tasks (threads of one process
+/// locally, a Slurm job array with `--executor slurm`) whose partial results
+/// one deterministic merge combines.
+///
+/// The contract: whatever contiguous groups the pieces are cut into, the
+/// merge of their parts writes the same bytes into `ctx.out_dir` as one
+/// group of all pieces would. The number of tasks is therefore a resource
+/// (`resources: {shards: N}`), never part of a key. Parts are scratch:
+/// never an artifact, deleted once merged.
+pub trait Sharded: Send + Sync {
+    /// How many pieces the unit's work splits into (at least 1), from its
+    /// params and inputs only (it is asked before any task runs, on the
+    /// machine that plans the unit).
+    fn pieces(&self, ctx: &OpContext) -> OpResult<usize>;
+    /// Does the pieces of `range` and writes their partial result into
+    /// `ctx.out_dir`, a fresh directory of its own.
+    fn run_part(&self, ctx: &OpContext, range: std::ops::Range<usize>) -> OpResult<()>;
+    /// Combines the parts (their directories, in piece order, covering
+    /// every piece once) into `ctx.out_dir`; returns the named outputs.
+    /// Must not change the parts: a merge that failed is run again on them.
+    fn merge(&self, ctx: &OpContext, parts: &[PathBuf]) -> OpResult<Outputs>;
+}
+
+/// Shard tasks a unit gets without `resources: {shards: N}`: one a piece,
+/// at most this many.
+pub const DEFAULT_SHARD_TASKS: usize = 64;
+
+/// The number of shard tasks for `pieces` pieces and a node's `shards`
+/// limit.
+pub fn shard_tasks(pieces: usize, limit: Option<usize>) -> usize {
+    pieces.min(limit.unwrap_or(DEFAULT_SHARD_TASKS)).max(1)
+}
+
+/// Pieces `0..pieces` cut into `tasks` contiguous ranges whose sizes differ
+/// by at most one (the longer ones first).
+pub fn part_ranges(pieces: usize, tasks: usize) -> Vec<std::ops::Range<usize>> {
+    let tasks = tasks.clamp(1, pieces.max(1));
+    let (base, extra) = (pieces / tasks, pieces % tasks);
+    let mut start = 0;
+    (0..tasks)
+        .map(|t| {
+            let len = base + usize::from(t < extra);
+            let r = start..start + len;
+            start += len;
+            r
+        })
+        .collect()
+}
+
+/// The directory part `index` of a unit is written to, under `root`.
+pub fn part_dir(root: &Path, index: usize) -> PathBuf {
+    root.join(format!("part-{index:05}"))
+}
+
+/// A context like `ctx` writing into `out_dir` (a shard task's part).
+fn with_out<'a>(ctx: &OpContext<'a>, out_dir: PathBuf) -> OpContext<'a> {
+    OpContext {
+        params: ctx.params.clone(),
+        out_dir,
+        workdir: ctx.workdir.clone(),
+        threads: ctx.threads,
+        device: ctx.device,
+        progress: ctx.progress,
+        log: ctx.log,
+        cancel: ctx.cancel,
+    }
+}
+
+/// Runs part `index` of `tasks` of a sharded op into `part_dir(root,
+/// index)`: written under a temporary name and renamed when complete, so a
+/// part directory that exists is whole (an existing one is kept: same
+/// unit, same bytes). The shard tasks of a Slurm job array run this.
+pub fn run_part_into(
+    op: &dyn Sharded,
+    ctx: &OpContext,
+    pieces: usize,
+    tasks: usize,
+    index: usize,
+    root: &Path,
+) -> OpResult<PathBuf> {
+    let ranges = part_ranges(pieces, tasks);
+    let range = ranges.get(index).cloned().ok_or_else(|| {
+        miette::miette!("internal: shard task {index} of {} requested", ranges.len())
+    })?;
+    let done = part_dir(root, index);
+    if done.is_dir() {
+        return Ok(done);
+    }
+    let tmp = root.join(format!(
+        ".part-{index:05}.{}.{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        miette::miette!("shard task {index}: cannot {what} {}: {e}", p.display())
+    };
+    std::fs::create_dir_all(&tmp).map_err(|e| io("create", &tmp, e))?;
+    let result = op.run_part(&with_out(ctx, tmp.clone()), range.clone());
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.wrap_err(format!(
+            "shard task {index} of {} (pieces {}..{}) failed",
+            ranges.len(),
+            range.start,
+            range.end
+        )));
+    }
+    if let Err(e) = std::fs::rename(&tmp, &done) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        // Another task of the same unit finished it first (a retry racing
+        // a straggler): the part is there, with the same bytes.
+        if !done.is_dir() {
+            return Err(io("rename", &done, e));
+        }
+    }
+    Ok(done)
+}
+
+/// Builds a sharded op's unit in this process: its pieces cut into
+/// `shard_tasks(pieces, limit)` parts, run in parallel on the current rayon
+/// pool into a scratch directory beside `ctx.out_dir`, then merged into
+/// `ctx.out_dir`; the parts are removed either way. A failing part fails the
+/// unit with that part's error.
+pub fn run_in_parts(op: &dyn Sharded, ctx: &OpContext, limit: Option<usize>) -> OpResult<Outputs> {
+    use rayon::prelude::*;
+    let pieces = op.pieces(ctx)?;
+    let tasks = shard_tasks(pieces, limit);
+    ctx.progress.set_total(pieces as u64, "shards");
+    let mut name = ctx.out_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".parts");
+    let root = ctx.out_dir.with_file_name(name);
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root)
+        .map_err(|e| miette::miette!("cannot create {}: {e}", root.display()))?;
+    let result = (0..tasks)
+        .into_par_iter()
+        .map(|i| run_part_into(op, ctx, pieces, tasks, i, &root))
+        .collect::<OpResult<Vec<PathBuf>>>()
+        .and_then(|parts| op.merge(ctx, &parts));
+    let _ = std::fs::remove_dir_all(&root);
+    result
 }
 
 /// All ops by name.
@@ -361,5 +514,23 @@ impl Registry {
     }
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Arc<dyn Op>)> {
         self.ops.iter().map(|(k, v)| (*k, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_are_cut_into_contiguous_near_equal_ranges() {
+        assert_eq!(part_ranges(10, 3), vec![0..4, 4..7, 7..10]);
+        assert_eq!(part_ranges(6, 4), vec![0..2, 2..4, 4..5, 5..6]);
+        assert_eq!(part_ranges(2, 5), vec![0..1, 1..2], "never an empty task");
+        assert_eq!(part_ranges(3, 1), vec![0..3]);
+        assert_eq!(part_ranges(0, 4), vec![0..0]);
+        assert_eq!(shard_tasks(1000, None), DEFAULT_SHARD_TASKS);
+        assert_eq!(shard_tasks(5, None), 5);
+        assert_eq!(shard_tasks(5, Some(2)), 2);
+        assert_eq!(shard_tasks(0, Some(2)), 1);
     }
 }

@@ -4,17 +4,28 @@
 //!
 //! The first document of each duplicate cluster in corpus order is kept.
 //! Memory: one signature (bands × rows u32) and one 16-byte hash per document.
+//!
+//! Sharded (`Op::sharding`): a shard task computes the exact keys and
+//! signatures of its input shards (the expensive part) into
+//! `signatures.bin`; the merge reads them in corpus order, clusters
+//! globally and copies the kept documents: the same bytes as one task.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use miette::miette;
+use miette::{miette, IntoDiagnostic, WrapErr};
 use rayon::prelude::*;
 
 use super::corpus::{
-    corpus_shards, for_each_doc, on_error_param, write_json_atomic, ErrorLog, OnError, ShardWriter,
+    corpus_shards, for_each_doc, on_error_param, read_json_file, write_bytes_atomic,
+    write_json_atomic, ErrorLog, OnError, ShardWriter,
 };
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    run_in_parts, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Sharded,
+    Type, Value,
+};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
     vec![Arc::new(Dedup)]
@@ -137,189 +148,321 @@ impl Op for Dedup {
     }
 
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let policy = OnError::from_ctx(ctx)?;
+        run_in_parts(self, ctx, None)
+    }
+
+    fn sharding(&self) -> Option<&dyn Sharded> {
+        Some(self)
+    }
+}
+
+/// A document as pass 1 sees it: id, exact key, MinHash signature.
+type DocSig = (String, [u8; 16], Vec<u32>);
+
+/// The settings of one run.
+#[derive(Clone, Copy)]
+struct Settings {
+    policy: OnError,
+    bands: usize,
+    rows: usize,
+    ngram: usize,
+    threshold: f64,
+    exact: bool,
+    near: bool,
+}
+
+impl Settings {
+    fn of(ctx: &OpContext) -> OpResult<Settings> {
         let (bands, rows) = (ctx.int("bands")?, ctx.int("rows")?);
         if !(1..=512).contains(&bands) || !(1..=64).contains(&rows) {
             return Err(miette!("parameters `bands` and `rows`: expected 1..=512 and 1..=64, got {bands} and {rows}"));
         }
-        let (bands, rows) = (bands as usize, rows as usize);
-        let ngram = ctx.int("ngram")?.max(1) as usize;
-        let threshold = ctx.float("threshold")?;
-        let (do_exact, do_near) = (ctx.bool("exact")?, ctx.bool("near")?);
-        let shards = corpus_shards(ctx.path("corpus")?)?;
+        Ok(Settings {
+            policy: OnError::from_ctx(ctx)?,
+            bands: bands as usize,
+            rows: rows as usize,
+            ngram: ctx.int("ngram")?.max(1) as usize,
+            threshold: ctx.float("threshold")?,
+            exact: ctx.bool("exact")?,
+            near: ctx.bool("near")?,
+        })
+    }
+}
 
-        // pass 1: ids, exact keys and signatures, in parallel over shards
-        type ShardInfo = (Vec<(String, [u8; 16], Vec<u32>)>, ErrorLog);
-        let per_shard: Vec<OpResult<ShardInfo>> = shards
-            .par_iter()
-            .map(|shard| {
-                let mut docs = Vec::new();
-                let mut errors = ErrorLog::default();
-                let mut lines = Vec::new();
-                super::corpus::for_each_line(shard, |n, l| {
-                    if !l.is_empty() {
-                        lines.push((n, l.to_string()));
-                    }
-                    Ok(())
-                })?;
-                let parsed: Vec<_> = lines
-                    .par_iter()
-                    .map(|(n, l)| match super::corpus::parse_doc(shard, *n, l) {
-                        Ok(d) => {
-                            let sig = if do_near {
-                                signature(&shingles(&d.text, ngram), bands * rows)
-                            } else {
-                                Vec::new()
-                            };
-                            Ok((d.id.to_string(), exact_key(&d.text), sig))
-                        }
-                        Err(e) => Err(format!("{e}")),
-                    })
-                    .collect();
-                for p in parsed {
-                    match p {
-                        Ok(d) => docs.push(d),
-                        Err(e) => {
-                            let (place, what) = e.split_once(": ").unwrap_or(("?", e.as_str()));
-                            errors.record(policy, place, what)?;
-                        }
-                    }
-                }
-                ctx.check_cancelled()?;
-                Ok((docs, errors))
-            })
-            .collect();
-        let mut docs = Vec::new();
-        let mut errors = ErrorLog::default();
-        for r in per_shard {
-            let (d, e) = r?;
-            docs.extend(d);
-            errors.merge(e);
-        }
-        let n = docs.len();
-        let mut uf = Union {
-            parent: (0..n).collect(),
-        };
-        let mut exact_dups = 0u64;
-        let mut is_exact_dup = vec![false; n];
-        if do_exact {
-            let mut first: HashMap<[u8; 16], usize> = HashMap::with_capacity(n);
-            for (i, d) in docs.iter().enumerate() {
-                if let Some(&j) = first.get(&d.1) {
-                    uf.join(j, i);
-                    is_exact_dup[i] = true;
-                    exact_dups += 1;
-                } else {
-                    first.insert(d.1, i);
-                }
-            }
-        }
-        let mut candidate_pairs = 0u64;
-        if do_near {
-            for b in 0..bands {
-                let mut buckets: HashMap<u64, Vec<usize>> = HashMap::new();
-                for (i, d) in docs.iter().enumerate() {
-                    if is_exact_dup[i] {
-                        continue;
-                    }
-                    let band = &d.2[b * rows..(b + 1) * rows];
-                    let key = band.iter().fold(b as u64, |acc, &v| mix64(acc ^ v as u64));
-                    buckets.entry(key).or_default().push(i);
-                }
-                for members in buckets.values().filter(|m| m.len() > 1) {
-                    let head = members[0];
-                    for &other in &members[1..] {
-                        if uf.find(head) == uf.find(other) {
-                            continue;
-                        }
-                        candidate_pairs += 1;
-                        let same = docs[head]
-                            .2
-                            .iter()
-                            .zip(&docs[other].2)
-                            .filter(|(a, b)| a == b)
-                            .count();
-                        if same as f64 / (bands * rows) as f64 >= threshold {
-                            uf.join(head, other);
-                        }
-                    }
-                }
-            }
-        }
-        let mut examples = Vec::new();
-        let mut remove = std::collections::HashSet::new();
-        let mut near_dups = 0u64;
-        for i in 0..n {
-            let root = uf.find(i);
-            if root != i {
-                remove.insert(docs[i].0.clone());
-                if !is_exact_dup[i] {
-                    near_dups += 1;
-                }
-                if examples.len() < 50 {
-                    examples.push(serde_json::json!({"removed": docs[i].0, "kept": docs[root].0, "kind": if is_exact_dup[i] { "exact" } else { "near" }}));
-                }
-            }
-        }
-        drop(docs);
-
-        // pass 2: copy the kept documents
-        let mut writer = ShardWriter::new(
-            &ctx.out_dir,
-            "docs",
-            ctx.int("docs_per_shard")?.max(1) as u64,
-        );
-        let mut kept = 0u64;
-        for shard in &shards {
-            ctx.check_cancelled()?;
-            let mut pending: Vec<String> = Vec::new();
-            let r = for_each_doc(shard, |d, line| {
-                if !remove.contains(d.id.as_ref()) {
-                    pending.push(line.to_string());
+/// Pass 1 over some shards: ids, exact keys and signatures, in parallel
+/// over shards and documents, in corpus order.
+fn signatures(
+    ctx: &OpContext,
+    st: &Settings,
+    shards: &[PathBuf],
+) -> OpResult<(Vec<DocSig>, ErrorLog)> {
+    let (policy, ngram, perms, do_near) = (st.policy, st.ngram, st.bands * st.rows, st.near);
+    let per_shard: Vec<OpResult<(Vec<DocSig>, ErrorLog)>> = shards
+        .par_iter()
+        .map(|shard| {
+            let mut docs = Vec::new();
+            let mut errors = ErrorLog::default();
+            let mut lines = Vec::new();
+            super::corpus::for_each_line(shard, |n, l| {
+                if !l.is_empty() {
+                    lines.push((n, l.to_string()));
                 }
                 Ok(())
-            });
-            if let Err(e) = r {
-                // a bad line was already recorded in pass 1; read line by line to skip it
-                if policy == OnError::Fail {
-                    return Err(e);
-                }
-                pending.clear();
-                super::corpus::for_each_line(shard, |nr, l| {
-                    if let Ok(d) = super::corpus::parse_doc(shard, nr, l) {
-                        if !remove.contains(d.id.as_ref()) {
-                            pending.push(l.to_string());
-                        }
+            })?;
+            let parsed: Vec<_> = lines
+                .par_iter()
+                .map(|(n, l)| match super::corpus::parse_doc(shard, *n, l) {
+                    Ok(d) => {
+                        let sig = if do_near {
+                            signature(&shingles(&d.text, ngram), perms)
+                        } else {
+                            Vec::new()
+                        };
+                        Ok((d.id.to_string(), exact_key(&d.text), sig))
                     }
-                    Ok(())
-                })?;
+                    Err(e) => Err(format!("{e}")),
+                })
+                .collect();
+            for p in parsed {
+                match p {
+                    Ok(d) => docs.push(d),
+                    Err(e) => {
+                        let (place, what) = e.split_once(": ").unwrap_or(("?", e.as_str()));
+                        errors.record(policy, place, what)?;
+                    }
+                }
             }
-            for l in pending {
-                writer.write_line(&l)?;
-                kept += 1;
+            ctx.check_cancelled()?;
+            ctx.progress.inc(1);
+            Ok((docs, errors))
+        })
+        .collect();
+    let mut docs = Vec::new();
+    let mut errors = ErrorLog::default();
+    for r in per_shard {
+        let (d, e) = r?;
+        docs.extend(d);
+        errors.merge(e);
+    }
+    Ok((docs, errors))
+}
+
+/// A shard task's part: `signatures.bin` (per document: u32 LE id length,
+/// the id, the 16-byte exact key, u32 LE signature length, the signature
+/// as u32 LE) and `part.json` (its bad records).
+fn write_part(dir: &Path, docs: &[DocSig], errors: &ErrorLog) -> OpResult<()> {
+    let mut bytes = Vec::new();
+    for (id, key, sig) in docs {
+        bytes.extend_from_slice(&(id.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(id.as_bytes());
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(&(sig.len() as u32).to_le_bytes());
+        for v in sig {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    write_bytes_atomic(&dir.join("signatures.bin"), &bytes)?;
+    write_json_atomic(&dir.join("part.json"), errors)
+}
+
+/// Appends a part's documents to `docs`; returns its bad records.
+fn read_part(dir: &Path, docs: &mut Vec<DocSig>) -> OpResult<ErrorLog> {
+    let path = dir.join("signatures.bin");
+    let bytes = std::fs::read(&path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read {}", path.display()))?;
+    let bad = || miette!("{} is truncated or corrupt", path.display());
+    let mut rest: &[u8] = &bytes;
+    let mut take = |n: usize| -> OpResult<&[u8]> {
+        if rest.len() < n {
+            return Err(bad());
+        }
+        let (s, r) = rest.split_at(n);
+        rest = r;
+        Ok(s)
+    };
+    let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let total = bytes.len();
+    let mut read = 0usize;
+    while read < total {
+        let n = word(take(4)?) as usize;
+        let id = String::from_utf8(take(n)?.to_vec()).map_err(|_| bad())?;
+        let mut key = [0u8; 16];
+        key.copy_from_slice(take(16)?);
+        let m = word(take(4)?) as usize;
+        let sig = take(4 * m)?.chunks_exact(4).map(word).collect();
+        read += 4 + n + 16 + 4 + 4 * m;
+        docs.push((id, key, sig));
+    }
+    read_json_file(&dir.join("part.json"))
+}
+
+impl Sharded for Dedup {
+    fn pieces(&self, ctx: &OpContext) -> OpResult<usize> {
+        Ok(corpus_shards(ctx.path("corpus")?)?.len())
+    }
+
+    fn run_part(&self, ctx: &OpContext, range: Range<usize>) -> OpResult<()> {
+        let st = Settings::of(ctx)?;
+        let shards = corpus_shards(ctx.path("corpus")?)?;
+        let (docs, errors) = signatures(ctx, &st, &shards[range])?;
+        write_part(&ctx.out_dir, &docs, &errors)
+    }
+
+    fn merge(&self, ctx: &OpContext, parts: &[PathBuf]) -> OpResult<Outputs> {
+        let st = Settings::of(ctx)?;
+        let shards = corpus_shards(ctx.path("corpus")?)?;
+        let mut docs = Vec::new();
+        let mut errors = ErrorLog::default();
+        for part in parts {
+            errors.merge(read_part(part, &mut docs)?);
+        }
+        cluster_and_copy(ctx, st, docs, errors, &shards)
+    }
+}
+
+/// Clusters the documents (exact keys, then LSH candidates verified by
+/// their signatures), and copies the first of each cluster, in corpus
+/// order, into the output shards (pass 2).
+fn cluster_and_copy(
+    ctx: &OpContext,
+    st: Settings,
+    docs: Vec<DocSig>,
+    errors: ErrorLog,
+    shards: &[PathBuf],
+) -> OpResult<Outputs> {
+    let Settings {
+        policy,
+        bands,
+        rows,
+        ngram,
+        threshold,
+        exact: do_exact,
+        near: do_near,
+    } = st;
+    let n = docs.len();
+    let mut uf = Union {
+        parent: (0..n).collect(),
+    };
+    let mut exact_dups = 0u64;
+    let mut is_exact_dup = vec![false; n];
+    if do_exact {
+        let mut first: HashMap<[u8; 16], usize> = HashMap::with_capacity(n);
+        for (i, d) in docs.iter().enumerate() {
+            if let Some(&j) = first.get(&d.1) {
+                uf.join(j, i);
+                is_exact_dup[i] = true;
+                exact_dups += 1;
+            } else {
+                first.insert(d.1, i);
             }
         }
-        let out_shards = writer.finish()?;
-        let stats = serde_json::json!({
-            "documents_in": n,
-            "documents_out": kept,
-            "exact_duplicates": exact_dups,
-            "near_duplicates": near_dups,
-            "candidate_pairs": candidate_pairs,
-            "ngram": ngram, "bands": bands, "rows": rows, "threshold": threshold,
-            "errors": errors,
-            "examples": examples,
-            "shards": out_shards.iter().map(|(f, n)| serde_json::json!({"file": f, "documents": n})).collect::<Vec<_>>(),
-        });
-        write_json_atomic(&ctx.out_dir.join("dedup.json"), &stats)?;
-        ctx.log(&format!(
-            "kept {kept} of {n}: {exact_dups} exact and {near_dups} near duplicates removed"
-        ));
-        Ok(BTreeMap::from([(
-            "stats".to_string(),
-            Value::Path("dedup.json".into()),
-        )]))
     }
+    let mut candidate_pairs = 0u64;
+    if do_near {
+        for b in 0..bands {
+            let mut buckets: HashMap<u64, Vec<usize>> = HashMap::new();
+            for (i, d) in docs.iter().enumerate() {
+                if is_exact_dup[i] {
+                    continue;
+                }
+                let band = &d.2[b * rows..(b + 1) * rows];
+                let key = band.iter().fold(b as u64, |acc, &v| mix64(acc ^ v as u64));
+                buckets.entry(key).or_default().push(i);
+            }
+            for members in buckets.values().filter(|m| m.len() > 1) {
+                let head = members[0];
+                for &other in &members[1..] {
+                    if uf.find(head) == uf.find(other) {
+                        continue;
+                    }
+                    candidate_pairs += 1;
+                    let same = docs[head]
+                        .2
+                        .iter()
+                        .zip(&docs[other].2)
+                        .filter(|(a, b)| a == b)
+                        .count();
+                    if same as f64 / (bands * rows) as f64 >= threshold {
+                        uf.join(head, other);
+                    }
+                }
+            }
+        }
+    }
+    let mut examples = Vec::new();
+    let mut remove = std::collections::HashSet::new();
+    let mut near_dups = 0u64;
+    for i in 0..n {
+        let root = uf.find(i);
+        if root != i {
+            remove.insert(docs[i].0.clone());
+            if !is_exact_dup[i] {
+                near_dups += 1;
+            }
+            if examples.len() < 50 {
+                examples.push(serde_json::json!({"removed": docs[i].0, "kept": docs[root].0, "kind": if is_exact_dup[i] { "exact" } else { "near" }}));
+            }
+        }
+    }
+    drop(docs);
+
+    // pass 2: copy the kept documents
+    let mut writer = ShardWriter::new(
+        &ctx.out_dir,
+        "docs",
+        ctx.int("docs_per_shard")?.max(1) as u64,
+    );
+    let mut kept = 0u64;
+    for shard in shards {
+        ctx.check_cancelled()?;
+        let mut pending: Vec<String> = Vec::new();
+        let r = for_each_doc(shard, |d, line| {
+            if !remove.contains(d.id.as_ref()) {
+                pending.push(line.to_string());
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            // a bad line was already recorded in pass 1; read line by line to skip it
+            if policy == OnError::Fail {
+                return Err(e);
+            }
+            pending.clear();
+            super::corpus::for_each_line(shard, |nr, l| {
+                if let Ok(d) = super::corpus::parse_doc(shard, nr, l) {
+                    if !remove.contains(d.id.as_ref()) {
+                        pending.push(l.to_string());
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        for l in pending {
+            writer.write_line(&l)?;
+            kept += 1;
+        }
+    }
+    let out_shards = writer.finish()?;
+    let stats = serde_json::json!({
+        "documents_in": n,
+        "documents_out": kept,
+        "exact_duplicates": exact_dups,
+        "near_duplicates": near_dups,
+        "candidate_pairs": candidate_pairs,
+        "ngram": ngram, "bands": bands, "rows": rows, "threshold": threshold,
+        "errors": errors,
+        "examples": examples,
+        "shards": out_shards.iter().map(|(f, n)| serde_json::json!({"file": f, "documents": n})).collect::<Vec<_>>(),
+    });
+    write_json_atomic(&ctx.out_dir.join("dedup.json"), &stats)?;
+    ctx.log(&format!(
+        "kept {kept} of {n}: {exact_dups} exact and {near_dups} near duplicates removed"
+    ));
+    Ok(BTreeMap::from([(
+        "stats".to_string(),
+        Value::Path("dedup.json".into()),
+    )]))
 }
 
 #[cfg(test)]
@@ -408,6 +551,75 @@ mod tests {
                 + stats["near_duplicates"].as_u64().unwrap() as usize,
             all.len()
         );
+    }
+
+    #[test]
+    fn dedup_writes_the_same_bytes_for_any_number_of_shard_tasks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let corpus = tmp.path().join("c");
+        // 6 shards: the planted copies fall in other shards than their
+        // originals, so clusters cross the shard tasks.
+        run_op(
+            &super::super::corpus::Corpus,
+            &[
+                ("input", Value::Path(demo_dir().join("fineweb2-demo.jsonl"))),
+                ("docs_per_shard", Value::Int(60)),
+            ],
+            &corpus,
+        )
+        .unwrap();
+        let out = assert_same_bytes_for_task_counts(
+            &Dedup,
+            &[("corpus", Value::Path(corpus.clone()))],
+            &tmp.path().join("d"),
+            &[2, 3, 6],
+        );
+        let stats: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("dedup.json")).unwrap())
+                .unwrap();
+        // Exact duplicates by raw text, counted independently.
+        let mut seen = HashSet::new();
+        let exact = read_corpus(&corpus)
+            .iter()
+            .filter(|d| !seen.insert(d["text"].as_str().unwrap().to_string()))
+            .count();
+        assert_eq!(stats["exact_duplicates"], exact as u64);
+    }
+
+    #[test]
+    fn a_failing_shard_task_fails_dedup_with_its_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bad = tmp.path().join("bad");
+        std::fs::create_dir_all(&bad).unwrap();
+        for (i, text) in [
+            "{\"id\":\"a\",\"text\":\"eins zwei drei\"}\n",
+            "{\"id\":\"b\"}\n",
+        ]
+        .iter()
+        .enumerate()
+        {
+            std::fs::write(
+                bad.join(format!("docs-{i:05}.jsonl.zst")),
+                zstd::encode_all(text.as_bytes(), 1).unwrap(),
+            )
+            .unwrap();
+        }
+        let err = run_sharded(
+            &Dedup,
+            &[
+                ("corpus", Value::Path(bad)),
+                ("on_error", Value::Str("fail".into())),
+            ],
+            &tmp.path().join("o"),
+            2,
+        )
+        .unwrap_err();
+        let text = format!("{err:?}");
+        assert!(
+            text.contains("shard task 1 of 2 (pieces 1..2) failed"),
+            "{text}"
+        );
+        assert!(text.contains("docs-00001.jsonl.zst:1"), "{text}");
     }
 
     #[test]

@@ -4,25 +4,36 @@
 //! Output shard `docs-NNNNN` holds the kept documents of input shard NNNNN,
 //! in their input order (raw lines passed through unchanged unless a score
 //! field is requested), so the output does not depend on the thread count.
+//!
+//! Sharded (`Op::sharding`): a piece is an input shard; a shard task
+//! filters its shards into their output shards and writes their counts to
+//! `part.json`; the merge links the output shards into place and sums the
+//! counts into `filter.json`. The same bytes however the shards are cut
+//! into tasks, locally or as a Slurm job array.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use miette::{miette, IntoDiagnostic, WrapErr};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::corpus::{
-    corpus_shards, for_each_line, on_error_param, parse_doc, write_json_atomic, ErrorLog, OnError,
+    corpus_shards, for_each_line, link_or_copy, on_error_param, parse_doc, read_json_file,
+    write_json_atomic, ErrorLog, OnError,
 };
 use super::train_classifier::{load_any_classifier, Classifier};
 #[cfg(test)]
 use super::train_classifier::{load_classifier, NgramModel};
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    run_in_parts, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Sharded,
+    Type, Value,
+};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
     vec![Arc::new(Filter)]
@@ -32,7 +43,7 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 const CHUNK: usize = 2048;
 
 /// Counts of one shard.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ShardStats {
     pub file: String,
     pub documents_in: u64,
@@ -209,7 +220,7 @@ impl Op for Filter {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "filter",
-            version: 2,
+            version: 3,
             doc: "Applies a train_classifier model to every document of a corpus (parallel over shards and documents); keeps those scoring at or above the threshold; filter.json has per-shard documents, whitespace tokens and characters in and out.",
             params: vec![
                 Param::required("corpus", Type::Dir, "corpus artifact"),
@@ -226,6 +237,29 @@ impl Op for Filter {
     }
 
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
+        run_in_parts(self, ctx, None)
+    }
+
+    fn sharding(&self) -> Option<&dyn Sharded> {
+        Some(self)
+    }
+}
+
+/// What a shard task of `filter` leaves in its part: its output shards and
+/// this, as `part.json`.
+#[derive(Serialize, Deserialize)]
+struct FilterPart {
+    threshold: f32,
+    positive: String,
+    per_shard: Vec<ShardStats>,
+}
+
+impl Sharded for Filter {
+    fn pieces(&self, ctx: &OpContext) -> OpResult<usize> {
+        Ok(corpus_shards(ctx.path("corpus")?)?.len())
+    }
+
+    fn run_part(&self, ctx: &OpContext, range: Range<usize>) -> OpResult<()> {
         let policy = OnError::from_ctx(ctx)?;
         let (info, model) = load_any_classifier(ctx.path("classifier")?)?;
         let t = ctx.float("threshold")?;
@@ -238,28 +272,60 @@ impl Op for Filter {
             score_field: ctx.str("score_field")?,
             policy,
         };
-        ctx.progress.set_total(shards.len() as u64, "shards");
-        let done = AtomicU64::new(0);
         let start = std::time::Instant::now();
-        let results: Vec<OpResult<ShardStats>> = shards
-            .par_iter()
-            .enumerate()
-            .map(|(i, shard)| {
+        let results: Vec<OpResult<ShardStats>> = range
+            .clone()
+            .into_par_iter()
+            .map(|i| {
                 let out = ctx.out_dir.join(format!("docs-{i:05}.jsonl.zst"));
-                let r = filter_shard(shard, &out, &settings, ctx.cancel);
-                done.fetch_add(1, Ordering::Relaxed);
+                let r = filter_shard(&shards[i], &out, &settings, ctx.cancel);
                 ctx.progress.inc(1);
                 r
             })
             .collect();
         let per_shard: Vec<ShardStats> = results.into_iter().collect::<OpResult<_>>()?;
+        let (docs_in, docs_out) = per_shard.iter().fold((0, 0), |(i, o), s| {
+            (i + s.documents_in, o + s.documents_out)
+        });
         let secs = start.elapsed().as_secs_f64();
+        // Timing goes to the log only: the artifact's bytes must not
+        // depend on the machine.
+        ctx.log(&format!(
+            "shards {}..{}: kept {docs_out} of {docs_in} documents in {secs:.2}s ({:.0} docs/s, {} threads)",
+            range.start,
+            range.end,
+            docs_in as f64 / secs.max(1e-9),
+            ctx.threads
+        ));
+        write_json_atomic(
+            &ctx.out_dir.join("part.json"),
+            &FilterPart {
+                threshold,
+                positive: info.positive,
+                per_shard,
+            },
+        )
+    }
+
+    fn merge(&self, ctx: &OpContext, parts: &[PathBuf]) -> OpResult<Outputs> {
+        let mut per_shard: Vec<ShardStats> = Vec::new();
+        let mut head: Option<(f32, String)> = None;
+        for part in parts {
+            let p: FilterPart = read_json_file(&part.join("part.json"))?;
+            for s in &p.per_shard {
+                link_or_copy(&part.join(&s.file), &ctx.out_dir.join(&s.file))?;
+            }
+            head.get_or_insert((p.threshold, p.positive));
+            per_shard.extend(p.per_shard);
+        }
+        let (threshold, positive) =
+            head.ok_or_else(|| miette!("internal: filter merged no parts"))?;
         let sum = |f: fn(&ShardStats) -> u64| per_shard.iter().map(f).sum::<u64>();
         let docs_in = sum(|s| s.documents_in);
         let stats = serde_json::json!({
             "threshold": threshold,
             "keep": ctx.str("keep")?,
-            "positive": info.positive,
+            "positive": positive,
             "documents_in": docs_in,
             "documents_out": sum(|s| s.documents_out),
             "tokens_in": sum(|s| s.tokens_in),
@@ -267,15 +333,12 @@ impl Op for Filter {
             "chars_in": sum(|s| s.chars_in),
             "chars_out": sum(|s| s.chars_out),
             "errors": sum(|s| s.errors.count),
-            "seconds": secs,
-            "threads": ctx.threads,
             "per_shard": per_shard,
         });
         write_json_atomic(&ctx.out_dir.join("filter.json"), &stats)?;
         ctx.log(&format!(
-            "kept {} of {docs_in} documents in {secs:.2}s ({:.0} docs/s)",
-            stats["documents_out"],
-            docs_in as f64 / secs.max(1e-9)
+            "kept {} of {docs_in} documents",
+            stats["documents_out"]
         ));
         Ok(BTreeMap::from([(
             "stats".to_string(),
@@ -367,6 +430,128 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read_corpus(&below).len() + kept.len(), all.len());
+    }
+
+    /// The demo corpus in 6 shards and an n-gram classifier trained on it.
+    fn demo_corpus_and_classifier(dir: &Path) -> (PathBuf, PathBuf) {
+        let corpus = dir.join("c");
+        run_op(
+            &Corpus,
+            &[
+                ("input", Value::Path(demo_dir().join("fineweb2-demo.jsonl"))),
+                ("docs_per_shard", Value::Int(60)),
+            ],
+            &corpus,
+        )
+        .unwrap();
+        let clf = dir.join("clf");
+        run_op(
+            &TrainClassifier,
+            &[
+                ("corpus", Value::Path(corpus.clone())),
+                ("labels", Value::Path(demo_dir().join("labels.csv"))),
+                ("positive", Value::Str("medizinisch".into())),
+            ],
+            &clf,
+        )
+        .unwrap();
+        (corpus, clf)
+    }
+
+    #[test]
+    fn filter_writes_the_same_bytes_for_any_number_of_shard_tasks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (corpus, clf) = demo_corpus_and_classifier(tmp.path());
+        let params = [
+            ("corpus", Value::Path(corpus.clone())),
+            ("classifier", Value::Path(clf.clone())),
+            ("score_field", Value::Str("med_score".into())),
+        ];
+        // 6 input shards: tasks of 3+3, 2+2+1+1, one each, and a limit
+        // above the shard count.
+        let out = assert_same_bytes_for_task_counts(
+            &Filter,
+            &params,
+            &tmp.path().join("f"),
+            &[2, 4, 6, 64],
+        );
+        // The one-task output is what the classifier keeps, shard by shard.
+        let (_, model) = load_classifier(&clf).unwrap();
+        let stats: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("filter.json")).unwrap())
+                .unwrap();
+        let threshold = stats["threshold"].as_f64().unwrap() as f32;
+        for (i, shard) in corpus_shards(&corpus).unwrap().iter().enumerate() {
+            let name = format!("docs-{i:05}.jsonl.zst");
+            let text =
+                String::from_utf8(zstd::decode_all(&std::fs::read(shard).unwrap()[..]).unwrap())
+                    .unwrap();
+            let expected: Vec<String> = text
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter(|d| model.score(d["text"].as_str().unwrap()) >= threshold)
+                .map(|d| d["id"].as_str().unwrap().to_string())
+                .collect();
+            let kept = String::from_utf8(
+                zstd::decode_all(&std::fs::read(out.join(&name)).unwrap()[..]).unwrap(),
+            )
+            .unwrap();
+            let kept: Vec<String> = kept
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect();
+            assert_eq!(kept, expected, "{name}");
+            assert_eq!(stats["per_shard"][i]["file"], name.as_str());
+        }
+        // No timing in the artifact: its bytes do not depend on the machine.
+        assert!(stats.get("seconds").is_none() && stats.get("threads").is_none());
+    }
+
+    #[test]
+    fn a_failing_shard_task_fails_filter_with_its_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, clf) = demo_corpus_and_classifier(tmp.path());
+        let bad = tmp.path().join("bad");
+        std::fs::create_dir_all(&bad).unwrap();
+        for (i, text) in [
+            "{\"id\":\"a\",\"text\":\"Fieber und Husten\"}\n",
+            "{\"id\":\"b\",\"text\":\"Fussball am Sonntag\"}\n",
+            "{\"id\":\"c\",\"text\":\"Kopfschmerzen\"}\n{\"id\":\"d\"}\n",
+        ]
+        .iter()
+        .enumerate()
+        {
+            std::fs::write(
+                bad.join(format!("docs-{i:05}.jsonl.zst")),
+                zstd::encode_all(text.as_bytes(), 1).unwrap(),
+            )
+            .unwrap();
+        }
+        let out = tmp.path().join("o");
+        let err = run_sharded(
+            &Filter,
+            &[
+                ("corpus", Value::Path(bad)),
+                ("classifier", Value::Path(clf)),
+                ("on_error", Value::Str("fail".into())),
+            ],
+            &out,
+            3,
+        )
+        .unwrap_err();
+        let text = format!("{err:?}");
+        assert!(
+            text.contains("shard task 2 of 3 (pieces 2..3) failed"),
+            "{text}"
+        );
+        assert!(text.contains("docs-00002.jsonl.zst:2"), "{text}");
+        assert!(!tmp.path().join("o.parts").exists(), "parts are removed");
+        assert!(!out.join("filter.json").exists());
     }
 
     #[test]

@@ -4,9 +4,9 @@
 use super::*;
 
 impl<'a> Checker<'a> {
-    /// `resources: {cpus: 8, mem: "32G", gpus: 1, time: "4:00:00", partition: "gpu"}`.
+    /// `resources: {cpus: 8, mem: "32G", gpus: 1, time: "4:00:00", partition: "gpu", shards: 16}`.
     pub(super) fn resources(&mut self, file: FileId, expr: &Expr) -> NodeResources {
-        const FIELDS: &str = "cpus (int), mem (\"16G\", \"512M\" or MiB as an int), gpus (int), time (\"HH:MM:SS\", \"D-HH:MM:SS\" or minutes as an int), partition (string)";
+        const FIELDS: &str = "cpus (int), mem (\"16G\", \"512M\" or MiB as an int), gpus (int), time (\"HH:MM:SS\", \"D-HH:MM:SS\" or minutes as an int), partition (string), shards (int)";
         let mut r = NodeResources::default();
         let ExprKind::Record(fields) = &expr.kind else {
             self.error(
@@ -55,7 +55,11 @@ impl<'a> Checker<'a> {
                     r.partition = Some(s.clone());
                     true
                 }
-                ("cpus" | "gpus" | "mem" | "time" | "partition", _) => false,
+                ("shards", Some(Value::Int(n))) if *n >= 1 => {
+                    r.shards = Some(*n as usize);
+                    true
+                }
+                ("cpus" | "gpus" | "mem" | "time" | "partition" | "shards", _) => false,
                 (other, _) => {
                     self.error(
                         file,

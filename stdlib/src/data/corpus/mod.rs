@@ -59,7 +59,7 @@ pub fn on_error_param() -> Param {
 }
 
 /// Bad records seen so far: a count and the first few, each with its place.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ErrorLog {
     pub count: u64,
     /// The first [`ErrorLog::KEEP`] problems, as "place: what".

@@ -170,3 +170,26 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> OpResult<()> {
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot write {}", path.display()))
 }
+
+/// Reads a JSON file an op wrote (a shard task's part file, say).
+pub fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> OpResult<T> {
+    let text = std::fs::read_to_string(path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{} is not what this op wrote", path.display()))
+}
+
+/// Puts the file `from` (a shard task's output) at `to` without changing
+/// `from`: a hard link where the file system has them, else a copy. A
+/// merge that failed half-way can then run again on the same parts.
+pub fn link_or_copy(from: &Path, to: &Path) -> OpResult<()> {
+    if std::fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot copy {} to {}", from.display(), to.display()))
+}

@@ -97,3 +97,63 @@ pub fn read_corpus(dir: &Path) -> Vec<serde_json::Value> {
     }
     docs
 }
+
+/// Runs a sharded op (`Op::sharding`) with its pieces cut into at most
+/// `tasks` shard tasks, as the engine does.
+pub fn run_sharded(
+    op: &dyn crate::op::Op,
+    params: &[(&str, Value)],
+    out: &Path,
+    tasks: usize,
+) -> crate::op::OpResult<crate::op::Outputs> {
+    use crate::op::testing::{full_params, with_context, RunOptions};
+    let sharded = op.sharding().expect("a sharded op");
+    with_context(full_params(op, params), out, RunOptions::default(), |ctx| {
+        crate::op::run_in_parts(sharded, ctx, Some(tasks))
+    })
+    .0
+}
+
+/// Every file under `dir` (relative path) with its bytes.
+pub fn tree_bytes(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            (rel, std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+/// Runs a sharded op with every task count in `tasks` and asserts that
+/// all outputs are byte-identical to the one-task run (the unsharded
+/// output); returns that output's directory. No parts are left beside it.
+pub fn assert_same_bytes_for_task_counts(
+    op: &dyn crate::op::Op,
+    params: &[(&str, Value)],
+    root: &Path,
+    tasks: &[usize],
+) -> PathBuf {
+    let one = root.join("tasks-1");
+    run_sharded(op, params, &one, 1).unwrap();
+    let reference = tree_bytes(&one);
+    assert!(!reference.is_empty());
+    for &t in tasks {
+        let out = root.join(format!("tasks-{t}"));
+        run_sharded(op, params, &out, t).unwrap();
+        let got = tree_bytes(&out);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            reference.keys().collect::<Vec<_>>(),
+            "files with {t} tasks"
+        );
+        for (name, bytes) in &reference {
+            assert!(got[name] == *bytes, "{name} differs with {t} shard tasks");
+        }
+        assert!(!root.join(format!("tasks-{t}.parts")).exists());
+    }
+    one
+}
