@@ -156,7 +156,7 @@ impl Job {
             log: &log,
             cancel: &self.cancel,
         };
-        let result = run_guarded(&self.op.spec().name, self.threads, || {
+        let result = run_guarded(self.op.spec().name, self.threads, || {
             match (self.op.sharding(), &self.shards) {
                 (None, _) => self.op.run(&ctx),
                 (Some(s), Shards::Here(limit)) => run_in_parts(s, &ctx, *limit),

@@ -612,7 +612,10 @@ impl Runner for SlurmRunner {
         if spec.tasks > 1 {
             match sharded::PendingShards::new(&self.store, p, spec) {
                 Ok(s) => self.pending_sharded.push(s),
-                Err((p, e)) => fail_work(p.work, e, &self.tx),
+                Err(failed) => {
+                    let (p, e) = *failed;
+                    fail_work(p.work, e, &self.tx)
+                }
             }
             return;
         }

@@ -147,12 +147,19 @@ impl PendingShards {
         store: &Store,
         merge: Pending,
         spec: WorkerSpec,
-    ) -> Result<PendingShards, (Pending, String)> {
+    ) -> Result<PendingShards, Box<(Pending, String)>> {
+        // the merge unit comes back with the error, so that it fails as a unit
         let Some(root) = spec.parts.clone() else {
-            return Err((merge, "internal: a sharded unit without parts".into()));
+            return Err(Box::new((
+                merge,
+                "internal: a sharded unit without parts".into(),
+            )));
         };
         if let Err(e) = std::fs::create_dir_all(&root) {
-            return Err((merge, format!("cannot create {}: {e}", root.display())));
+            return Err(Box::new((
+                merge,
+                format!("cannot create {}: {e}", root.display()),
+            )));
         }
         let mut missing = Vec::new();
         for i in 0..spec.tasks {
@@ -166,7 +173,12 @@ impl PendingShards {
             };
             match write_spec(store, &name, &part) {
                 Ok(path) => missing.push((i, path)),
-                Err(e) => return Err((merge, format!("cannot write the unit file {name}: {e}"))),
+                Err(e) => {
+                    return Err(Box::new((
+                        merge,
+                        format!("cannot write the unit file {name}: {e}"),
+                    )))
+                }
             }
         }
         Ok(PendingShards {
