@@ -37,6 +37,25 @@ fn rows(v: &Value) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// The golden's right-padded batch, as transformers saw it.
+fn padded_batch(enc: &Encoder, g: &Value) -> Batch {
+    Batch::from_padded(
+        &enc.config,
+        &rows(&g["input_ids"]),
+        &rows(&g["attention_mask"]),
+    )
+    .unwrap()
+}
+
+fn labels(g: &Value) -> Vec<u32> {
+    g["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
 fn read_tensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -57,12 +76,7 @@ fn check_logits_and_gradients(name: &str) {
     let g = golden(name);
     let (enc, report) = Encoder::load(&golden_dir(name).join("model"), 0).unwrap();
     assert!(report.initialised.is_empty(), "{:?}", report.initialised);
-    let batch = Batch::from_padded(
-        &enc.config,
-        &rows(&g["input_ids"]),
-        &rows(&g["attention_mask"]),
-    )
-    .unwrap();
+    let batch = padded_batch(&enc, &g);
     let (logits, cache) = forward::forward(&enc.config, &enc.params, &batch, true, None);
     let want: Vec<f32> = g["logits"]
         .as_array()
@@ -84,12 +98,7 @@ fn check_logits_and_gradients(name: &str) {
         worst <= 1e-5,
         "{name}: logits differ by {worst}: {logits:?} vs {want:?}"
     );
-    let labels: Vec<u32> = g["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect();
+    let labels = labels(&g);
     let (loss, dlogits) = backward::cross_entropy(&logits, &labels);
     assert!(
         (loss - g["loss"].as_f64().unwrap()).abs() < 1e-5,
@@ -154,18 +163,8 @@ fn bert_logits_and_every_gradient_match_transformers() {
 fn check_dropout_gradients_by_finite_differences(name: &str) {
     let g = golden(name);
     let (mut enc, _) = Encoder::load(&golden_dir(name).join("model"), 0).unwrap();
-    let batch = Batch::from_padded(
-        &enc.config,
-        &rows(&g["input_ids"]),
-        &rows(&g["attention_mask"]),
-    )
-    .unwrap();
-    let labels: Vec<u32> = g["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect();
+    let batch = padded_batch(&enc, &g);
+    let labels = labels(&g);
     let d = Dropout {
         hidden: 0.3,
         attention: 0.3,

@@ -589,21 +589,13 @@ mod tests {
     #[test]
     fn a_failing_shard_task_fails_dedup_with_its_error() {
         let tmp = tempfile::tempdir().unwrap();
-        let bad = tmp.path().join("bad");
-        std::fs::create_dir_all(&bad).unwrap();
-        for (i, text) in [
-            "{\"id\":\"a\",\"text\":\"eins zwei drei\"}\n",
-            "{\"id\":\"b\"}\n",
-        ]
-        .iter()
-        .enumerate()
-        {
-            std::fs::write(
-                bad.join(format!("docs-{i:05}.jsonl.zst")),
-                zstd::encode_all(text.as_bytes(), 1).unwrap(),
-            )
-            .unwrap();
-        }
+        let bad = write_corpus_shards(
+            &tmp.path().join("bad"),
+            &[
+                "{\"id\":\"a\",\"text\":\"eins zwei drei\"}\n",
+                "{\"id\":\"b\"}\n",
+            ],
+        );
         let err = run_sharded(
             &Dedup,
             &[

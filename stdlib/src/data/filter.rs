@@ -358,27 +358,7 @@ mod tests {
     fn filter_keeps_what_the_classifier_scores_above_threshold() {
         let tmp = tempfile::tempdir().unwrap();
         // several shards so the parallel path and the renumbering are exercised
-        let corpus = tmp.path().join("c");
-        run_op(
-            &Corpus,
-            &[
-                ("input", Value::Path(demo_dir().join("fineweb2-demo.jsonl"))),
-                ("docs_per_shard", Value::Int(60)),
-            ],
-            &corpus,
-        )
-        .unwrap();
-        let clf = tmp.path().join("clf");
-        run_op(
-            &TrainClassifier,
-            &[
-                ("corpus", Value::Path(corpus.clone())),
-                ("labels", Value::Path(demo_dir().join("labels.csv"))),
-                ("positive", Value::Str("medizinisch".into())),
-            ],
-            &clf,
-        )
-        .unwrap();
+        let (corpus, clf) = demo_corpus_and_classifier(tmp.path());
         let out = tmp.path().join("f");
         run_op(
             &Filter,
@@ -516,22 +496,14 @@ mod tests {
     fn a_failing_shard_task_fails_filter_with_its_error() {
         let tmp = tempfile::tempdir().unwrap();
         let (_, clf) = demo_corpus_and_classifier(tmp.path());
-        let bad = tmp.path().join("bad");
-        std::fs::create_dir_all(&bad).unwrap();
-        for (i, text) in [
-            "{\"id\":\"a\",\"text\":\"Fieber und Husten\"}\n",
-            "{\"id\":\"b\",\"text\":\"Fussball am Sonntag\"}\n",
-            "{\"id\":\"c\",\"text\":\"Kopfschmerzen\"}\n{\"id\":\"d\"}\n",
-        ]
-        .iter()
-        .enumerate()
-        {
-            std::fs::write(
-                bad.join(format!("docs-{i:05}.jsonl.zst")),
-                zstd::encode_all(text.as_bytes(), 1).unwrap(),
-            )
-            .unwrap();
-        }
+        let bad = write_corpus_shards(
+            &tmp.path().join("bad"),
+            &[
+                "{\"id\":\"a\",\"text\":\"Fieber und Husten\"}\n",
+                "{\"id\":\"b\",\"text\":\"Fussball am Sonntag\"}\n",
+                "{\"id\":\"c\",\"text\":\"Kopfschmerzen\"}\n{\"id\":\"d\"}\n",
+            ],
+        );
         let out = tmp.path().join("o");
         let err = run_sharded(
             &Filter,
@@ -644,14 +616,10 @@ mod tests {
             &clf,
         )
         .unwrap();
-        let bad = tmp.path().join("bad");
-        std::fs::create_dir_all(&bad).unwrap();
-        let text = "{\"id\":\"a\",\"text\":\"Fieber und Husten\"}\n{\"id\":\"b\"}\n";
-        std::fs::write(
-            bad.join("docs-00000.jsonl.zst"),
-            zstd::encode_all(text.as_bytes(), 1).unwrap(),
-        )
-        .unwrap();
+        let bad = write_corpus_shards(
+            &tmp.path().join("bad"),
+            &["{\"id\":\"a\",\"text\":\"Fieber und Husten\"}\n{\"id\":\"b\"}\n"],
+        );
         let err = run_op(
             &Filter,
             &[

@@ -20,6 +20,20 @@ pub fn demo_corpus(out: &Path) -> PathBuf {
     out.to_path_buf()
 }
 
+/// A corpus directory `dir` of one zstd JSONL shard a text (`docs-00000.jsonl.zst`, ...),
+/// written as the corpus op names its shards; for tests of malformed lines.
+pub fn write_corpus_shards(dir: &Path, shards: &[&str]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for (i, text) in shards.iter().enumerate() {
+        std::fs::write(
+            dir.join(format!("docs-{i:05}.jsonl.zst")),
+            zstd::encode_all(text.as_bytes(), 1).unwrap(),
+        )
+        .unwrap();
+    }
+    dir.to_path_buf()
+}
+
 /// A tiny random Qwen2 model (hidden 32, 2 layers) with a whitespace
 /// word-level tokenizer over `words` (id 0 `</s>` = EOS, 1 `<unk>`) and a
 /// plain chat template, for tests of the model-backed paths.
