@@ -8,7 +8,7 @@
 use flow_kernels::cpu::gemm;
 use rayon::prelude::*;
 
-use super::dropout::{Dropout, Site};
+use super::dropout::{apply, masked, Dropout, Site};
 
 /// Probabilities of every (sequence, head), kept for the backward.
 #[derive(Clone, Debug, Default)]
@@ -92,13 +92,8 @@ pub fn attention_forward(
                 d.mask(Site::Attention { layer, block }, n * n, d.attention)
             });
             let mut o = vec![0.0f32; n * head_dim];
-            match &mask {
-                Some(m) => {
-                    let dropped: Vec<f32> = p.iter().zip(m).map(|(a, b)| a * b).collect();
-                    gemm(n, head_dim, n, &dropped, false, &vh, false, &mut o, 0.0);
-                }
-                None => gemm(n, head_dim, n, &p, false, &vh, false, &mut o, 0.0),
-            }
+            let weights = masked(&p, mask.as_deref());
+            gemm(n, head_dim, n, &weights, false, &vh, false, &mut o, 0.0);
             (p, mask, o)
         })
         .collect();
@@ -155,16 +150,18 @@ pub fn attention_backward(
             let mut dvh = vec![0.0f32; n * head_dim];
             let mut ds = vec![0.0f32; n * n];
             gemm(n, n, head_dim, &doh, false, &vh, true, &mut ds, 0.0);
-            match mask {
-                Some(m) => {
-                    let dropped: Vec<f32> = p.iter().zip(m).map(|(a, b)| a * b).collect();
-                    gemm(n, head_dim, n, &dropped, true, &doh, false, &mut dvh, 0.0);
-                    for (d, &s) in ds.iter_mut().zip(m) {
-                        *d *= s;
-                    }
-                }
-                None => gemm(n, head_dim, n, p, true, &doh, false, &mut dvh, 0.0),
-            }
+            gemm(
+                n,
+                head_dim,
+                n,
+                &masked(p, mask),
+                true,
+                &doh,
+                false,
+                &mut dvh,
+                0.0,
+            );
+            apply(&mut ds, mask);
             // dS = P ∘ (dP − Σ_j dP∘P), times the scale of the scores
             for (dr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
                 let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();

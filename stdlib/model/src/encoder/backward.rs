@@ -5,7 +5,7 @@ use flow_kernels::cpu as k;
 
 use super::attention::attention_backward;
 use super::config::EncoderConfig;
-use super::dropout::apply;
+use super::dropout::{apply, masked};
 use super::forward::{Batch, Cache};
 use super::params::{l, EncoderParams};
 
@@ -43,8 +43,7 @@ pub fn backward(
     let b = batch.sequences();
     let (i0, i1, i2, i3) = (p.hi(0), p.hi(1), p.hi(2), p.hi(3));
     // head: logits = out(dropout(pooled)); pooled = tanh(dense(cls))
-    let mut pooled_dropped = cache.pooled.clone();
-    apply(&mut pooled_dropped, cache.pooled_mask.as_deref());
+    let pooled_dropped = masked(&cache.pooled, cache.pooled_mask.as_deref());
     let mut dpooled = vec![0.0f32; b * h];
     {
         let (dw2, rest) = grads.data.split_at_mut(i3);
@@ -107,8 +106,7 @@ pub fn backward(
             );
         }
         // r2 = dropout(gelu(u)·Woᵀ + bo) + h1
-        let mut dz2 = dr2.clone();
-        apply(&mut dz2, lc.out_mask.as_deref());
+        let dz2 = masked(&dr2, lc.out_mask.as_deref());
         let mut dgu = vec![0.0f32; t * inter];
         {
             let (a, rest) = grads.data.split_at_mut(idx(l::O_B));
@@ -162,8 +160,7 @@ pub fn backward(
             );
         }
         // r1 = dropout(ctx·Waoᵀ + bao) + x
-        let mut dz1 = dr1.clone();
-        apply(&mut dz1, lc.attn_out_mask.as_deref());
+        let dz1 = masked(&dr1, lc.attn_out_mask.as_deref());
         let mut dctx = vec![0.0f32; t * h];
         {
             let (a, rest) = grads.data.split_at_mut(idx(l::AO_B));

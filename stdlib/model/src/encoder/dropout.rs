@@ -11,6 +11,8 @@
 //! reproducible and a forward can be recomputed with the same masks (which
 //! is what the finite-difference test of the backward relies on).
 
+use std::borrow::Cow;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -86,6 +88,15 @@ impl Dropout {
                 .map(|_| if rng.random::<f32>() < p { 0.0 } else { scale })
                 .collect(),
         )
+    }
+}
+
+/// x ∘ mask as a new vector, or `x` itself (no copy) without a mask: for a
+/// value that is needed both dropped and not.
+pub fn masked<'a>(x: &'a [f32], mask: Option<&[f32]>) -> Cow<'a, [f32]> {
+    match mask {
+        Some(m) => Cow::Owned(x.iter().zip(m).map(|(v, s)| v * s).collect()),
+        None => Cow::Borrowed(x),
     }
 }
 

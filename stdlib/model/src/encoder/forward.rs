@@ -6,7 +6,7 @@ use flow_kernels::cpu as k;
 
 use super::attention::{attention_forward, AttnCache};
 use super::config::{EncoderConfig, Family};
-use super::dropout::{apply, Dropout, Site};
+use super::dropout::{apply, masked, Dropout, Site};
 use super::params::{l, EncoderParams};
 use crate::error::ModelError;
 
@@ -321,8 +321,7 @@ pub fn forward(
         *z = z.tanh();
     }
     let pooled_mask = mask(Site::HeadPooled, b * h, |d| d.classifier);
-    let mut pooled_dropped = pooled.clone();
-    apply(&mut pooled_dropped, pooled_mask.as_deref());
+    let pooled_dropped = masked(&pooled, pooled_mask.as_deref());
     let mut logits = vec![0.0f32; b * 2];
     k::linear_forward(
         &pooled_dropped,
