@@ -5,9 +5,11 @@
 pub mod config;
 pub mod encoder;
 pub mod error;
+mod forward;
 pub mod generate;
 pub mod gguf;
 pub mod model;
+mod primitives;
 pub mod tokenizer;
 pub mod train;
 pub mod weights;

@@ -1,17 +1,14 @@
-//! The model: loading, saving and the inference forward pass (with a KV cache).
-//!
-//! Inference runs a batch as *segments*: the new tokens of every sequence are
-//! concatenated into one `[T, hidden]` matrix so that every projection is one
-//! large gemm, while attention runs per segment (in parallel) against that
-//! segment's KV cache.
+//! The model: loading, saving, the KV cache and the inference API (scoring,
+//! log-likelihoods, hidden states) over the one forward pass of `forward.rs`.
 
 use std::path::{Path, PathBuf};
 
-use flow_kernels::cpu as k;
 use rayon::prelude::*;
 
 use crate::config::Config;
 use crate::error::ModelError;
+use crate::forward::{Keys, Record, Segments};
+use crate::primitives as p;
 use crate::weights::{load_params, save_params, Layout, Params, SaveDtype};
 
 /// A loaded causal language model (f32 parameters).
@@ -25,7 +22,7 @@ pub struct Model {
     pub chat_stop_ids: Vec<u32>,
     /// The directory the model was loaded from, if any.
     pub source_dir: Option<PathBuf>,
-    rope: k::RopeTable,
+    rope: p::RopeTable,
 }
 
 /// The key/value cache of one sequence: per layer `[len, kv_dim]` rows.
@@ -53,16 +50,17 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// Appends new key and value rows to layer `layer`; returns all of that layer's keys and values.
+    pub(crate) fn append(&mut self, layer: usize, k: &[f32], v: &[f32]) -> (&[f32], &[f32]) {
+        self.k[layer].extend_from_slice(k);
+        self.v[layer].extend_from_slice(v);
+        (&self.k[layer], &self.v[layer])
+    }
+    /// Counts `n` new positions, once every layer has appended them.
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.len += n;
+    }
 }
-
-/// One segment's share of a layer's attention: q, new k, new v, output rows, and its cache.
-type SegmentWork<'a> = (
-    &'a [f32],
-    &'a [f32],
-    &'a [f32],
-    &'a mut [f32],
-    &'a mut KvCache,
-);
 
 /// Summed log-probability of a continuation and lm-eval's `is_greedy`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -104,7 +102,7 @@ impl Model {
             ));
         }
         let layout = Layout::new(&config);
-        let rope = k::RopeTable::new(
+        let rope = p::RopeTable::new(
             config.head_dim,
             config.rope_theta,
             config.max_position_embeddings.clamp(1, 1 << 16),
@@ -130,9 +128,9 @@ impl Model {
     }
 
     /// A RoPE table covering positions `< max_pos` when the cached one is too small.
-    pub(crate) fn bigger_rope(&self, max_pos: usize) -> Option<k::RopeTable> {
+    pub(crate) fn bigger_rope(&self, max_pos: usize) -> Option<p::RopeTable> {
         (max_pos > self.config.max_position_embeddings.clamp(1, 1 << 16)).then(|| {
-            k::RopeTable::new(
+            p::RopeTable::new(
                 self.config.head_dim,
                 self.config.rope_theta,
                 max_pos.next_power_of_two(),
@@ -140,7 +138,7 @@ impl Model {
         })
     }
 
-    pub(crate) fn rope(&self) -> &k::RopeTable {
+    pub(crate) fn rope(&self) -> &p::RopeTable {
         &self.rope
     }
 
@@ -166,212 +164,19 @@ impl Model {
         for (toks, _) in segs.iter() {
             self.check_tokens(toks)?;
         }
-        let c = &self.config;
-        let (h, inter, qd, kvd, hd) = (
-            c.hidden_size,
-            c.intermediate_size,
-            c.q_dim(),
-            c.kv_dim(),
-            c.head_dim,
-        );
-        let eps = c.rms_norm_eps as f32;
-        let lens: Vec<usize> = segs.iter().map(|(t, _)| t.len()).collect();
-        let t_total: usize = lens.iter().sum();
-        let mut ids = Vec::with_capacity(t_total);
-        let mut positions = Vec::with_capacity(t_total);
-        let mut max_pos = 0;
-        for (toks, cache) in segs.iter() {
-            ids.extend_from_slice(toks);
-            positions.extend((0..toks.len()).map(|i| (cache.len + i) as u32));
-            max_pos = max_pos.max(cache.len + toks.len());
-        }
-        let bigger = self.bigger_rope(max_pos);
-        let rope = bigger.as_ref().unwrap_or(&self.rope);
-        let mut x = vec![0.0f32; t_total * h];
-        k::embedding_forward(&ids, self.w(self.layout.embed), h, &mut x);
-        let mut hbuf = vec![0.0f32; t_total * h];
-        let mut rstd = vec![0.0f32; t_total * c.num_attention_heads.max(1)];
-        let mut q = vec![0.0f32; t_total * qd];
-        let mut kk = vec![0.0f32; t_total * kvd];
-        let mut vv = vec![0.0f32; t_total * kvd];
-        let mut tmp = vec![0.0f32; t_total * qd.max(kvd)];
-        let mut attn = vec![0.0f32; t_total * qd];
-        let mut gate = vec![0.0f32; t_total * inter];
-        let mut up = vec![0.0f32; t_total * inter];
-        for (li, lw) in self.layout.layers.iter().enumerate() {
-            k::rmsnorm_forward(
-                &x,
-                self.w(lw.input_norm),
-                eps,
-                t_total,
-                h,
-                &mut hbuf,
-                &mut rstd[..t_total],
-            );
-            k::linear_forward(
-                &hbuf,
-                self.w(lw.q_w),
-                lw.q_b.map(|b| self.w(b)),
-                t_total,
-                h,
-                qd,
-                &mut q,
-            );
-            k::linear_forward(
-                &hbuf,
-                self.w(lw.k_w),
-                lw.k_b.map(|b| self.w(b)),
-                t_total,
-                h,
-                kvd,
-                &mut kk,
-            );
-            k::linear_forward(
-                &hbuf,
-                self.w(lw.v_w),
-                lw.v_b.map(|b| self.w(b)),
-                t_total,
-                h,
-                kvd,
-                &mut vv,
-            );
-            if let (Some(qn), Some(kn)) = (lw.q_norm, lw.k_norm) {
-                let rows = t_total * c.num_attention_heads;
-                k::rmsnorm_forward(
-                    &q,
-                    self.w(qn),
-                    eps,
-                    rows,
-                    hd,
-                    &mut tmp[..t_total * qd],
-                    &mut rstd[..rows],
-                );
-                q.copy_from_slice(&tmp[..t_total * qd]);
-                let rows = t_total * c.num_key_value_heads;
-                k::rmsnorm_forward(
-                    &kk,
-                    self.w(kn),
-                    eps,
-                    rows,
-                    hd,
-                    &mut tmp[..t_total * kvd],
-                    &mut rstd[..rows],
-                );
-                kk.copy_from_slice(&tmp[..t_total * kvd]);
-            }
-            k::rope_forward(&mut q, &positions, c.num_attention_heads, rope);
-            k::rope_forward(&mut kk, &positions, c.num_key_value_heads, rope);
-            let p = k::AttnParams {
-                q_heads: c.num_attention_heads,
-                kv_heads: c.num_key_value_heads,
-                head_dim: hd,
-                scale: 1.0 / (hd as f32).sqrt(),
-                window: c.layer_windows[li],
-            };
-            // split q/k/v/out by segment and run attention per segment in parallel
-            let mut work: Vec<SegmentWork> = Vec::with_capacity(segs.len());
-            {
-                let (mut qr, mut kr, mut vr): (&[f32], &[f32], &[f32]) = (&q, &kk, &vv);
-                let mut outr: &mut [f32] = &mut attn;
-                for ((_, cache), &n) in segs.iter_mut().zip(&lens) {
-                    let (qa, qb) = qr.split_at(n * qd);
-                    let (ka, kb) = kr.split_at(n * kvd);
-                    let (va, vb) = vr.split_at(n * kvd);
-                    let (oa, ob) = std::mem::take(&mut outr).split_at_mut(n * qd);
-                    work.push((qa, ka, va, oa, &mut **cache));
-                    (qr, kr, vr, outr) = (qb, kb, vb, ob);
-                }
-            }
-            work.into_par_iter().for_each(|(qs, ks, vs, out, cache)| {
-                let n = qs.len() / qd;
-                if n == 0 {
-                    return;
-                }
-                cache.k[li].extend_from_slice(ks);
-                cache.v[li].extend_from_slice(vs);
-                let s = cache.k[li].len() / kvd;
-                let mut lse = vec![0.0f32; p.q_heads * n];
-                k::attention_forward(
-                    &p,
-                    n,
-                    s,
-                    qs,
-                    &cache.k[li],
-                    &cache.v[li],
-                    None,
-                    out,
-                    &mut lse,
-                );
-            });
-            k::linear_forward(
-                &attn,
-                self.w(lw.o_w),
-                lw.o_b.map(|b| self.w(b)),
-                t_total,
-                qd,
-                h,
-                &mut hbuf,
-            );
-            add_in_place(&mut x, &hbuf);
-            k::rmsnorm_forward(
-                &x,
-                self.w(lw.post_norm),
-                eps,
-                t_total,
-                h,
-                &mut hbuf,
-                &mut rstd[..t_total],
-            );
-            k::linear_forward(&hbuf, self.w(lw.gate), None, t_total, h, inter, &mut gate);
-            k::linear_forward(&hbuf, self.w(lw.up), None, t_total, h, inter, &mut up);
-            // silu(gate)·up into `gate`'s buffer via `up` scratch
-            {
-                let act = &mut tmp;
-                if act.len() < t_total * inter {
-                    act.resize(t_total * inter, 0.0);
-                }
-                k::swiglu_forward(&gate, &up, &mut act[..t_total * inter]);
-                k::linear_forward(
-                    &act[..t_total * inter],
-                    self.w(lw.down),
-                    None,
-                    t_total,
-                    inter,
-                    h,
-                    &mut hbuf,
-                );
-            }
-            add_in_place(&mut x, &hbuf);
-        }
-        for (_, cache) in segs.iter_mut() {
-            cache.len = cache
-                .k
-                .first()
-                .map(|kc| kc.len() / kvd.max(1))
-                .unwrap_or(cache.len);
-        }
-        if c.num_hidden_layers == 0 {
-            for ((toks, cache), _) in segs.iter_mut().zip(&lens) {
-                cache.len += toks.len();
-            }
-        }
-        k::rmsnorm_forward(
-            &x,
-            self.w(self.layout.norm),
-            eps,
-            t_total,
-            h,
-            &mut hbuf,
-            &mut rstd[..t_total],
-        );
-        Ok(hbuf)
+        let tokens = Segments::after_caches(segs);
+        let mut keys: Vec<Keys> = segs
+            .iter_mut()
+            .map(|(_, cache)| Keys::Cache(&mut **cache))
+            .collect();
+        Ok(self.forward(&tokens, &mut keys, Record::Nothing).hidden)
     }
 
     /// Logits `[rows, vocab]` of final hidden states `[rows, hidden]`.
     pub fn lm_head(&self, hidden: &[f32], rows: usize) -> Vec<f32> {
         let (h, v) = (self.config.hidden_size, self.config.vocab_size);
         let mut out = vec![0.0f32; rows * v];
-        k::linear_forward(
+        p::linear_forward(
             hidden,
             self.w(self.layout.lm_head),
             None,
@@ -477,7 +282,7 @@ impl Model {
                     }
                 }
                 let logits = self.lm_head(&rows, cont.len());
-                let lp = k::token_logprobs(&logits, cont, cont.len(), v);
+                let lp = p::token_logprobs(&logits, cont, cont.len(), v);
                 LogLikelihood {
                     logprob: lp.iter().map(|(l, _)| *l as f64).sum(),
                     is_greedy: lp.iter().all(|(_, g)| *g),
@@ -494,7 +299,7 @@ impl Model {
         };
         let v = self.config.vocab_size;
         let n = tokens.len();
-        k::log_softmax_rows(&mut logits, n, v);
+        p::log_softmax_rows(&mut logits, n, v);
         let mut out = Vec::with_capacity(n);
         if n > 0 {
             out.push(None);
@@ -546,14 +351,4 @@ pub(crate) fn top_k_of(row: &[f32], k: usize) -> Vec<(u32, f32)> {
     }
     idx.sort_by(cmp);
     idx.into_iter().map(|i| (i, row[i as usize])).collect()
-}
-
-pub(crate) fn add_in_place(x: &mut [f32], y: &[f32]) {
-    x.par_chunks_mut(4096)
-        .zip(y.par_chunks(4096))
-        .for_each(|(a, b)| {
-            for (p, q) in a.iter_mut().zip(b) {
-                *p += *q;
-            }
-        });
 }

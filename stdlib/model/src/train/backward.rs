@@ -1,5 +1,5 @@
-//! The training forward pass (saving activations) and the hand-written
-//! backward pass of every layer.
+//! The hand-written backward pass of every layer, over the activations the
+//! forward pass (`forward.rs`) records.
 //!
 //! A micro-batch is a list of sequences concatenated into one `[T, hidden]`
 //! matrix: projections are single gemms, attention runs per sequence (in
@@ -8,8 +8,10 @@
 use flow_kernels::cpu as k;
 use rayon::prelude::*;
 
-use crate::model::{add_in_place, Model};
-use crate::weights::{LayerIdx, Params};
+use crate::forward::{split_rows, split_rows_mut, Keys, LayerActs, Record, Segments};
+use crate::model::Model;
+use crate::primitives::{self as p, add_in_place};
+use crate::weights::Params;
 
 /// One training sequence.
 #[derive(Clone, Debug)]
@@ -90,233 +92,15 @@ impl Sequence {
     }
 }
 
-/// Saved activations of one layer.
-struct LayerActs {
-    rstd1: Vec<f32>,
-    h1: Vec<f32>,
-    q_pre: Vec<f32>,
-    rstd_q: Vec<f32>,
-    k_pre: Vec<f32>,
-    rstd_k: Vec<f32>,
-    q: Vec<f32>,
-    kk: Vec<f32>,
-    vv: Vec<f32>,
-    attn: Vec<f32>,
-    lse: Vec<f32>,
-    x_mid: Vec<f32>,
-    rstd2: Vec<f32>,
-    h2: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    act: Vec<f32>,
-}
-
-/// The shape of the concatenated micro-batch.
-struct Batch<'a> {
-    seqs: &'a [Sequence],
-    lens: Vec<usize>,
-    t: usize,
-    ids: Vec<u32>,
-    positions: Vec<u32>,
-}
-
-impl<'a> Batch<'a> {
-    fn new(seqs: &'a [Sequence]) -> Batch<'a> {
-        let lens: Vec<usize> = seqs.iter().map(|s| s.tokens.len()).collect();
-        let t = lens.iter().sum();
-        let ids = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
-        let positions = seqs.iter().flat_map(|s| s.positions()).collect();
-        Batch {
-            seqs,
-            lens,
-            t,
-            ids,
-            positions,
-        }
-    }
-}
-
-/// Splits `buf` into consecutive chunks of `lens[i] * width`.
-fn split_rows<'b>(buf: &'b [f32], lens: &[usize], width: usize) -> Vec<&'b [f32]> {
-    let mut out = Vec::with_capacity(lens.len());
-    let mut rest = buf;
-    for &n in lens {
-        let (a, b) = rest.split_at(n * width);
-        out.push(a);
-        rest = b;
-    }
-    out
-}
-
-fn split_rows_mut<'b>(buf: &'b mut [f32], lens: &[usize], width: usize) -> Vec<&'b mut [f32]> {
-    let mut out = Vec::with_capacity(lens.len());
-    let mut rest = buf;
-    for &n in lens {
-        let (a, b) = std::mem::take(&mut rest).split_at_mut(n * width);
-        out.push(a);
-        rest = b;
-    }
-    out
-}
-
 impl Model {
-    fn attn_params(&self, layer: usize) -> k::AttnParams {
-        let c = &self.config;
-        k::AttnParams {
-            q_heads: c.num_attention_heads,
-            kv_heads: c.num_key_value_heads,
-            head_dim: c.head_dim,
-            scale: 1.0 / (c.head_dim as f32).sqrt(),
-            window: c.layer_windows[layer],
-        }
-    }
-
-    /// One layer forward on the concatenated batch; `x` goes from layer input to layer output.
-    fn layer_forward(
-        &self,
-        li: usize,
-        lw: &LayerIdx,
-        b: &Batch,
-        rope: &k::RopeTable,
-        x: &mut [f32],
-    ) -> LayerActs {
-        let c = &self.config;
-        let (h, inter, qd, kvd, hd) = (
-            c.hidden_size,
-            c.intermediate_size,
-            c.q_dim(),
-            c.kv_dim(),
-            c.head_dim,
-        );
-        let (qh, kvh) = (c.num_attention_heads, c.num_key_value_heads);
-        let eps = c.rms_norm_eps as f32;
-        let t = b.t;
-        let mut rstd1 = vec![0.0; t];
-        let mut h1 = vec![0.0; t * h];
-        k::rmsnorm_forward(x, self.w(lw.input_norm), eps, t, h, &mut h1, &mut rstd1);
-        let mut q = vec![0.0; t * qd];
-        let mut kk = vec![0.0; t * kvd];
-        let mut vv = vec![0.0; t * kvd];
-        k::linear_forward(
-            &h1,
-            self.w(lw.q_w),
-            lw.q_b.map(|i| self.w(i)),
-            t,
-            h,
-            qd,
-            &mut q,
-        );
-        k::linear_forward(
-            &h1,
-            self.w(lw.k_w),
-            lw.k_b.map(|i| self.w(i)),
-            t,
-            h,
-            kvd,
-            &mut kk,
-        );
-        k::linear_forward(
-            &h1,
-            self.w(lw.v_w),
-            lw.v_b.map(|i| self.w(i)),
-            t,
-            h,
-            kvd,
-            &mut vv,
-        );
-        let (mut q_pre, mut rstd_q, mut k_pre, mut rstd_k) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        if let (Some(qn), Some(kn)) = (lw.q_norm, lw.k_norm) {
-            q_pre = std::mem::replace(&mut q, vec![0.0; t * qd]);
-            rstd_q = vec![0.0; t * qh];
-            k::rmsnorm_forward(&q_pre, self.w(qn), eps, t * qh, hd, &mut q, &mut rstd_q);
-            k_pre = std::mem::replace(&mut kk, vec![0.0; t * kvd]);
-            rstd_k = vec![0.0; t * kvh];
-            k::rmsnorm_forward(&k_pre, self.w(kn), eps, t * kvh, hd, &mut kk, &mut rstd_k);
-        }
-        k::rope_forward(&mut q, &b.positions, qh, rope);
-        k::rope_forward(&mut kk, &b.positions, kvh, rope);
-        let p = self.attn_params(li);
-        let mut attn = vec![0.0; t * qd];
-        let mut lse = vec![0.0; t * qh];
-        {
-            let qs = split_rows(&q, &b.lens, qd);
-            let ks = split_rows(&kk, &b.lens, kvd);
-            let vs = split_rows(&vv, &b.lens, kvd);
-            let outs = split_rows_mut(&mut attn, &b.lens, qd);
-            let lses = split_rows_mut(&mut lse, &b.lens, qh);
-            outs.into_par_iter()
-                .zip(lses)
-                .enumerate()
-                .for_each(|(s, (out, l))| {
-                    let n = b.lens[s];
-                    if n > 0 {
-                        k::attention_forward(
-                            &p,
-                            n,
-                            n,
-                            qs[s],
-                            ks[s],
-                            vs[s],
-                            b.seqs[s].doc_ids.as_deref(),
-                            out,
-                            l,
-                        );
-                    }
-                });
-        }
-        let mut tmp = vec![0.0; t * h];
-        k::linear_forward(
-            &attn,
-            self.w(lw.o_w),
-            lw.o_b.map(|i| self.w(i)),
-            t,
-            qd,
-            h,
-            &mut tmp,
-        );
-        add_in_place(x, &tmp);
-        let x_mid = x.to_vec();
-        let mut rstd2 = vec![0.0; t];
-        let mut h2 = vec![0.0; t * h];
-        k::rmsnorm_forward(x, self.w(lw.post_norm), eps, t, h, &mut h2, &mut rstd2);
-        let mut gate = vec![0.0; t * inter];
-        let mut up = vec![0.0; t * inter];
-        k::linear_forward(&h2, self.w(lw.gate), None, t, h, inter, &mut gate);
-        k::linear_forward(&h2, self.w(lw.up), None, t, h, inter, &mut up);
-        let mut act = vec![0.0; t * inter];
-        k::swiglu_forward(&gate, &up, &mut act);
-        k::linear_forward(&act, self.w(lw.down), None, t, inter, h, &mut tmp);
-        add_in_place(x, &tmp);
-        LayerActs {
-            rstd1,
-            h1,
-            q_pre,
-            rstd_q,
-            k_pre,
-            rstd_k,
-            q,
-            kk,
-            vv,
-            attn,
-            lse,
-            x_mid,
-            rstd2,
-            h2,
-            gate,
-            up,
-            act,
-        }
-    }
-
     /// Backward of one layer: `dx` holds d(layer output) on entry and d(layer input) on exit.
     #[allow(clippy::too_many_arguments)]
     fn layer_backward(
         &self,
         li: usize,
-        lw: &LayerIdx,
-        b: &Batch,
-        rope: &k::RopeTable,
+        segs: &Segments,
+        docs: &[Option<&[u32]>],
+        rope: &p::RopeTable,
         x_in: &[f32],
         a: &LayerActs,
         dx: &mut [f32],
@@ -331,11 +115,12 @@ impl Model {
             c.head_dim,
         );
         let (qh, kvh) = (c.num_attention_heads, c.num_key_value_heads);
-        let t = b.t;
+        let lw = &self.layout.layers[li];
+        let t = segs.len();
         let g = &mut grads.data;
         // MLP
         let mut d_act = vec![0.0; t * inter];
-        k::linear_backward(
+        p::linear_backward(
             dx,
             &a.act,
             self.w(lw.down),
@@ -348,11 +133,11 @@ impl Model {
         );
         let mut d_gate = vec![0.0; t * inter];
         let mut d_up = vec![0.0; t * inter];
-        k::swiglu_backward(&a.gate, &a.up, &d_act, &mut d_gate, &mut d_up);
+        p::swiglu_backward(&a.gate, &a.up, &d_act, &mut d_gate, &mut d_up);
         drop(d_act);
         let mut dh = vec![0.0; t * h];
         let mut dh_b = vec![0.0; t * h];
-        k::linear_backward(
+        p::linear_backward(
             &d_gate,
             &a.h2,
             self.w(lw.gate),
@@ -363,7 +148,7 @@ impl Model {
             &mut g[lw.gate],
             None,
         );
-        k::linear_backward(
+        p::linear_backward(
             &d_up,
             &a.h2,
             self.w(lw.up),
@@ -375,7 +160,7 @@ impl Model {
             None,
         );
         add_in_place(&mut dh, &dh_b);
-        k::rmsnorm_backward(
+        p::rmsnorm_backward(
             &dh,
             &a.x_mid,
             self.w(lw.post_norm),
@@ -391,7 +176,7 @@ impl Model {
         {
             let (ow, ob) = (lw.o_w, lw.o_b);
             let mut gb = ob.map(|i| std::mem::take(&mut g[i]));
-            k::linear_backward(
+            p::linear_backward(
                 dx,
                 &a.attn,
                 self.w(ow),
@@ -406,41 +191,41 @@ impl Model {
                 g[i] = v;
             }
         }
-        let p = self.attn_params(li);
+        let params = self.attn_params(li);
         let mut dq = vec![0.0; t * qd];
         let mut dk = vec![0.0; t * kvd];
         let mut dv = vec![0.0; t * kvd];
         {
-            let qs = split_rows(&a.q, &b.lens, qd);
-            let ks = split_rows(&a.kk, &b.lens, kvd);
-            let vs = split_rows(&a.vv, &b.lens, kvd);
-            let os = split_rows(&a.attn, &b.lens, qd);
-            let ls = split_rows(&a.lse, &b.lens, qh);
-            let dos = split_rows(&d_attn, &b.lens, qd);
-            let dqs = split_rows_mut(&mut dq, &b.lens, qd);
-            let dks = split_rows_mut(&mut dk, &b.lens, kvd);
-            let dvs = split_rows_mut(&mut dv, &b.lens, kvd);
+            let qs = split_rows(&a.q, &segs.lens, qd);
+            let ks = split_rows(&a.kk, &segs.lens, kvd);
+            let vs = split_rows(&a.vv, &segs.lens, kvd);
+            let os = split_rows(&a.attn, &segs.lens, qd);
+            let ls = split_rows(&a.lse, &segs.lens, qh);
+            let dos = split_rows(&d_attn, &segs.lens, qd);
+            let dqs = split_rows_mut(&mut dq, &segs.lens, qd);
+            let dks = split_rows_mut(&mut dk, &segs.lens, kvd);
+            let dvs = split_rows_mut(&mut dv, &segs.lens, kvd);
             dqs.into_par_iter()
                 .zip(dks)
                 .zip(dvs)
                 .enumerate()
                 .for_each(|(s, ((dqs, dks), dvs))| {
-                    let n = b.lens[s];
+                    let n = segs.lens[s];
                     if n > 0 {
-                        let docs = b.seqs[s].doc_ids.as_deref();
-                        k::attention_backward(
-                            &p, n, n, qs[s], ks[s], vs[s], docs, os[s], ls[s], dos[s], dqs, dks,
+                        let docs = docs[s];
+                        p::attention_backward(
+                            &params, n, n, qs[s], ks[s], vs[s], docs, os[s], ls[s], dos[s], dqs, dks,
                             dvs,
                         );
                     }
                 });
         }
         drop(d_attn);
-        k::rope_backward(&mut dq, &b.positions, qh, rope);
-        k::rope_backward(&mut dk, &b.positions, kvh, rope);
+        p::rope_backward(&mut dq, &segs.positions, qh, rope);
+        p::rope_backward(&mut dk, &segs.positions, kvh, rope);
         if let (Some(qn), Some(kn)) = (lw.q_norm, lw.k_norm) {
             let mut tmp = vec![0.0; t * qd];
-            k::rmsnorm_backward(
+            p::rmsnorm_backward(
                 &dq,
                 &a.q_pre,
                 self.w(qn),
@@ -452,7 +237,7 @@ impl Model {
             );
             dq = tmp;
             let mut tmp = vec![0.0; t * kvd];
-            k::rmsnorm_backward(
+            p::rmsnorm_backward(
                 &dk,
                 &a.k_pre,
                 self.w(kn),
@@ -471,7 +256,7 @@ impl Model {
                         out_f: usize,
                         dxo: &mut [f32]| {
             let mut gb = bias.map(|i| std::mem::take(&mut g[i]));
-            k::linear_backward(
+            p::linear_backward(
                 dy,
                 &a.h1,
                 self.w(w),
@@ -491,7 +276,7 @@ impl Model {
         add_in_place(&mut dh, &dh_b);
         lin_back(g, &dv, lw.v_w, lw.v_b, kvd, &mut dh_b);
         add_in_place(&mut dh, &dh_b);
-        k::rmsnorm_backward(
+        p::rmsnorm_backward(
             &dh,
             x_in,
             self.w(lw.input_norm),
@@ -517,35 +302,24 @@ impl Model {
     ) -> (f64, usize) {
         let c = &self.config;
         let (h, v) = (c.hidden_size, c.vocab_size);
-        let eps = c.rms_norm_eps as f32;
-        let b = Batch::new(seqs);
-        let t = b.t;
+        let segs = Segments::new(
+            seqs.iter()
+                .map(|s| (s.tokens.clone(), s.positions()))
+                .collect(),
+        );
+        let t = segs.len();
         if t == 0 {
             return (0.0, 0);
         }
-        let max_pos = b.positions.iter().copied().max().unwrap_or(0) as usize + 1;
-        let bigger = self.bigger_rope(max_pos);
-        let rope = bigger.as_ref().unwrap_or(self.rope());
-        let mut x = vec![0.0f32; t * h];
-        k::embedding_forward(&b.ids, self.w(self.layout.embed), h, &mut x);
-        let mut inputs: Vec<Vec<f32>> = Vec::with_capacity(c.num_hidden_layers);
-        let mut acts: Vec<Option<LayerActs>> = Vec::with_capacity(c.num_hidden_layers);
-        for (li, lw) in self.layout.layers.iter().enumerate() {
-            inputs.push(x.clone());
-            let a = self.layer_forward(li, lw, &b, rope, &mut x);
-            acts.push(if checkpointing { None } else { Some(a) });
-        }
-        let mut rstd_f = vec![0.0; t];
-        let mut hf = vec![0.0; t * h];
-        k::rmsnorm_forward(
-            &x,
-            self.w(self.layout.norm),
-            eps,
-            t,
-            h,
-            &mut hf,
-            &mut rstd_f,
-        );
+        let docs: Vec<Option<&[u32]>> = seqs.iter().map(|s| s.doc_ids.as_deref()).collect();
+        let own_keys = || docs.iter().map(|d| Keys::Own(*d)).collect::<Vec<_>>();
+        let record = if checkpointing {
+            Record::LayerInputs
+        } else {
+            Record::Activations
+        };
+        let fwd = self.forward(&segs, &mut own_keys(), record);
+        let hf = &fwd.hidden;
         // loss and d(hf), a chunk of rows at a time so the full logits never exist
         let targets: Vec<i32> = seqs
             .iter()
@@ -562,13 +336,13 @@ impl Model {
             let n = chunk.min(t - r0);
             let lg = &mut logits[..n * v];
             let rows = &hf[r0 * h..(r0 + n) * h];
-            k::linear_forward(rows, self.w(self.layout.lm_head), None, n, h, v, lg);
+            p::linear_forward(rows, self.w(self.layout.lm_head), None, n, h, v, lg);
             let mut dl = vec![0.0f32; n * v];
-            let (s, cnt) = k::cross_entropy(lg, &targets[r0..r0 + n], n, v, Some((&mut dl, scale)));
+            let (s, cnt) = p::cross_entropy(lg, &targets[r0..r0 + n], n, v, Some((&mut dl, scale)));
             loss_sum += s;
             counted += cnt;
             if cnt > 0 {
-                k::linear_backward(
+                p::linear_backward(
                     &dl,
                     rows,
                     self.w(self.layout.lm_head),
@@ -583,30 +357,34 @@ impl Model {
             r0 += n;
         }
         let mut dx = vec![0.0f32; t * h];
-        k::rmsnorm_backward(
+        p::rmsnorm_backward(
             &dhf,
-            &x,
+            &fwd.final_input,
             self.w(self.layout.norm),
-            &rstd_f,
+            &fwd.final_rstd,
             t,
             h,
             &mut dx,
             &mut grads.data[self.layout.norm],
         );
         drop(dhf);
+        let bigger = self.bigger_rope(segs.max_pos);
+        let rope = bigger.as_ref().unwrap_or(self.rope());
+        let mut layer_acts = fwd.layer_acts;
         for li in (0..c.num_hidden_layers).rev() {
-            let lw = &self.layout.layers[li];
-            let x_in = &inputs[li];
-            let a = match acts[li].take() {
+            let x_in = &fwd.layer_inputs[li];
+            let a = match layer_acts.pop() {
                 Some(a) => a,
                 None => {
+                    let mut a = LayerActs::new(self, &self.layout.layers[li], t);
                     let mut x2 = x_in.clone();
-                    self.layer_forward(li, lw, &b, rope, &mut x2)
+                    self.layer_forward(li, &segs, &mut own_keys(), rope, &mut x2, &mut a, true);
+                    a
                 }
             };
-            self.layer_backward(li, lw, &b, rope, x_in, &a, &mut dx, grads);
+            self.layer_backward(li, &segs, &docs, rope, x_in, &a, &mut dx, grads);
         }
-        k::embedding_backward(&b.ids, &dx, h, &mut grads.data[self.layout.embed]);
+        p::embedding_backward(&segs.ids, &dx, h, &mut grads.data[self.layout.embed]);
         (loss_sum, counted)
     }
 }
