@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::model::{KvCache, Model};
 
 /// How to generate.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GenerateOptions {
     /// Most new tokens per prompt.
     pub max_tokens: usize,
@@ -43,6 +43,16 @@ pub enum FinishReason {
     Length,
 }
 
+impl FinishReason {
+    /// The name OpenAI's API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
 /// The result for one prompt.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Generation {
@@ -53,8 +63,10 @@ pub struct Generation {
     pub logprobs: Vec<f32>,
 }
 
-/// Samples a token from logits (in place: they are turned into probabilities).
-fn sample(logits: &mut [f32], temperature: f32, top_p: f32, rng: &mut ChaCha8Rng) -> u32 {
+/// Picks the next token from one row of logits: the argmax when `temperature` is 0 (or not
+/// finite), else a draw from `rng` among the most likely tokens whose probabilities (at that
+/// temperature) sum to `top_p`. The row is overwritten (it is turned into probabilities).
+pub fn sample(logits: &mut [f32], temperature: f32, top_p: f32, rng: &mut ChaCha8Rng) -> u32 {
     if temperature <= 0.0 || !temperature.is_finite() {
         return argmax(logits);
     }
@@ -100,7 +112,8 @@ fn sample(logits: &mut [f32], temperature: f32, top_p: f32, rng: &mut ChaCha8Rng
     order[kept - 1]
 }
 
-fn argmax(row: &[f32]) -> u32 {
+/// The index of the largest entry of `row` (the first one on ties).
+pub fn argmax(row: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &x) in row.iter().enumerate() {
         if x > row[best] {

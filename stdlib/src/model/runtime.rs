@@ -2,80 +2,19 @@
 //! see it: one object that tokenizes, renders the chat template, scores and
 //! generates.
 //!
-//! [`LanguageModel`] mirrors the flow-model API (`Model`, `Tokenizer`,
-//! `ChatTemplate`) so that the ops and the server do not depend on how the
-//! runtime is split into types, and so that their logic is tested against
-//! `ToyModel` (tests only, `runtime/toy.rs`), a deterministic model small
-//! enough to check by hand.
+//! [`LanguageModel`] puts flow-model's `Model`, `Tokenizer` and
+//! `ChatTemplate` behind one trait, in flow-model's own types (re-exported
+//! here), so that the ops and the server do not depend on how the runtime is
+//! split into types, and so that their logic is tested against `ToyModel`
+//! (tests only, `runtime/toy.rs`), a deterministic model small enough to check
+//! by hand.
 //! [`load`] opens a model directory with the real runtime.
 
 use std::path::Path;
 
-/// The summed log-probability of a continuation given its context.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LogLikelihood {
-    pub logprob: f64,
-    /// Whether every continuation token was the argmax (lm-eval's `is_greedy`).
-    pub is_greedy: bool,
-}
-
-/// The log-probability of one token of a sequence given the tokens before it,
-/// with the most likely alternatives at that position.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TokenLogprob {
-    pub logprob: f32,
-    /// `(token id, log-probability)`, most likely first.
-    pub top: Vec<(u32, f32)>,
-}
-
-/// Why generation of a sequence ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FinishReason {
-    /// A stop token was produced; it is the last of the returned tokens (as in
-    /// flow-model), or the prompt was invalid and no token was produced.
-    Stop,
-    /// `max_tokens` were produced.
-    Length,
-}
-
-impl FinishReason {
-    /// The name OpenAI's API uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-        }
-    }
-}
-
-/// One generated continuation.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Generation {
-    pub tokens: Vec<u32>,
-    pub finish_reason: FinishReason,
-    /// The log-probability of each generated token under the model.
-    pub logprobs: Vec<f32>,
-}
-
-/// How to generate.
-#[derive(Clone, Debug, PartialEq)]
-pub struct GenerateOptions {
-    pub max_tokens: usize,
-    /// 0 means greedy.
-    pub temperature: f32,
-    pub top_p: f32,
-    pub seed: u64,
-    /// Generation of a sequence ends when one of these (or an EOS token of
-    /// the model) is produced.
-    pub stop_tokens: Vec<u32>,
-}
-
-/// One message of a chat.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
+pub use flow_model::{
+    ChatMessage, FinishReason, GenerateOptions, Generation, LogLikelihood, TokenLogprob,
+};
 
 /// A language model with its tokenizer and chat template.
 ///
@@ -180,26 +119,10 @@ impl LanguageModel for FlowModel {
         self.model.config.max_position_embeddings
     }
     fn loglikelihood(&self, requests: &[(Vec<u32>, Vec<u32>)]) -> Vec<LogLikelihood> {
-        self.model
-            .loglikelihood(requests)
-            .into_iter()
-            .map(|l| LogLikelihood {
-                logprob: l.logprob,
-                is_greedy: l.is_greedy,
-            })
-            .collect()
+        self.model.loglikelihood(requests)
     }
     fn token_logprobs(&self, tokens: &[u32], top_k: usize) -> Vec<Option<TokenLogprob>> {
-        self.model
-            .token_logprobs(tokens, top_k)
-            .into_iter()
-            .map(|t| {
-                t.map(|t| TokenLogprob {
-                    logprob: t.logprob,
-                    top: t.top,
-                })
-            })
-            .collect()
+        self.model.token_logprobs(tokens, top_k)
     }
     fn generate_each(
         &self,
@@ -207,53 +130,17 @@ impl LanguageModel for FlowModel {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Generation {
-        let o = flow_model::GenerateOptions {
-            max_tokens: opts.max_tokens,
-            temperature: opts.temperature,
-            top_p: opts.top_p,
-            seed: opts.seed,
-            stop_tokens: opts.stop_tokens.clone(),
-        };
-        let g = self
-            .model
-            .generate_each(&[prompt.to_vec()], &o, &mut |_, t| on_token(t))
-            .pop();
-        match g {
-            Some(g) => Generation {
-                tokens: g.tokens,
-                finish_reason: match g.finish_reason {
-                    flow_model::FinishReason::Stop => FinishReason::Stop,
-                    flow_model::FinishReason::Length => FinishReason::Length,
-                },
-                logprobs: g.logprobs,
-            },
-            None => Generation {
+        self.model
+            .generate_each(&[prompt.to_vec()], opts, &mut |_, t| on_token(t))
+            .pop()
+            .unwrap_or(Generation {
                 tokens: Vec::new(),
                 finish_reason: FinishReason::Stop,
                 logprobs: Vec::new(),
-            },
-        }
+            })
     }
     fn generate(&self, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Vec<Generation> {
-        let o = flow_model::GenerateOptions {
-            max_tokens: opts.max_tokens,
-            temperature: opts.temperature,
-            top_p: opts.top_p,
-            seed: opts.seed,
-            stop_tokens: opts.stop_tokens.clone(),
-        };
-        self.model
-            .generate(prompts, &o)
-            .into_iter()
-            .map(|g| Generation {
-                tokens: g.tokens,
-                finish_reason: match g.finish_reason {
-                    flow_model::FinishReason::Stop => FinishReason::Stop,
-                    flow_model::FinishReason::Length => FinishReason::Length,
-                },
-                logprobs: g.logprobs,
-            })
-            .collect()
+        self.model.generate(prompts, opts)
     }
     fn render_chat(
         &self,
@@ -264,15 +151,8 @@ impl LanguageModel for FlowModel {
             .template
             .as_ref()
             .map_err(|e| format!("no chat template: {e}"))?;
-        let msgs: Vec<flow_model::ChatMessage> = messages
-            .iter()
-            .map(|m| flow_model::ChatMessage {
-                role: m.role.clone(),
-                content: m.content.clone(),
-            })
-            .collect();
         template
-            .render(&msgs, add_generation_prompt)
+            .render(messages, add_generation_prompt)
             .map_err(|e| e.to_string())
     }
 }

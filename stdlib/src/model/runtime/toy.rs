@@ -1,6 +1,7 @@
 //! A deterministic model for the ops' and the server's tests.
 
-use rand::{Rng, SeedableRng};
+use flow_model::generate::{argmax, sample};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
@@ -58,44 +59,6 @@ impl ToyModel {
     /// log p(next | prev).
     pub fn logprob_after(&self, prev: u32, next: u32) -> f32 {
         self.row(prev)[next as usize]
-    }
-
-    fn argmax(row: &[f32]) -> u32 {
-        let mut best = 0;
-        for (i, &v) in row.iter().enumerate() {
-            if v > row[best] {
-                best = i;
-            }
-        }
-        best as u32
-    }
-
-    fn sample(row: &[f32], temperature: f32, top_p: f32, rng: &mut ChaCha8Rng) -> u32 {
-        let mut probs: Vec<(u32, f64)> = row
-            .iter()
-            .enumerate()
-            .map(|(i, &lp)| (i as u32, (lp as f64 / temperature as f64).exp()))
-            .collect();
-        probs.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let total: f64 = probs.iter().map(|p| p.1).sum();
-        let mut kept = Vec::new();
-        let mut mass = 0.0;
-        for (id, p) in probs {
-            kept.push((id, p / total));
-            mass += p / total;
-            if mass >= top_p as f64 {
-                break;
-            }
-        }
-        let norm: f64 = kept.iter().map(|p| p.1).sum();
-        let mut u = rng.random::<f64>() * norm;
-        for &(id, p) in &kept {
-            if u < p {
-                return id;
-            }
-            u -= p;
-        }
-        kept[kept.len() - 1].0
     }
 }
 
@@ -157,7 +120,7 @@ impl LanguageModel for ToyModel {
                 for &t in cont {
                     let row = self.row(prev);
                     logprob += row[t as usize] as f64;
-                    is_greedy &= Self::argmax(&row) == t;
+                    is_greedy &= argmax(&row) == t;
                     prev = t;
                 }
                 LogLikelihood { logprob, is_greedy }
@@ -181,6 +144,7 @@ impl LanguageModel for ToyModel {
                 .map(|&v| (v, row[v as usize]))
                 .collect();
             out.push(Some(TokenLogprob {
+                token: t,
                 logprob: row[t as usize],
                 top,
             }));
@@ -199,11 +163,8 @@ impl LanguageModel for ToyModel {
                 let mut finish_reason = FinishReason::Length;
                 while tokens.len() < opts.max_tokens {
                     let row = self.row(prev);
-                    let t = if opts.temperature <= 0.0 {
-                        Self::argmax(&row)
-                    } else {
-                        Self::sample(&row, opts.temperature, opts.top_p, &mut rng)
-                    };
+                    // The row's log-probabilities are logits up to a constant.
+                    let t = sample(&mut row.clone(), opts.temperature, opts.top_p, &mut rng);
                     tokens.push(t);
                     logprobs.push(row[t as usize]);
                     prev = t;
