@@ -15,6 +15,44 @@ use crate::error::{read_to_string, write_atomic, ModelError};
 pub enum SaveDtype {
     F32,
     Bf16,
+    F16,
+}
+
+impl SaveDtype {
+    /// Every dtype by its Hugging Face (`torch_dtype`) and mergekit name.
+    pub const ALL: [(&'static str, SaveDtype); 3] = [
+        ("float32", SaveDtype::F32),
+        ("bfloat16", SaveDtype::Bf16),
+        ("float16", SaveDtype::F16),
+    ];
+
+    /// The dtype called `name` (`float32`, `bfloat16` or `float16`), or an error listing those.
+    pub fn parse(name: &str) -> Result<SaveDtype, String> {
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, d)| *d)
+            .ok_or_else(|| {
+                format!("unknown dtype `{name}`: expected one of float32, bfloat16, float16")
+            })
+    }
+
+    /// The Hugging Face name, as written to `torch_dtype`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaveDtype::F32 => "float32",
+            SaveDtype::Bf16 => "bfloat16",
+            SaveDtype::F16 => "float16",
+        }
+    }
+
+    fn safetensors(self) -> Dtype {
+        match self {
+            SaveDtype::F32 => Dtype::F32,
+            SaveDtype::Bf16 => Dtype::BF16,
+            SaveDtype::F16 => Dtype::F16,
+        }
+    }
 }
 
 /// Indices into [`Params::data`] of one decoder layer's tensors.
@@ -317,10 +355,7 @@ pub fn save_params(
 ) -> Result<(), ModelError> {
     std::fs::create_dir_all(out_dir).map_err(|e| ModelError::io(out_dir, e))?;
     let mut raw = config.raw.clone();
-    let dtype_name = match dtype {
-        SaveDtype::F32 => "float32",
-        SaveDtype::Bf16 => "bfloat16",
-    };
+    let dtype_name = dtype.name();
     raw.insert("torch_dtype".into(), Value::String(dtype_name.into()));
     if raw.contains_key("dtype") {
         raw.insert("dtype".into(), Value::String(dtype_name.into()));
@@ -329,20 +364,12 @@ pub fn save_params(
         serde_json::to_string_pretty(&Value::Object(raw)).expect("JSON of a JSON map");
     write_atomic(&out_dir.join("config.json"), config_text.as_bytes())?;
 
-    let elem = match dtype {
-        SaveDtype::F32 => 4,
-        SaveDtype::Bf16 => 2,
-    };
+    let st_dtype = dtype.safetensors();
+    let elem = st_dtype.bitsize() / 8;
     let encoded: Vec<Vec<u8>> = params
         .data
         .iter()
-        .map(|d| {
-            let st = match dtype {
-                SaveDtype::F32 => Dtype::F32,
-                SaveDtype::Bf16 => Dtype::BF16,
-            };
-            encode_f32(st, d).expect("F32 and BF16 are encodable")
-        })
+        .map(|d| encode_f32(st_dtype, d).expect("F32, BF16 and F16 are encodable"))
         .collect();
     // group tensors into shards
     let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
@@ -356,10 +383,6 @@ pub fn save_params(
         shards.last_mut().expect("non-empty").push(i);
         size += bytes;
     }
-    let st_dtype = match dtype {
-        SaveDtype::F32 => Dtype::F32,
-        SaveDtype::Bf16 => Dtype::BF16,
-    };
     let mut metadata = HashMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
     let n = shards.len();

@@ -90,7 +90,7 @@ impl Op for Train {
         let s = |x: &str| Value::Str(x.to_string());
         OpSpec {
             name: "train",
-            version: 3,
+            version: 4,
             doc: "Continued pre-training on a packed dataset (AdamW, warmup then cosine/linear decay, gradient accumulation, global-norm clipping); writes the final model, checkpoints (one per decade of tokens, the rest evenly spaced) and losses.jsonl",
             params: vec![
                 Param::required("model", Type::Model, "the model to train"),
@@ -106,7 +106,7 @@ impl Op for Train {
                 Param::optional("checkpoints", Type::Int, Value::Int(18), "number of checkpoints: one per decade of tokens, the rest evenly spaced; never step 1 when it trained at lr 0 (see flow_model::train::checkpoint_steps)"),
                 Param::optional("max_grad_norm", Type::Float, Value::Float(1.0), "global gradient-norm clipping; 0 disables"),
                 Param::optional("seed", Type::Int, Value::Int(0), "data order seed"),
-                Param::optional("dtype", Type::Enum(vec!["f32".into(), "bf16".into()]), s("f32"), "storage dtype of saved models (training is f32)"),
+                Param::optional("dtype", Type::Enum(SaveDtype::ALL.iter().map(|(n, _)| n.to_string()).collect()), s("float32"), "storage dtype of saved models (training is f32)"),
                 Param::optional("activation_checkpointing", Type::Bool, Value::Bool(false), "recompute layer activations in backward to save memory"),
                 Param::optional("max_steps", Type::Int, Value::Int(0), "stop after this many optimizer steps; 0 = all"),
                 Param::optional("save_optimizer", Type::Bool, Value::Bool(false), "also write optimizer.safetensors (AdamW moments, f32 weights, data position) into each checkpoint, to resume from it"),
@@ -133,15 +133,8 @@ impl Op for Train {
                 ))
             }
         };
-        let save_dtype = match ctx.str("dtype")? {
-            "f32" => SaveDtype::F32,
-            "bf16" => SaveDtype::Bf16,
-            other => {
-                return Err(miette!(
-                    "parameter `dtype`: expected \"f32\" or \"bf16\", got {other:?}"
-                ))
-            }
-        };
+        let save_dtype =
+            SaveDtype::parse(ctx.str("dtype")?).map_err(|e| miette!("parameter `dtype`: {e}"))?;
         let lr = non_negative(ctx, "lr")?;
         let max_steps = ctx.int("max_steps")?;
         if max_steps < 0 {
@@ -285,7 +278,7 @@ mod tests {
                 ("effective_batch", Value::Int(2)),
                 ("micro_batch", Value::Int(1)),
                 ("checkpoints", Value::Int(2)),
-                ("dtype", Value::Str("bf16".into())),
+                ("dtype", Value::Str("bfloat16".into())),
             ],
         )
     }
