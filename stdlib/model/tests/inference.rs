@@ -312,6 +312,37 @@ fn save_and_reload_roundtrips() {
     {
         assert!((x - y).abs() <= x.abs() / 128.0 + 1e-30);
     }
+    m.save(dir.path(), flow_model::SaveDtype::F16).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["torch_dtype"], "float16");
+    let h = Model::load(dir.path()).unwrap();
+    for (x, y) in m
+        .params
+        .data
+        .iter()
+        .flatten()
+        .zip(h.params.data.iter().flatten())
+    {
+        assert_eq!(*y, half::f16::from_f32(*x).to_f32());
+    }
+}
+
+/// Save dtypes go by their Hugging Face names only; anything else names the allowed ones.
+#[test]
+fn save_dtypes_parse_by_their_hf_names() {
+    use flow_model::SaveDtype;
+    assert_eq!(SaveDtype::parse("float32"), Ok(SaveDtype::F32));
+    assert_eq!(SaveDtype::parse("bfloat16"), Ok(SaveDtype::Bf16));
+    assert_eq!(SaveDtype::parse("float16"), Ok(SaveDtype::F16));
+    for bad in ["f32", "bf16", "auto", "Float32"] {
+        let err = SaveDtype::parse(bad).unwrap_err();
+        assert!(
+            err.contains(bad) && err.contains("float32, bfloat16, float16"),
+            "{err}"
+        );
+    }
 }
 
 /// A model split over two f16 shards with an index loads to the same logits (to f16 precision)
