@@ -295,15 +295,7 @@ impl Model {
         let (qh, kvh) = (c.num_attention_heads, c.num_key_value_heads);
         let eps = c.rms_norm_eps as f32;
         let t = segs.len();
-        p::rmsnorm_forward(
-            x,
-            self.w(lw.input_norm),
-            eps,
-            t,
-            h,
-            &mut a.h1,
-            &mut a.rstd1,
-        );
+        p::rmsnorm_forward(x, self.w(lw.input_norm), eps, t, h, &mut a.h1, &mut a.rstd1);
         let w_b = |w: usize, b: Option<usize>| (self.w(w), b.map(|b| self.w(b)));
         let (qw, qb) = w_b(lw.q_w, lw.q_b);
         p::linear_forward(&a.h1, qw, qb, t, h, qd, &mut a.q);
@@ -376,15 +368,7 @@ impl Model {
         if keep_mid {
             a.x_mid = x.to_vec();
         }
-        p::rmsnorm_forward(
-            x,
-            self.w(lw.post_norm),
-            eps,
-            t,
-            h,
-            &mut a.h2,
-            &mut a.rstd2,
-        );
+        p::rmsnorm_forward(x, self.w(lw.post_norm), eps, t, h, &mut a.h2, &mut a.rstd2);
         p::linear_forward(&a.h2, self.w(lw.gate), None, t, h, inter, &mut a.gate);
         p::linear_forward(&a.h2, self.w(lw.up), None, t, h, inter, &mut a.up);
         p::swiglu_forward(&a.gate, &a.up, &mut a.act);

@@ -167,7 +167,7 @@ impl Model {
         let tokens = Segments::after_caches(segs);
         let mut keys: Vec<Keys> = segs
             .iter_mut()
-            .map(|(_, cache)| Keys::Cache(&mut **cache))
+            .map(|(_, cache)| Keys::Cache(cache))
             .collect();
         Ok(self.forward(&tokens, &mut keys, Record::Nothing).hidden)
     }

@@ -214,8 +214,8 @@ impl Model {
                     if n > 0 {
                         let docs = docs[s];
                         p::attention_backward(
-                            &params, n, n, qs[s], ks[s], vs[s], docs, os[s], ls[s], dos[s], dqs, dks,
-                            dvs,
+                            &params, n, n, qs[s], ks[s], vs[s], docs, os[s], ls[s], dos[s], dqs,
+                            dks, dvs,
                         );
                     }
                 });
