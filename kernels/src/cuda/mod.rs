@@ -8,12 +8,16 @@
 //! [`load_nvrtc`] (compiler) succeeded.
 
 mod device;
+mod launch;
+mod launchers;
 mod sources;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub use device::Gpu;
+pub use launch::{signature, Arg, AttnDims, DeviceElem, Elem, KernelCall, Signature, SIGNATURES};
+pub use launchers::AttentionShape;
 pub use sources::{KernelSource, SOURCES};
 
 /// Why the CUDA path is unavailable or failed.
@@ -33,6 +37,8 @@ pub enum CudaError {
         arch: String,
         log: String,
     },
+    #[error("kernel `{entry}`: {message}")]
+    Launch { entry: String, message: String },
     #[error("kernel cache {path}: {message}")]
     Cache { path: PathBuf, message: String },
 }
@@ -216,11 +222,16 @@ pub fn full_source(kernel: &KernelSource) -> String {
 }
 
 /// NVRTC options for an architecture such as `sm_90`.
+///
+/// No `--use_fast_math`: the kernels call the approximate intrinsics
+/// (`__expf`) by name where an approximation is acceptable, and everything
+/// else stays IEEE-accurate: RoPE's `sincosf` at positions in the tens of
+/// thousands (the fast `__sinf` loses digits there), AdamW's square root and
+/// division, the norms' sums.
 fn compile_options(arch: &str, include: &Path) -> Vec<String> {
     vec![
         format!("--gpu-architecture={arch}"),
         "--std=c++17".to_string(),
-        "--use_fast_math".to_string(),
         format!("--include-path={}", include.display()),
     ]
 }
