@@ -177,7 +177,47 @@ pub const SIGNATURES: &[Signature] = &[
     Signature {
         family: "embedding",
         entry: "embedding_backward",
-        args: &[In(I32), In(Bf16), Int, Int, Out(F32)],
+        args: &[In(I32), In(I32), In(I32), In(Bf16), Int, Out(F32)],
+    },
+    Signature {
+        family: "gelu",
+        entry: "gelu_forward",
+        args: &[In(Bf16), Out(Bf16), Long],
+    },
+    Signature {
+        family: "gelu",
+        entry: "gelu_backward",
+        args: &[In(Bf16), In(Bf16), Out(Bf16), Long],
+    },
+    Signature {
+        family: "layernorm",
+        entry: "layernorm_forward",
+        args: &[
+            In(Bf16),
+            In(Bf16),
+            In(Bf16),
+            Float,
+            Int,
+            Out(Bf16),
+            Out(F32),
+            Out(F32),
+        ],
+    },
+    Signature {
+        family: "layernorm",
+        entry: "layernorm_backward",
+        args: &[
+            In(Bf16),
+            In(Bf16),
+            In(Bf16),
+            In(F32),
+            In(F32),
+            Int,
+            Int,
+            Out(Bf16),
+            Out(F32),
+            Out(F32),
+        ],
     },
     Signature {
         family: "reduce",
@@ -195,6 +235,11 @@ pub const SIGNATURES: &[Signature] = &[
         args: &[Out(F32), Long, Float],
     },
     Signature {
+        family: "reduce",
+        entry: "column_sum_f32",
+        args: &[In(F32), Int, Int, Out(F32)],
+    },
+    Signature {
         family: "rmsnorm",
         entry: "rmsnorm_forward",
         args: &[In(Bf16), In(Bf16), Float, Int, Out(Bf16), Out(F32)],
@@ -207,6 +252,7 @@ pub const SIGNATURES: &[Signature] = &[
             In(Bf16),
             In(Bf16),
             In(F32),
+            Int,
             Int,
             Out(Bf16),
             Out(F32),

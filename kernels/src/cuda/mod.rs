@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 pub use device::Gpu;
 pub use launch::{signature, Arg, AttnDims, DeviceElem, Elem, KernelCall, Signature, SIGNATURES};
-pub use launchers::AttentionShape;
+pub use launchers::{AttentionShape, EmbeddingBuckets, SlerpElem};
 pub use sources::{KernelSource, SOURCES};
 
 /// Why the CUDA path is unavailable or failed.
