@@ -714,6 +714,38 @@ fn attention(d: &Device, r: &mut Report) -> Result<(), CudaError> {
     Ok(())
 }
 
+/// Row-major products through cuBLASLt against the CPU's gemm, every
+/// transpose and both betas, on a shape that is no multiple of a tile.
+fn matmul(d: &Device, r: &mut Report) -> Result<(), CudaError> {
+    let blas = d.gpu.blas()?;
+    let (m, n, k) = (67usize, 130usize, 257usize);
+    for a_t in [false, true] {
+        for b_t in [false, true] {
+            for beta in [0.0f32, 1.0] {
+                let a = rounded(&random(m * k, 200));
+                let b = rounded(&random(k * n, 201));
+                let c0 = rounded(&random(m * n, 202));
+                let mut want = c0.clone();
+                cpu::gemm(m, n, k, &a, a_t, &b, b_t, &mut want, beta);
+                let (da, db) = (d.bf16(&a)?, d.bf16(&b)?);
+                let mut c = if beta == 0.0 {
+                    d.poisoned_bf16(m * n)?
+                } else {
+                    d.bf16(&c0)?
+                };
+                blas.gemm_bf16(m, n, k, &da, a_t, &db, b_t, &mut c, beta)?;
+                r.compare(
+                    &format!("cuBLASLt bf16 {m}x{k}x{n} a_t {a_t} b_t {b_t} beta {beta}"),
+                    &d.get_bf16(&c)?,
+                    &want,
+                    BF16_DOT,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     let info = match cuda::probe() {
         Ok(i) => i,
@@ -732,7 +764,8 @@ fn main() {
     println!("devices: {}, arch {}", info.devices, gpu.arch());
     let device = Device { gpu: &gpu };
     let mut report = Report::default();
-    let checks: [(&str, Check); 11] = [
+    let checks: [(&str, Check); 12] = [
+        ("matmul", matmul),
         ("rmsnorm", rmsnorm),
         ("layernorm", layernorm),
         ("gelu", gelu),

@@ -7,6 +7,7 @@
 //! missing, so nothing here touches cudarc before [`probe`] (driver) or
 //! [`load_nvrtc`] (compiler) succeeded.
 
+mod blas;
 mod device;
 mod launch;
 mod launchers;
@@ -15,6 +16,7 @@ mod sources;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+pub use blas::{column_major, load_cublaslt, locate_cublaslt, Blas};
 pub use device::Gpu;
 pub use launch::{signature, Arg, AttnDims, DeviceElem, Elem, KernelCall, Signature, SIGNATURES};
 pub use launchers::{AttentionShape, EmbeddingBuckets, SlerpElem};
@@ -29,6 +31,8 @@ pub enum CudaError {
     NoNvrtc { searched: String },
     #[error("CUDA headers (cuda_bf16.h) not found; looked in: {searched}. Set CUDA_HOME, or FLOW_CUDA_INCLUDE, or `pip install nvidia-cuda-runtime`")]
     NoHeaders { searched: String },
+    #[error("cuBLASLt (libcublasLt.so) not found; looked in: {searched}. Set FLOW_CUBLASLT_LIB to its path, or `pip install nvidia-cublas`")]
+    NoCublasLt { searched: String },
     #[error("failed to load {path}: {message}")]
     Load { path: PathBuf, message: String },
     #[error("kernel `{kernel}` failed to compile for {arch}:\n{log}")]
@@ -115,7 +119,12 @@ fn wheel_roots() -> Vec<PathBuf> {
     }
     let mut roots = Vec::new();
     for base in bases {
-        for sub in ["nvidia/cu13", "nvidia/cuda_nvrtc", "nvidia/cuda_runtime"] {
+        for sub in [
+            "nvidia/cu13",
+            "nvidia/cuda_nvrtc",
+            "nvidia/cuda_runtime",
+            "nvidia/cublas",
+        ] {
             let p = base.join(sub);
             if p.is_dir() {
                 roots.push(p);
