@@ -1,9 +1,49 @@
 #!/usr/bin/env bash
-# Correctness of the CUDA kernels against their CPU references, on a GPU.
-# Here (no GPU needed):   cargo build --release -p flow-kernels --example gpu_check
-#                         mkdir -p .carry && cp target/release/examples/gpu_check .carry/
-# On the device machine:  bash scripts/gpu_check.sh .carry/gpu_check
+# The device check of issue 14, one command on a GPU machine with CUDA,
+# PyTorch, NVRTC and cuBLAS in its Python environment (no Rust needed):
+#   (a) every CUDA kernel and the cuBLASLt products against their CPU
+#       references, outputs poisoned first (kernels/examples/gpu_check.rs);
+#   (c) kernel benchmarks beside PyTorch on the same GPU in the same call
+#       (kernels/examples/gpu_bench.rs, scripts/gpu_bench_torch.py).
+# Not yet here: (b) training a tiny model on both backends (the model
+# runtime has no CUDA backend yet) and the whole-step and decoding
+# benchmarks against HF transformers.
+#
+# Build here (no GPU needed), stripped so they travel light:
+#   cargo build --release -p flow-kernels --example gpu_check --example gpu_bench
+#   mkdir -p .carry && cp target/release/examples/gpu_{check,bench} .carry/ && strip .carry/gpu_*
+# On the device machine:
+#   bash scripts/gpu_check.sh .carry
+# Writes the benchmark table to $OUT/gpu-performance.md when OUT is set.
+# Exit status: 0 all checks passed, 1 a mismatch or failure, 2 no GPU.
 set -euo pipefail
-bin="${1:-target/release/examples/gpu_check}"
+bin="${1:-target/release/examples}"
+cd "$(dirname "$0")/.."
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-"$bin"
+# A fresh PTX cache, so this run compiles every family for this GPU.
+export FLOW_KERNEL_CACHE="$(mktemp -d)"
+trap 'rm -rf "$FLOW_KERNEL_CACHE"' EXIT
+status=0
+"$bin/gpu_check" || status=$?
+[ "$status" = 2 ] && exit 2
+flow_json="$(mktemp)"; torch_json="$(mktemp)"
+"$bin/gpu_bench" > "$flow_json" || status=1
+python3 scripts/gpu_bench_torch.py > "$torch_json" || status=1
+python3 - "$flow_json" "$torch_json" "${OUT:-}" <<'PY'
+import json, subprocess, sys
+flow = {r["bench"]: r for r in map(json.loads, open(sys.argv[1]))}
+torch = {r["bench"]: r for r in map(json.loads, open(sys.argv[2]))}
+gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                     capture_output=True, text=True).stdout.strip()
+lines = [f"GPU: {gpu}. Median ms of timed repetitions after warm-up, one call, same GPU.", "",
+         "| benchmark | shape | flow ms | PyTorch ms | flow speed / PyTorch |", "|---|---|---|---|---|"]
+for name in list(flow) + [n for n in torch if n not in flow]:
+    f, t = flow.get(name), torch.get(name)
+    ratio = f"{t['ms'] / f['ms']:.2f}x" if f and t else "-"
+    lines.append(f"| {name} | {(f or t)['detail']} | {f['ms'] if f else '-'} | {t['ms'] if t else '-'} | {ratio} |")
+table = "\n".join(lines)
+print(table)
+if sys.argv[3]:
+    open(sys.argv[3] + "/gpu-performance.md", "w").write(table + "\n")
+PY
+exit "$status"

@@ -1,7 +1,9 @@
 // Fused softmax cross-entropy over a row of logits: the loss of the row and,
 // in the same pass, dlogits = scale·(softmax − onehot) written in place of
 // the logits' gradient. Rows whose target is -100 count nothing and get a
-// zero gradient. One block per row. CPU reference:
+// zero gradient; a target outside [0, vocab) gets a NaN loss and a zero
+// gradient, so a bad label is visible instead of a read past the row.
+// One block per row. CPU reference:
 // kernels/src/cpu/cross_entropy.rs.
 #include "common.cuh"
 
@@ -14,9 +16,9 @@ extern "C" __global__ void cross_entropy_forward_backward(
     const bf16* lr = logits + row * (long long)vocab;
     bf16* dr = dlogits + row * (long long)vocab;
     const int target = targets[row];
-    if (target < 0) {
+    if (target < 0 || target >= vocab) {
         for (int i = threadIdx.x; i < vocab; i += blockDim.x) dr[i] = to_bf16(0.0f);
-        if (threadIdx.x == 0) losses[row] = 0.0f;
+        if (threadIdx.x == 0) losses[row] = target == -100 ? 0.0f : __int_as_float(0x7fc00000);
         return;
     }
     float m = -INFINITY;

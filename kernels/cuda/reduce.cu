@@ -25,3 +25,15 @@ extern "C" __global__ void scale_f32(float* x, long long n, float s)
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) x[i] *= s;
 }
+
+// out[i] += Σ_p partial[p·dim + i], p in order: the second pass of the norms'
+// weight gradients (deterministic, no atomics). One thread per column.
+extern "C" __global__ void column_sum_f32(const float* __restrict__ partial, int parts, int dim,
+                                          float* __restrict__ out)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= dim) return;
+    float s = 0.0f;
+    for (int p = 0; p < parts; ++p) s += partial[(long long)p * dim + i];
+    out[i] += s;
+}

@@ -1,15 +1,14 @@
 //! A CUDA device with flow's kernels loaded: modules compiled on first use
-//! for the device's own architecture, and host-side launchers for the
-//! kernels the ops call directly (SLERP for merging, AdamW for training).
+//! for the device's own architecture. The launchers of every kernel are in
+//! `launchers.rs`; `slerp_f32` here is the host-to-host form the `slerp`
+//! op calls.
 //!
 //! Only construct a [`Gpu`] after [`super::probe`] succeeded.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 
 use super::{compile, CudaError, SOURCES};
 
@@ -23,17 +22,6 @@ pub struct Gpu {
 
 fn driver(e: cudarc::driver::DriverError) -> CudaError {
     CudaError::NoDriver(format!("{e:?}"))
-}
-
-const THREADS: u32 = 256;
-
-fn grid_for(n: usize) -> LaunchConfig {
-    let blocks = n.div_ceil(THREADS as usize).clamp(1, 65_535 * 8) as u32;
-    LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    }
 }
 
 impl Gpu {
@@ -88,102 +76,21 @@ impl Gpu {
         module.load_function(entry).map_err(driver)
     }
 
-    /// `slerp(t, a, b)` of two f32 tensors on the device, mergekit's rules;
-    /// returns the result and whether the linear branch was taken.
+    /// `slerp(t, a, b)` of two f32 host tensors on the device, mergekit's
+    /// rules; returns the result and whether the linear branch was taken.
     pub fn slerp_f32(&self, t: f32, a: &[f32], b: &[f32]) -> Result<(Vec<f32>, bool), CudaError> {
-        assert_eq!(a.len(), b.len(), "slerp of tensors of different sizes");
-        let n = a.len() as i64;
+        if a.len() != b.len() {
+            return Err(CudaError::Launch {
+                entry: "slerp".into(),
+                message: format!("tensors of {} and {} elements", a.len(), b.len()),
+            });
+        }
         let s = &self.stream;
         let da = s.clone_htod(a).map_err(driver)?;
         let db = s.clone_htod(b).map_err(driver)?;
-        let mut sums = s.alloc_zeros::<f64>(3).map_err(driver)?;
-        let mut coeffs = s.alloc_zeros::<f32>(3).map_err(driver)?;
         // Poisoned, so a kernel that skips an element shows up as NaN.
         let mut out = s.clone_htod(&vec![f32::NAN; a.len()]).map_err(driver)?;
-        let reduce = self.function("slerp", "slerp_reduce_f32")?;
-        let coefficients = self.function("slerp", "slerp_coefficients")?;
-        let apply = self.function("slerp", "slerp_apply_f32")?;
-        let threshold = crate::cpu::SLERP_DOT_THRESHOLD;
-        let eps = crate::cpu::SLERP_NORM_EPS;
-        // SAFETY: argument lists match the kernels' signatures in slerp.cu.
-        unsafe {
-            s.launch_builder(&reduce)
-                .arg(&da)
-                .arg(&db)
-                .arg(&n)
-                .arg(&mut sums)
-                .launch(grid_for(a.len()))
-                .map_err(driver)?;
-            s.launch_builder(&coefficients)
-                .arg(&sums)
-                .arg(&t)
-                .arg(&threshold)
-                .arg(&eps)
-                .arg(&mut coeffs)
-                .launch(LaunchConfig {
-                    grid_dim: (1, 1, 1),
-                    block_dim: (1, 1, 1),
-                    shared_mem_bytes: 0,
-                })
-                .map_err(driver)?;
-            s.launch_builder(&apply)
-                .arg(&da)
-                .arg(&db)
-                .arg(&n)
-                .arg(&coeffs)
-                .arg(&mut out)
-                .launch(grid_for(a.len()))
-                .map_err(driver)?;
-        }
-        let result = s.clone_dtoh(&out).map_err(driver)?;
-        let c = s.clone_dtoh(&coeffs).map_err(driver)?;
-        Ok((result, c[2] != 0.0))
-    }
-
-    /// One AdamW step on f32 tensors (master weights, moments and gradient
-    /// uploaded, updated on the device, copied back).
-    #[allow(clippy::too_many_arguments)]
-    pub fn adamw_f32(
-        &self,
-        cfg: &crate::cpu::AdamW,
-        step: u64,
-        param: &mut [f32],
-        grad: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-    ) -> Result<(), CudaError> {
-        let n = param.len() as i64;
-        let s = &self.stream;
-        let mut dp = s.clone_htod(param).map_err(driver)?;
-        let mut dm = s.clone_htod(m).map_err(driver)?;
-        let mut dv = s.clone_htod(v).map_err(driver)?;
-        let dg = s.clone_htod(grad).map_err(driver)?;
-        let f = self.function("adamw", "adamw_f32")?;
-        let bc1 = 1.0 - cfg.beta1.powi(step as i32);
-        let bc2 = 1.0 - cfg.beta2.powi(step as i32);
-        let scale = 1.0f32;
-        // SAFETY: argument list matches `adamw_f32` in adamw.cu.
-        unsafe {
-            s.launch_builder(&f)
-                .arg(&mut dp)
-                .arg(&mut dm)
-                .arg(&mut dv)
-                .arg(&dg)
-                .arg(&n)
-                .arg(&cfg.lr)
-                .arg(&cfg.beta1)
-                .arg(&cfg.beta2)
-                .arg(&cfg.eps)
-                .arg(&cfg.weight_decay)
-                .arg(&bc1)
-                .arg(&bc2)
-                .arg(&scale)
-                .launch(grid_for(param.len()))
-                .map_err(driver)?;
-        }
-        s.memcpy_dtoh(&dp, param).map_err(driver)?;
-        s.memcpy_dtoh(&dm, m).map_err(driver)?;
-        s.memcpy_dtoh(&dv, v).map_err(driver)?;
-        Ok(())
+        let linear = self.slerp(t, &da, &db, &mut out)?;
+        Ok((s.clone_dtoh(&out).map_err(driver)?, linear))
     }
 }

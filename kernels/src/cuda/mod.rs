@@ -7,13 +7,19 @@
 //! missing, so nothing here touches cudarc before [`probe`] (driver) or
 //! [`load_nvrtc`] (compiler) succeeded.
 
+mod blas;
 mod device;
+mod launch;
+mod launchers;
 mod sources;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+pub use blas::{column_major, load_cublaslt, locate_cublaslt, Blas};
 pub use device::Gpu;
+pub use launch::{signature, Arg, AttnDims, DeviceElem, Elem, KernelCall, Signature, SIGNATURES};
+pub use launchers::{AttentionShape, EmbeddingBuckets, SlerpElem};
 pub use sources::{KernelSource, SOURCES};
 
 /// Why the CUDA path is unavailable or failed.
@@ -25,6 +31,8 @@ pub enum CudaError {
     NoNvrtc { searched: String },
     #[error("CUDA headers (cuda_bf16.h) not found; looked in: {searched}. Set CUDA_HOME, or FLOW_CUDA_INCLUDE, or `pip install nvidia-cuda-runtime`")]
     NoHeaders { searched: String },
+    #[error("cuBLASLt (libcublasLt.so) not found; looked in: {searched}. Set FLOW_CUBLASLT_LIB to its path, or `pip install nvidia-cublas`")]
+    NoCublasLt { searched: String },
     #[error("failed to load {path}: {message}")]
     Load { path: PathBuf, message: String },
     #[error("kernel `{kernel}` failed to compile for {arch}:\n{log}")]
@@ -33,6 +41,8 @@ pub enum CudaError {
         arch: String,
         log: String,
     },
+    #[error("kernel `{entry}`: {message}")]
+    Launch { entry: String, message: String },
     #[error("kernel cache {path}: {message}")]
     Cache { path: PathBuf, message: String },
 }
@@ -109,7 +119,12 @@ fn wheel_roots() -> Vec<PathBuf> {
     }
     let mut roots = Vec::new();
     for base in bases {
-        for sub in ["nvidia/cu13", "nvidia/cuda_nvrtc", "nvidia/cuda_runtime"] {
+        for sub in [
+            "nvidia/cu13",
+            "nvidia/cuda_nvrtc",
+            "nvidia/cuda_runtime",
+            "nvidia/cublas",
+        ] {
             let p = base.join(sub);
             if p.is_dir() {
                 roots.push(p);
@@ -216,11 +231,16 @@ pub fn full_source(kernel: &KernelSource) -> String {
 }
 
 /// NVRTC options for an architecture such as `sm_90`.
+///
+/// No `--use_fast_math`: the kernels call the approximate intrinsics
+/// (`__expf`) by name where an approximation is acceptable, and everything
+/// else stays IEEE-accurate: RoPE's `sincosf` at positions in the tens of
+/// thousands (the fast `__sinf` loses digits there), AdamW's square root and
+/// division, the norms' sums.
 fn compile_options(arch: &str, include: &Path) -> Vec<String> {
     vec![
         format!("--gpu-architecture={arch}"),
         "--std=c++17".to_string(),
-        "--use_fast_math".to_string(),
         format!("--include-path={}", include.display()),
     ]
 }

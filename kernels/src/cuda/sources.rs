@@ -25,6 +25,8 @@ pub const SOURCES: &[KernelSource] = &[
     kernel!("attention"),
     kernel!("cross_entropy"),
     kernel!("embedding"),
+    kernel!("gelu"),
+    kernel!("layernorm"),
     kernel!("reduce"),
     kernel!("rmsnorm"),
     kernel!("rope"),
