@@ -649,7 +649,12 @@ fn a_restarted_driver_follows_the_shard_tasks_still_queued() {
     assert!(full.contains("held"));
     let local = Project::new(&full);
     let out = local.flow(&["run", "p.flow", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let l = parse(&String::from_utf8_lossy(&out.stdout));
     held_partition("DOWN");
     let p = Project::new(&full);
@@ -805,14 +810,26 @@ p = pack(corpus: c, tokenizer: file("{t}"), seq_len: 64, eos_token: "</s>", reso
     };
     let local = Project::new(&pipeline(1));
     let out = local.flow(&["run", "p.flow", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let l = parse(&String::from_utf8_lossy(&out.stdout));
     let s = Project::new(&pipeline(3));
     let (ev, stderr) = run_code(&mut slurm_cmd(&s, &[]), 0);
     assert_eq!(ev.keys, l.keys, "{stderr}");
     let key = &ev.keys["p"];
-    assert_eq!(content_hash(&s.cache(), key), content_hash(&local.cache(), key));
-    let tasks: Vec<_> = ev.submitted.iter().filter(|x| x.0 == "p" && x.4.is_some()).collect();
+    assert_eq!(
+        content_hash(&s.cache(), key),
+        content_hash(&local.cache(), key)
+    );
+    let tasks: Vec<_> = ev
+        .submitted
+        .iter()
+        .filter(|x| x.0 == "p" && x.4.is_some())
+        .collect();
     assert_eq!(tasks.len(), 3, "{:?}", ev.submitted);
     let array = tasks[0].1.split('_').next().unwrap();
     for (i, t) in tasks.iter().enumerate() {
@@ -849,7 +866,12 @@ bad = exec(cmd: "exit 3")
     let jobs = serde_json::json!({"jobs": {format!("{followed}.4.part-00001"): {"job": "77_1", "attempt": 1, "node": "f", "comment": format!("flow:parts-{followed}")}}});
     std::fs::write(p.cache().join("slurm/jobs.json"), jobs.to_string()).unwrap();
     let out = p.flow(&["gc"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Slurm shard parts of 2 units"), "{stdout}");
     let mut left: Vec<String> = std::fs::read_dir(&parts)

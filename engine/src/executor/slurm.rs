@@ -731,8 +731,8 @@ pub fn gc_parts(store: &Store, kept_keys: &std::collections::BTreeSet<String>) -
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let key = name.split('.').next().unwrap_or(&name);
-        let needed = store.lookup(key).is_none()
-            && (followed.contains(key) || kept_keys.contains(key));
+        let needed =
+            store.lookup(key).is_none() && (followed.contains(key) || kept_keys.contains(key));
         if needed {
             continue;
         }

@@ -289,41 +289,40 @@ fn tokenise_shards(
 ) -> OpResult<()> {
     let policy = OnError::from_ctx(ctx)?;
     let mut pending: Vec<(PathBuf, u64, String)> = Vec::with_capacity(CHUNK);
-    let mut flush = |pending: &mut Vec<(PathBuf, u64, String)>,
-                     errors: &mut ErrorLog|
-     -> OpResult<()> {
-        ctx.check_cancelled()?;
-        let encoded: Vec<Result<Vec<u32>, String>> = pending
-            .par_iter()
-            .map(|(shard, n, line)| {
-                let doc = parse_doc(shard, *n, line).map_err(|e| e.to_string())?;
-                let enc = setup
-                    .tokenizer
-                    .encode(doc.text.as_ref(), false)
-                    .map_err(|e| {
-                        format!(
-                            "{}:{n}: doc {}: tokenizer failed: {e}",
-                            shard.display(),
-                            doc.id
-                        )
-                    })?;
-                let mut ids = enc.get_ids().to_vec();
-                ids.push(setup.eos_id);
-                Ok(ids)
-            })
-            .collect();
-        for r in encoded {
-            match r {
-                Ok(ids) => each(&ids)?,
-                Err(e) => {
-                    let (place, what) = e.split_once(": ").unwrap_or(("?", e.as_str()));
-                    errors.record(policy, place, what)?;
+    let mut flush =
+        |pending: &mut Vec<(PathBuf, u64, String)>, errors: &mut ErrorLog| -> OpResult<()> {
+            ctx.check_cancelled()?;
+            let encoded: Vec<Result<Vec<u32>, String>> = pending
+                .par_iter()
+                .map(|(shard, n, line)| {
+                    let doc = parse_doc(shard, *n, line).map_err(|e| e.to_string())?;
+                    let enc = setup
+                        .tokenizer
+                        .encode(doc.text.as_ref(), false)
+                        .map_err(|e| {
+                            format!(
+                                "{}:{n}: doc {}: tokenizer failed: {e}",
+                                shard.display(),
+                                doc.id
+                            )
+                        })?;
+                    let mut ids = enc.get_ids().to_vec();
+                    ids.push(setup.eos_id);
+                    Ok(ids)
+                })
+                .collect();
+            for r in encoded {
+                match r {
+                    Ok(ids) => each(&ids)?,
+                    Err(e) => {
+                        let (place, what) = e.split_once(": ").unwrap_or(("?", e.as_str()));
+                        errors.record(policy, place, what)?;
+                    }
                 }
             }
-        }
-        pending.clear();
-        Ok(())
-    };
+            pending.clear();
+            Ok(())
+        };
     for shard in shards {
         for_each_line(shard, |n, line| {
             if !line.is_empty() {
@@ -649,8 +648,12 @@ mod tests {
             ("tokenizer", Value::Path(model)),
             ("seq_len", Value::Int(13)),
         ];
-        let out =
-            assert_same_bytes_for_task_counts(&Pack, &params, &tmp.path().join("p"), &[2, 3, 7, 64]);
+        let out = assert_same_bytes_for_task_counts(
+            &Pack,
+            &params,
+            &tmp.path().join("p"),
+            &[2, 3, 7, 64],
+        );
         // the one-task stream is the documents' words (ids 2..) and an EOS
         // (0) each, in corpus order, cut every 13 tokens
         let mut stream: Vec<u32> = Vec::new();

@@ -358,12 +358,7 @@ fn adopt_tasks(
 
 /// Submits waiting shard tasks, in unit order, as far as `--max-jobs`
 /// leaves room next to the jobs followed: one job array a unit.
-pub(super) fn top_up(
-    sh: &mut Shared,
-    store: &Store,
-    opts: &SlurmOptions,
-    tx: &mpsc::Sender<Msg>,
-) {
+pub(super) fn top_up(sh: &mut Shared, store: &Store, opts: &SlurmOptions, tx: &mpsc::Sender<Msg>) {
     let mut room = opts.max_jobs.max(1).saturating_sub(sh.active.len());
     let units: Vec<usize> = sh.sharded.keys().copied().collect();
     for unit in units {

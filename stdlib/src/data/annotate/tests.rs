@@ -709,7 +709,12 @@ fn annotate_leaves_out_failed_documents_within_max_failures() {
 /// directly: every label's log-likelihood after each document's rendered
 /// prompt (text clipped to `max_chars`), minus that label's mean over all
 /// the documents; the highest wins.
-fn calibrated_labels(model_dir: &Path, docs: &[Json], labels: &[String], max_chars: usize) -> Vec<String> {
+fn calibrated_labels(
+    model_dir: &Path,
+    docs: &[Json],
+    labels: &[String],
+    max_chars: usize,
+) -> Vec<String> {
     let template = PromptTemplate::parse(
         &std::fs::read_to_string(demo_dir().join("annotate_prompt.txt")).unwrap(),
     )
@@ -720,8 +725,15 @@ fn calibrated_labels(model_dir: &Path, docs: &[Json], labels: &[String], max_cha
     let scores: Vec<Vec<f64>> = docs
         .iter()
         .map(|d| {
-            let text: String = d["text"].as_str().unwrap().chars().take(max_chars).collect();
-            let prompt = chat.render(&template.messages(&text, labels), true).unwrap();
+            let text: String = d["text"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .take(max_chars)
+                .collect();
+            let prompt = chat
+                .render(&template.messages(&text, labels), true)
+                .unwrap();
             let context = tok.encode(&prompt, false).unwrap();
             model
                 .loglikelihood(

@@ -235,10 +235,7 @@ pub(super) fn read_parquet(
         Ok(r) => r,
         Err(e) => {
             stats.errors += 1;
-            return norm.bad(
-                &name,
-                &format!("not a readable parquet file: {e}"),
-            );
+            return norm.bad(&name, &format!("not a readable parquet file: {e}"));
         }
     };
     let columns: Vec<String> = reader

@@ -353,10 +353,20 @@ fn truncated_streams_keep_what_was_read_and_a_bom_costs_nothing() {
 /// ids.
 fn five_sources(dir: &Path) -> Vec<PathBuf> {
     std::fs::create_dir_all(dir).unwrap();
-    let doc = |id: &str, text: &str| serde_json::json!({"id": id, "text": text, "url": "u"}).to_string();
+    let doc =
+        |id: &str, text: &str| serde_json::json!({"id": id, "text": text, "url": "u"}).to_string();
     let files = [
-        vec![doc("a1", "eins"), "{broken".into(), doc("a2", "zwei"), doc("a3", "drei")],
-        vec![doc("b1", "vier"), doc("a2", "zwei wieder"), doc("b2", "fünf")],
+        vec![
+            doc("a1", "eins"),
+            "{broken".into(),
+            doc("a2", "zwei"),
+            doc("a3", "drei"),
+        ],
+        vec![
+            doc("b1", "vier"),
+            doc("a2", "zwei wieder"),
+            doc("b2", "fünf"),
+        ],
         vec![doc("c0", "  "), doc("c1", "sechs")],
         vec![],
         (0..4)
@@ -407,7 +417,10 @@ fn corpus_writes_the_same_bytes_for_any_number_of_shard_tasks() {
     assert_eq!(stats["empty_text"], 1);
     assert_eq!(stats["errors"]["count"], 2);
     let examples = stats["errors"]["examples"].as_array().unwrap();
-    assert!(examples[0].as_str().unwrap().starts_with(&format!("{}:2: malformed JSON", files[0].display())));
+    assert!(examples[0]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{}:2: malformed JSON", files[0].display())));
     assert_eq!(
         examples[1].as_str().unwrap(),
         format!("{}:2: duplicate id \"a2\"", files[1].display())
@@ -426,9 +439,13 @@ fn a_failing_shard_task_fails_corpus_with_its_file_and_line() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("in");
     std::fs::create_dir_all(&dir).unwrap();
-    for (i, text) in ["{\"id\":\"a\",\"text\":\"x\"}\n", "{\"id\":\"b\",\"text\":\"y\"}\n", "{\"id\":\"c\",\"text\":\"z\"}\nnot json\n"]
-        .iter()
-        .enumerate()
+    for (i, text) in [
+        "{\"id\":\"a\",\"text\":\"x\"}\n",
+        "{\"id\":\"b\",\"text\":\"y\"}\n",
+        "{\"id\":\"c\",\"text\":\"z\"}\nnot json\n",
+    ]
+    .iter()
+    .enumerate()
     {
         std::fs::write(dir.join(format!("f{i}.jsonl")), text).unwrap();
     }
@@ -448,7 +465,10 @@ fn a_failing_shard_task_fails_corpus_with_its_file_and_line() {
         text.contains("shard task 2 of 3 (pieces 2..3) failed"),
         "{text}"
     );
-    assert!(text.contains(&format!("{}:2", dir.join("f2.jsonl").display())), "{text}");
+    assert!(
+        text.contains(&format!("{}:2", dir.join("f2.jsonl").display())),
+        "{text}"
+    );
     assert!(!tmp.path().join("o.parts").exists(), "parts are removed");
     assert!(!out.join("corpus.json").exists());
 }
