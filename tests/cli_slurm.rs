@@ -889,3 +889,68 @@ bad = exec(cmd: "exit 3")
     assert!(!parts.join(format!("{bad}.2")).exists());
     assert!(parts.join(format!("{followed}.4")).exists());
 }
+
+#[test]
+fn a_sharded_corpus_over_several_files_runs_as_a_job_array_and_matches_the_local_artifact() {
+    if !enabled() {
+        return;
+    }
+    // The demo in 4 files, one id repeated across two of them: the merge
+    // drops it as one reader would, and cuts shards across the files.
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo");
+    let lines: Vec<String> = std::fs::read_to_string(demo.join("fineweb2-demo.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    for (i, chunk) in lines.chunks(lines.len().div_ceil(4)).enumerate() {
+        let mut text = chunk.join("\n") + "\n";
+        if i == 3 {
+            text.push_str(&lines[0]);
+            text.push('\n');
+        }
+        std::fs::write(inputs.join(format!("part-{i}.jsonl")), text).unwrap();
+    }
+    let pipeline = |shards: usize| {
+        format!(
+            "c = corpus(input: dir(\"{}\"), docs_per_shard: 50, resources: {{shards: {shards}, cpus: 1}})\n",
+            inputs.display()
+        )
+    };
+    let local = Project::new(&pipeline(1));
+    let out = local.flow(&["run", "p.flow", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = parse(&String::from_utf8_lossy(&out.stdout));
+    let s = Project::new(&pipeline(4));
+    let (ev, stderr) = run_code(&mut slurm_cmd(&s, &[]), 0);
+    assert_eq!(ev.keys, l.keys, "{stderr}");
+    let key = &ev.keys["c"];
+    assert_eq!(
+        content_hash(&s.cache(), key),
+        content_hash(&local.cache(), key)
+    );
+    let tasks: Vec<_> = ev
+        .submitted
+        .iter()
+        .filter(|x| x.0 == "c" && x.4.is_some())
+        .collect();
+    assert_eq!(tasks.len(), 4, "{:?}", ev.submitted);
+    let stats = std::fs::read_to_string(
+        s.cache()
+            .join("artifacts")
+            .join(key)
+            .join("out/corpus.json"),
+    )
+    .unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["documents"], lines.len() as u64);
+    assert_eq!(stats["duplicate_ids"], 1);
+}
