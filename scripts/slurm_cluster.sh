@@ -13,11 +13,21 @@
 # task/none), no accounting database; jobs run as root (we are root here).
 # The config is exported through SLURM_CONF, so print it with
 #   eval "$(scripts/slurm_cluster.sh env)"
+# The partition `held` (same node) is for tests that need jobs to stay
+# queued: they set it DOWN (jobs queue, none start) and UP again.
 set -euo pipefail
 
 dir="${FLOW_SLURM_DIR:-/tmp/flow-slurm}"
 conf="$dir/slurm.conf"
 wait_s="${FLOW_SLURM_WAIT:-60}"
+# Clusters of different directories coexist on one machine: each has its
+# own munge socket (AuthInfo) and, unless FLOW_SLURM_CTLD_PORT /
+# FLOW_SLURM_D_PORT say otherwise, ports of its own, from the directory's
+# name.
+munge_socket="$dir/run/munge.socket"
+port_base=$(( 16817 + ( $(printf '%s' "$dir" | cksum | cut -d' ' -f1) % 400 ) * 2 ))
+ctld_port="${FLOW_SLURM_CTLD_PORT:-$port_base}"
+d_port="${FLOW_SLURM_D_PORT:-$((port_base + 1))}"
 
 log() { echo "slurm_cluster: $*" >&2; }
 
@@ -50,6 +60,7 @@ SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthInfo=socket=$munge_socket
 CredType=cred/munge
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
@@ -57,8 +68,8 @@ SlurmctldPidFile=$dir/run/slurmctld.pid
 SlurmdPidFile=$dir/run/slurmd.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.log
-SlurmctldPort=${FLOW_SLURM_CTLD_PORT:-16817}
-SlurmdPort=${FLOW_SLURM_D_PORT:-16818}
+SlurmctldPort=$ctld_port
+SlurmdPort=$d_port
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -78,22 +89,23 @@ SlurmctldTimeout=30
 SlurmdTimeout=60
 NodeName=$host NodeAddr=127.0.0.1 NodeHostname=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+PartitionName=held Nodes=$host Default=NO MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
   # Debian's tools look for /etc/slurm/slurm.conf unless SLURM_CONF says
   # otherwise; sbatch inside jobs inherits SLURM_CONF from the environment.
 }
 
 munge_start() {
+  mkdir -p /var/log/munge /var/lib/munge
   local key="$dir/munge/munge.key"
   if [ ! -f "$key" ]; then
     dd if=/dev/urandom bs=1 count=1024 of="$key" status=none
     chmod 400 "$key"
   fi
-  mkdir -p /run/munge /var/log/munge /var/lib/munge
   if [ -f "$dir/run/munged.pid" ] && kill -0 "$(cat "$dir/run/munged.pid")" 2>/dev/null; then
     return
   fi
-  munged --force --key-file="$key" --socket=/run/munge/munge.socket.2 \
+  munged --force --key-file="$key" --socket="$munge_socket" \
     --pid-file="$dir/run/munged.pid" --log-file="$dir/log/munged.log" \
     --seed-file="$dir/munge/munged.seed"
 }

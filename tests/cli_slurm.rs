@@ -577,3 +577,380 @@ f = filter(corpus: bad, classifier: clf, resources: {{shards: 3, cpus: 1}})
         "no merge was submitted"
     );
 }
+
+/// Reads a running driver's JSON events until `enough` says so; returns
+/// them. The rest of stdout is drained on a thread.
+fn events_until(
+    child: &mut std::process::Child,
+    enough: impl Fn(&[serde_json::Value]) -> bool,
+) -> (Vec<serde_json::Value>, std::thread::JoinHandle<String>) {
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    let mut seen = Vec::new();
+    while !enough(&seen) {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).unwrap();
+        assert!(n > 0, "the driver ended early: {seen:?}");
+        seen.push(serde_json::from_str(&line).unwrap());
+    }
+    let rest = std::thread::spawn(move || {
+        let mut all = String::new();
+        for l in reader.lines().map_while(Result::ok) {
+            all.push_str(&l);
+            all.push('\n');
+        }
+        all
+    });
+    (seen, rest)
+}
+
+/// Shard tasks among `submitted` events.
+fn shard_submissions(events: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    events
+        .iter()
+        .filter(|v| v["event"] == "submitted" && v["shard"].is_u64())
+        .collect()
+}
+
+/// The content hash of node `f` of `sharded_pipeline` run locally.
+fn local_sharded_hash(shards: usize) -> (BTreeMap<String, String>, String) {
+    let local = Project::new(&sharded_pipeline(shards));
+    let out = local.flow(&["run", "p.flow", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = parse(&String::from_utf8_lossy(&out.stdout));
+    let hash = content_hash(&local.cache(), &l.keys["f"]);
+    (l.keys, hash)
+}
+
+/// Sets the state of the cluster's `held` partition (DOWN: jobs queue
+/// there and do not start), which only this test uses.
+fn held_partition(state: &str) {
+    let ok = Command::new("scontrol")
+        .args(["update", "PartitionName=held", &format!("State={state}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "scontrol update PartitionName=held State={state} failed (a cluster started by scripts/slurm_cluster.sh has it)");
+}
+
+#[test]
+fn a_restarted_driver_follows_the_shard_tasks_still_queued() {
+    if !enabled() {
+        return;
+    }
+    // The filter's jobs go to the partition `held`, DOWN until the
+    // restarted driver has taken over its shard tasks: they stay queued
+    // whatever the machine's speed.
+    let full = sharded_pipeline(3).replace("cpus: 1}", "cpus: 1, partition: \"held\"}");
+    assert!(full.contains("held"));
+    let local = Project::new(&full);
+    let out = local.flow(&["run", "p.flow", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = parse(&String::from_utf8_lossy(&out.stdout));
+    held_partition("DOWN");
+    let p = Project::new(&full);
+    let mut first = slurm_cmd(&p, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (seen, rest) = events_until(&mut first, |ev| shard_submissions(ev).len() == 3);
+    first.kill().unwrap(); // SIGKILL: the driver leaves its tasks behind
+    first.wait().unwrap();
+    let _ = rest.join();
+    let tasks: Vec<String> = shard_submissions(&seen)
+        .iter()
+        .map(|v| v["job"].as_str().unwrap().to_string())
+        .collect();
+    for t in &tasks {
+        let state = job_state(t).unwrap_or_default();
+        if state != "PENDING" {
+            held_partition("UP");
+            panic!("shard task {t} is {state}, not queued in the held partition");
+        }
+    }
+
+    let mut second = slurm_cmd(&p, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (seen, rest) = events_until(&mut second, |ev| {
+        shard_submissions(ev).len() == 3 || ev.iter().any(|v| v["event"] == "done")
+    });
+    held_partition("UP");
+    let code = second.wait().unwrap().code();
+    let stdout = rest.join().unwrap();
+    let adopted: Vec<(String, u64, bool)> = shard_submissions(&seen)
+        .iter()
+        .map(|v| {
+            (
+                v["job"].as_str().unwrap().to_string(),
+                v["shard"].as_u64().unwrap(),
+                v["adopted"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(
+        adopted,
+        tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u64, true))
+            .collect::<Vec<_>>(),
+        "the earlier driver's tasks are followed, not submitted again"
+    );
+    let ev = parse(&stdout);
+    assert!(
+        ev.submitted.iter().all(|s| s.4.is_none()),
+        "no shard task submitted after the adoption: {:?}",
+        ev.submitted
+    );
+    assert_eq!(ev.status["f"], "ran");
+    assert_eq!(ev.keys["f"], l.keys["f"]);
+    assert_eq!(
+        content_hash(&p.cache(), &ev.keys["f"]),
+        content_hash(&local.cache(), &l.keys["f"])
+    );
+}
+
+#[test]
+fn max_jobs_counts_the_shard_tasks() {
+    if !enabled() {
+        return;
+    }
+    let (local_keys, local_hash) = local_sharded_hash(3);
+    let s = Project::new(&sharded_pipeline(3));
+    let (ev, stderr) = run_code(&mut slurm_cmd(&s, &["--max-jobs", "2"]), 0);
+    let tasks: Vec<_> = ev
+        .submitted
+        .iter()
+        .filter(|x| x.0 == "f" && x.4.is_some())
+        .collect();
+    assert_eq!(tasks.len(), 3, "{:?} {stderr}", ev.submitted);
+    // Room for two: tasks 0 and 1 as one array, task 2 as another once
+    // one of them ended.
+    let array = |j: &str| j.split('_').next().unwrap().to_string();
+    assert_eq!(
+        tasks.iter().map(|t| t.4).collect::<Vec<_>>(),
+        [Some(0), Some(1), Some(2)]
+    );
+    assert_eq!(array(&tasks[0].1), array(&tasks[1].1));
+    assert_ne!(array(&tasks[2].1), array(&tasks[0].1));
+    let times = |job: &str| {
+        let out = Command::new("squeue")
+            .args(["-h", "-t", "all", "-o", "%V|%e", "-j", job])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let (submit, end) = text.split_once('|').unwrap_or(("", ""));
+        (submit.to_string(), end.to_string())
+    };
+    let first_end = [&tasks[0].1, &tasks[1].1]
+        .iter()
+        .map(|j| times(j).1)
+        .min()
+        .unwrap();
+    let third_submit = times(&tasks[2].1).0;
+    assert!(
+        !first_end.is_empty() && third_submit >= first_end,
+        "task 2 submitted at {third_submit}, before either of tasks 0 and 1 ended ({first_end})"
+    );
+    assert_eq!(ev.keys["f"], local_keys["f"]);
+    assert_eq!(content_hash(&s.cache(), &ev.keys["f"]), local_hash);
+}
+
+#[test]
+fn a_sharded_pack_runs_as_a_job_array_and_matches_the_local_artifact() {
+    if !enabled() {
+        return;
+    }
+    // A word-level tokenizer over the demo's words: `pack` over the demo
+    // corpus in 6 shards, cut into 3 shard tasks on Slurm, 1 locally.
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo");
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("</s>".into(), 0.into());
+    vocab.insert("<unk>".into(), 1.into());
+    let text = std::fs::read_to_string(demo.join("fineweb2-demo.jsonl")).unwrap();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        for w in v["text"].as_str().unwrap().split_whitespace() {
+            let next = vocab.len();
+            vocab.entry(w.to_string()).or_insert(next.into());
+        }
+    }
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [{"id": 0, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    });
+    let tok_path = dir.path().join("tokenizer.json");
+    std::fs::write(&tok_path, tok.to_string()).unwrap();
+    let pipeline = |shards: usize| {
+        format!(
+            r#"
+c = corpus(input: file("{d}/fineweb2-demo.jsonl"), docs_per_shard: 60)
+p = pack(corpus: c, tokenizer: file("{t}"), seq_len: 64, eos_token: "</s>", resources: {{shards: {shards}, cpus: 1}})
+"#,
+            d = demo.display(),
+            t = tok_path.display()
+        )
+    };
+    let local = Project::new(&pipeline(1));
+    let out = local.flow(&["run", "p.flow", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = parse(&String::from_utf8_lossy(&out.stdout));
+    let s = Project::new(&pipeline(3));
+    let (ev, stderr) = run_code(&mut slurm_cmd(&s, &[]), 0);
+    assert_eq!(ev.keys, l.keys, "{stderr}");
+    let key = &ev.keys["p"];
+    assert_eq!(
+        content_hash(&s.cache(), key),
+        content_hash(&local.cache(), key)
+    );
+    let tasks: Vec<_> = ev
+        .submitted
+        .iter()
+        .filter(|x| x.0 == "p" && x.4.is_some())
+        .collect();
+    assert_eq!(tasks.len(), 3, "{:?}", ev.submitted);
+    let array = tasks[0].1.split('_').next().unwrap();
+    for (i, t) in tasks.iter().enumerate() {
+        assert_eq!(t.1, format!("{array}_{i}"));
+    }
+}
+
+/// `flow gc` and the Slurm parts (needs no cluster: the parts are laid
+/// out by hand, as drivers leave them).
+#[test]
+fn gc_removes_the_parts_no_unit_needs() {
+    let p = Project::new(
+        r#"
+ok = exec(cmd: "echo ok > {out}/f")
+bad = exec(cmd: "exit 3")
+"#,
+    );
+    let out = p.flow(&["run", "p.flow", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let ev = parse(&String::from_utf8_lossy(&out.stdout));
+    let (ok, bad) = (&ev.keys["ok"], &ev.keys["bad"]);
+    let parts = p.cache().join("slurm/parts");
+    let followed = "f011owed0000000000000000000000000000000000000000000000000000000";
+    let stale = "57a1e000000000000000000000000000000000000000000000000000000000000";
+    for dir in [
+        format!("{ok}.3"),       // its artifact is there: not needed
+        format!("{bad}.2"),      // the last run's failed unit: the next run reuses them
+        format!("{followed}.4"), // a job of it may still run
+        format!("{stale}.2"),    // no kept run uses it
+    ] {
+        std::fs::create_dir_all(parts.join(&dir).join("part-00000")).unwrap();
+        std::fs::write(parts.join(&dir).join("part-00000/x"), "x").unwrap();
+    }
+    let jobs = serde_json::json!({"jobs": {format!("{followed}.4.part-00001"): {"job": "77_1", "attempt": 1, "node": "f", "comment": format!("flow:parts-{followed}")}}});
+    std::fs::write(p.cache().join("slurm/jobs.json"), jobs.to_string()).unwrap();
+    let out = p.flow(&["gc"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Slurm shard parts of 2 units"), "{stdout}");
+    let mut left: Vec<String> = std::fs::read_dir(&parts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let mut expected = vec![format!("{bad}.2"), format!("{followed}.4")];
+    expected.sort();
+    assert_eq!(left, expected);
+    // Once the failed unit is no longer in a kept run, its parts go too.
+    std::fs::write(p.file(), "ok = exec(cmd: \"echo ok > {out}/f\")\n").unwrap();
+    assert_eq!(p.flow(&["run", "p.flow"]).status.code(), Some(0));
+    assert_eq!(p.flow(&["gc"]).status.code(), Some(0));
+    assert!(!parts.join(format!("{bad}.2")).exists());
+    assert!(parts.join(format!("{followed}.4")).exists());
+}
+
+#[test]
+fn a_sharded_corpus_over_several_files_runs_as_a_job_array_and_matches_the_local_artifact() {
+    if !enabled() {
+        return;
+    }
+    // The demo in 4 files, one id repeated across two of them: the merge
+    // drops it as one reader would, and cuts shards across the files.
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo");
+    let lines: Vec<String> = std::fs::read_to_string(demo.join("fineweb2-demo.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    for (i, chunk) in lines.chunks(lines.len().div_ceil(4)).enumerate() {
+        let mut text = chunk.join("\n") + "\n";
+        if i == 3 {
+            text.push_str(&lines[0]);
+            text.push('\n');
+        }
+        std::fs::write(inputs.join(format!("part-{i}.jsonl")), text).unwrap();
+    }
+    let pipeline = |shards: usize| {
+        format!(
+            "c = corpus(input: dir(\"{}\"), docs_per_shard: 50, resources: {{shards: {shards}, cpus: 1}})\n",
+            inputs.display()
+        )
+    };
+    let local = Project::new(&pipeline(1));
+    let out = local.flow(&["run", "p.flow", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = parse(&String::from_utf8_lossy(&out.stdout));
+    let s = Project::new(&pipeline(4));
+    let (ev, stderr) = run_code(&mut slurm_cmd(&s, &[]), 0);
+    assert_eq!(ev.keys, l.keys, "{stderr}");
+    let key = &ev.keys["c"];
+    assert_eq!(
+        content_hash(&s.cache(), key),
+        content_hash(&local.cache(), key)
+    );
+    let tasks: Vec<_> = ev
+        .submitted
+        .iter()
+        .filter(|x| x.0 == "c" && x.4.is_some())
+        .collect();
+    assert_eq!(tasks.len(), 4, "{:?}", ev.submitted);
+    let stats = std::fs::read_to_string(
+        s.cache()
+            .join("artifacts")
+            .join(key)
+            .join("out/corpus.json"),
+    )
+    .unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["documents"], lines.len() as u64);
+    assert_eq!(stats["duplicate_ids"], 1);
+}

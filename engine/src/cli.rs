@@ -614,6 +614,7 @@ fn cmd_gc(a: GcArgs) -> CmdResult {
     let store = open_store(&root)?;
     let _lock = store.lock(false).map_err(|e| usage_error(e.into()))?;
     let r = store.gc(a.keep_runs).map_err(|e| usage_error(e.into()))?;
+    let parts = crate::executor::slurm::gc_parts(&store, &store.kept_keys(a.keep_runs));
     println!(
         "gc: removed {} artifacts ({:.1} MiB) and {} run records; kept {} artifacts used by the last {} runs",
         r.removed,
@@ -622,6 +623,13 @@ fn cmd_gc(a: GcArgs) -> CmdResult {
         r.kept,
         a.keep_runs
     );
+    if parts.removed > 0 {
+        println!(
+            "gc: removed the Slurm shard parts of {} units ({:.1} MiB) that no unit needs any more",
+            parts.removed,
+            parts.bytes as f64 / (1 << 20) as f64
+        );
+    }
     Ok(EXIT_OK)
 }
 

@@ -448,6 +448,10 @@ pub fn run_part_into(
     let result = op.run_part(&with_out(ctx, tmp.clone()), range.clone());
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&tmp);
+        // One task is the whole unit: its error is the op's own.
+        if ranges.len() == 1 {
+            return Err(e);
+        }
         return Err(e.wrap_err(format!(
             "shard task {index} of {} (pieces {}..{}) failed",
             ranges.len(),

@@ -386,24 +386,8 @@ impl Store {
     /// runs of each pipeline, and older run records. Call with the lock held.
     pub fn gc(&self, keep_runs: usize) -> Result<GcReport, StoreError> {
         let runs = self.runs();
-        // The last `keep_runs` runs of each pipeline (runs are oldest first).
-        let mut kept_ids = BTreeSet::new();
-        let mut per_pipeline: BTreeMap<&str, usize> = BTreeMap::new();
-        for run in runs.iter().rev() {
-            let n = per_pipeline.entry(run.pipeline.as_str()).or_insert(0);
-            if *n < keep_runs {
-                *n += 1;
-                kept_ids.insert(run.id.clone());
-            }
-        }
-        let mut reachable = BTreeSet::new();
-        for run in runs.iter().filter(|r| kept_ids.contains(&r.id)) {
-            for n in &run.nodes {
-                if let Some(k) = &n.key {
-                    reachable.insert(k.clone());
-                }
-            }
-        }
+        let kept_ids = kept_run_ids(&runs, keep_runs);
+        let reachable = self.kept_keys(keep_runs);
         let mut report = GcReport::default();
         for key in self.artifact_keys() {
             if !reachable.contains(&key) {
@@ -434,6 +418,22 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// The keys the last `keep_runs` runs of each pipeline used (what `gc`
+    /// keeps).
+    pub fn kept_keys(&self, keep_runs: usize) -> BTreeSet<String> {
+        let runs = self.runs();
+        let kept_ids = kept_run_ids(&runs, keep_runs);
+        let mut reachable = BTreeSet::new();
+        for run in runs.iter().filter(|r| kept_ids.contains(&r.id)) {
+            for n in &run.nodes {
+                if let Some(k) = &n.key {
+                    reachable.insert(k.clone());
+                }
+            }
+        }
+        reachable
     }
 
     /// Rehashes every artifact and reports those whose content no longer
@@ -483,6 +483,21 @@ impl Store {
         }
         problems
     }
+}
+
+/// The ids of the last `keep_runs` runs of each pipeline (`runs` oldest
+/// first).
+fn kept_run_ids(runs: &[RunRecord], keep_runs: usize) -> BTreeSet<String> {
+    let mut kept_ids = BTreeSet::new();
+    let mut per_pipeline: BTreeMap<&str, usize> = BTreeMap::new();
+    for run in runs.iter().rev() {
+        let n = per_pipeline.entry(run.pipeline.as_str()).or_insert(0);
+        if *n < keep_runs {
+            *n += 1;
+            kept_ids.insert(run.id.clone());
+        }
+    }
+    kept_ids
 }
 
 /// What `gc` removed.

@@ -89,6 +89,9 @@ impl Default for SlurmOptions {
 struct Active {
     unit: usize,
     key: String,
+    /// Its entry in `slurm/jobs.json`: the key, or a shard task's
+    /// `sharded::part_entry`.
+    entry: String,
     display: String,
     attempt: usize,
     /// sbatch arguments of a one-job submission (what a retry submits).
@@ -147,6 +150,10 @@ struct JobEntry {
     /// of a job array).
     #[serde(default)]
     comment: String,
+    /// The job's output file (for a shard task, which a restarted driver
+    /// follows without knowing its array's list name).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    log: String,
 }
 
 struct Shared {
@@ -419,6 +426,7 @@ fn follow(
             attempt,
             node: p.work.display.clone(),
             comment,
+            log: String::new(),
         },
     );
     let _ = tx.send(Msg::Submitted {
@@ -435,6 +443,7 @@ fn follow(
         Active {
             unit: p.work.unit,
             key: p.work.key.key.clone(),
+            entry: p.work.key.key.clone(),
             display: p.work.display.clone(),
             attempt,
             args: p.args,
@@ -470,14 +479,15 @@ fn job_args(base: &[String], name: &str, comment: &str, output: &Path) -> Vec<St
 
 /// Submits one job array whose task `i` runs the unit file `specs[i]`
 /// (line `i+1` of the list file `slurm/units/<name>.txt`), with the sbatch
-/// arguments `base` (a unit's); returns the array's job id. Task `i`'s log
-/// is `slurm/logs/<name>.<job>_<i>.log`.
+/// arguments `base` (a unit's) and `--comment=comment`; returns the
+/// array's job id. Task `i`'s log is `slurm/logs/<name>.<job>_<i>.log`.
 fn submit_array_of(
     store: &Store,
     worker: &Path,
     base: &[String],
     node: &str,
     name: &str,
+    comment: &str,
     specs: &[PathBuf],
 ) -> Result<String, String> {
     let list = slurm_dir(store).join("units").join(format!("{name}.txt"));
@@ -487,7 +497,7 @@ fn submit_array_of(
     let output = slurm_dir(store)
         .join("logs")
         .join(format!("{name}.%A_%a.log"));
-    let mut args = job_args(base, node, &format!("flow:{name}"), &output);
+    let mut args = job_args(base, node, comment, &output);
     args.push(format!("--array=0-{}", specs.len() - 1));
     let script = format!(
         "#!/bin/sh\n# flow units, one a task (see {list})\nspec=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {list})\nexec {worker} slurm-worker \"$spec\"\n",
@@ -516,6 +526,7 @@ impl SlurmRunner {
             &group[0].args,
             &node,
             &name,
+            &format!("flow:{name}"),
             &specs,
         ) {
             Ok(job) => {
@@ -568,10 +579,21 @@ impl SlurmRunner {
 }
 
 impl Runner for SlurmRunner {
+    /// `--max-jobs` counts jobs: a whole unit's, or each shard task of a
+    /// sharded unit (followed, or waiting for room).
     fn admit(&self, _need: &Need) -> Admit {
-        let n = self.shared.lock().map(|s| s.active.len()).unwrap_or(0)
+        let followed = self
+            .shared
+            .lock()
+            .map(|s| s.active.len() + s.sharded.values().map(|u| u.waiting()).sum::<usize>())
+            .unwrap_or(0);
+        let n = followed
             + self.pending.len()
-            + self.pending_sharded.len();
+            + self
+                .pending_sharded
+                .iter()
+                .map(sharded::PendingShards::jobs)
+                .sum::<usize>();
         if n < self.opts.max_jobs.max(1) {
             Admit::Now
         } else {
@@ -668,6 +690,59 @@ fn submit_unit(
         }
         Err(e) => fail_work(p.work, e, tx),
     }
+}
+
+/// What `flow gc` removed under `slurm/parts/`.
+#[derive(Debug, Default)]
+pub struct PartsGc {
+    pub removed: usize,
+    pub bytes: u64,
+}
+
+/// `flow gc`: removes the parts (`slurm/parts/<key>.<tasks>/`) that no
+/// unit can use any more, and keeps those a later run may still reuse:
+///
+/// - a key whose artifact is in the store needs no parts (its merge
+///   committed; the driver died before it removed them): removed;
+/// - a key `slurm/jobs.json` lists has jobs an earlier driver may still
+///   have running (shard tasks writing into its parts, which a restarted
+///   driver adopts): kept;
+/// - a key that one of the kept runs (`--keep-runs`) used, and whose
+///   artifact is not there (its unit failed or was interrupted), is what
+///   the next run of that pipeline builds, reusing the parts: kept;
+/// - any other: removed (a key no kept run uses).
+///
+/// Call with the cache lock held (no driver runs).
+pub fn gc_parts(store: &Store, kept_keys: &std::collections::BTreeSet<String>) -> PartsGc {
+    let jobs: JobsFile = std::fs::read_to_string(jobs_path(store))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    // Entries are a key, or a shard task's `<key>.<tasks>.part-<i>`.
+    let followed: std::collections::BTreeSet<&str> = jobs
+        .jobs
+        .keys()
+        .map(|e| e.split('.').next().unwrap_or(e))
+        .collect();
+    let mut report = PartsGc::default();
+    let Ok(entries) = std::fs::read_dir(slurm_dir(store).join("parts")) else {
+        return report;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let key = name.split('.').next().unwrap_or(&name);
+        let needed =
+            store.lookup(key).is_none() && (followed.contains(key) || kept_keys.contains(key));
+        if needed {
+            continue;
+        }
+        let size = crate::store::dir_size(&e.path());
+        if std::fs::remove_dir_all(e.path()).is_ok() {
+            report.removed += 1;
+            report.bytes += size;
+        }
+    }
+    report
 }
 
 impl Drop for SlurmRunner {

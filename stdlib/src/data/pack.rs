@@ -12,10 +12,16 @@
 //! Each document is tokenised without special tokens and gets one EOS; the
 //! stream is cut every seq_len tokens, and a document cut in two continues in
 //! the next sequence under a new index (0).
+//!
+//! Sharded (`Op::sharding`): a piece is an input shard; shard tasks
+//! tokenise (the expensive part) and the merge packs their token streams
+//! in corpus order, so the bytes do not depend on how the shards were cut
+//! into tasks.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,9 +29,13 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use rayon::prelude::*;
 
 use super::corpus::{
-    corpus_shards, for_each_line, on_error_param, parse_doc, write_json_atomic, ErrorLog, OnError,
+    corpus_shards, for_each_line, on_error_param, parse_doc, read_json_file, write_json_atomic,
+    ErrorLog, OnError,
 };
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    run_in_parts, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Sharded,
+    Type, Value,
+};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
     vec![Arc::new(Pack)]
@@ -207,14 +217,32 @@ impl Op for Pack {
     }
 
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let policy = OnError::from_ctx(ctx)?;
+        run_in_parts(self, ctx, None)
+    }
+
+    fn sharding(&self) -> Option<&dyn Sharded> {
+        Some(self)
+    }
+}
+
+/// What every shard task and the merge of one run need: the tokenizer and
+/// its special ids.
+struct PackSetup {
+    seq_len: usize,
+    tokenizer: tokenizers::Tokenizer,
+    tok_bytes: Vec<u8>,
+    eos_id: u32,
+    pad_id: u32,
+}
+
+impl PackSetup {
+    fn of(ctx: &OpContext) -> OpResult<PackSetup> {
         let seq_len = ctx.int("seq_len")?;
         if !(2..=1 << 24).contains(&seq_len) {
             return Err(miette!(
                 "parameter `seq_len`: expected 2 to 2^24, got {seq_len}"
             ));
         }
-        let seq_len = seq_len as usize;
         let tok_arg = match ctx.value("tokenizer")? {
             Value::Path(p) => p.clone(),
             other => {
@@ -240,34 +268,52 @@ impl Op for Pack {
                 .token_to_id(pad_name)
                 .ok_or_else(|| miette!("the tokenizer has no token {pad_name:?} (pad_token)"))?
         };
-        let shards = corpus_shards(ctx.path("corpus")?)?;
-        let mut packer = Packer::new(&ctx.out_dir, seq_len)?;
-        let mut errors = ErrorLog::default();
-        let mut pending: Vec<(PathBuf, u64, String)> = Vec::with_capacity(CHUNK);
-        let flush = |pending: &mut Vec<(PathBuf, u64, String)>,
-                     packer: &mut Packer,
-                     errors: &mut ErrorLog|
-         -> OpResult<()> {
+        Ok(PackSetup {
+            seq_len: seq_len as usize,
+            tokenizer,
+            tok_bytes,
+            eos_id,
+            pad_id,
+        })
+    }
+}
+
+/// Tokenises the documents of `shards` in corpus order, in parallel
+/// chunks; calls `each` with every document's ids (its EOS appended).
+fn tokenise_shards(
+    ctx: &OpContext,
+    setup: &PackSetup,
+    shards: &[PathBuf],
+    errors: &mut ErrorLog,
+    mut each: impl FnMut(&[u32]) -> OpResult<()>,
+) -> OpResult<()> {
+    let policy = OnError::from_ctx(ctx)?;
+    let mut pending: Vec<(PathBuf, u64, String)> = Vec::with_capacity(CHUNK);
+    let mut flush =
+        |pending: &mut Vec<(PathBuf, u64, String)>, errors: &mut ErrorLog| -> OpResult<()> {
             ctx.check_cancelled()?;
             let encoded: Vec<Result<Vec<u32>, String>> = pending
                 .par_iter()
                 .map(|(shard, n, line)| {
                     let doc = parse_doc(shard, *n, line).map_err(|e| e.to_string())?;
-                    let enc = tokenizer.encode(doc.text.as_ref(), false).map_err(|e| {
-                        format!(
-                            "{}:{n}: doc {}: tokenizer failed: {e}",
-                            shard.display(),
-                            doc.id
-                        )
-                    })?;
+                    let enc = setup
+                        .tokenizer
+                        .encode(doc.text.as_ref(), false)
+                        .map_err(|e| {
+                            format!(
+                                "{}:{n}: doc {}: tokenizer failed: {e}",
+                                shard.display(),
+                                doc.id
+                            )
+                        })?;
                     let mut ids = enc.get_ids().to_vec();
-                    ids.push(eos_id);
+                    ids.push(setup.eos_id);
                     Ok(ids)
                 })
                 .collect();
             for r in encoded {
                 match r {
-                    Ok(ids) => packer.push(&ids)?,
+                    Ok(ids) => each(&ids)?,
                     Err(e) => {
                         let (place, what) = e.split_once(": ").unwrap_or(("?", e.as_str()));
                         errors.record(policy, place, what)?;
@@ -277,23 +323,96 @@ impl Op for Pack {
             pending.clear();
             Ok(())
         };
-        ctx.progress.set_total(shards.len() as u64, "shards");
-        for shard in &shards {
-            for_each_line(shard, |n, line| {
-                if !line.is_empty() {
-                    pending.push((shard.clone(), n, line.to_string()));
-                    if pending.len() >= CHUNK {
-                        flush(&mut pending, &mut packer, &mut errors)?;
-                    }
+    for shard in shards {
+        for_each_line(shard, |n, line| {
+            if !line.is_empty() {
+                pending.push((shard.clone(), n, line.to_string()));
+                if pending.len() >= CHUNK {
+                    flush(&mut pending, errors)?;
                 }
-                Ok(())
-            })?;
-            ctx.progress.inc(1);
+            }
+            Ok(())
+        })?;
+        ctx.progress.inc(1);
+    }
+    flush(&mut pending, errors)
+}
+
+/// A shard task's part: `tokens.bin` (every document's ids, EOS included,
+/// u32 LE, one after the other), `lengths.bin` (u32 LE: each document's
+/// token count) and `part.json` (its bad records). Packing itself is a
+/// cheap sequential pass the merge makes over the parts in order.
+impl Sharded for Pack {
+    fn pieces(&self, ctx: &OpContext) -> OpResult<usize> {
+        Ok(corpus_shards(ctx.path("corpus")?)?.len())
+    }
+
+    fn run_part(&self, ctx: &OpContext, range: Range<usize>) -> OpResult<()> {
+        let setup = PackSetup::of(ctx)?;
+        let shards = corpus_shards(ctx.path("corpus")?)?;
+        let create = |name: &str| -> OpResult<BufWriter<File>> {
+            let path = ctx.out_dir.join(name);
+            Ok(BufWriter::with_capacity(
+                1 << 20,
+                File::create(&path)
+                    .into_diagnostic()
+                    .wrap_err_with(|| format!("cannot create {}", path.display()))?,
+            ))
+        };
+        let (mut tokens, mut lengths) = (create("tokens.bin")?, create("lengths.bin")?);
+        let mut errors = ErrorLog::default();
+        tokenise_shards(ctx, &setup, &shards[range], &mut errors, |ids| {
+            let len = u32::try_from(ids.len())
+                .map_err(|_| miette!("a document of {} tokens is too long", ids.len()))?;
+            lengths.write_all(&len.to_le_bytes()).into_diagnostic()?;
+            for t in ids {
+                tokens.write_all(&t.to_le_bytes()).into_diagnostic()?;
+            }
+            Ok(())
+        })?;
+        tokens.flush().into_diagnostic()?;
+        lengths.flush().into_diagnostic()?;
+        write_json_atomic(&ctx.out_dir.join("part.json"), &errors)
+    }
+
+    fn merge(&self, ctx: &OpContext, parts: &[PathBuf]) -> OpResult<Outputs> {
+        let setup = PackSetup::of(ctx)?;
+        let seq_len = setup.seq_len;
+        let mut packer = Packer::new(&ctx.out_dir, seq_len)?;
+        let mut errors = ErrorLog::default();
+        let mut ids: Vec<u32> = Vec::new();
+        for part in parts {
+            let open = |name: &str| -> OpResult<std::io::BufReader<File>> {
+                let path = part.join(name);
+                Ok(std::io::BufReader::with_capacity(
+                    1 << 20,
+                    File::open(&path)
+                        .into_diagnostic()
+                        .wrap_err_with(|| format!("cannot open {}", path.display()))?,
+                ))
+            };
+            let corrupt = || miette!("{} is truncated or corrupt", part.display());
+            let lengths = std::fs::read(part.join("lengths.bin"))
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot read {}", part.join("lengths.bin").display()))?;
+            let mut tokens = open("tokens.bin")?;
+            let mut buf: Vec<u8> = Vec::new();
+            for len in lengths.chunks_exact(4) {
+                let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                buf.resize(4 * len, 0);
+                std::io::Read::read_exact(&mut tokens, &mut buf).map_err(|_| corrupt())?;
+                ids.clear();
+                ids.extend(
+                    buf.chunks_exact(4)
+                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                );
+                packer.push(&ids)?;
+            }
+            errors.merge(read_json_file(&part.join("part.json"))?);
         }
-        flush(&mut pending, &mut packer, &mut errors)?;
         let documents = packer.documents;
         let (seqs, tokens, dropped_tokens) =
-            packer.finish(&ctx.out_dir, pad_id, ctx.bool("drop_last")?)?;
+            packer.finish(&ctx.out_dir, setup.pad_id, ctx.bool("drop_last")?)?;
         if seqs == 0 {
             return Err(miette!(
                 "no complete sequence: {tokens} tokens with seq_len {seq_len} and drop_last"
@@ -304,9 +423,9 @@ impl Op for Pack {
             "sequences": seqs,
             "tokens": tokens,
             "documents": documents,
-            "eos_id": eos_id,
-            "pad_id": pad_id,
-            "tokenizer_hash": blake3::hash(&tok_bytes).to_hex().to_string(),
+            "eos_id": setup.eos_id,
+            "pad_id": setup.pad_id,
+            "tokenizer_hash": blake3::hash(&setup.tok_bytes).to_hex().to_string(),
             "dropped_tokens": dropped_tokens,
             "errors": errors,
         });
@@ -489,5 +608,99 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:?}").contains("eos_token"), "{err:?}");
+    }
+
+    /// A corpus of `n` documents over the words `a`..`g` in shards of
+    /// `per_shard`, and a tokenizer over those words.
+    fn sharded_corpus(dir: &Path, n: usize, per_shard: i64) -> (PathBuf, PathBuf) {
+        let words = ["a", "b", "c", "d", "e", "f", "g"];
+        let model = dir.join("model");
+        write_tokenizer(&model, &words);
+        let jsonl: String = (0..n)
+            .map(|i| {
+                let text = words[..(i * 7 % 5) + 1].join(" ");
+                serde_json::json!({"id": format!("d{i}"), "text": text}).to_string() + "\n"
+            })
+            .collect();
+        std::fs::write(dir.join("in.jsonl"), jsonl).unwrap();
+        let corpus = dir.join("c");
+        run_op(
+            &Corpus,
+            &[
+                ("input", Value::Path(dir.join("in.jsonl"))),
+                ("docs_per_shard", Value::Int(per_shard)),
+            ],
+            &corpus,
+        )
+        .unwrap();
+        (corpus, model)
+    }
+
+    #[test]
+    fn pack_writes_the_same_bytes_for_any_number_of_shard_tasks() {
+        let tmp = tempfile::tempdir().unwrap();
+        // 7 shards of 150 documents (the last shorter); sequences of 13
+        // tokens cross the shard boundaries
+        let (corpus, model) = sharded_corpus(tmp.path(), 1000, 150);
+        assert_eq!(corpus_shards(&corpus).unwrap().len(), 7);
+        let params = [
+            ("corpus", Value::Path(corpus.clone())),
+            ("tokenizer", Value::Path(model)),
+            ("seq_len", Value::Int(13)),
+        ];
+        let out = assert_same_bytes_for_task_counts(
+            &Pack,
+            &params,
+            &tmp.path().join("p"),
+            &[2, 3, 7, 64],
+        );
+        // the one-task stream is the documents' words (ids 2..) and an EOS
+        // (0) each, in corpus order, cut every 13 tokens
+        let mut stream: Vec<u32> = Vec::new();
+        for d in read_corpus(&corpus) {
+            for w in d["text"].as_str().unwrap().split_whitespace() {
+                stream.push(w.as_bytes()[0] as u32 - b'a' as u32 + 2);
+            }
+            stream.push(0);
+        }
+        let tokens = read_u32(&out.join("tokens.bin"));
+        assert_eq!(&tokens[..stream.len()], &stream[..]);
+        assert_eq!(tokens.len(), stream.len().div_ceil(13) * 13);
+    }
+
+    #[test]
+    fn a_failing_shard_task_fails_pack_with_its_shard_and_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let model = tmp.path().join("model");
+        write_tokenizer(&model, &["a", "b"]);
+        let bad = write_corpus_shards(
+            &tmp.path().join("bad"),
+            &[
+                "{\"id\":\"x\",\"text\":\"a b\"}\n",
+                "{\"id\":\"y\",\"text\":\"b\"}\n",
+                "{\"id\":\"z\",\"text\":\"a\"}\n{\"id\":\"w\"}\n",
+            ],
+        );
+        let out = tmp.path().join("o");
+        let err = run_sharded(
+            &Pack,
+            &[
+                ("corpus", Value::Path(bad)),
+                ("tokenizer", Value::Path(model)),
+                ("seq_len", Value::Int(4)),
+                ("on_error", Value::Str("fail".into())),
+            ],
+            &out,
+            3,
+        )
+        .unwrap_err();
+        let text = format!("{err:?}");
+        assert!(
+            text.contains("shard task 2 of 3 (pieces 2..3) failed"),
+            "{text}"
+        );
+        assert!(text.contains("docs-00002.jsonl.zst:2"), "{text}");
+        assert!(!tmp.path().join("o.parts").exists(), "parts are removed");
+        assert!(!out.join("pack.json").exists());
     }
 }

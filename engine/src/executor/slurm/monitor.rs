@@ -82,6 +82,7 @@ pub(super) fn monitor(
             ended(&mut sh, &store, &opts, &tx, id, a, &state);
         }
         if changed {
+            sharded::top_up(&mut sh, &store, &opts, &tx);
             save_jobs(&store, &sh.jobs);
         }
     }
@@ -97,7 +98,7 @@ fn cancel_all(sh: &mut Shared, store: &Store, tx: &mpsc::Sender<Msg>) {
         cancelled: true,
     };
     for (job, a) in std::mem::take(&mut sh.active) {
-        sh.jobs.jobs.remove(&a.key);
+        sh.jobs.jobs.remove(&a.entry);
         let Some(progress) = a.progress else {
             continue;
         };
@@ -155,17 +156,21 @@ fn ended(
             Ok(new) => {
                 let attempt = a.attempt + 1;
                 a.message(&format!("slurm job {new} (attempt {attempt})"));
-                if a.part.is_none() {
-                    sh.jobs.jobs.insert(
-                        a.key.clone(),
-                        JobEntry {
-                            job: new.clone(),
-                            attempt,
-                            node: a.display.clone(),
-                            comment: job_comment(&a.key),
+                let log = job_log(store, &a.log_name, &new);
+                sh.jobs.jobs.insert(
+                    a.entry.clone(),
+                    JobEntry {
+                        job: new.clone(),
+                        attempt,
+                        node: a.display.clone(),
+                        comment: comment_of(&a.args).unwrap_or_else(|| job_comment(&a.key)),
+                        log: if a.part.is_some() {
+                            log.display().to_string()
+                        } else {
+                            String::new()
                         },
-                    );
-                }
+                    },
+                );
                 let _ = tx.send(Msg::Submitted {
                     unit: a.unit,
                     job: new.clone(),
@@ -174,7 +179,6 @@ fn ended(
                     after: Some(format!("{what} ended {state}{info}")),
                     shard: a.part.as_ref().map(|p| p.index),
                 });
-                let log = job_log(store, &a.log_name, &new);
                 sh.active.insert(
                     new,
                     Active {
@@ -220,6 +224,7 @@ fn fail_unit(
     report: miette::Report,
 ) {
     sh.jobs.jobs.remove(&a.key);
+    sh.jobs.jobs.remove(&a.entry);
     let _ = std::fs::copy(&a.log, store.failed_log(&a.key));
     let failure = Failure {
         report,
@@ -239,7 +244,9 @@ fn fail_unit(
             .collect();
         scancel(&others);
         for j in others {
-            sh.active.remove(&j);
+            if let Some(b) = sh.active.remove(&j) {
+                sh.jobs.jobs.remove(&b.entry);
+            }
         }
         if let Some(s) = sh.sharded.remove(&a.unit) {
             s.finish();
@@ -251,4 +258,11 @@ fn fail_unit(
         result: Err(failure),
         job: Some(id),
     })));
+}
+
+/// The `--comment=` of a job's sbatch arguments.
+fn comment_of(args: &[String]) -> Option<String> {
+    args.iter()
+        .find_map(|a| a.strip_prefix("--comment="))
+        .map(str::to_string)
 }

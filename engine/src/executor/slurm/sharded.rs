@@ -18,10 +18,20 @@
 //!   directory and commits with the same rename as any unit. The artifact
 //!   is byte-identical to a local run's, whose `run_in_parts` makes the same
 //!   parts on threads.
+//! - `--max-jobs` counts shard tasks: a unit's tasks are submitted as
+//!   arrays of at most as many tasks as there is room for next to the
+//!   other jobs followed, the rest as room frees up (by submission rather
+//!   than `%N` throttling, so a QOS's limit on submitted jobs, which counts
+//!   array tasks one by one, holds too).
+//! - Every shard task's job is in `slurm/jobs.json` (as
+//!   `<key>.<tasks>.part-<i>`): a driver started again follows the tasks
+//!   `squeue` still shows queued or running instead of submitting them
+//!   again.
 //! - Parts are scratch, never artifacts: removed once the artifact is in
 //!   the store. The parts of a unit that failed stay, and a later run
 //!   reuses the parts already there (same key, same task count, same
-//!   bytes) and submits only the missing tasks.
+//!   bytes) and submits only the missing tasks; `flow gc` removes parts
+//!   no unit can use any more (see `gc_parts`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -29,10 +39,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::time::Instant;
 
+use super::commands::{is_active, scancel, squeue};
 use super::worker::WorkerSpec;
 use super::{
     fail_work, job_args, job_log, slurm_dir, submit_array_of, submit_unit, write_spec, Active,
-    Pending, Shared, SlurmOptions,
+    JobEntry, Pending, Shared, SlurmOptions,
 };
 use crate::executor::job::{params_of, run_guarded};
 use crate::executor::{Failure, Finished, Msg, Work};
@@ -97,13 +108,28 @@ pub(super) fn remove_parts(store: &Store, key: &str) {
     }
 }
 
+/// The entry of shard task `index` of a unit cut into `tasks` in
+/// `slurm/jobs.json`.
+pub(super) fn part_entry(key: &str, tasks: usize, index: usize) -> String {
+    format!("{key}.{tasks}.part-{index:05}")
+}
+
+/// The comment of a unit's shard task jobs (arrays and retries alike).
+fn parts_comment(key: &str) -> String {
+    format!("flow:parts-{key}")
+}
+
 /// A sharded unit whose shard tasks run.
 pub(super) struct ShardedUnit {
     /// The unit's own job, submitted once every part is there.
     merge: Pending,
-    /// Shard tasks not done yet.
+    /// Shard tasks not done yet (submitted or waiting).
     remaining: BTreeSet<usize>,
+    /// (task, unit file) of the tasks not submitted yet, for want of room
+    /// under `--max-jobs`.
+    waiting: Vec<(usize, PathBuf)>,
     tasks: usize,
+    root: PathBuf,
     since: Instant,
 }
 
@@ -128,6 +154,11 @@ impl ShardedUnit {
     /// Removes the unit's progress line.
     pub(super) fn finish(self) {
         self.merge.work.progress.finish();
+    }
+
+    /// Shard tasks waiting for room under `--max-jobs`.
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.len()
     }
 }
 
@@ -189,8 +220,16 @@ impl PendingShards {
         })
     }
 
-    /// Submits the missing shard tasks as one job array (or, with every
-    /// part there already, the merge).
+    /// The jobs this unit will add (what `--max-jobs` counts before it is
+    /// submitted): its missing tasks, or the merge.
+    pub(super) fn jobs(&self) -> usize {
+        self.missing.len().max(1)
+    }
+
+    /// Follows the missing shard tasks an earlier driver submitted that
+    /// are still queued or running, and submits the others, as many as
+    /// `--max-jobs` leaves room for (or, with every part there already,
+    /// the merge).
     pub(super) fn submit(
         self,
         sh: &mut Shared,
@@ -207,74 +246,219 @@ impl PendingShards {
         if missing.is_empty() {
             return submit_unit(sh, store, opts, tx, merge);
         }
-        let key = merge.work.key.key.clone();
-        let display = merge.work.display.clone();
-        let name = format!("parts-{key}");
-        let specs: Vec<PathBuf> = missing.iter().map(|(_, s)| s.clone()).collect();
-        let job = match submit_array_of(store, &opts.worker, &merge.args, &display, &name, &specs) {
-            Ok(job) => job,
-            Err(e) => return fail_work(merge.work, e, tx),
-        };
         let unit = merge.work.unit;
-        for (t, (i, spec)) in missing.iter().enumerate() {
-            let task = format!("{job}_{t}");
-            let log_name = format!("{key}.part-{i:05}");
-            let retry_output = slurm_dir(store)
-                .join("logs")
-                .join(format!("{log_name}.%j.log"));
-            let _ = tx.send(Msg::Submitted {
-                unit,
+        let s = ShardedUnit {
+            merge,
+            remaining: missing.iter().map(|(i, _)| *i).collect(),
+            waiting: Vec::new(),
+            tasks,
+            root,
+            since: Instant::now(),
+        };
+        let waiting = adopt_tasks(sh, store, tx, &s, missing);
+        let adopted = s.remaining.len() - waiting.len();
+        let line = if adopted > 0 {
+            format!("{adopted} of {tasks} shard tasks followed from an earlier run")
+        } else {
+            format!("{} of {tasks} shard tasks", waiting.len())
+        };
+        crate::op::Progress::message(&s.merge.work.progress, &line);
+        sh.sharded.insert(unit, ShardedUnit { waiting, ..s });
+        top_up(sh, store, opts, tx);
+    }
+}
+
+/// The `Active` entry of shard task `index` of `s` as job `job`.
+fn task_active(
+    store: &Store,
+    s: &ShardedUnit,
+    index: usize,
+    spec: &Path,
+    attempt: usize,
+    log: PathBuf,
+) -> Active {
+    let key = &s.merge.work.key.key;
+    let display = &s.merge.work.display;
+    let log_name = format!("{key}.part-{index:05}");
+    let retry_output = slurm_dir(store)
+        .join("logs")
+        .join(format!("{log_name}.%j.log"));
+    Active {
+        unit: s.merge.work.unit,
+        key: key.clone(),
+        entry: part_entry(key, s.tasks, index),
+        display: display.clone(),
+        attempt,
+        args: job_args(&s.merge.args, display, &parts_comment(key), &retry_output),
+        spec: spec.to_path_buf(),
+        log,
+        log_name,
+        progress: None,
+        part: Some(PartOf {
+            index,
+            tasks: s.tasks,
+            dir: part_dir(&s.root, index),
+        }),
+        since: Instant::now(),
+        last_state: String::new(),
+        completed: None,
+    }
+}
+
+/// Follows the tasks of `missing` whose job (by `slurm/jobs.json`) squeue
+/// still shows queued or running with this unit's comment; returns the
+/// others.
+fn adopt_tasks(
+    sh: &mut Shared,
+    store: &Store,
+    tx: &mpsc::Sender<Msg>,
+    s: &ShardedUnit,
+    missing: Vec<(usize, PathBuf)>,
+) -> Vec<(usize, PathBuf)> {
+    let key = &s.merge.work.key.key;
+    let entries: Vec<Option<JobEntry>> = missing
+        .iter()
+        .map(|(i, _)| sh.jobs.jobs.get(&part_entry(key, s.tasks, *i)).cloned())
+        .collect();
+    let ids: Vec<String> = entries.iter().flatten().map(|e| e.job.clone()).collect();
+    let states = if ids.is_empty() {
+        Default::default()
+    } else {
+        squeue(&ids).unwrap_or_default()
+    };
+    let comment = parts_comment(key);
+    let mut rest = Vec::new();
+    for ((i, spec), entry) in missing.into_iter().zip(entries) {
+        let Some(entry) = entry else {
+            rest.push((i, spec));
+            continue;
+        };
+        let running = states
+            .get(&entry.job)
+            .is_some_and(|(state, c)| is_active(state) && *c == comment);
+        if !running {
+            sh.jobs.jobs.remove(&part_entry(key, s.tasks, i));
+            rest.push((i, spec));
+            continue;
+        }
+        let log = PathBuf::from(&entry.log);
+        let _ = tx.send(Msg::Submitted {
+            unit: s.merge.work.unit,
+            job: entry.job.clone(),
+            attempt: entry.attempt,
+            adopted: true,
+            after: None,
+            shard: Some(i),
+        });
+        let a = task_active(store, s, i, &spec, entry.attempt, log);
+        sh.active.insert(entry.job.clone(), a);
+    }
+    rest
+}
+
+/// Submits waiting shard tasks, in unit order, as far as `--max-jobs`
+/// leaves room next to the jobs followed: one job array a unit.
+pub(super) fn top_up(sh: &mut Shared, store: &Store, opts: &SlurmOptions, tx: &mpsc::Sender<Msg>) {
+    let mut room = opts.max_jobs.max(1).saturating_sub(sh.active.len());
+    let units: Vec<usize> = sh.sharded.keys().copied().collect();
+    for unit in units {
+        if room == 0 {
+            return;
+        }
+        let Some(s) = sh.sharded.get_mut(&unit) else {
+            continue;
+        };
+        if s.waiting.is_empty() {
+            continue;
+        }
+        let n = room.min(s.waiting.len());
+        let batch: Vec<(usize, PathBuf)> = s.waiting.drain(..n).collect();
+        room -= n;
+        submit_tasks(sh, store, opts, tx, unit, batch);
+    }
+}
+
+/// Submits `batch` of the shard tasks of `unit` as one job array.
+fn submit_tasks(
+    sh: &mut Shared,
+    store: &Store,
+    opts: &SlurmOptions,
+    tx: &mpsc::Sender<Msg>,
+    unit: usize,
+    batch: Vec<(usize, PathBuf)>,
+) {
+    let Some(s) = sh.sharded.get(&unit) else {
+        return;
+    };
+    let key = s.merge.work.key.key.clone();
+    // A list file of its own for every array of the unit: an array whose
+    // tasks have not started yet still reads its own.
+    let name = format!("parts-{key}-{:05}", batch[0].0);
+    let specs: Vec<PathBuf> = batch.iter().map(|(_, p)| p.clone()).collect();
+    let submitted = submit_array_of(
+        store,
+        &opts.worker,
+        &s.merge.args,
+        &s.merge.work.display,
+        &name,
+        &parts_comment(&key),
+        &specs,
+    );
+    let job = match submitted {
+        Ok(job) => job,
+        Err(e) => {
+            // The unit fails; its tasks already submitted are cancelled.
+            let others: Vec<String> = sh
+                .active
+                .iter()
+                .filter(|(_, b)| b.unit == unit)
+                .map(|(j, _)| j.clone())
+                .collect();
+            scancel(&others);
+            for j in others {
+                if let Some(a) = sh.active.remove(&j) {
+                    sh.jobs.jobs.remove(&a.entry);
+                }
+            }
+            if let Some(s) = sh.sharded.remove(&unit) {
+                fail_work(s.merge.work, e, tx);
+            }
+            return;
+        }
+    };
+    let mut actives = Vec::new();
+    for (t, (i, spec)) in batch.iter().enumerate() {
+        let task = format!("{job}_{t}");
+        let log = job_log(store, &name, &task);
+        let _ = tx.send(Msg::Submitted {
+            unit,
+            job: task.clone(),
+            attempt: 1,
+            adopted: false,
+            after: None,
+            shard: Some(*i),
+        });
+        sh.jobs.jobs.insert(
+            part_entry(&key, s.tasks, *i),
+            JobEntry {
                 job: task.clone(),
                 attempt: 1,
-                adopted: false,
-                after: None,
-                shard: Some(*i),
-            });
-            sh.active.insert(
-                task.clone(),
-                Active {
-                    unit,
-                    key: key.clone(),
-                    display: display.clone(),
-                    attempt: 1,
-                    args: job_args(
-                        &merge.args,
-                        &display,
-                        &format!("flow:{name}"),
-                        &retry_output,
-                    ),
-                    spec: spec.clone(),
-                    log: job_log(store, &name, &task),
-                    log_name,
-                    progress: None,
-                    part: Some(PartOf {
-                        index: *i,
-                        tasks,
-                        dir: part_dir(&root, *i),
-                    }),
-                    since: Instant::now(),
-                    last_state: String::new(),
-                    completed: None,
-                },
-            );
-        }
-        crate::op::Progress::message(
-            &merge.work.progress,
-            &format!(
-                "{} of {tasks} shard tasks, slurm job array {job}",
-                missing.len()
-            ),
-        );
-        sh.sharded.insert(
-            unit,
-            ShardedUnit {
-                merge,
-                remaining: missing.iter().map(|(i, _)| *i).collect(),
-                tasks,
-                since: Instant::now(),
+                node: s.merge.work.display.clone(),
+                comment: parts_comment(&key),
+                log: log.display().to_string(),
             },
         );
+        actives.push((task.clone(), task_active(store, s, *i, spec, 1, log)));
     }
+    crate::op::Progress::message(
+        &s.merge.work.progress,
+        &format!(
+            "{} of {} shard tasks done, slurm job array {job}",
+            s.tasks - s.remaining.len(),
+            s.tasks
+        ),
+    );
+    sh.active.extend(actives);
 }
 
 /// A shard task's part is there: once all are, the merge is submitted.
@@ -285,6 +469,7 @@ pub(super) fn part_built(
     tx: &mpsc::Sender<Msg>,
     a: &Active,
 ) {
+    sh.jobs.jobs.remove(&a.entry);
     let (Some(part), Some(s)) = (&a.part, sh.sharded.get_mut(&a.unit)) else {
         return;
     };

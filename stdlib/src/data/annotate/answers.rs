@@ -70,3 +70,28 @@ pub(super) fn load_previous(path: &Path) -> HashMap<String, Answer> {
     }
     out
 }
+
+/// The answers of every answer file of configuration `config_hash` in
+/// `state_dir` (the whole run's and its shard tasks'), in name order.
+pub(super) fn load_state(state_dir: &Path, config_hash: &str) -> HashMap<String, Answer> {
+    let prefix = format!("annotate-{config_hash}.");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(state_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".jsonl"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    let mut out = HashMap::new();
+    for f in files {
+        out.extend(load_previous(&f));
+    }
+    out
+}

@@ -3,7 +3,7 @@
 
 use super::*;
 
-pub(super) fn backend_from(ctx: &OpContext) -> OpResult<Box<dyn ChatBackend>> {
+pub(super) fn backend_from(ctx: &OpContext) -> OpResult<Arc<dyn ChatBackend>> {
     let model = ctx.value("model")?;
     match ctx.str("backend")? {
         "openai" => {
@@ -32,7 +32,7 @@ pub(super) fn backend_from(ctx: &OpContext) -> OpResult<Box<dyn ChatBackend>> {
                 timeout: Duration::from_secs_f64(timeout),
                 json_schema: ctx.bool("json_schema")?,
             };
-            Ok(Box::new(
+            Ok(Arc::new(
                 OpenAiBackend::new(settings).map_err(|e| miette!("annotate: {e}"))?,
             ))
         }
@@ -46,14 +46,34 @@ pub(super) fn backend_from(ctx: &OpContext) -> OpResult<Box<dyn ChatBackend>> {
                     ))
                 }
             };
-            Ok(Box::new(LocalBackend::load(&dir).map_err(|e| {
-                miette!("annotate: cannot load the local model: {e}")
-            })?))
+            Ok(shared_local(&dir)
+                .map_err(|e| miette!("annotate: cannot load the local model: {e}"))?)
         }
         other => Err(miette!(
             "parameter `backend`: expected \"openai\" or \"local\", got {other:?}"
         )),
     }
+}
+
+/// The local model of `dir`, loaded once for the shard tasks of a unit
+/// that run at the same time in one process (a local run's threads): they
+/// share it while any holds it, and it is freed with the last.
+fn shared_local(dir: &Path) -> Result<Arc<LocalBackend>, String> {
+    static LOADED: std::sync::Mutex<Vec<(PathBuf, std::sync::Weak<LocalBackend>)>> =
+        std::sync::Mutex::new(Vec::new());
+    // Held while loading, so that tasks starting together load it once.
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    loaded.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(b) = loaded
+        .iter()
+        .find(|(d, _)| d == dir)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return Ok(b);
+    }
+    let backend = Arc::new(LocalBackend::load(dir)?);
+    loaded.push((dir.to_path_buf(), Arc::downgrade(&backend)));
+    Ok(backend)
 }
 
 /// Documents whose request failed.

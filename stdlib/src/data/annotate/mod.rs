@@ -33,7 +33,10 @@ use super::corpus::{corpus_shards, for_each_doc, write_bytes_atomic, write_json_
 use crate::llm::{
     ChatBackend, ChatError, ChatMessage, ChatRequest, LocalBackend, OpenAiBackend, OpenAiSettings,
 };
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    run_in_parts, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Sharded,
+    Type, Value,
+};
 
 mod answers;
 mod backend;
@@ -93,6 +96,22 @@ impl Op for Annotate {
     }
 
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
+        run_in_parts(self, ctx, None)
+    }
+
+    fn sharding(&self) -> Option<&dyn Sharded> {
+        Some(self)
+    }
+}
+
+/// The checked params every shard task and the merge read.
+struct Settings {
+    max_failures: u64,
+    labels: Vec<String>,
+}
+
+impl Settings {
+    fn of(ctx: &OpContext) -> OpResult<Settings> {
         let max_failures = u64::try_from(ctx.int("max_failures")?)
             .map_err(|_| miette!("parameter `max_failures`: must be >= 0"))?;
         let labels: Vec<String> = ctx
@@ -106,6 +125,47 @@ impl Op for Annotate {
         if labels.len() < 2 {
             return Err(miette!("parameter `labels`: give at least two labels"));
         }
+        Ok(Settings {
+            max_failures,
+            labels,
+        })
+    }
+}
+
+/// What a shard task leaves in its part besides `answers.jsonl` (its
+/// answers, raw: labels are decided by the merge's batch calibration over
+/// the whole sample) and, without `state_dir`, `answers.partial.jsonl`.
+#[derive(Serialize, Deserialize)]
+struct AnnotatePart {
+    /// The ids of its documents, in corpus order.
+    order: Vec<String>,
+    reused: u64,
+    failed: u64,
+    failed_examples: Vec<Json>,
+    backend: Json,
+    json_schema: bool,
+    config_hash: String,
+}
+
+/// Sharded (`Op::sharding`): with the local backend a piece is a corpus
+/// shard (each shard task loads the model once and scores its documents);
+/// with a chat endpoint the whole corpus is one piece, since the
+/// endpoint's `concurrency` is the parallelism. The merge calibrates over
+/// all scored documents and writes the files in corpus order: the bytes of
+/// one task.
+impl Sharded for Annotate {
+    fn pieces(&self, ctx: &OpContext) -> OpResult<usize> {
+        Ok(match ctx.str("backend")? {
+            "local" => corpus_shards(ctx.path("corpus")?)?.len(),
+            _ => 1,
+        })
+    }
+
+    fn run_part(&self, ctx: &OpContext, range: std::ops::Range<usize>) -> OpResult<()> {
+        let Settings {
+            max_failures,
+            labels,
+        } = Settings::of(ctx)?;
         let prompt_path = ctx.path("prompt")?;
         let prompt_src = std::fs::read_to_string(prompt_path)
             .into_diagnostic()
@@ -128,16 +188,40 @@ impl Op for Annotate {
         }
         let config = json!({"backend": desc, "prompt": prompt_src, "labels": labels, "schema": use_schema, "max_tokens": max_tokens, "max_chars": max_chars});
         let config_hash = blake3::hash(config.to_string().as_bytes()).to_hex()[..16].to_string();
+        let all_shards = corpus_shards(ctx.path("corpus")?)?;
+        // With the local backend a task takes its range of shards; one
+        // piece is the whole corpus.
+        let whole = range.len() == self.pieces(ctx)?;
+        let shards: &[PathBuf] = if ctx.str("backend")? == "local" {
+            &all_shards[range.clone()]
+        } else {
+            &all_shards
+        };
         let state_dir = ctx.str("state_dir")?;
-        let answer_path = if state_dir.is_empty() {
-            ctx.out_dir.join("answers.partial.jsonl")
+        let (answer_path, previous) = if state_dir.is_empty() {
+            let path = ctx.out_dir.join("answers.partial.jsonl");
+            let previous = load_previous(&path);
+            (path, previous)
         } else {
             std::fs::create_dir_all(state_dir)
                 .into_diagnostic()
                 .wrap_err_with(|| format!("cannot create state_dir {state_dir}"))?;
-            Path::new(state_dir).join(format!("annotate-{config_hash}.jsonl"))
+            // Shard tasks append to files of their own (never one file
+            // from several machines); a rerun reuses the answers of all of
+            // the configuration's files, however the shards were cut.
+            let name = if whole {
+                format!("annotate-{config_hash}.jsonl")
+            } else {
+                format!(
+                    "annotate-{config_hash}.shards-{:05}-{:05}.jsonl",
+                    range.start, range.end
+                )
+            };
+            (
+                Path::new(state_dir).join(name),
+                load_state(Path::new(state_dir), &config_hash),
+            )
         };
-        let previous = load_previous(&answer_path);
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -146,7 +230,6 @@ impl Op for Annotate {
             .wrap_err_with(|| format!("cannot open {}", answer_path.display()))?;
         let mut log = AnswerLog { file, unsynced: 0 };
 
-        let shards = corpus_shards(ctx.path("corpus")?)?;
         let mut order: Vec<String> = Vec::new();
         let mut answers: HashMap<String, Answer> = HashMap::new();
         let mut reused = 0u64;
@@ -163,88 +246,109 @@ impl Op for Annotate {
          -> OpResult<()> {
             let todo: Vec<&(String, String)> = chunk.iter().collect();
             let next = AtomicUsize::new(0);
-            let (tx, rx) = mpsc::channel::<Outcome>();
             let workers = backend.concurrency().min(todo.len().max(1));
             let mut first_error: Option<String> = None;
-            std::thread::scope(|s| {
-                for _ in 0..workers {
-                    let tx = tx.clone();
-                    let (todo, next, backend, template, labels, schema, stop) =
-                        (&todo, &next, &backend, &template, &labels, &schema, &stop);
-                    s.spawn(move || loop {
-                        if stop.load(Ordering::Relaxed) || ctx.cancel.load(Ordering::Relaxed) {
-                            return;
+            let ask = |id: &String, text: &String| -> Outcome {
+                let clipped: String = text.chars().take(max_chars).collect();
+                let req = ChatRequest {
+                    messages: template.messages(&clipped, &labels),
+                    max_tokens,
+                    temperature: 0.0,
+                    json_schema: use_schema.then(|| schema.clone()),
+                };
+                // A backend that can score the labels (the local
+                // runtime) picks the most likely one: small models
+                // rarely answer in the requested format.
+                // Its raw answer holds every label's score; the
+                // labels are decided once all are scored (the merge).
+                let reply = match backend.scores(&req.messages, &labels) {
+                    Some(r) => r.map(|scores| {
+                        let best = argmax(&scores);
+                        json!({ "label": labels[best], "scores": scores }).to_string()
+                    }),
+                    None => backend.chat(&req),
+                };
+                match reply {
+                    Ok(raw) => Outcome::Answered(Answer {
+                        id: id.clone(),
+                        text_hash: text_hash(text),
+                        label: parse_label(&raw, &labels),
+                        raw: Some(raw),
+                        error: None,
+                    }),
+                    Err(error) => {
+                        // Stop the other workers before they take
+                        // another document: a refused key refuses
+                        // every request.
+                        if error.is_unauthorized() {
+                            stop.store(true, Ordering::Relaxed);
                         }
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((id, text)) = todo.get(i) else {
-                            return;
-                        };
-                        let clipped: String = text.chars().take(max_chars).collect();
-                        let req = ChatRequest {
-                            messages: template.messages(&clipped, labels),
-                            max_tokens,
-                            temperature: 0.0,
-                            json_schema: use_schema.then(|| schema.clone()),
-                        };
-                        // A backend that can score the labels (the local
-                        // runtime) picks the most likely one: small models
-                        // rarely answer in the requested format.
-                        // Its raw answer holds every label's score; the
-                        // labels are decided once all are scored (below).
-                        let reply = match backend.scores(&req.messages, labels) {
-                            Some(r) => r.map(|scores| {
-                                let best = argmax(&scores);
-                                json!({ "label": labels[best], "scores": scores }).to_string()
-                            }),
-                            None => backend.chat(&req),
-                        };
-                        let outcome = match reply {
-                            Ok(raw) => Outcome::Answered(Answer {
-                                id: id.clone(),
-                                text_hash: text_hash(text),
-                                label: parse_label(&raw, labels),
-                                raw: Some(raw),
-                                error: None,
-                            }),
-                            Err(error) => {
-                                // Stop the other workers before they take
-                                // another document: a refused key refuses
-                                // every request.
-                                if error.is_unauthorized() {
-                                    stop.store(true, Ordering::Relaxed);
-                                }
-                                Outcome::Failed {
-                                    id: id.clone(),
-                                    error,
-                                }
-                            }
-                        };
-                        if tx.send(outcome).is_err() {
-                            return;
+                        Outcome::Failed {
+                            id: id.clone(),
+                            error,
                         }
-                    });
-                }
-                drop(tx);
-                for outcome in rx {
-                    ctx.progress.inc(1);
-                    let a = match outcome {
-                        Outcome::Answered(a) => a,
-                        Outcome::Failed { id, error } => {
-                            if let Some(e) = failures.record(ctx, &id, &error, max_failures) {
-                                stop.store(true, Ordering::Relaxed);
-                                first_error.get_or_insert(e);
-                            }
-                            continue;
-                        }
-                    };
-                    if let Err(e) = log.append(&a) {
-                        stop.store(true, Ordering::Relaxed);
-                        first_error.get_or_insert(format!("{e:?}"));
-                        continue;
                     }
-                    answers.insert(a.id.clone(), a);
                 }
-            });
+            };
+            let take = |outcome: Outcome,
+                        answers: &mut HashMap<String, Answer>,
+                        log: &mut AnswerLog,
+                        failures: &mut Failures,
+                        first_error: &mut Option<String>| {
+                let a = match outcome {
+                    Outcome::Answered(a) => a,
+                    Outcome::Failed { id, error } => {
+                        if let Some(e) = failures.record(ctx, &id, &error, max_failures) {
+                            stop.store(true, Ordering::Relaxed);
+                            first_error.get_or_insert(e);
+                        }
+                        return;
+                    }
+                };
+                if let Err(e) = log.append(&a) {
+                    stop.store(true, Ordering::Relaxed);
+                    first_error.get_or_insert(format!("{e:?}"));
+                    return;
+                }
+                answers.insert(a.id.clone(), a);
+            };
+            let stopped = || stop.load(Ordering::Relaxed) || ctx.cancel.load(Ordering::Relaxed);
+            if workers == 1 {
+                // On this thread: a shard task runs on a rayon worker,
+                // which the local model's own parallel loops then join
+                // rather than wait for from outside the pool.
+                for (id, text) in &todo {
+                    if stopped() {
+                        break;
+                    }
+                    let outcome = ask(id, text);
+                    take(outcome, answers, log, failures, &mut first_error);
+                }
+            } else {
+                let (tx, rx) = mpsc::channel::<Outcome>();
+                std::thread::scope(|s| {
+                    for _ in 0..workers {
+                        let tx = tx.clone();
+                        let (todo, next, ask, stopped) = (&todo, &next, &ask, &stopped);
+                        s.spawn(move || loop {
+                            if stopped() {
+                                return;
+                            }
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some((id, text)) = todo.get(i) else {
+                                return;
+                            };
+                            if tx.send(ask(id, text)).is_err() {
+                                return;
+                            }
+                        });
+                    }
+                    drop(tx);
+                    for outcome in rx {
+                        take(outcome, answers, log, failures, &mut first_error);
+                    }
+                });
+            }
             log.sync()?;
             chunk.clear();
             ctx.check_cancelled()?;
@@ -257,7 +361,7 @@ impl Op for Annotate {
             Ok(())
         };
 
-        for shard in &shards {
+        for shard in shards {
             if fatal.is_some() {
                 break;
             }
@@ -279,6 +383,7 @@ impl Op for Annotate {
             if let Err(e) = r {
                 fatal = Some(e);
             }
+            ctx.progress.inc(1);
         }
         if let Some(e) = fatal {
             return Err(e);
@@ -286,11 +391,80 @@ impl Op for Annotate {
         process(&mut chunk, &mut answers, &mut log, &mut failures)?;
         drop(log);
 
+        let mut text = String::new();
+        for id in &order {
+            if let Some(a) = answers.get(id) {
+                text += &serde_json::to_string(a).into_diagnostic()?;
+                text.push('\n');
+            }
+        }
+        write_bytes_atomic(&ctx.out_dir.join("answers.jsonl"), text.as_bytes())?;
+        write_json_atomic(
+            &ctx.out_dir.join("part.json"),
+            &AnnotatePart {
+                order,
+                reused,
+                failed: failures.count,
+                failed_examples: failures.examples,
+                backend: backend.describe(),
+                json_schema: use_schema,
+                config_hash,
+            },
+        )
+    }
+
+    fn merge(&self, ctx: &OpContext, parts: &[PathBuf]) -> OpResult<Outputs> {
+        let Settings {
+            max_failures,
+            labels,
+        } = Settings::of(ctx)?;
+        let mut order: Vec<String> = Vec::new();
+        let mut answers: HashMap<String, Answer> = HashMap::new();
+        let (mut reused, mut failed) = (0u64, 0u64);
+        let mut failed_examples: Vec<Json> = Vec::new();
+        let mut partial: Vec<u8> = Vec::new();
+        let mut head: Option<(Json, bool, String)> = None;
+        for part in parts {
+            let p: AnnotatePart = super::corpus::read_json_file(&part.join("part.json"))?;
+            let path = part.join("answers.jsonl");
+            let text = std::fs::read_to_string(&path)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot read {}", path.display()))?;
+            for line in text.lines() {
+                let a: Answer = serde_json::from_str(line)
+                    .into_diagnostic()
+                    .wrap_err_with(|| format!("{} is not what annotate wrote", path.display()))?;
+                answers.insert(a.id.clone(), a);
+            }
+            if let Ok(bytes) = std::fs::read(part.join("answers.partial.jsonl")) {
+                partial.extend(bytes);
+            }
+            order.extend(p.order);
+            reused += p.reused;
+            failed += p.failed;
+            let room = 20usize.saturating_sub(failed_examples.len());
+            failed_examples.extend(p.failed_examples.into_iter().take(room));
+            head.get_or_insert((p.backend, p.json_schema, p.config_hash));
+        }
+        let (backend, use_schema, config_hash) =
+            head.ok_or_else(|| miette!("internal: annotate merged no parts"))?;
+        if failed > max_failures {
+            return Err(miette!(
+                help = "answers so far are kept; with state_dir set, a rerun resumes after them (max_failures tolerates some failed documents)",
+                "annotate stopped: {failed} documents failed, more than max_failures = {max_failures}"
+            ));
+        }
+        if parts
+            .iter()
+            .any(|p| p.join("answers.partial.jsonl").exists())
+        {
+            write_bytes_atomic(&ctx.out_dir.join("answers.partial.jsonl"), &partial)?;
+        }
+
         batch_calibrate(&mut answers, &labels);
         // annotations.jsonl in corpus order
         let mut per_label: BTreeMap<String, u64> = labels.iter().map(|l| (l.clone(), 0)).collect();
         let mut unparseable = 0u64;
-        let failed = failures.count;
         let mut unparseable_examples = Vec::new();
         let mut text = String::new();
         for id in &order {
@@ -316,12 +490,12 @@ impl Op for Annotate {
             "unparseable": unparseable,
             "failed": failed,
             "reused_from_state": reused,
-            "backend": backend.describe(),
+            "backend": backend,
             "json_schema": use_schema,
             "config_hash": config_hash,
             "unparseable_examples": unparseable_examples,
             "max_failures": max_failures,
-            "failed_examples": failures.examples,
+            "failed_examples": failed_examples,
         });
         write_json_atomic(&ctx.out_dir.join("annotate.json"), &stats)?;
         ctx.log(&format!(

@@ -704,3 +704,175 @@ fn annotate_leaves_out_failed_documents_within_max_failures() {
     .unwrap_err();
     assert!(format!("{err:?}").contains("max_failures = 1"), "{err:?}");
 }
+
+/// The labels batch calibration gives `docs`, through flow-model's API
+/// directly: every label's log-likelihood after each document's rendered
+/// prompt (text clipped to `max_chars`), minus that label's mean over all
+/// the documents; the highest wins.
+fn calibrated_labels(
+    model_dir: &Path,
+    docs: &[Json],
+    labels: &[String],
+    max_chars: usize,
+) -> Vec<String> {
+    let template = PromptTemplate::parse(
+        &std::fs::read_to_string(demo_dir().join("annotate_prompt.txt")).unwrap(),
+    )
+    .unwrap();
+    let chat = flow_model::ChatTemplate::load(model_dir).unwrap();
+    let tok = flow_model::Tokenizer::load(model_dir).unwrap();
+    let model = flow_model::Model::load(model_dir).unwrap();
+    let scores: Vec<Vec<f64>> = docs
+        .iter()
+        .map(|d| {
+            let text: String = d["text"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .take(max_chars)
+                .collect();
+            let prompt = chat
+                .render(&template.messages(&text, labels), true)
+                .unwrap();
+            let context = tok.encode(&prompt, false).unwrap();
+            model
+                .loglikelihood(
+                    &labels
+                        .iter()
+                        .map(|l| (context.clone(), tok.encode(l, false).unwrap()))
+                        .collect::<Vec<_>>(),
+                )
+                .iter()
+                .map(|s| s.logprob)
+                .collect()
+        })
+        .collect();
+    let n = scores.len() as f64;
+    let mean = |j: usize| scores.iter().map(|v| v[j]).sum::<f64>() / n;
+    scores
+        .iter()
+        .map(|v| {
+            let centred: Vec<f64> = (0..labels.len()).map(|j| v[j] - mean(j)).collect();
+            let mut best = 0;
+            for j in 1..labels.len() {
+                if centred[j] > centred[best] {
+                    best = j;
+                }
+            }
+            labels[best].clone()
+        })
+        .collect()
+}
+
+/// A corpus of the first 8 demo documents in 4 shards, a tiny local model
+/// and annotate's params for it.
+fn sharded_local_setup(dir: &Path) -> (PathBuf, PathBuf, Vec<(&'static str, Value)>) {
+    let lines: Vec<String> = std::fs::read_to_string(demo_dir().join("fineweb2-demo.jsonl"))
+        .unwrap()
+        .lines()
+        .take(8)
+        .map(String::from)
+        .collect();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("in.jsonl"), lines.join("\n")).unwrap();
+    let corpus = dir.join("corpus");
+    run_op(
+        &Corpus,
+        &[
+            ("input", Value::Path(dir.join("in.jsonl"))),
+            ("docs_per_shard", Value::Int(2)),
+        ],
+        &corpus,
+    )
+    .unwrap();
+    let mut words = demo_words();
+    words.extend(["medizinisch".to_string(), "allgemein".to_string()]);
+    let model_dir = tiny_model(&dir.join("m"), &words);
+    let params = vec![
+        ("corpus", Value::Path(corpus.clone())),
+        (
+            "prompt",
+            Value::Path(demo_dir().join("annotate_prompt.txt")),
+        ),
+        (
+            "labels",
+            Value::List(vec![
+                Value::Str("medizinisch".into()),
+                Value::Str("allgemein".into()),
+            ]),
+        ),
+        ("model", Value::Path(model_dir.clone())),
+        ("backend", Value::Str("local".into())),
+        ("max_chars", Value::Int(200)),
+    ];
+    (corpus, model_dir, params)
+}
+
+#[test]
+fn local_annotate_writes_the_same_bytes_for_any_number_of_shard_tasks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (corpus, model_dir, params) = sharded_local_setup(tmp.path());
+    assert_eq!(corpus_shards(&corpus).unwrap().len(), 4);
+    let out = assert_same_bytes_for_task_counts(
+        &Annotate,
+        &params,
+        &tmp.path().join("a"),
+        &[2, 3, 4, 64],
+    );
+    // Calibrated over all 8 documents, not per shard task.
+    let docs = read_corpus(&corpus);
+    let labels = ["medizinisch".to_string(), "allgemein".to_string()];
+    let expected = calibrated_labels(&model_dir, &docs, &labels, 200);
+    let ann = read_jsonl(&out.join("annotations.jsonl"));
+    let got: Vec<&str> = ann.iter().map(|a| a["label"].as_str().unwrap()).collect();
+    let ids: Vec<&Json> = ann.iter().map(|a| &a["id"]).collect();
+    assert_eq!(got, expected);
+    assert_eq!(ids, docs.iter().map(|d| &d["id"]).collect::<Vec<_>>());
+}
+
+#[test]
+fn sharded_local_annotate_resumes_from_state_whatever_the_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, _, mut params) = sharded_local_setup(tmp.path());
+    let state = tmp.path().join("state");
+    params.push(("state_dir", Value::Str(state.display().to_string())));
+    run_sharded(&Annotate, &params, &tmp.path().join("a4"), 4).unwrap();
+    // one answer file a shard task
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 4);
+    run_sharded(&Annotate, &params, &tmp.path().join("a1"), 1).unwrap();
+    let stats: Json = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("a1/annotate.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stats["reused_from_state"], 8);
+    assert_eq!(
+        std::fs::read(tmp.path().join("a1/annotations.jsonl")).unwrap(),
+        std::fs::read(tmp.path().join("a4/annotations.jsonl")).unwrap()
+    );
+}
+
+#[test]
+fn a_failing_shard_task_fails_annotate_with_its_shard_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, model_dir, mut params) = sharded_local_setup(tmp.path());
+    let bad = write_corpus_shards(
+        &tmp.path().join("bad"),
+        &[
+            "{\"id\":\"a\",\"text\":\"Fieber und Husten\"}\n",
+            "{\"id\":\"b\",\"text\":\"Fussball am Sonntag\"}\n",
+            "{\"id\":\"c\",\"text\":\"Kopfschmerzen\"}\n{\"id\":\"d\"}\n",
+        ],
+    );
+    params[0] = ("corpus", Value::Path(bad));
+    params[3] = ("model", Value::Path(model_dir));
+    let out = tmp.path().join("o");
+    let err = run_sharded(&Annotate, &params, &out, 3).unwrap_err();
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("shard task 2 of 3 (pieces 2..3) failed"),
+        "{text}"
+    );
+    assert!(text.contains("docs-00002.jsonl.zst:2"), "{text}");
+    assert!(!tmp.path().join("o.parts").exists(), "parts are removed");
+    assert!(!out.join("annotate.json").exists());
+}

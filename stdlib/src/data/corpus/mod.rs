@@ -17,7 +17,10 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    run_in_parts, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Sharded,
+    Type, Value,
+};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
     vec![Arc::new(Corpus)]

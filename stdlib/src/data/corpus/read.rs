@@ -8,10 +8,10 @@ use super::*;
 /// The `corpus` op.
 pub struct Corpus;
 
-#[derive(Serialize, Default)]
+#[derive(Serialize, Deserialize, Default)]
 pub(super) struct SourceStats {
     path: String,
-    format: &'static str,
+    format: String,
     bytes: u64,
     /// blake3 of the file's bytes, so the artifact says exactly what it read.
     blake3: String,
@@ -23,7 +23,7 @@ pub(super) struct SourceStats {
     documents_lost: u64,
     /// A compressed or broken stream ended early: what was read is kept,
     /// and this says where it broke off.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     broken_off: Option<String>,
 }
 
@@ -83,13 +83,36 @@ pub(super) struct Normaliser<'a> {
     id_field: &'a str,
     min_chars: usize,
     policy: OnError,
-    seen_ids: HashSet<String>,
     writer: ShardWriter,
-    errors: ErrorLog,
-    chars: u64,
+    /// What the merge replays, in input order: the documents written (in
+    /// `writer`'s order) and the bad records between them.
+    events: Vec<Event>,
+}
+
+/// One step of reading a source file that the merge replays: ids are
+/// checked for duplicates across all files, bad records counted, in the
+/// order a single reader meets them.
+#[derive(Serialize, Deserialize)]
+pub(super) enum Event {
+    /// A document, written as the next line of the part's documents.
+    Doc { id: String, at: String, chars: u64 },
+    /// A bad record (under `on_error: "skip"`).
+    Bad { at: String, what: String },
 }
 
 impl Normaliser<'_> {
+    /// A bad record: the error under `on_error: "fail"`, else an event.
+    fn bad(&mut self, place: &str, what: &str) -> OpResult<()> {
+        if self.policy == OnError::Fail {
+            return ErrorLog::default().record(self.policy, place, what);
+        }
+        self.events.push(Event::Bad {
+            at: place.to_string(),
+            what: what.to_string(),
+        });
+        Ok(())
+    }
+
     /// Turns a source record into a corpus record and writes it.
     fn take(
         &mut self,
@@ -102,16 +125,11 @@ impl Normaliser<'_> {
             Some(Json::String(s)) => s,
             Some(Json::Null) | None => {
                 stats.errors += 1;
-                return self.errors.record(
-                    self.policy,
-                    place,
-                    &format!("no `{}` field", self.text_field),
-                );
+                return self.bad(place, &format!("no `{}` field", self.text_field));
             }
             Some(other) => {
                 stats.errors += 1;
-                return self.errors.record(
-                    self.policy,
+                return self.bad(
                     place,
                     &format!(
                         "`{}` is not a string but {}",
@@ -130,22 +148,20 @@ impl Normaliser<'_> {
             stats.empty_text += 1;
             return Ok(());
         }
-        if !self.seen_ids.insert(id.clone()) {
-            stats.duplicate_ids += 1;
-            return self
-                .errors
-                .record(self.policy, place, &format!("duplicate id {id:?}"));
-        }
         let mut rec = Map::new();
-        rec.insert("id".into(), Json::String(id));
-        self.chars += text.chars().count() as u64;
+        rec.insert("id".into(), Json::String(id.clone()));
+        let chars = text.chars().count() as u64;
         rec.insert("text".into(), Json::String(text));
         for (k, v) in obj {
             if k != "id" && k != "text" {
                 rec.insert(k, v);
             }
         }
-        stats.documents += 1;
+        self.events.push(Event::Doc {
+            id,
+            at: place.to_string(),
+            chars,
+        });
         self.writer.write_json(&Json::Object(rec))
     }
 }
@@ -180,8 +196,7 @@ pub(super) fn read_jsonl(
             Ok(Json::Object(obj)) => norm.take(&place, format!("{name}:{line_no}"), obj, stats),
             Ok(other) => {
                 stats.errors += 1;
-                norm.errors.record(
-                    norm.policy,
+                norm.bad(
                     &place,
                     &format!("expected a JSON object, got {}", json_kind(&other)),
                 )
@@ -193,13 +208,13 @@ pub(super) fn read_jsonl(
                 } else {
                     format!("malformed JSON: {e}")
                 };
-                norm.errors.record(norm.policy, &place, &what)
+                norm.bad(&place, &what)
             }
         }
     })?;
     if let Some(what) = broken {
         stats.errors += 1;
-        norm.errors.record(norm.policy, &name, &what)?;
+        norm.bad(&name, &what)?;
         stats.broken_off = Some(what);
     }
     Ok(())
@@ -220,11 +235,7 @@ pub(super) fn read_parquet(
         Ok(r) => r,
         Err(e) => {
             stats.errors += 1;
-            return norm.errors.record(
-                norm.policy,
-                &name,
-                &format!("not a readable parquet file: {e}"),
-            );
+            return norm.bad(&name, &format!("not a readable parquet file: {e}"));
         }
     };
     let columns: Vec<String> = reader
@@ -238,8 +249,7 @@ pub(super) fn read_parquet(
         .collect();
     if !columns.iter().any(|c| c == norm.text_field) {
         stats.errors += 1;
-        return norm.errors.record(
-            norm.policy,
+        return norm.bad(
             &name,
             &format!(
                 "parquet file has no `{}` column (columns: {}); set text_field",
@@ -295,8 +305,7 @@ pub(super) fn read_parquet(
             let lost = group_rows.saturating_sub(taken);
             stats.errors += 1;
             stats.documents_lost += lost;
-            norm.errors.record(
-                norm.policy,
+            norm.bad(
                 &format!("{name}:row {row}"),
                 &format!(
                     "cannot decode row group {g} ({e}): its {lost} remaining of {group_rows} documents are lost; the next row group is read"
@@ -358,66 +367,163 @@ impl Op for Corpus {
             ],
             produces: Type::Dir,
             outputs: vec![Output { name: "stats", ty: Type::File, doc: "corpus.json: documents, characters, per source file and per shard counts, errors" }],
-            resources: Resources::ONE_THREAD,
+            resources: Resources::ALL_THREADS,
         }
     }
 
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let policy = OnError::from_ctx(ctx)?;
-        let inputs = resolve_inputs(ctx.value("input")?, ctx.str("pattern")?)?;
-        let forced = ctx.str("format")?;
-        let per_shard = ctx.int("docs_per_shard")?.max(1) as u64;
-        let mut norm = Normaliser {
-            text_field: ctx.str("text_field")?,
-            id_field: ctx.str("id_field")?,
-            min_chars: ctx.int("min_chars")?.max(0) as usize,
-            policy,
-            seen_ids: HashSet::new(),
-            writer: ShardWriter::new(&ctx.out_dir, "docs", per_shard),
-            errors: ErrorLog::default(),
-            chars: 0,
-        };
-        ctx.progress.set_total(inputs.len() as u64, "files");
-        let mut sources = Vec::new();
-        for path in &inputs {
-            let format = detect_format(path, forced)?;
-            let (bytes, hash) = hash_file(path)?;
-            let mut stats = SourceStats {
-                path: path.display().to_string(),
-                format: if format == Format::Parquet {
-                    "parquet"
-                } else {
-                    "jsonl"
-                },
-                bytes,
-                blake3: hash,
-                ..Default::default()
-            };
-            match format {
-                Format::Jsonl => read_jsonl(path, &mut norm, &mut stats, ctx)?,
-                Format::Parquet => read_parquet(path, &mut norm, &mut stats, ctx)?,
-            }
-            if stats.documents == 0 && stats.errors == 0 {
-                ctx.log(&format!("{}: no documents (empty shard)", path.display()));
-            }
-            ctx.log(&format!(
-                "{}: {} documents, {} errors",
-                path.display(),
-                stats.documents,
-                stats.errors
-            ));
-            sources.push(stats);
-            ctx.progress.inc(1);
+        run_in_parts(self, ctx, None)
+    }
+
+    fn sharding(&self) -> Option<&dyn Sharded> {
+        Some(self)
+    }
+}
+
+/// One source file as a shard task read it (an entry of its `part.json`):
+/// its statistics (documents and duplicate ids are counted by the merge)
+/// and the part's files of its documents and events.
+#[derive(Serialize, Deserialize)]
+struct SourcePart {
+    stats: SourceStats,
+    /// `None`: the file had no document.
+    docs_file: Option<String>,
+    events_file: String,
+}
+
+/// Reads input `piece` (the file `path`) into the part directory.
+fn read_source(ctx: &OpContext, piece: usize, path: &Path) -> OpResult<SourcePart> {
+    let format = detect_format(path, ctx.str("format")?)?;
+    let mut norm = Normaliser {
+        text_field: ctx.str("text_field")?,
+        id_field: ctx.str("id_field")?,
+        min_chars: ctx.int("min_chars")?.max(0) as usize,
+        policy: OnError::from_ctx(ctx)?,
+        writer: ShardWriter::new(&ctx.out_dir, &format!("norm-{piece:05}"), u64::MAX),
+        events: Vec::new(),
+    };
+    let (bytes, hash) = hash_file(path)?;
+    let mut stats = SourceStats {
+        path: path.display().to_string(),
+        format: if format == Format::Parquet {
+            "parquet"
+        } else {
+            "jsonl"
         }
-        let chars = norm.chars;
-        let errors = norm.errors;
-        let shards = norm.writer.finish()?;
+        .to_string(),
+        bytes,
+        blake3: hash,
+        ..Default::default()
+    };
+    match format {
+        Format::Jsonl => read_jsonl(path, &mut norm, &mut stats, ctx)?,
+        Format::Parquet => read_parquet(path, &mut norm, &mut stats, ctx)?,
+    }
+    let docs_file = norm.writer.finish()?.into_iter().next().map(|(f, _)| f);
+    let events_file = format!("events-{piece:05}.jsonl");
+    let mut text = String::new();
+    for e in &norm.events {
+        text += &serde_json::to_string(e).into_diagnostic()?;
+        text.push('\n');
+    }
+    write_bytes_atomic(&ctx.out_dir.join(&events_file), text.as_bytes())?;
+    ctx.progress.inc(1);
+    Ok(SourcePart {
+        stats,
+        docs_file,
+        events_file,
+    })
+}
+
+/// Sharded (`Op::sharding`): a piece is an input file. A shard task reads
+/// its files (in parallel) into normalised documents and the events of
+/// reading them; the merge replays the events in input order (duplicate
+/// ids across files, bad records, shard boundaries every `docs_per_shard`
+/// documents), so the artifact is the one a single reader writes.
+impl Sharded for Corpus {
+    fn pieces(&self, ctx: &OpContext) -> OpResult<usize> {
+        Ok(resolve_inputs(ctx.value("input")?, ctx.str("pattern")?)?.len())
+    }
+
+    fn run_part(&self, ctx: &OpContext, range: std::ops::Range<usize>) -> OpResult<()> {
+        use rayon::prelude::*;
+        let inputs = resolve_inputs(ctx.value("input")?, ctx.str("pattern")?)?;
+        let sources = range
+            .into_par_iter()
+            .map(|i| read_source(ctx, i, &inputs[i]))
+            .collect::<OpResult<Vec<SourcePart>>>()?;
+        write_json_atomic(&ctx.out_dir.join("part.json"), &sources)
+    }
+
+    fn merge(&self, ctx: &OpContext, parts: &[PathBuf]) -> OpResult<Outputs> {
+        let policy = OnError::from_ctx(ctx)?;
+        let per_shard = ctx.int("docs_per_shard")?.max(1) as u64;
+        let mut writer = ShardWriter::new(&ctx.out_dir, "docs", per_shard);
+        let mut seen_ids: HashSet<String> = HashSet::new();
+        let mut errors = ErrorLog::default();
+        let mut chars = 0u64;
+        let mut sources: Vec<SourceStats> = Vec::new();
+        for part in parts {
+            let listed: Vec<SourcePart> = read_json_file(&part.join("part.json"))?;
+            for SourcePart {
+                mut stats,
+                docs_file,
+                events_file,
+            } in listed
+            {
+                let corrupt = |what: &str| miette!("{}: {what}", part.display());
+                let events_path = part.join(&events_file);
+                let events = std::fs::read_to_string(&events_path)
+                    .into_diagnostic()
+                    .wrap_err_with(|| format!("cannot read {}", events_path.display()))?;
+                let mut docs = docs_file
+                    .as_ref()
+                    .map(|f| open_decompressed(&part.join(f)))
+                    .transpose()?;
+                let mut line = String::new();
+                for e in events.lines() {
+                    let e: Event = serde_json::from_str(e)
+                        .map_err(|_| corrupt(&format!("{events_file} is corrupt")))?;
+                    match e {
+                        Event::Bad { at, what } => errors.record(policy, &at, &what)?,
+                        Event::Doc { id, at, chars: n } => {
+                            line.clear();
+                            let read = docs
+                                .as_mut()
+                                .map(|d| d.read_line(&mut line))
+                                .transpose()
+                                .into_diagnostic()?;
+                            if read.unwrap_or(0) == 0 {
+                                return Err(corrupt("a document file ends early"));
+                            }
+                            if !seen_ids.insert(id.clone()) {
+                                stats.duplicate_ids += 1;
+                                errors.record(policy, &at, &format!("duplicate id {id:?}"))?;
+                                continue;
+                            }
+                            stats.documents += 1;
+                            chars += n;
+                            writer.write_line(line.trim_end_matches('\n'))?;
+                        }
+                    }
+                }
+                if stats.documents == 0 && stats.errors == 0 {
+                    ctx.log(&format!("{}: no documents (empty shard)", stats.path));
+                }
+                ctx.log(&format!(
+                    "{}: {} documents, {} errors",
+                    stats.path, stats.documents, stats.errors
+                ));
+                sources.push(stats);
+            }
+        }
+        let shards = writer.finish()?;
         let documents: u64 = sources.iter().map(|s| s.documents).sum();
         if documents == 0 {
             return Err(miette!(
                 help = "check the input files and text_field; corpus.json lists per-file errors only on success",
                 "no documents were read from {} file(s) ({} bad records; first: {})",
-                inputs.len(),
+                sources.len(),
                 errors.count,
                 errors.examples.first().map(String::as_str).unwrap_or("none")
             ));

@@ -347,3 +347,128 @@ fn truncated_streams_keep_what_was_read_and_a_bom_costs_nothing() {
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0]["id"], "d0");
 }
+
+/// Five JSONL files under `dir`: a malformed line, an id that repeats one
+/// of an earlier file, an empty text, an empty file, documents without
+/// ids.
+fn five_sources(dir: &Path) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let doc =
+        |id: &str, text: &str| serde_json::json!({"id": id, "text": text, "url": "u"}).to_string();
+    let files = [
+        vec![
+            doc("a1", "eins"),
+            "{broken".into(),
+            doc("a2", "zwei"),
+            doc("a3", "drei"),
+        ],
+        vec![
+            doc("b1", "vier"),
+            doc("a2", "zwei wieder"),
+            doc("b2", "fünf"),
+        ],
+        vec![doc("c0", "  "), doc("c1", "sechs")],
+        vec![],
+        (0..4)
+            .map(|i| serde_json::json!({"text": format!("ohne id {i}")}).to_string())
+            .collect(),
+    ];
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, lines)| {
+            let path = dir.join(format!("f{i}.jsonl"));
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect()
+}
+
+#[test]
+fn corpus_writes_the_same_bytes_for_any_number_of_shard_tasks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = five_sources(&tmp.path().join("in"));
+    let params = [
+        ("input", Value::Path(tmp.path().join("in"))),
+        ("docs_per_shard", Value::Int(3)),
+    ];
+    let out =
+        assert_same_bytes_for_task_counts(&Corpus, &params, &tmp.path().join("c"), &[2, 3, 5, 64]);
+    // what one reader of the five files keeps: the first `a2` only, no
+    // empty text, file:line ids where a record has none; shards of 3
+    // across the file boundaries
+    let f4 = files[4].display().to_string();
+    let mut expected: Vec<String> = ["a1", "a2", "a3", "b1", "b2", "c1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    expected.extend((1..=4).map(|l| format!("{f4}:{l}")));
+    let ids: Vec<String> = read_corpus(&out)
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, expected);
+    assert_eq!(corpus_shards(&out).unwrap().len(), 4);
+    let stats: Json =
+        serde_json::from_str(&std::fs::read_to_string(out.join("corpus.json")).unwrap()).unwrap();
+    assert_eq!(stats["documents"], 10);
+    assert_eq!(stats["duplicate_ids"], 1);
+    assert_eq!(stats["empty_text"], 1);
+    assert_eq!(stats["errors"]["count"], 2);
+    let examples = stats["errors"]["examples"].as_array().unwrap();
+    assert!(examples[0]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{}:2: malformed JSON", files[0].display())));
+    assert_eq!(
+        examples[1].as_str().unwrap(),
+        format!("{}:2: duplicate id \"a2\"", files[1].display())
+    );
+    let per_file: Vec<u64> = stats["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["documents"].as_u64().unwrap())
+        .collect();
+    assert_eq!(per_file, [3, 2, 1, 0, 4]);
+}
+
+#[test]
+fn a_failing_shard_task_fails_corpus_with_its_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, text) in [
+        "{\"id\":\"a\",\"text\":\"x\"}\n",
+        "{\"id\":\"b\",\"text\":\"y\"}\n",
+        "{\"id\":\"c\",\"text\":\"z\"}\nnot json\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(dir.join(format!("f{i}.jsonl")), text).unwrap();
+    }
+    let out = tmp.path().join("o");
+    let err = run_sharded(
+        &Corpus,
+        &[
+            ("input", Value::Path(dir.clone())),
+            ("on_error", Value::Str("fail".into())),
+        ],
+        &out,
+        3,
+    )
+    .unwrap_err();
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("shard task 2 of 3 (pieces 2..3) failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{}:2", dir.join("f2.jsonl").display())),
+        "{text}"
+    );
+    assert!(!tmp.path().join("o.parts").exists(), "parts are removed");
+    assert!(!out.join("corpus.json").exists());
+}
