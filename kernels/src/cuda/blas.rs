@@ -16,54 +16,22 @@ use cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
 use cudarc::driver::CudaSlice;
 use half::bf16;
 
-use super::{cuda_roots, CudaError, Gpu};
+use super::{load_library_once, locate_library, CudaError, Gpu};
 
 /// Finds libcublasLt: `FLOW_CUBLASLT_LIB`, then `lib64`/`lib` of the CUDA
 /// roots (the system install, `CUDA_HOME`, the wheels' folders).
 pub fn locate_cublaslt() -> Result<PathBuf, CudaError> {
-    if let Some(p) = std::env::var_os("FLOW_CUBLASLT_LIB") {
-        let p = PathBuf::from(p);
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    let mut searched = Vec::new();
-    for root in cuda_roots() {
-        for dir in ["lib64", "lib", "lib/x86_64-linux-gnu"] {
-            let d = root.join(dir);
-            for name in ["libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"] {
-                let p = d.join(name);
-                if p.is_file() {
-                    return Ok(p);
-                }
-            }
-            searched.push(d.display().to_string());
-        }
-    }
-    Err(CudaError::NoCublasLt {
-        searched: searched.join(", "),
-    })
+    locate_library(
+        "FLOW_CUBLASLT_LIB",
+        &["libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"],
+    )
+    .map_err(|searched| CudaError::NoCublasLt { searched })
 }
 
-/// Loads libcublasLt once and keeps it loaded, so that cudarc's own lookup
-/// by soname finds it. Returns its path.
+/// Loads libcublasLt once and keeps it loaded. Returns its path.
 pub fn load_cublaslt() -> Result<&'static Path, CudaError> {
     static LOADED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let r = LOADED.get_or_init(|| {
-        let path = locate_cublaslt().map_err(|e| e.to_string())?;
-        // SAFETY: cuBLASLt's initialisers have no preconditions.
-        let lib = unsafe { libloading::Library::new(&path) }
-            .map_err(|e| format!("failed to load {}: {e}", path.display()))?;
-        std::mem::forget(lib);
-        Ok(path)
-    });
-    match r {
-        Ok(p) => Ok(p.as_path()),
-        Err(e) => Err(CudaError::Load {
-            path: PathBuf::from("libcublasLt"),
-            message: e.clone(),
-        }),
-    }
+    load_library_once(&LOADED, "libcublasLt", locate_cublaslt)
 }
 
 /// The cuBLASLt call for the row-major product `C[m×n] = op(A)·op(B) +

@@ -134,9 +134,11 @@ fn wheel_roots() -> Vec<PathBuf> {
     roots
 }
 
-/// Finds libnvrtc: `FLOW_NVRTC_LIB`, then `lib64`/`lib` of the CUDA roots.
-pub fn locate_nvrtc() -> Result<PathBuf, CudaError> {
-    if let Some(p) = std::env::var_os("FLOW_NVRTC_LIB") {
+/// Finds a CUDA library: the file named by the environment variable
+/// `env`, else the first of `names` in `lib64`/`lib` of the CUDA roots.
+/// Err holds the folders searched.
+fn locate_library(env: &str, names: &[&str]) -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os(env) {
         let p = PathBuf::from(p);
         if p.is_file() {
             return Ok(p);
@@ -146,7 +148,7 @@ pub fn locate_nvrtc() -> Result<PathBuf, CudaError> {
     for root in cuda_roots() {
         for dir in ["lib64", "lib", "lib/x86_64-linux-gnu"] {
             let d = root.join(dir);
-            for name in ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"] {
+            for name in names {
                 let p = d.join(name);
                 if p.is_file() {
                     return Ok(p);
@@ -155,9 +157,42 @@ pub fn locate_nvrtc() -> Result<PathBuf, CudaError> {
             searched.push(d.display().to_string());
         }
     }
-    Err(CudaError::NoNvrtc {
-        searched: searched.join(", "),
-    })
+    Err(searched.join(", "))
+}
+
+/// Loads the library `locate` finds, once, and keeps it loaded so that
+/// cudarc's own lookup by soname finds it (cudarc would panic where it
+/// finds none). Returns its path.
+fn load_library_once(
+    cell: &'static OnceLock<Result<PathBuf, String>>,
+    what: &str,
+    locate: impl FnOnce() -> Result<PathBuf, CudaError>,
+) -> Result<&'static Path, CudaError> {
+    let r = cell.get_or_init(|| {
+        let path = locate().map_err(|e| e.to_string())?;
+        // SAFETY: loading a CUDA library runs its initialisers, which have
+        // no preconditions.
+        let lib = unsafe { libloading::Library::new(&path) }
+            .map_err(|e| format!("failed to load {}: {e}", path.display()))?;
+        std::mem::forget(lib);
+        Ok(path)
+    });
+    match r {
+        Ok(p) => Ok(p.as_path()),
+        Err(e) => Err(CudaError::Load {
+            path: PathBuf::from(what),
+            message: e.clone(),
+        }),
+    }
+}
+
+/// Finds libnvrtc: `FLOW_NVRTC_LIB`, then `lib64`/`lib` of the CUDA roots.
+pub fn locate_nvrtc() -> Result<PathBuf, CudaError> {
+    locate_library(
+        "FLOW_NVRTC_LIB",
+        &["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"],
+    )
+    .map_err(|searched| CudaError::NoNvrtc { searched })
 }
 
 /// Where the CUDA headers came from, said once in the log.
@@ -201,25 +236,10 @@ pub fn locate_headers() -> Result<HeaderDir, CudaError> {
     })
 }
 
-/// Loads libnvrtc from [`locate_nvrtc`] once and keeps it loaded, so that
-/// cudarc's own lookup by soname finds it. Returns its path.
+/// Loads libnvrtc from [`locate_nvrtc`] once and keeps it loaded. Returns its path.
 pub fn load_nvrtc() -> Result<&'static Path, CudaError> {
     static LOADED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let r = LOADED.get_or_init(|| {
-        let path = locate_nvrtc().map_err(|e| e.to_string())?;
-        // SAFETY: NVRTC's initialisers have no preconditions.
-        let lib = unsafe { libloading::Library::new(&path) }
-            .map_err(|e| format!("failed to load {}: {e}", path.display()))?;
-        std::mem::forget(lib);
-        Ok(path)
-    });
-    match r {
-        Ok(p) => Ok(p.as_path()),
-        Err(e) => Err(CudaError::Load {
-            path: PathBuf::from("libnvrtc"),
-            message: e.clone(),
-        }),
-    }
+    load_library_once(&LOADED, "libnvrtc", locate_nvrtc)
 }
 
 /// The kernel's source with the shared header spliced in (NVRTC gets one

@@ -65,6 +65,35 @@ impl Gpu {
         self.rope("rope_backward", dx, positions, heads, head_dim, theta)
     }
 
+    /// An elementwise kernel over `n` elements: inputs, outputs, then `n`
+    /// (the parameter order of swiglu.cu and gelu.cu), one grid-stride loop.
+    fn elementwise(
+        &self,
+        entry: &'static str,
+        inputs: &[(&str, &CudaSlice<bf16>)],
+        outputs: &mut [(&str, &mut CudaSlice<bf16>)],
+    ) -> Result<(), CudaError> {
+        let n = inputs[0].1.len();
+        for (name, buffer) in inputs {
+            expect_len(entry, name, buffer, n)?;
+        }
+        for (name, buffer) in outputs.iter() {
+            expect_len(entry, name, buffer, n)?;
+        }
+        let n_l = as_long(n);
+        let (f, sig) = self.kernel(entry)?;
+        let mut call = self.call(&f, sig);
+        for (_, buffer) in inputs {
+            call = call.input(*buffer);
+        }
+        for (_, buffer) in outputs.iter_mut() {
+            call = call.output(*buffer);
+        }
+        // SAFETY: every buffer holds n elements (checked above); the
+        // kernels loop over n.
+        unsafe { call.long(&n_l).launch(grid_stride(n)) }
+    }
+
     /// out = silu(gate) · up.
     pub fn swiglu_forward(
         &self,
@@ -72,21 +101,11 @@ impl Gpu {
         up: &CudaSlice<bf16>,
         out: &mut CudaSlice<bf16>,
     ) -> Result<(), CudaError> {
-        const E: &str = "swiglu_forward";
-        let n = gate.len();
-        expect_len(E, "up", up, n)?;
-        expect_len(E, "out", out, n)?;
-        let n_l = as_long(n);
-        let (f, sig) = self.kernel(E)?;
-        // SAFETY: sizes checked above; grid-stride loop.
-        unsafe {
-            self.call(&f, sig)
-                .input(gate)
-                .input(up)
-                .output(out)
-                .long(&n_l)
-                .launch(grid_stride(n))
-        }
+        self.elementwise(
+            "swiglu_forward",
+            &[("gate", gate), ("up", up)],
+            &mut [("out", out)],
+        )
     }
 
     /// dgate, dup (set) of SwiGLU.
@@ -98,25 +117,11 @@ impl Gpu {
         dgate: &mut CudaSlice<bf16>,
         dup: &mut CudaSlice<bf16>,
     ) -> Result<(), CudaError> {
-        const E: &str = "swiglu_backward";
-        let n = gate.len();
-        expect_len(E, "up", up, n)?;
-        expect_len(E, "dout", dout, n)?;
-        expect_len(E, "dgate", dgate, n)?;
-        expect_len(E, "dup", dup, n)?;
-        let n_l = as_long(n);
-        let (f, sig) = self.kernel(E)?;
-        // SAFETY: sizes checked above; grid-stride loop.
-        unsafe {
-            self.call(&f, sig)
-                .input(gate)
-                .input(up)
-                .input(dout)
-                .output(dgate)
-                .output(dup)
-                .long(&n_l)
-                .launch(grid_stride(n))
-        }
+        self.elementwise(
+            "swiglu_backward",
+            &[("gate", gate), ("up", up), ("dout", dout)],
+            &mut [("dgate", dgate), ("dup", dup)],
+        )
     }
 
     /// y = gelu(x), the exact erf form.
@@ -125,19 +130,7 @@ impl Gpu {
         x: &CudaSlice<bf16>,
         y: &mut CudaSlice<bf16>,
     ) -> Result<(), CudaError> {
-        const E: &str = "gelu_forward";
-        let n = x.len();
-        expect_len(E, "y", y, n)?;
-        let n_l = as_long(n);
-        let (f, sig) = self.kernel(E)?;
-        // SAFETY: sizes checked above; grid-stride loop.
-        unsafe {
-            self.call(&f, sig)
-                .input(x)
-                .output(y)
-                .long(&n_l)
-                .launch(grid_stride(n))
-        }
+        self.elementwise("gelu_forward", &[("x", x)], &mut [("y", y)])
     }
 
     /// dx = dy · gelu'(x) (set).
@@ -147,20 +140,6 @@ impl Gpu {
         x: &CudaSlice<bf16>,
         dx: &mut CudaSlice<bf16>,
     ) -> Result<(), CudaError> {
-        const E: &str = "gelu_backward";
-        let n = x.len();
-        expect_len(E, "dy", dy, n)?;
-        expect_len(E, "dx", dx, n)?;
-        let n_l = as_long(n);
-        let (f, sig) = self.kernel(E)?;
-        // SAFETY: sizes checked above; grid-stride loop.
-        unsafe {
-            self.call(&f, sig)
-                .input(dy)
-                .input(x)
-                .output(dx)
-                .long(&n_l)
-                .launch(grid_stride(n))
-        }
+        self.elementwise("gelu_backward", &[("dy", dy), ("x", x)], &mut [("dx", dx)])
     }
 }
