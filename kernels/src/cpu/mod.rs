@@ -8,8 +8,6 @@ pub mod convert;
 pub mod cross_entropy;
 pub mod embedding;
 pub mod gelu;
-#[cfg(target_arch = "x86_64")]
-mod gemm_x86;
 pub mod layernorm;
 pub mod matmul;
 mod par;
@@ -26,7 +24,7 @@ pub use cross_entropy::{cross_entropy, log_softmax_rows, token_logprobs, IGNORE_
 pub use embedding::{embedding_backward, embedding_forward};
 pub use gelu::{gelu_backward, gelu_forward};
 pub use layernorm::{layernorm_backward, layernorm_forward};
-pub use matmul::{gemm, gemm_on, linear_backward, linear_forward, GemmIsa};
+pub use matmul::{gemm, linear_backward, linear_forward};
 pub use reduce::{scale_in_place, sum_of_squares};
 pub use rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 pub use rope::{rope_backward, rope_forward, RopeTable};
