@@ -73,11 +73,11 @@ fn cpu_seconds() -> f64 {
 /// (m, n, k, a_t, b_t, calls per step): the projections of `t` tokens.
 fn forward_products(t: usize, layers: usize) -> Vec<(usize, usize, usize, bool, bool, usize)> {
     vec![
-        (t, H, H, false, true, 2 * layers),           // q, o
-        (t, HKV * D, H, false, true, 2 * layers),     // k, v
-        (t, INTER, H, false, true, 2 * layers),       // gate, up
-        (t, H, INTER, false, true, layers),           // down
-        (t, VOCAB, H, false, true, 1),                // lm_head
+        (t, H, H, false, true, 2 * layers),       // q, o
+        (t, HKV * D, H, false, true, 2 * layers), // k, v
+        (t, INTER, H, false, true, 2 * layers),   // gate, up
+        (t, H, INTER, false, true, layers),       // down
+        (t, VOCAB, H, false, true, 1),            // lm_head
     ]
 }
 
@@ -177,7 +177,10 @@ fn main() {
         cpu::attention_forward(&p, SEQ, SEQ, &q, &k, &v, None, &mut out, &mut lse)
     });
     report("attention forward (per 512-token sequence)", fwd);
-    report("attention forward 2x512 x layers", fwd * (2 * layers) as f64);
+    report(
+        "attention forward 2x512 x layers",
+        fwd * (2 * layers) as f64,
+    );
     let dout = fill(SEQ * HQ * D, 6);
     let (mut dq, mut dk, mut dv) = (
         vec![0.0f32; q.len()],
@@ -200,7 +203,10 @@ fn main() {
     let norm = best(reps, || {
         cpu::rmsnorm_forward(&x, &w, 1e-5, t, H, &mut y, &mut rstd)
     });
-    report("rmsnorm forward 2x512 x (2 layers+1)", norm * (2 * layers + 1) as f64);
+    report(
+        "rmsnorm forward 2x512 x (2 layers+1)",
+        norm * (2 * layers + 1) as f64,
+    );
     let table = RopeTable::new(D, 100000.0, 8192);
     let positions: Vec<u32> = (0..t as u32).map(|i| i % SEQ as u32).collect();
     let mut qr = fill(t * HQ * D, 9);
@@ -218,7 +224,13 @@ fn main() {
     let ts = SEQ;
     let (mut dg, mut du) = (vec![0.0f32; ts * INTER], vec![0.0f32; ts * INTER]);
     let swb = best(reps, || {
-        cpu::swiglu_backward(&g[..ts * INTER], &u[..ts * INTER], &act[..ts * INTER], &mut dg, &mut du)
+        cpu::swiglu_backward(
+            &g[..ts * INTER],
+            &u[..ts * INTER],
+            &act[..ts * INTER],
+            &mut dg,
+            &mut du,
+        )
     });
     report("swiglu backward 1x512 x layers", swb * layers as f64);
     let (mut dx, mut dw) = (vec![0.0f32; ts * H], vec![0.0f32; H]);
@@ -234,7 +246,10 @@ fn main() {
             &mut dw,
         )
     });
-    report("rmsnorm backward 1x512 x (2 layers+1)", normb * (2 * layers + 1) as f64);
+    report(
+        "rmsnorm backward 1x512 x (2 layers+1)",
+        normb * (2 * layers + 1) as f64,
+    );
 
     // cross-entropy over the 512 x 49152 logits of the training step
     let logits = fill(ts * VOCAB, 13);
