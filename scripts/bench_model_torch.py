@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""PyTorch side of scripts/bench_model.sh: tokens/s of the forward pass and of a training step
-(forward + backward + AdamW) on the SmolLM2-135M shape with random weights, CPU, f32.
+"""PyTorch side of scripts/bench_model.sh: tokens/s of the forward pass, of a training step
+(forward + backward + AdamW) and of greedy decoding with HF `generate` (batch 1, new tokens per
+second of the whole `generate` call, prompt included) on the SmolLM2-135M shape with random
+weights, CPU, f32.
 
 Venv (made only for this benchmark):
     python3 -m venv .venv-bench && .venv-bench/bin/pip install torch transformers
@@ -19,6 +21,8 @@ def main():
     ap.add_argument("--train-batch", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--layers", type=int, default=30)
+    ap.add_argument("--decode-prompt", type=int, default=32)
+    ap.add_argument("--decode-tokens", type=int, default=64)
     a = ap.parse_args()
     torch.manual_seed(0)
     cfg = LlamaConfig(
@@ -40,6 +44,22 @@ def main():
             if r > 0:
                 best = min(best, dt)
     print(f"RESULT torch forward tokens/s {a.fwd_batch * a.seq / best:.1f} (batch {a.fwd_batch}x{a.seq}, best of {a.reps}: {best:.3}s)")
+
+    if a.decode_tokens > 0:
+        prompt = ids[:1, : a.decode_prompt]
+        best = float("inf")
+        with torch.no_grad():
+            for r in range(a.reps + 1):
+                t0 = time.perf_counter()
+                out = model.generate(
+                    prompt, max_new_tokens=a.decode_tokens, min_new_tokens=a.decode_tokens,
+                    do_sample=False, pad_token_id=0,
+                )
+                dt = time.perf_counter() - t0
+                assert out.shape[1] == a.decode_prompt + a.decode_tokens
+                if r > 0:
+                    best = min(best, dt)
+        print(f"RESULT torch decode tokens/s {a.decode_tokens / best:.1f} (HF generate, greedy, prompt {a.decode_prompt}, {a.decode_tokens} new tokens, best of {a.reps}: {best:.3}s)")
 
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)

@@ -1,5 +1,9 @@
 //! Matrix products through the `gemm` crate (rayon-parallel above its own
-//! size threshold).
+//! size threshold). Its `x86-v4` feature (workspace Cargo.toml) compiles the
+//! AVX-512 microkernels in beside the AVX2+FMA ones; the crate picks one at
+//! run time (`avx512f` detected once), so one binary runs both kinds of x86
+//! machine. A hand-written packed AVX-512/AVX2 kernel was measured against it
+//! and lost (docs/performance.md, "Matrix products").
 
 use gemm::Parallelism;
 
