@@ -342,7 +342,12 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
 
     // Issue 13, item 2: MedQA's G_rel, from the accuracies in mcqa.json: the
     // ratio, or null with the reason (and counted) when the source scored 0.
-    let acc = |node: &str| num(&read_json(&artifact(&p, node).join("mcqa.json"))["acc"], node);
+    let acc = |node: &str| {
+        num(
+            &read_json(&artifact(&p, node).join("mcqa.json"))["acc"],
+            node,
+        )
+    };
     let medqa_base = acc("demo.medqa_source");
     let gain_medqa = read_json(&artifact(&p, "demo.gain_medqa").join("relative_gain.json"));
     let mut medqa_gains = Vec::new();
@@ -366,12 +371,21 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
     // Issue 13, item 6: the held-out split and the held-out loss.
     let split = read_json(&artifact(&p, "demo.split").join("holdout.json"));
     let held = num(&split["heldout_documents"], "held out");
-    assert_eq!(held + num(&split["train_documents"], "train"), unique, "{split}");
+    assert_eq!(
+        held + num(&split["train_documents"], "train"),
+        unique,
+        "{split}"
+    );
     assert_eq!(held, (0.1 * unique).round().max(1.0), "{split}");
     let source_loss = read_json(&artifact(&p, "demo.heldout_source").join("heldout_loss.json"));
     assert!(source_loss["checkpoint"].is_null(), "{source_loss}");
     let mut heldout_losses = Vec::new();
-    for node in ["demo.heldout_source", "demo.heldout_cpt[0]", "demo.heldout_cpt[1]", "demo.heldout_merged[1]"] {
+    for node in [
+        "demo.heldout_source",
+        "demo.heldout_cpt[0]",
+        "demo.heldout_cpt[1]",
+        "demo.heldout_merged[1]",
+    ] {
         let l = read_json(&artifact(&p, node).join("heldout_loss.json"));
         let loss = num(&l["loss"], "held-out loss");
         assert!(loss.is_finite() && loss > 0.0, "{node}: {l}");
@@ -379,7 +393,10 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
         heldout_losses.push(loss);
     }
     let ck1 = read_json(&artifact(&p, "demo.heldout_cpt[1]").join("heldout_loss.json"));
-    assert!(num(&ck1["checkpoint"]["tokens_seen"], "tokens seen") > 0.0, "{ck1}");
+    assert!(
+        num(&ck1["checkpoint"]["tokens_seen"], "tokens seen") > 0.0,
+        "{ck1}"
+    );
     let f1 = num(&agree["majority"]["f1"], "f1");
     assert!((0.0..=1.0).contains(&f1), "{agree}");
     // The report names every section and carries the accuracies.
@@ -410,22 +427,37 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
         assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
     }
     // The report's rows, recomputed here from the artifacts they come from.
-    let lineage = |node: &str| read_json(&artifact(&p, node).join("mcqa.json"))["checkpoint"].clone();
-    for i in 0..2 {
-        let step = lineage(&format!("demo.mmlux_cpt[{i}]"))["step"].as_u64().unwrap();
+    let lineage =
+        |node: &str| read_json(&artifact(&p, node).join("mcqa.json"))["checkpoint"].clone();
+    for (i, medqa_gain) in medqa_gains.iter().enumerate() {
+        let step = lineage(&format!("demo.mmlux_cpt[{i}]"))["step"]
+            .as_u64()
+            .unwrap();
         let (raw, merged) = (
             acc(&format!("demo.mmlux_cpt[{i}]")),
             acc(&format!("demo.mmlux_merged[{i}]")),
         );
         let row = format!("| MMLU-X | {step} | ");
-        let line = md.lines().find(|l| l.starts_with(&row)).unwrap_or_else(|| panic!("no {row:?}:\n{md}"));
-        assert!(line.contains(&format!("| {raw:.4} | {merged:.4} | {:+.4} |", merged - raw)), "{line}");
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_else(|| panic!("no {row:?}:\n{md}"));
+        assert!(
+            line.contains(&format!(
+                "| {raw:.4} | {merged:.4} | {:+.4} |",
+                merged - raw
+            )),
+            "{line}"
+        );
         // The mean G_rel against the source: MMLU-X and MedQA, or MMLU-X alone
         // when MedQA's is undefined.
         let mmlux = merged / acc("demo.mmlux_source");
-        let (label, mean) = match medqa_gains[i] {
+        let (label, mean) = match medqa_gain {
             Some(m) => ("mean of 2 benchmarks".to_owned(), (mmlux + m) / 2.0),
-            None => ("mean of 1 of 2 benchmarks (the rest undefined)".to_owned(), mmlux),
+            None => (
+                "mean of 1 of 2 benchmarks (the rest undefined)".to_owned(),
+                mmlux,
+            ),
         };
         let row = format!("| {label} @ step {step} | source |  |  | {mean:.4} |");
         assert!(md.contains(&row), "no {row:?}:\n{md}");

@@ -38,15 +38,13 @@ fn read_score(value: &Value, metric: &str, what: &str) -> OpResult<(String, f64,
 /// Why G_rel is undefined when the baseline scored 0 (a small source on a
 /// few demo items can): the ratio has no value, which is an outcome to
 /// count and report, not an error.
-pub const ZERO_BASELINE: &str = "the baseline's accuracy is 0, so Acc(checkpoint) / Acc(baseline) is undefined";
+pub const ZERO_BASELINE: &str =
+    "the baseline's accuracy is 0, so Acc(checkpoint) / Acc(baseline) is undefined";
 
 /// G_rel = Acc(checkpoint) / Acc(baseline) for each score; `Err(reason)`
 /// for every score when the baseline is 0. A negative or NaN baseline is not
 /// an accuracy: an error.
-pub fn relative_gains(
-    scores: &[f64],
-    baseline: f64,
-) -> OpResult<Vec<Result<f64, &'static str>>> {
+pub fn relative_gains(scores: &[f64], baseline: f64) -> OpResult<Vec<Result<f64, &'static str>>> {
     if baseline.is_nan() || baseline < 0.0 {
         return Err(miette!(
             "relative_gain: the baseline accuracy is {baseline}; an accuracy is a number in [0, 1]"
@@ -247,7 +245,10 @@ mod tests {
         assert_eq!(doc["undefined"], 2, "{doc}");
         for s in doc["scores"].as_array().unwrap() {
             assert!(s["g_rel"].is_null(), "{doc}");
-            assert!(s["undefined"].as_str().unwrap().contains("accuracy is 0"), "{doc}");
+            assert!(
+                s["undefined"].as_str().unwrap().contains("accuracy is 0"),
+                "{doc}"
+            );
         }
         assert_eq!(doc["scores"][0]["acc"], 1.0 / 6.0);
     }

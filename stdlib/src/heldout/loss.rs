@@ -96,7 +96,8 @@ impl Op for HeldoutLoss {
         } else {
             data.sequences.min(max_sequences as usize)
         };
-        let checkpoint = runtime::read_checkpoint(&model_dir).map_err(|e| miette!("heldout_loss: {e}"))?;
+        let checkpoint =
+            runtime::read_checkpoint(&model_dir).map_err(|e| miette!("heldout_loss: {e}"))?;
         let model = runtime::load(&model_dir).map_err(|e| miette!("heldout_loss: {e}"))?;
         if data.seq_len > model.max_context() {
             return Err(miette!(
@@ -115,7 +116,10 @@ impl Op for HeldoutLoss {
             let mut requests = Vec::new();
             for i in start..end {
                 let seq = data.sequence(i);
-                let ids = seq.doc_ids.clone().unwrap_or_else(|| vec![0; seq.tokens.len()]);
+                let ids = seq
+                    .doc_ids
+                    .clone()
+                    .unwrap_or_else(|| vec![0; seq.tokens.len()]);
                 for piece in document_pieces(&seq.tokens, &ids) {
                     tokens += piece.len() - 1;
                     requests.push((piece[..1].to_vec(), piece[1..].to_vec()));
@@ -148,7 +152,9 @@ impl Op for HeldoutLoss {
         doc.write(&ctx.out_dir)?;
         ctx.log(&format!(
             "held-out loss {} over {tokens} tokens of {n} sequences",
-            loss.map_or("undefined (nothing to predict)".to_owned(), |l| format!("{l:.4}"))
+            loss.map_or("undefined (nothing to predict)".to_owned(), |l| format!(
+                "{l:.4}"
+            ))
         ));
         let mut out = Outputs::new();
         out.insert("result".into(), Value::Path("heldout_loss.json".into()));

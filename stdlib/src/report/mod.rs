@@ -213,7 +213,14 @@ impl Op for Report {
             "cpt items",
             "give one benchmark name per item of `cpt`",
         )?;
-        cpt_vs_merged_section(&mut doc, &dir, &cpt, &cpt_merged, &cpt_names, ctx.str("metric")?)?;
+        cpt_vs_merged_section(
+            &mut doc,
+            &dir,
+            &cpt,
+            &cpt_merged,
+            &cpt_names,
+            ctx.str("metric")?,
+        )?;
         davidson_section(
             &mut doc,
             &dir,

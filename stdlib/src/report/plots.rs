@@ -323,7 +323,13 @@ fn draw_flow<DB: DrawingBackend>(
 ) -> Result<(), String> {
     root.fill(&WHITE).map_err(err)?;
     let k = c.categories.len();
-    let cell = |l: usize, r: usize| c.counts.get(l).and_then(|row| row.get(r)).copied().unwrap_or(0);
+    let cell = |l: usize, r: usize| {
+        c.counts
+            .get(l)
+            .and_then(|row| row.get(r))
+            .copied()
+            .unwrap_or(0)
+    };
     let left: Vec<u64> = (0..k).map(|l| (0..k).map(|r| cell(l, r)).sum()).collect();
     let right: Vec<u64> = (0..k).map(|r| (0..k).map(|l| cell(l, r)).sum()).collect();
     let total = left.iter().sum::<u64>().max(1) as f64;
@@ -374,9 +380,16 @@ fn draw_flow<DB: DrawingBackend>(
             let mut poly: Vec<(f64, f64)> = (0..=steps)
                 .map(|i| curve(ly, ry, i as f64 / steps as f64))
                 .collect();
-            poly.extend((0..=steps).rev().map(|i| curve(ly - h, ry - h, i as f64 / steps as f64)));
+            poly.extend(
+                (0..=steps)
+                    .rev()
+                    .map(|i| curve(ly - h, ry - h, i as f64 / steps as f64)),
+            );
             chart
-                .draw_series(std::iter::once(Polygon::new(poly, color(l).mix(0.45).filled())))
+                .draw_series(std::iter::once(Polygon::new(
+                    poly,
+                    color(l).mix(0.45).filled(),
+                )))
                 .map_err(err)?;
         }
     }

@@ -452,8 +452,14 @@ fn gain_section_separates_baselines_and_reports_undefined_ratios() {
         &Report,
         &[
             ("gain", Value::List(gains)),
-            ("gain_series", names(&["MMLU-X", "MedQA", "MMLU-X", "MedQA"])),
-            ("gain_baseline", names(&["source", "source", "larger", "larger"])),
+            (
+                "gain_series",
+                names(&["MMLU-X", "MedQA", "MMLU-X", "MedQA"]),
+            ),
+            (
+                "gain_baseline",
+                names(&["source", "source", "larger", "larger"]),
+            ),
         ],
         &out,
     )
@@ -522,7 +528,10 @@ fn cpt_section_pairs_raw_checkpoints_with_their_merges() {
         &Report,
         &[
             ("cpt", Value::List(vec![group("raw", &[0.30, 0.25])])),
-            ("cpt_merged", Value::List(vec![group("merged", &[0.35, 0.40])])),
+            (
+                "cpt_merged",
+                Value::List(vec![group("merged", &[0.35, 0.40])]),
+            ),
             ("cpt_series", Value::List(vec![Value::Str("MMLU-X".into())])),
         ],
         &out,
@@ -531,8 +540,14 @@ fn cpt_section_pairs_raw_checkpoints_with_their_merges() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("## CPT alone vs CPT + SLERP"), "{md}");
     // 0.35 - 0.30 and 0.40 - 0.25
-    assert!(md.contains("| MMLU-X | 4 | 4.1k | 0.3000 | 0.3500 | +0.0500 |"), "{md}");
-    assert!(md.contains("| MMLU-X | 8 | 8.2k | 0.2500 | 0.4000 | +0.1500 |"), "{md}");
+    assert!(
+        md.contains("| MMLU-X | 4 | 4.1k | 0.3000 | 0.3500 | +0.0500 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| MMLU-X | 8 | 8.2k | 0.2500 | 0.4000 | +0.1500 |"),
+        "{md}"
+    );
     for stem in ["cpt_vs_slerp_tokens", "cpt_vs_slerp_flops"] {
         assert!(is_png(&out.join(format!("{stem}.png"))), "{stem}");
     }
@@ -543,14 +558,20 @@ fn cpt_section_pairs_raw_checkpoints_with_their_merges() {
     )
     .unwrap_err();
     assert!(
-        err.to_string().contains("parameters `cpt` and `cpt_merged`: 1 and 0 items"),
+        err.to_string()
+            .contains("parameters `cpt` and `cpt_merged`: 1 and 0 items"),
         "{err}"
     );
 }
 
 /// A judge node: `judge.json` with the counts, and `verdicts.jsonl` with one
 /// combined winner per prompt id.
-fn judge_artifact(dir: &Path, model_a: &str, tokens: Option<f64>, winners: &[(&str, Option<&str>)]) -> Value {
+fn judge_artifact(
+    dir: &Path,
+    model_a: &str,
+    tokens: Option<f64>,
+    winners: &[(&str, Option<&str>)],
+) -> Value {
     let count = |w: &str| winners.iter().filter(|x| x.1 == Some(w)).count();
     let (wins, ties, losses) = (count("A"), count("0"), count("B"));
     let judged = (wins + ties + losses) as f64;
@@ -563,7 +584,12 @@ fn judge_artifact(dir: &Path, model_a: &str, tokens: Option<f64>, winners: &[(&s
     );
     let text: String = winners
         .iter()
-        .map(|(id, w)| format!("{}\n", json!({"id": id, "model_a": model_a, "model_b": "larger", "winner": w})))
+        .map(|(id, w)| {
+            format!(
+                "{}\n",
+                json!({"id": id, "model_a": model_a, "model_b": "larger", "winner": w})
+            )
+        })
         .collect();
     std::fs::write(dir.join("verdicts.jsonl"), text).unwrap();
     Value::Path(dir.to_path_buf())
@@ -580,13 +606,25 @@ fn larger_section_gives_win_rates_their_ratio_and_the_category_flows() {
         &tmp.path().join("start"),
         "source",
         None,
-        &[("q1", Some("A")), ("q2", Some("B")), ("q3", Some("B")), ("q4", Some("B")), ("q5", Some("0"))],
+        &[
+            ("q1", Some("A")),
+            ("q2", Some("B")),
+            ("q3", Some("B")),
+            ("q4", Some("B")),
+            ("q5", Some("0")),
+        ],
     );
     let first = judge_artifact(
         &tmp.path().join("c1"),
         "step-2",
         Some(2000.0),
-        &[("q1", Some("A")), ("q2", Some("A")), ("q3", Some("B")), ("q4", Some("B")), ("q5", Some("0"))],
+        &[
+            ("q1", Some("A")),
+            ("q2", Some("A")),
+            ("q3", Some("B")),
+            ("q4", Some("B")),
+            ("q5", Some("0")),
+        ],
     );
     // The last checkpoint: q1 win -> tie, q2 loss -> win, q3 loss -> win,
     // q4 loss -> unreadable, q5 tie -> win.
@@ -594,15 +632,27 @@ fn larger_section_gives_win_rates_their_ratio_and_the_category_flows() {
         &tmp.path().join("c2"),
         "step-8",
         Some(8000.0),
-        &[("q1", Some("0")), ("q2", Some("A")), ("q3", Some("A")), ("q4", None), ("q5", Some("A"))],
+        &[
+            ("q1", Some("0")),
+            ("q2", Some("A")),
+            ("q3", Some("A")),
+            ("q4", None),
+            ("q5", Some("A")),
+        ],
     );
     let out = tmp.path().join("out");
     run_op(
         &Report,
         &[
-            ("larger_judge", Value::List(vec![Value::List(vec![first, last])])),
+            (
+                "larger_judge",
+                Value::List(vec![Value::List(vec![first, last])]),
+            ),
             ("larger_judge_start", Value::List(vec![start])),
-            ("larger_series", Value::List(vec![Value::Str("0.5B vs 1.5B".into())])),
+            (
+                "larger_series",
+                Value::List(vec![Value::Str("0.5B vs 1.5B".into())]),
+            ),
         ],
         &out,
     )
@@ -632,7 +682,10 @@ fn larger_section_gives_win_rates_their_ratio_and_the_category_flows() {
         assert!(md.contains(&format!("({stem}.png)")), "{stem}");
     }
     let svg = std::fs::read_to_string(out.join("flow_0_5b_vs_1_5b.svg")).unwrap();
-    assert!(svg.contains("loss (3)") && svg.contains("win (3)"), "category totals label the columns");
+    assert!(
+        svg.contains("loss (3)") && svg.contains("win (3)"),
+        "category totals label the columns"
+    );
 }
 
 /// Issue 13, item 4: the flow counts join the two runs by prompt id.
@@ -649,8 +702,16 @@ fn category_flows_join_verdicts_by_prompt_id() {
         checkpoint_a: None,
         checkpoint_b: None,
     };
-    let before = [v("x", Some("B")), v("y", Some("A")), v("only-before", Some("A"))];
-    let after = [v("y", Some("B")), v("x", Some("A")), v("only-after", Some("0"))];
+    let before = [
+        v("x", Some("B")),
+        v("y", Some("A")),
+        v("only-before", Some("A")),
+    ];
+    let after = [
+        v("y", Some("B")),
+        v("x", Some("A")),
+        v("only-after", Some("0")),
+    ];
     let flows = sections::category_flows(&before, &after);
     let mut expected = [[0u64; 4]; 4];
     expected[2][0] = 1; // x: loss -> win
@@ -665,20 +726,35 @@ fn heldout_section_lists_the_loss_of_every_model() {
     let tmp = tempfile::tempdir().unwrap();
     let put_loss = |name: &str, loss: f64, ck: Option<Json>| -> Value {
         let d = tmp.path().join(name);
-        put(&d, "heldout_loss.json", &json!({"loss": loss, "perplexity": loss.exp(), "tokens": 500, "sequences": 4, "pieces": 6, "model": name, "checkpoint": ck}));
+        put(
+            &d,
+            "heldout_loss.json",
+            &json!({"loss": loss, "perplexity": loss.exp(), "tokens": 500, "sequences": 4, "pieces": 6, "model": name, "checkpoint": ck}),
+        );
         Value::Path(d)
     };
     let source = put_loss("source", 3.0, None);
     let cpt = Value::List(vec![
-        put_loss("c1", 2.8, Some(json!({"step": 4, "tokens_seen": 4096.0, "flops": 1.0e12}))),
-        put_loss("c2", 2.5, Some(json!({"step": 8, "tokens_seen": 8192.0, "flops": 2.0e12}))),
+        put_loss(
+            "c1",
+            2.8,
+            Some(json!({"step": 4, "tokens_seen": 4096.0, "flops": 1.0e12})),
+        ),
+        put_loss(
+            "c2",
+            2.5,
+            Some(json!({"step": 8, "tokens_seen": 8192.0, "flops": 2.0e12})),
+        ),
     ]);
     let out = tmp.path().join("out");
     run_op(
         &Report,
         &[
             ("heldout", Value::List(vec![source, cpt])),
-            ("heldout_series", Value::List(vec![Value::Str("source".into()), Value::Str("cpt".into())])),
+            (
+                "heldout_series",
+                Value::List(vec![Value::Str("source".into()), Value::Str("cpt".into())]),
+            ),
         ],
         &out,
     )
@@ -687,7 +763,10 @@ fn heldout_section_lists_the_loss_of_every_model() {
     assert!(md.contains("## Held-out domain loss"), "{md}");
     // perplexity e^3 = 20.09, e^2.5 = 12.18
     assert!(md.contains("| source | – | 3.0000 | 20.09 | 500 |"), "{md}");
-    assert!(md.contains("| cpt @ step 8 | 8.2k | 2.5000 | 12.18 | 500 |"), "{md}");
+    assert!(
+        md.contains("| cpt @ step 8 | 8.2k | 2.5000 | 12.18 | 500 |"),
+        "{md}"
+    );
     for stem in ["heldout_loss_tokens", "heldout_loss_flops"] {
         assert!(is_png(&out.join(format!("{stem}.png"))), "{stem}");
     }

@@ -47,6 +47,9 @@ fn win_rate(j: &JudgeSummary) -> Option<f64> {
     })
 }
 
+/// The latest checkpoint's tokens seen, win rate, score, name and artifact.
+type Latest = (f64, Option<f64>, Option<f64>, String, PathBuf);
+
 fn ratio(after: Option<f64>, before: Option<f64>) -> String {
     match (after, before) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
@@ -91,7 +94,7 @@ pub(in crate::report) fn larger_section(
             refs.push((format!("{name}: source"), v));
         }
         let start_verdicts = Verdict::read_all(start).ok();
-        let mut last: Option<(f64, Option<f64>, Option<f64>, String, PathBuf)> = None;
+        let mut last: Option<Latest> = None;
         for p in group {
             let j = JudgeSummary::read(p).wrap_err("report: parameter `larger_judge`")?;
             let ck = j.checkpoint_a.as_ref().filter(|c| c.is_object());
@@ -139,9 +142,16 @@ pub(in crate::report) fn larger_section(
         }
     }
     doc.table(&Table {
-        header: ["series", "model", "tokens seen", "win rate", "score", "W/T/L"]
-            .map(String::from)
-            .to_vec(),
+        header: [
+            "series",
+            "model",
+            "tokens seen",
+            "win rate",
+            "score",
+            "W/T/L",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows,
     });
     if !summary.is_empty() {
@@ -187,7 +197,11 @@ pub(in crate::report) fn larger_section(
 /// The per-prompt category flows, BL (the source against the larger model)
 /// → FT (the last checkpoint against it): a table and a parallel-categories
 /// figure per series.
-fn flow_figures(doc: &mut Doc, dir: &Path, flows: &[(String, String, [[u64; 4]; 4])]) -> OpResult<()> {
+fn flow_figures(
+    doc: &mut Doc,
+    dir: &Path,
+    flows: &[(String, String, [[u64; 4]; 4])],
+) -> OpResult<()> {
     if flows.is_empty() {
         return Ok(());
     }
