@@ -681,10 +681,41 @@ fn larger_section_gives_win_rates_their_ratio_and_the_category_flows() {
         assert!(is_png(&out.join(format!("{stem}.png"))), "{stem}");
         assert!(md.contains(&format!("({stem}.png)")), "{stem}");
     }
+    assert!(!md.contains("could not discriminate"), "{md}");
     let svg = std::fs::read_to_string(out.join("flow_0_5b_vs_1_5b.svg")).unwrap();
     assert!(
         svg.contains("loss (3)") && svg.contains("win (3)"),
         "category totals label the columns"
+    );
+}
+
+/// A judge that returns only ties against the larger model is called out
+/// (the demo's 135M judge does this).
+#[test]
+fn larger_section_flags_an_all_tie_judge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ties = [("q1", Some("0")), ("q2", Some("0"))];
+    let start = judge_artifact(&tmp.path().join("start"), "source", None, &ties);
+    let ck = judge_artifact(&tmp.path().join("c1"), "step-2", Some(2000.0), &ties);
+    let out = tmp.path().join("out");
+    run_op(
+        &Report,
+        &[
+            ("larger_judge", Value::List(vec![Value::List(vec![ck])])),
+            ("larger_judge_start", Value::List(vec![start])),
+        ],
+        &out,
+    )
+    .unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("**The judge could not discriminate against the larger model"),
+        "{md}"
+    );
+    // Without names, a series is named by the start's pair.
+    assert!(
+        md.contains("| source vs larger | 0.000 | 0.000 | undefined (starts at 0) |"),
+        "{md}"
     );
 }
 

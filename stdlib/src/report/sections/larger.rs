@@ -75,6 +75,8 @@ pub(in crate::report) fn larger_section(
     let mut refs = Vec::new();
     let mut summary = Vec::new();
     let mut flows = Vec::new();
+    // Decisive verdicts (wins + losses) over every run of the section.
+    let mut decisive = 0;
     for (i, (group, start)) in runs.iter().zip(starts).enumerate() {
         let s = JudgeSummary::read(start).wrap_err("report: parameter `larger_judge_start`")?;
         let name = names
@@ -82,6 +84,7 @@ pub(in crate::report) fn larger_section(
             .cloned()
             .unwrap_or_else(|| format!("{} vs {}", s.model_a, s.model_b));
         let (s_rate, s_score) = (win_rate(&s), s.score);
+        decisive += s.wins + s.losses;
         rows.push(vec![
             name.clone(),
             format!("{} (start)", s.model_a),
@@ -101,6 +104,7 @@ pub(in crate::report) fn larger_section(
             let tokens = ck.and_then(|c| f(&c["tokens_seen"]));
             let flops = ck.and_then(|c| f(&c["flops"]));
             let rate = win_rate(&j);
+            decisive += j.wins + j.losses;
             rows.push(vec![
                 name.clone(),
                 j.model_a.clone(),
@@ -154,6 +158,9 @@ pub(in crate::report) fn larger_section(
         .to_vec(),
         rows,
     });
+    if decisive == 0 {
+        doc.para("**The judge could not discriminate against the larger model: every verdict is a tie** (or unreadable), so every win rate is 0 and every prompt flows tie → tie — this says nothing about the models. Use a judge that can tell responses apart (see the Davidson section).");
+    }
     if !summary.is_empty() {
         doc.para("Before and after adaptation (the source, then the last checkpoint):");
         doc.table(&Table {
