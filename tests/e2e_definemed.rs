@@ -211,18 +211,26 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
         "classifier",
         "medical",
         "unique",
+        "split",
         "packed",
+        "packed_heldout",
         "cpt",
         "merged",
         "mmlux_source",
         "mmlux_cpt",
         "mmlux_merged",
         "medqa_source",
+        "medqa_cpt",
         "medqa_merged",
         "gain",
+        "gain_medqa",
         "mmlux_larger",
         "medqa_larger",
         "gain_larger",
+        "gain_medqa_larger",
+        "heldout_source",
+        "heldout_cpt",
+        "heldout_merged",
         "source_vs_larger",
         "answers_source",
         "answers_larger",
@@ -331,6 +339,64 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
         assert!((num(&g["g_rel"], "g_rel") - expected).abs() < 1e-12, "{g}");
     }
     assert!(num(&agree["compared"], "compared") > 0.0, "{agree}");
+
+    // Issue 13, item 2: MedQA's G_rel, from the accuracies in mcqa.json: the
+    // ratio, or null with the reason (and counted) when the source scored 0.
+    let acc = |node: &str| {
+        num(
+            &read_json(&artifact(&p, node).join("mcqa.json"))["acc"],
+            node,
+        )
+    };
+    let medqa_base = acc("demo.medqa_source");
+    let gain_medqa = read_json(&artifact(&p, "demo.gain_medqa").join("relative_gain.json"));
+    let mut medqa_gains = Vec::new();
+    for i in 0..2 {
+        let g = &gain_medqa["scores"][i];
+        let merged_acc = acc(&format!("demo.medqa_merged[{i}]"));
+        if medqa_base == 0.0 {
+            assert!(g["g_rel"].is_null(), "{gain_medqa}");
+            assert!(g["undefined"].as_str().is_some(), "{gain_medqa}");
+            medqa_gains.push(None);
+        } else {
+            let expected = merged_acc / medqa_base;
+            assert!((num(&g["g_rel"], "g_rel") - expected).abs() < 1e-12, "{g}");
+            medqa_gains.push(Some(expected));
+        }
+    }
+    if medqa_base == 0.0 {
+        assert_eq!(gain_medqa["undefined"], 2, "{gain_medqa}");
+    }
+
+    // Issue 13, item 6: the held-out split and the held-out loss.
+    let split = read_json(&artifact(&p, "demo.split").join("holdout.json"));
+    let held = num(&split["heldout_documents"], "held out");
+    assert_eq!(
+        held + num(&split["train_documents"], "train"),
+        unique,
+        "{split}"
+    );
+    assert_eq!(held, (0.1 * unique).round().max(1.0), "{split}");
+    let source_loss = read_json(&artifact(&p, "demo.heldout_source").join("heldout_loss.json"));
+    assert!(source_loss["checkpoint"].is_null(), "{source_loss}");
+    let mut heldout_losses = Vec::new();
+    for node in [
+        "demo.heldout_source",
+        "demo.heldout_cpt[0]",
+        "demo.heldout_cpt[1]",
+        "demo.heldout_merged[1]",
+    ] {
+        let l = read_json(&artifact(&p, node).join("heldout_loss.json"));
+        let loss = num(&l["loss"], "held-out loss");
+        assert!(loss.is_finite() && loss > 0.0, "{node}: {l}");
+        assert!(num(&l["tokens"], "tokens") > 0.0, "{node}: {l}");
+        heldout_losses.push(loss);
+    }
+    let ck1 = read_json(&artifact(&p, "demo.heldout_cpt[1]").join("heldout_loss.json"));
+    assert!(
+        num(&ck1["checkpoint"]["tokens_seen"], "tokens seen") > 0.0,
+        "{ck1}"
+    );
     let f1 = num(&agree["majority"]["f1"], "f1");
     assert!((0.0..=1.0).contains(&f1), "{agree}");
     // The report names every section and carries the accuracies.
@@ -347,9 +413,69 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
         "Training: loss and learning rate",
         "Davidson",
         "step-",
+        "## CPT alone vs CPT + SLERP",
+        "## Against the larger model: win rate and per-prompt flows",
+        "## Held-out domain loss",
+        "(gain_vs_source_tokens.png)",
+        "(gain_vs_larger_tokens.png)",
+        "(cpt_vs_slerp_tokens.png)",
+        "(win_rate_vs_larger_tokens.png)",
+        "(flow_vs_larger.png)",
+        "(heldout_loss_tokens.png)",
+        "documents held out of training",
     ] {
         assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
     }
+    // The report's rows, recomputed here from the artifacts they come from.
+    let lineage =
+        |node: &str| read_json(&artifact(&p, node).join("mcqa.json"))["checkpoint"].clone();
+    for (i, medqa_gain) in medqa_gains.iter().enumerate() {
+        let step = lineage(&format!("demo.mmlux_cpt[{i}]"))["step"]
+            .as_u64()
+            .unwrap();
+        let (raw, merged) = (
+            acc(&format!("demo.mmlux_cpt[{i}]")),
+            acc(&format!("demo.mmlux_merged[{i}]")),
+        );
+        let row = format!("| MMLU-X | {step} | ");
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_else(|| panic!("no {row:?}:\n{md}"));
+        assert!(
+            line.contains(&format!(
+                "| {raw:.4} | {merged:.4} | {:+.4} |",
+                merged - raw
+            )),
+            "{line}"
+        );
+        // The mean G_rel against the source: MMLU-X and MedQA, or MMLU-X alone
+        // when MedQA's is undefined.
+        let mmlux = merged / acc("demo.mmlux_source");
+        let (label, mean) = match medqa_gain {
+            Some(m) => ("mean of 2 benchmarks".to_owned(), (mmlux + m) / 2.0),
+            None => (
+                "mean of 1 of 2 benchmarks (the rest undefined)".to_owned(),
+                mmlux,
+            ),
+        };
+        let row = format!("| {label} @ step {step} | source |  |  | {mean:.4} |");
+        assert!(md.contains(&row), "no {row:?}:\n{md}");
+    }
+    if medqa_base == 0.0 {
+        assert!(md.contains("**G_rel is undefined for"), "{md}");
+    }
+    let loss_row = format!("| source | – | {:.4} |", heldout_losses[0]);
+    assert!(md.contains(&loss_row), "no {loss_row:?}:\n{md}");
+    // The win rate against the larger model: the source's, then the last checkpoint's.
+    let win = |node: &str| read_json(&artifact(&p, node).join("judge.json"));
+    let (before, after) = (win("demo.source_vs_larger"), win("demo.vs_larger[1]"));
+    let rate = |j: &Value| {
+        let judged = num(&j["wins"], "w") + num(&j["ties"], "t") + num(&j["losses"], "l");
+        num(&j["wins"], "w") / judged
+    };
+    let row = format!("| vs larger | {:.3} | {:.3} |", rate(&before), rate(&after));
+    assert!(md.contains(&row), "no {row:?}:\n{md}");
     let html = std::fs::read_to_string(report.join("report.html")).unwrap();
     assert!(html.contains("<svg"), "the HTML report inlines its charts");
     let pngs = std::fs::read_dir(&report)
@@ -389,7 +515,10 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
     for stays in [
         "demo.labels",
         "demo.unique",
+        "demo.split",
         "demo.packed",
+        "demo.packed_heldout",
+        "demo.heldout_source",
         "demo.mmlux_source",
         "demo.answers_source",
     ] {
@@ -459,6 +588,22 @@ import "{ROOT}/pipelines/training-dynamics.flow" as td with {{
     let md = std::fs::read_to_string(artifact(&p, "td.summary").join("report.md")).unwrap();
     for series in ["S source", "S merged", "M source", "M merged"] {
         assert!(md.contains(series), "report.md lacks {series:?}:\n{md}");
+    }
+    // Per size: G_rel against its source and against the next size, the
+    // win rate and category flows against the larger model, the held-out loss.
+    for needle in [
+        "(gain_vs_s_source_tokens.png)",
+        "(gain_vs_s_vs_m_tokens.png)",
+        "(gain_vs_m_source_tokens.png)",
+        "(gain_vs_m_vs_next_tier_tokens.png)",
+        "(flow_s_vs_m.png)",
+        "(flow_m_vs_next_tier.png)",
+        "| S MMLU-X | ",
+        "| M MedQA | ",
+        "| S cpt @ step ",
+        "| M merged @ step ",
+    ] {
+        assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
     }
     let compute = md.split("## Compute").nth(1).expect("a compute section");
     let rows: Vec<&str> = compute

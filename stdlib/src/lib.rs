@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod data;
 pub mod eval;
 pub mod exec;
+pub mod heldout;
 pub mod http;
 pub mod llm;
 pub mod merge;
@@ -29,6 +30,7 @@ pub fn registry() -> Registry {
         train::ops(),
         merge::ops(),
         eval::ops(),
+        heldout::ops(),
         report::ops(),
     ];
     Registry::from_ops(groups.into_iter().flatten().collect())

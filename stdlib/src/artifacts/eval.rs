@@ -1,5 +1,6 @@
 //! The evaluation ops' files: `davidson.json`, `judge.json`,
-//! `verdicts.jsonl`, `failure_modes.json`, `relative_gain.json`.
+//! `verdicts.jsonl`, `failure_modes.json`, `relative_gain.json`,
+//! `heldout_loss.json`.
 
 use std::collections::BTreeMap;
 
@@ -220,6 +221,14 @@ pub struct RelativeGainResult {
     pub metric: String,
     pub baseline: GainBaseline,
     pub scores: Vec<GainScore>,
+    /// How many scores have no G_rel (a baseline accuracy of 0); absent
+    /// when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub undefined: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -236,13 +245,39 @@ pub struct GainBaseline {
 pub struct GainScore {
     pub source: String,
     pub acc: Option<f64>,
-    /// acc / the baseline's acc.
+    /// acc / the baseline's acc; `None` (null) where undefined.
     pub g_rel: Option<f64>,
+    /// Why `g_rel` is undefined; absent when it is a number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undefined: Option<String>,
     pub checkpoint: Option<Json>,
 }
 
 impl JsonFile for RelativeGainResult {
     const NAME: &'static str = "relative_gain.json";
     const WHAT: &'static str = "a relative_gain result";
+    const FINAL_NEWLINE: bool = false;
+}
+
+/// `heldout_loss.json` (written by `heldout_loss`, read by `report`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HeldoutLossResult {
+    /// Mean next-token cross-entropy, nats per predicted token.
+    pub loss: Option<f64>,
+    pub perplexity: Option<f64>,
+    /// Predicted tokens the mean is over.
+    pub tokens: usize,
+    pub sequences: usize,
+    /// Document pieces scored (a document cut between sequences is two).
+    pub pieces: usize,
+    pub model: String,
+    /// The model's training lineage (`flow_checkpoint.json`), if any.
+    pub checkpoint: Option<Json>,
+}
+
+impl JsonFile for HeldoutLossResult {
+    const NAME: &'static str = "heldout_loss.json";
+    const WHAT: &'static str = "a heldout_loss result";
     const FINAL_NEWLINE: bool = false;
 }

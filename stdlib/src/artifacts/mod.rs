@@ -9,9 +9,11 @@
 //! NaN and infinities as `null`).
 //!
 //! `mcqa.json` is [`crate::eval::mcqa::McqaResult`], beside the scoring
-//! that fills it. So far `relative_gain.json` is read and written through
-//! its struct; the others of [`eval`] are defined, not yet used by their
-//! writers and readers.
+//! that fills it. So far `relative_gain.json` and `heldout_loss.json` are
+//! read and written through their structs, and the report reads
+//! `judge.json` and `verdicts.jsonl` through theirs in its
+//! against-the-larger-model section; the rest of [`eval`] is defined, not
+//! yet used by its writers and readers.
 
 use std::path::{Path, PathBuf};
 

@@ -35,14 +35,25 @@ fn read_score(value: &Value, metric: &str, what: &str) -> OpResult<(String, f64,
     }
 }
 
-/// G_rel = Acc(checkpoint) / Acc(baseline) for each score.
-pub fn relative_gains(scores: &[f64], baseline: f64) -> OpResult<Vec<f64>> {
-    if baseline.is_nan() || baseline <= 0.0 {
+/// Why G_rel is undefined when the baseline scored 0 (a small source on a
+/// few demo items can): the ratio has no value, which is an outcome to
+/// count and report, not an error.
+pub const ZERO_BASELINE: &str =
+    "the baseline's accuracy is 0, so Acc(checkpoint) / Acc(baseline) is undefined";
+
+/// G_rel = Acc(checkpoint) / Acc(baseline) for each score; `Err(reason)`
+/// for every score when the baseline is 0. A negative or NaN baseline is not
+/// an accuracy: an error.
+pub fn relative_gains(scores: &[f64], baseline: f64) -> OpResult<Vec<Result<f64, &'static str>>> {
+    if baseline.is_nan() || baseline < 0.0 {
         return Err(miette!(
-            "relative_gain: the baseline accuracy is {baseline}; G_rel needs a positive baseline"
+            "relative_gain: the baseline accuracy is {baseline}; an accuracy is a number in [0, 1]"
         ));
     }
-    Ok(scores.iter().map(|s| s / baseline).collect())
+    if baseline == 0.0 {
+        return Ok(vec![Err(ZERO_BASELINE); scores.len()]);
+    }
+    Ok(scores.iter().map(|s| Ok(s / baseline)).collect())
 }
 
 /// The `relative_gain` op.
@@ -52,8 +63,8 @@ impl Op for RelativeGain {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "relative_gain",
-            version: 1,
-            doc: "Relative performance gain G_rel = Acc(checkpoint) / Acc(baseline) for each score (DeFineMed eq. 1).",
+            version: 2,
+            doc: "Relative performance gain G_rel = Acc(checkpoint) / Acc(baseline) for each score (DeFineMed eq. 1). A baseline accuracy of 0 leaves every G_rel undefined: null, with the reason, counted in `undefined`.",
             params: vec![
                 Param::required("scores", Type::List(Box::new(Type::Any)), "mcqa nodes (or mcqa.json files, or numbers)"),
                 Param::required("baseline", Type::Any, "the baseline's mcqa node (or file, or number)"),
@@ -80,6 +91,13 @@ impl Op for RelativeGain {
             .map(|v| read_score(v, metric, "score"))
             .collect::<OpResult<Vec<_>>>()?;
         let gains = relative_gains(&scores.iter().map(|s| s.1).collect::<Vec<_>>(), base_acc)?;
+        let undefined = gains.iter().filter(|g| g.is_err()).count();
+        if undefined > 0 {
+            ctx.log(&format!(
+                "{undefined} of {} G_rel undefined: {ZERO_BASELINE}",
+                gains.len()
+            ));
+        }
         let doc = RelativeGainResult {
             metric: metric.to_owned(),
             baseline: GainBaseline {
@@ -93,10 +111,12 @@ impl Op for RelativeGain {
                 .map(|((source, acc, checkpoint), g)| GainScore {
                     source,
                     acc: Some(acc),
-                    g_rel: Some(g),
+                    g_rel: g.ok(),
+                    undefined: g.err().map(str::to_owned),
                     checkpoint,
                 })
                 .collect(),
+            undefined,
         };
         doc.write(&ctx.out_dir)?;
         let mut out = Outputs::new();
@@ -149,8 +169,9 @@ mod tests {
     #[test]
     fn relative_gain_is_the_accuracy_ratio() {
         let g = relative_gains(&[0.5, 0.6, 0.4], 0.5).unwrap();
-        assert_eq!(g, vec![1.0, 1.2, 0.8]);
-        assert!(relative_gains(&[0.5], 0.0).is_err());
+        assert_eq!(g, vec![Ok(1.0), Ok(1.2), Ok(0.8)]);
+        assert!(relative_gains(&[0.5], -0.1).is_err());
+        assert!(relative_gains(&[0.5], f64::NAN).is_err());
 
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("base");
@@ -185,5 +206,50 @@ mod tests {
         assert!((doc["scores"][0]["g_rel"].as_f64().unwrap() - 1.25).abs() < 1e-12);
         assert!((doc["scores"][1]["g_rel"].as_f64().unwrap() - 0.5).abs() < 1e-12);
         assert_eq!(doc["scores"][0]["checkpoint"]["tokens_seen"], 100);
+        assert!(doc.get("undefined").is_none(), "nothing undefined: {doc}");
+        assert!(doc["scores"][0].get("undefined").is_none(), "{doc}");
+    }
+
+    /// A source that answers nothing right (0 of 6 demo MedQA items) leaves
+    /// G_rel undefined: the op succeeds, writes null with the reason and
+    /// counts it, rather than failing the pipeline.
+    #[test]
+    fn a_zero_baseline_gives_null_gains_with_the_reason_and_a_count() {
+        assert_eq!(
+            relative_gains(&[0.5, 0.0], 0.0).unwrap(),
+            vec![Err(ZERO_BASELINE), Err(ZERO_BASELINE)]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base");
+        std::fs::create_dir_all(&base).unwrap();
+        write(&base, "mcqa.json", &mcqa_json(0.0, None));
+        let out_dir = dir.path().join("out");
+        let params = full_params(
+            &RelativeGain,
+            &[
+                (
+                    "scores",
+                    Value::List(vec![Value::Float(1.0 / 6.0), Value::Float(0.0)]),
+                ),
+                ("baseline", Value::Path(base)),
+                ("metric", Value::Str("acc".into())),
+            ],
+        );
+        with_context(params, &out_dir, one_thread(), |ctx| RelativeGain.run(ctx))
+            .0
+            .unwrap();
+        let doc: Json = serde_json::from_str(
+            &std::fs::read_to_string(out_dir.join("relative_gain.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(doc["undefined"], 2, "{doc}");
+        for s in doc["scores"].as_array().unwrap() {
+            assert!(s["g_rel"].is_null(), "{doc}");
+            assert!(
+                s["undefined"].as_str().unwrap().contains("accuracy is 0"),
+                "{doc}"
+            );
+        }
+        assert_eq!(doc["scores"][0]["acc"], 1.0 / 6.0);
     }
 }

@@ -7,7 +7,13 @@
 //!   seen and over training FLOPs (6·N·tokens, N without the input embedding, from `flow_checkpoint.json`
 //!   lineage that the eval ops copy under `checkpoint`); models without
 //!   lineage (the source model, a larger reference) are reference lines.
-//! * G_rel per benchmark and its mean over benchmarks (relative_gain nodes).
+//! * G_rel per benchmark and its mean over benchmarks, one figure pair per
+//!   baseline (source, larger model), undefined ratios named and counted.
+//! * CPT alone vs CPT + SLERP per checkpoint and benchmark.
+//! * Against the larger model: win rate over training from the source's
+//!   starting point, the ratio after/before, and the per-prompt flow of
+//!   verdict categories from the source to the adapted model.
+//! * Held-out domain loss of the source and every checkpoint.
 //! * Davidson scores against each ranking's baseline, and their trajectories.
 //! * Win/tie/loss distributions of the judge runs.
 //! * Failure modes (language mixing, verbosity, repetition).
@@ -108,8 +114,8 @@ impl Op for Report {
         };
         OpSpec {
             name: "report",
-            version: 5,
-            doc: "Markdown (report.md) and self-contained HTML (report.html) report with PNG/SVG charts: MCQA accuracy per model and its trajectory over tokens and FLOPs, Davidson scores and trajectories, win/tie/loss distributions, failure modes, and a compute table. Every list may be empty.",
+            version: 6,
+            doc: "Markdown (report.md) and self-contained HTML (report.html) report with PNG/SVG charts: MCQA accuracy per model and its trajectory over tokens and FLOPs, G_rel per benchmark and baseline, CPT vs CPT + SLERP, win rate against the larger model and per-prompt verdict flows, Davidson scores and trajectories, win/tie/loss distributions, failure modes, training loss and learning rate, held-out loss, curation statistics and a compute table. Every list may be empty.",
             params: vec![
                 Param::optional("mcqa", dirs(), Value::List(vec![]), "mcqa nodes"),
                 Param::optional("mcqa_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "series name per item of `mcqa` (a map node is one item), e.g. source, cpt+slerp, 14B; empty: checkpoints vs model names"),
@@ -118,6 +124,15 @@ impl Op for Report {
                 Param::optional("curation", dirs(), Value::List(vec![]), "curation nodes (annotate, agreement, train_classifier, filter, dedup, pack): the curation statistics table"),
                 Param::optional("gain", dirs(), Value::List(vec![]), "relative_gain nodes (one per benchmark and baseline)"),
                 Param::optional("gain_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "a benchmark name per item of `gain`, e.g. MMLU-X, MedQA"),
+                Param::optional("gain_baseline", Type::List(Box::new(Type::Str)), Value::List(vec![]), "a baseline name per item of `gain`, e.g. source, larger: the mean is over the benchmarks of one baseline, one figure per baseline; empty: each artifact's own baseline"),
+                Param::optional("cpt", dirs(), Value::List(vec![]), "mcqa nodes of the raw training checkpoints, one item (a map node) per benchmark: CPT alone vs CPT + SLERP (004 Fig. 3)"),
+                Param::optional("cpt_merged", dirs(), Value::List(vec![]), "mcqa nodes of the merged checkpoints, one item per item of `cpt`, same benchmarks in the same order"),
+                Param::optional("cpt_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "a benchmark name per item of `cpt`, e.g. MMLU-X, MedQA"),
+                Param::optional("larger_judge", dirs(), Value::List(vec![]), "judge nodes of the checkpoints against the larger model, one item (a map node) per adapted model: win rate over training and per-prompt flows (004 §5.3, Figs 7/8)"),
+                Param::optional("larger_judge_start", dirs(), Value::List(vec![]), "the source judged against the same larger model, one judge node per item of `larger_judge`: the starting point"),
+                Param::optional("larger_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "a name per item of `larger_judge`, e.g. 0.5B vs 1.5B"),
+                Param::optional("heldout", dirs(), Value::List(vec![]), "heldout_loss nodes (items may be map nodes): held-out domain loss of the source and every checkpoint"),
+                Param::optional("heldout_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "a series name per item of `heldout`, e.g. source, cpt, cpt+slerp"),
                 Param::optional("davidson_metric", Type::Enum(vec!["relative_strength".into(), "score".into()]), Value::Str("relative_strength".into()), "the Davidson figure to plot: the normalised strength π/(π+π_baseline) or the score P(win)+P(tie)/2 (both are in the table)"),
                 Param::optional("judge", dirs(), Value::List(vec![]), "judge nodes"),
                 Param::optional("failure_modes", dirs(), Value::List(vec![]), "failure_modes nodes"),
@@ -173,7 +188,39 @@ impl Op for Report {
             "relative_gain items",
             "give one benchmark name per item of `gain`",
         )?;
-        gain_section(&mut doc, &dir, &gains, &gain_names)?;
+        let gain_baselines = series_names(
+            ctx,
+            "gain_baseline",
+            gains.len(),
+            "relative_gain items",
+            "give one baseline name per item of `gain` (e.g. source, larger)",
+        )?;
+        gain_section(&mut doc, &dir, &gains, &gain_names, &gain_baselines)?;
+        let cpt = dir_groups(ctx, "cpt")?;
+        let cpt_merged = dir_groups(ctx, "cpt_merged")?;
+        if cpt.len() != cpt_merged.len() {
+            return Err(miette!(
+                help = "give the merged checkpoints' mcqa nodes of each benchmark of `cpt`, in the same order",
+                "parameters `cpt` and `cpt_merged`: {} and {} items",
+                cpt.len(),
+                cpt_merged.len()
+            ));
+        }
+        let cpt_names = series_names(
+            ctx,
+            "cpt_series",
+            cpt.len(),
+            "cpt items",
+            "give one benchmark name per item of `cpt`",
+        )?;
+        cpt_vs_merged_section(
+            &mut doc,
+            &dir,
+            &cpt,
+            &cpt_merged,
+            &cpt_names,
+            ctx.str("metric")?,
+        )?;
         davidson_section(
             &mut doc,
             &dir,
@@ -181,6 +228,24 @@ impl Op for Report {
             ctx.str("davidson_metric")?,
         )?;
         judge_section(&mut doc, &dir, &dirs(ctx, "judge")?)?;
+        let larger = dir_groups(ctx, "larger_judge")?;
+        let larger_start = dirs(ctx, "larger_judge_start")?;
+        if larger.len() != larger_start.len() {
+            return Err(miette!(
+                help = "give, for each item of `larger_judge`, the judge node of the source against the same larger model",
+                "parameters `larger_judge` and `larger_judge_start`: {} and {} items",
+                larger.len(),
+                larger_start.len()
+            ));
+        }
+        let larger_names = series_names(
+            ctx,
+            "larger_series",
+            larger.len(),
+            "larger_judge items",
+            "give one name per item of `larger_judge`",
+        )?;
+        larger_section(&mut doc, &dir, &larger, &larger_start, &larger_names)?;
         failure_section(&mut doc, &dir, &dirs(ctx, "failure_modes")?)?;
         let train = dirs(ctx, "train")?;
         let train_names = series_names(
@@ -191,6 +256,15 @@ impl Op for Report {
             "give one name per train node",
         )?;
         training_section(&mut doc, &dir, &train, &train_names)?;
+        let heldout = dir_groups(ctx, "heldout")?;
+        let heldout_names = series_names(
+            ctx,
+            "heldout_series",
+            heldout.len(),
+            "heldout items",
+            "give one series name per item of `heldout` (a map node is one item)",
+        )?;
+        heldout_section(&mut doc, &dir, &heldout, &heldout_names)?;
         compute_section(&mut doc, &train, &train_names, ctx.str("device")?)?;
         if doc.md.trim() == format!("# {title}") {
             doc.para("No artifacts were given.");

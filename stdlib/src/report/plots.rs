@@ -6,6 +6,7 @@ use std::sync::Once;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// DejaVu Sans (Bitstream Vera licence with public-domain DejaVu changes; see
 /// fonts/LICENSE-DejaVu.txt), used for all text in the bitmaps.
@@ -53,6 +54,18 @@ pub struct BarChart {
     pub values: Vec<Vec<f64>>,
     /// Stack the groups instead of placing them side by side.
     pub stacked: bool,
+}
+
+/// A parallel-categories (Sankey-style) figure of two columns: the same
+/// items' categories before (left) and after (right), with a band from
+/// each left category to each right one as wide as the items that moved so.
+pub struct FlowChart {
+    pub title: String,
+    pub left: String,
+    pub right: String,
+    pub categories: Vec<String>,
+    /// counts[left][right]
+    pub counts: Vec<Vec<u64>>,
 }
 
 const SIZE: (u32, u32) = (960, 560);
@@ -304,6 +317,123 @@ fn draw_bars<DB: DrawingBackend>(
     root.present().map_err(err)
 }
 
+fn draw_flow<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    c: &FlowChart,
+) -> Result<(), String> {
+    root.fill(&WHITE).map_err(err)?;
+    let k = c.categories.len();
+    let cell = |l: usize, r: usize| {
+        c.counts
+            .get(l)
+            .and_then(|row| row.get(r))
+            .copied()
+            .unwrap_or(0)
+    };
+    let left: Vec<u64> = (0..k).map(|l| (0..k).map(|r| cell(l, r)).sum()).collect();
+    let right: Vec<u64> = (0..k).map(|r| (0..k).map(|l| cell(l, r)).sum()).collect();
+    let total = left.iter().sum::<u64>().max(1) as f64;
+    let mut chart = ChartBuilder::on(root)
+        .caption(&c.title, (FAMILY, 22))
+        .margin(18)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+        .map_err(err)?;
+    // Columns at x0..x0+w and x1-w..x1; categories top to bottom with gaps.
+    let (x0, x1, w) = (0.18, 0.82, 0.04);
+    let shown = left.iter().chain(&right).filter(|&&n| n > 0).count().max(1);
+    let gap = 0.04_f64.min(0.3 / shown as f64);
+    let scale = (0.9 - gap * (k.saturating_sub(1)) as f64) / total;
+    let tops = |sizes: &[u64]| -> Vec<f64> {
+        let mut y = 0.95;
+        sizes
+            .iter()
+            .map(|&n| {
+                let top = y;
+                if n > 0 {
+                    y -= n as f64 * scale + gap;
+                }
+                top
+            })
+            .collect()
+    };
+    let (lt, rt) = (tops(&left), tops(&right));
+    // Bands, each leaving its left category in right-category order and
+    // entering its right category in left-category order.
+    let mut l_used = vec![0.0; k];
+    let mut r_used = vec![0.0; k];
+    let steps = 24;
+    for l in 0..k {
+        for r in 0..k {
+            let n = cell(l, r);
+            if n == 0 {
+                continue;
+            }
+            let h = n as f64 * scale;
+            let (ly, ry) = (lt[l] - l_used[l], rt[r] - r_used[r]);
+            l_used[l] += h;
+            r_used[r] += h;
+            let (a, b) = (x0 + w, x1 - w);
+            let curve = |y_left: f64, y_right: f64, t: f64| {
+                let s = t * t * (3.0 - 2.0 * t);
+                (a + (b - a) * t, y_left + (y_right - y_left) * s)
+            };
+            let mut poly: Vec<(f64, f64)> = (0..=steps)
+                .map(|i| curve(ly, ry, i as f64 / steps as f64))
+                .collect();
+            poly.extend(
+                (0..=steps)
+                    .rev()
+                    .map(|i| curve(ly - h, ry - h, i as f64 / steps as f64)),
+            );
+            chart
+                .draw_series(std::iter::once(Polygon::new(
+                    poly,
+                    color(l).mix(0.45).filled(),
+                )))
+                .map_err(err)?;
+        }
+    }
+    for (side, sizes, top, x) in [(0, &left, &lt, x0), (1, &right, &rt, x1 - w)] {
+        for i in 0..k {
+            if sizes[i] == 0 {
+                continue;
+            }
+            let h = sizes[i] as f64 * scale;
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x, top[i]), (x + w, top[i] - h)],
+                    color(i).filled(),
+                )))
+                .map_err(err)?;
+            let label = format!("{} ({})", c.categories[i], sizes[i]);
+            let style = TextStyle::from((FAMILY, 15).into_font()).color(&BLACK);
+            let (lx, anchor) = if side == 0 {
+                (x - 0.01, Pos::new(HPos::Right, VPos::Center))
+            } else {
+                (x + w + 0.01, Pos::new(HPos::Left, VPos::Center))
+            };
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    label,
+                    (lx, top[i] - h / 2.0),
+                    style.pos(anchor),
+                )))
+                .map_err(err)?;
+        }
+    }
+    let head = TextStyle::from((FAMILY, 16).into_font()).color(&BLACK);
+    for (text, x) in [(&c.left, x0 + w / 2.0), (&c.right, x1 - w / 2.0)] {
+        chart
+            .draw_series(std::iter::once(Text::new(
+                text.clone(),
+                (x, 0.99),
+                head.pos(Pos::new(HPos::Center, VPos::Top)),
+            )))
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}
+
 /// Numbers as 1.2k, 3.4M, 5.6B, 7.8T, or with 3 decimals below 10.
 pub fn human(v: f64) -> String {
     let a = v.abs();
@@ -326,6 +456,7 @@ pub fn human(v: f64) -> String {
 pub enum Chart {
     Lines(LineChart),
     Bars(BarChart),
+    Flow(FlowChart),
 }
 
 /// Draws `chart` to `<stem>.png` and `<stem>.svg` in `dir`; returns the SVG text.
@@ -338,6 +469,7 @@ pub fn render(dir: &Path, stem: &str, chart: &Chart) -> Result<String, String> {
         match chart {
             Chart::Lines(c) => draw_lines(&root, c)?,
             Chart::Bars(c) => draw_bars(&root, c)?,
+            Chart::Flow(c) => draw_flow(&root, c)?,
         }
     }
     let mut svg = String::new();
@@ -346,6 +478,7 @@ pub fn render(dir: &Path, stem: &str, chart: &Chart) -> Result<String, String> {
         match chart {
             Chart::Lines(c) => draw_lines(&root, c)?,
             Chart::Bars(c) => draw_bars(&root, c)?,
+            Chart::Flow(c) => draw_flow(&root, c)?,
         }
     }
     std::fs::write(&svg_path, &svg).map_err(|e| format!("writing {}: {e}", svg_path.display()))?;

@@ -403,7 +403,402 @@ fn gain_section_has_per_benchmark_and_mean_gains() {
         md.contains("| mean of 2 benchmarks @ step 20 | source |  |  | 1.1000 | 2.0M |"),
         "{md}"
     );
-    for stem in ["gain_tokens", "gain_flops"] {
+    for stem in ["gain_vs_source_tokens", "gain_vs_source_flops"] {
+        assert!(is_png(&out.join(format!("{stem}.png"))), "{stem}");
+    }
+}
+
+/// A `relative_gain.json` of `accs` over `base` (None: an undefined ratio,
+/// as the op writes it for a baseline accuracy of 0), at steps 10, 20, ...
+fn gain_artifact(dir: &Path, base: f64, accs: &[f64]) -> Value {
+    let scores: Vec<Json> = accs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let ck = json!({"step": 10 * (i + 1), "tokens_seen": 1.0e6 * (i + 1) as f64, "flops": 6.0e14 * (i + 1) as f64});
+            if base > 0.0 {
+                json!({"acc": a, "g_rel": a / base, "checkpoint": ck})
+            } else {
+                json!({"acc": a, "g_rel": null, "undefined": "the baseline's accuracy is 0", "checkpoint": ck})
+            }
+        })
+        .collect();
+    let undefined = if base > 0.0 { 0 } else { accs.len() };
+    put(
+        dir,
+        "relative_gain.json",
+        &json!({"metric": "acc", "baseline": {"source": "/store/x", "acc": base}, "scores": scores, "undefined": undefined}),
+    );
+    Value::Path(dir.to_path_buf())
+}
+
+/// Issue 13, items 1 and 2: G_rel against the source and against the larger
+/// model, each with its own mean and figures; a benchmark whose baseline
+/// scored 0 is named as undefined and left out of the mean.
+#[test]
+fn gain_section_separates_baselines_and_reports_undefined_ratios() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gains = vec![
+        // vs source: MMLU-X 0.40 -> 0.42, 0.44; MedQA source 0 -> undefined.
+        gain_artifact(&tmp.path().join("a"), 0.40, &[0.42, 0.44]),
+        gain_artifact(&tmp.path().join("b"), 0.0, &[1.0 / 6.0, 2.0 / 6.0]),
+        // vs larger: MMLU-X 0.60; MedQA 0.50.
+        gain_artifact(&tmp.path().join("c"), 0.60, &[0.42, 0.44]),
+        gain_artifact(&tmp.path().join("d"), 0.50, &[1.0 / 6.0, 2.0 / 6.0]),
+    ];
+    let names = |v: &[&str]| Value::List(v.iter().map(|s| Value::Str((*s).into())).collect());
+    let out = tmp.path().join("out");
+    run_op(
+        &Report,
+        &[
+            ("gain", Value::List(gains)),
+            (
+                "gain_series",
+                names(&["MMLU-X", "MedQA", "MMLU-X", "MedQA"]),
+            ),
+            (
+                "gain_baseline",
+                names(&["source", "source", "larger", "larger"]),
+            ),
+        ],
+        &out,
+    )
+    .unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for row in [
+        "| MedQA @ step 10 | source | 0.1667 | 0.0000 | undefined | 1.0M |",
+        // only MMLU-X is defined against the source: 0.42 / 0.40
+        "| mean of 1 of 2 benchmarks (the rest undefined) @ step 10 | source |  |  | 1.0500 | 1.0M |",
+        // against the larger model: (0.42/0.60 + (1/6)/0.50) / 2 = (0.7 + 0.33333) / 2
+        "| mean of 2 benchmarks @ step 10 | larger |  |  | 0.5167 | 1.0M |",
+        // (0.44/0.60 + (2/6)/0.50) / 2 = (0.73333 + 0.66667) / 2
+        "| mean of 2 benchmarks @ step 20 | larger |  |  | 0.7000 | 2.0M |",
+    ] {
+        assert!(md.contains(row), "missing {row:?}:\n{md}");
+    }
+    assert!(
+        md.contains("**G_rel is undefined for 1 benchmark(s)**: MedQA vs source: 2 of 2"),
+        "{md}"
+    );
+    for stem in [
+        "gain_vs_source_tokens",
+        "gain_vs_source_flops",
+        "gain_vs_larger_tokens",
+        "gain_vs_larger_flops",
+    ] {
+        assert!(is_png(&out.join(format!("{stem}.png"))), "{stem}");
+        assert!(md.contains(&format!("({stem}.png)")), "{stem}");
+    }
+    let err = run_op(
+        &Report,
+        &[
+            ("gain", Value::List(vec![Value::Path(tmp.path().join("a"))])),
+            ("gain_baseline", names(&["source", "larger"])),
+        ],
+        &tmp.path().join("o2"),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("parameter `gain_baseline`: 2 names for 1 relative_gain items"),
+        "{err}"
+    );
+}
+
+/// Issue 13, item 3 (004 Fig. 3): raw checkpoints beside their merges,
+/// paired by step, with the difference.
+#[test]
+fn cpt_section_pairs_raw_checkpoints_with_their_merges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let group = |name: &str, accs: &[f64]| -> Value {
+        Value::List(
+            accs.iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let d = tmp.path().join(format!("{name}{i}"));
+                    let ck = json!({"step": 4 * (i + 1), "tokens_seen": 4096.0 * (i + 1) as f64, "flops": 1.0e12 * (i + 1) as f64});
+                    put(&d, "mcqa.json", &mcqa_result(*a, "/store/m", Some(ck)));
+                    Value::Path(d)
+                })
+                .collect(),
+        )
+    };
+    let out = tmp.path().join("out");
+    run_op(
+        &Report,
+        &[
+            ("cpt", Value::List(vec![group("raw", &[0.30, 0.25])])),
+            (
+                "cpt_merged",
+                Value::List(vec![group("merged", &[0.35, 0.40])]),
+            ),
+            ("cpt_series", Value::List(vec![Value::Str("MMLU-X".into())])),
+        ],
+        &out,
+    )
+    .unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## CPT alone vs CPT + SLERP"), "{md}");
+    // 0.35 - 0.30 and 0.40 - 0.25
+    assert!(
+        md.contains("| MMLU-X | 4 | 4.1k | 0.3000 | 0.3500 | +0.0500 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| MMLU-X | 8 | 8.2k | 0.2500 | 0.4000 | +0.1500 |"),
+        "{md}"
+    );
+    for stem in ["cpt_vs_slerp_tokens", "cpt_vs_slerp_flops"] {
+        assert!(is_png(&out.join(format!("{stem}.png"))), "{stem}");
+    }
+    let err = run_op(
+        &Report,
+        &[("cpt", Value::List(vec![group("raw", &[0.3])]))],
+        &tmp.path().join("o2"),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("parameters `cpt` and `cpt_merged`: 1 and 0 items"),
+        "{err}"
+    );
+}
+
+/// A judge node: `judge.json` with the counts, and `verdicts.jsonl` with one
+/// combined winner per prompt id.
+fn judge_artifact(
+    dir: &Path,
+    model_a: &str,
+    tokens: Option<f64>,
+    winners: &[(&str, Option<&str>)],
+) -> Value {
+    let count = |w: &str| winners.iter().filter(|x| x.1 == Some(w)).count();
+    let (wins, ties, losses) = (count("A"), count("0"), count("B"));
+    let judged = (wins + ties + losses) as f64;
+    put(
+        dir,
+        "judge.json",
+        &json!({"model_a": model_a, "model_b": "larger", "wins": wins, "ties": ties, "losses": losses,
+            "win_rate": wins as f64 / judged, "score": (wins as f64 + ties as f64 / 2.0) / judged,
+            "checkpoint_a": tokens.map(|t| json!({"step": t / 1000.0, "tokens_seen": t, "flops": t * 1.0e9}))}),
+    );
+    let text: String = winners
+        .iter()
+        .map(|(id, w)| {
+            format!(
+                "{}\n",
+                json!({"id": id, "model_a": model_a, "model_b": "larger", "winner": w})
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("verdicts.jsonl"), text).unwrap();
+    Value::Path(dir.to_path_buf())
+}
+
+/// Issue 13, items 1 and 4: the win rate against the larger model from the
+/// source's starting point, the ratio after/before, and the per-prompt flow
+/// of verdict categories from the source (BL) to the last checkpoint (FT).
+#[test]
+fn larger_section_gives_win_rates_their_ratio_and_the_category_flows() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The source against the larger model: q1 win, q2..q4 losses, q5 tie.
+    let start = judge_artifact(
+        &tmp.path().join("start"),
+        "source",
+        None,
+        &[
+            ("q1", Some("A")),
+            ("q2", Some("B")),
+            ("q3", Some("B")),
+            ("q4", Some("B")),
+            ("q5", Some("0")),
+        ],
+    );
+    let first = judge_artifact(
+        &tmp.path().join("c1"),
+        "step-2",
+        Some(2000.0),
+        &[
+            ("q1", Some("A")),
+            ("q2", Some("A")),
+            ("q3", Some("B")),
+            ("q4", Some("B")),
+            ("q5", Some("0")),
+        ],
+    );
+    // The last checkpoint: q1 win -> tie, q2 loss -> win, q3 loss -> win,
+    // q4 loss -> unreadable, q5 tie -> win.
+    let last = judge_artifact(
+        &tmp.path().join("c2"),
+        "step-8",
+        Some(8000.0),
+        &[
+            ("q1", Some("0")),
+            ("q2", Some("A")),
+            ("q3", Some("A")),
+            ("q4", None),
+            ("q5", Some("A")),
+        ],
+    );
+    let out = tmp.path().join("out");
+    run_op(
+        &Report,
+        &[
+            (
+                "larger_judge",
+                Value::List(vec![Value::List(vec![first, last])]),
+            ),
+            ("larger_judge_start", Value::List(vec![start])),
+            (
+                "larger_series",
+                Value::List(vec![Value::Str("0.5B vs 1.5B".into())]),
+            ),
+        ],
+        &out,
+    )
+    .unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Against the larger model"), "{md}");
+    // win rates 1/5, 2/5, 3/4; scores 1.5/5, 2.5/5, 3.5/4
+    for row in [
+        "| 0.5B vs 1.5B | source (start) | – | 0.200 | 0.300 | 1/1/3 |",
+        "| 0.5B vs 1.5B | step-2 | 2.0k | 0.400 | 0.500 | 2/1/2 |",
+        "| 0.5B vs 1.5B | step-8 | 8.0k | 0.750 | 0.875 | 3/1/0 |",
+        // 0.75 / 0.2 = 3.75; 0.875 / 0.3 = 2.92
+        "| 0.5B vs 1.5B | 0.200 | 0.750 | 3.75× | 0.300 | 0.875 | 2.92× | step-8 (8.0k tokens) |",
+        // BL win -> FT tie; BL tie -> FT win; BL loss -> 2 wins and 1 without verdict
+        "| 0.5B vs 1.5B | step-8 | win | 0 | 1 | 0 | 0 |",
+        "| 0.5B vs 1.5B | step-8 | tie | 1 | 0 | 0 | 0 |",
+        "| 0.5B vs 1.5B | step-8 | loss | 2 | 0 | 0 | 1 |",
+    ] {
+        assert!(md.contains(row), "missing {row:?}:\n{md}");
+    }
+    for stem in [
+        "win_rate_vs_larger_tokens",
+        "win_rate_vs_larger_flops",
+        "flow_0_5b_vs_1_5b",
+    ] {
+        assert!(is_png(&out.join(format!("{stem}.png"))), "{stem}");
+        assert!(md.contains(&format!("({stem}.png)")), "{stem}");
+    }
+    assert!(!md.contains("could not discriminate"), "{md}");
+    let svg = std::fs::read_to_string(out.join("flow_0_5b_vs_1_5b.svg")).unwrap();
+    assert!(
+        svg.contains("loss (3)") && svg.contains("win (3)"),
+        "category totals label the columns"
+    );
+}
+
+/// A judge that returns only ties against the larger model is called out
+/// (the demo's 135M judge does this).
+#[test]
+fn larger_section_flags_an_all_tie_judge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ties = [("q1", Some("0")), ("q2", Some("0"))];
+    let start = judge_artifact(&tmp.path().join("start"), "source", None, &ties);
+    let ck = judge_artifact(&tmp.path().join("c1"), "step-2", Some(2000.0), &ties);
+    let out = tmp.path().join("out");
+    run_op(
+        &Report,
+        &[
+            ("larger_judge", Value::List(vec![Value::List(vec![ck])])),
+            ("larger_judge_start", Value::List(vec![start])),
+        ],
+        &out,
+    )
+    .unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("**The judge could not discriminate against the larger model"),
+        "{md}"
+    );
+    // Without names, a series is named by the start's pair.
+    assert!(
+        md.contains("| source vs larger | 0.000 | 0.000 | undefined (starts at 0) |"),
+        "{md}"
+    );
+}
+
+/// Issue 13, item 4: the flow counts join the two runs by prompt id.
+#[test]
+fn category_flows_join_verdicts_by_prompt_id() {
+    let v = |id: &str, w: Option<&str>| crate::artifacts::eval::Verdict {
+        id: id.into(),
+        model_a: "a".into(),
+        model_b: "b".into(),
+        winner: w.map(str::to_owned),
+        consistent: true,
+        a_first: Default::default(),
+        b_first: Default::default(),
+        checkpoint_a: None,
+        checkpoint_b: None,
+    };
+    let before = [
+        v("x", Some("B")),
+        v("y", Some("A")),
+        v("only-before", Some("A")),
+    ];
+    let after = [
+        v("y", Some("B")),
+        v("x", Some("A")),
+        v("only-after", Some("0")),
+    ];
+    let flows = sections::category_flows(&before, &after);
+    let mut expected = [[0u64; 4]; 4];
+    expected[2][0] = 1; // x: loss -> win
+    expected[0][2] = 1; // y: win -> loss
+    assert_eq!(flows, expected);
+}
+
+/// Issue 13, item 6: held-out loss per checkpoint, the source as the
+/// reference.
+#[test]
+fn heldout_section_lists_the_loss_of_every_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let put_loss = |name: &str, loss: f64, ck: Option<Json>| -> Value {
+        let d = tmp.path().join(name);
+        put(
+            &d,
+            "heldout_loss.json",
+            &json!({"loss": loss, "perplexity": loss.exp(), "tokens": 500, "sequences": 4, "pieces": 6, "model": name, "checkpoint": ck}),
+        );
+        Value::Path(d)
+    };
+    let source = put_loss("source", 3.0, None);
+    let cpt = Value::List(vec![
+        put_loss(
+            "c1",
+            2.8,
+            Some(json!({"step": 4, "tokens_seen": 4096.0, "flops": 1.0e12})),
+        ),
+        put_loss(
+            "c2",
+            2.5,
+            Some(json!({"step": 8, "tokens_seen": 8192.0, "flops": 2.0e12})),
+        ),
+    ]);
+    let out = tmp.path().join("out");
+    run_op(
+        &Report,
+        &[
+            ("heldout", Value::List(vec![source, cpt])),
+            (
+                "heldout_series",
+                Value::List(vec![Value::Str("source".into()), Value::Str("cpt".into())]),
+            ),
+        ],
+        &out,
+    )
+    .unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Held-out domain loss"), "{md}");
+    // perplexity e^3 = 20.09, e^2.5 = 12.18
+    assert!(md.contains("| source | – | 3.0000 | 20.09 | 500 |"), "{md}");
+    assert!(
+        md.contains("| cpt @ step 8 | 8.2k | 2.5000 | 12.18 | 500 |"),
+        "{md}"
+    );
+    for stem in ["heldout_loss_tokens", "heldout_loss_flops"] {
         assert!(is_png(&out.join(format!("{stem}.png"))), "{stem}");
     }
 }

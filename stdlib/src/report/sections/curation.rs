@@ -119,6 +119,15 @@ pub(in crate::report) fn curation_section(doc: &mut Doc, paths: &[PathBuf]) -> O
             );
             row("  near duplicates removed", num(&j["near_duplicates"]), "");
         }
+        if let Some(j) = read("holdout.json")? {
+            known = true;
+            row(
+                "documents held out of training (held-out loss)",
+                num(&j["heldout_documents"]),
+                "none (the papers train on all of FineMed-de)",
+            );
+            row("  documents to train on", num(&j["train_documents"]), "");
+        }
         if let Some(j) = read("pack.json")? {
             known = true;
             row(
@@ -130,8 +139,8 @@ pub(in crate::report) fn curation_section(doc: &mut Doc, paths: &[PathBuf]) -> O
         }
         if !known {
             return Err(miette!(
-                help = "pass annotate, agreement, train_classifier, filter, dedup or pack nodes",
-                "report: parameter `curation`: {} holds none of annotate.json, agreement.json, classifier.json, filter.json, dedup.json, pack.json",
+                help = "pass annotate, agreement, train_classifier, filter, dedup, holdout or pack nodes",
+                "report: parameter `curation`: {} holds none of annotate.json, agreement.json, classifier.json, filter.json, dedup.json, holdout.json, pack.json",
                 p.display()
             ));
         }
