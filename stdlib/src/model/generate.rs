@@ -512,7 +512,7 @@ impl Op for Generate {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "generate",
-            version: 2,
+            version: 3,
             doc: "A response from the model for every prompt of a JSONL file ({id, prompt} or {id, messages}), through the model's chat template.",
             params: vec![
                 Param::required("model", Type::Model, "the model"),
