@@ -464,14 +464,19 @@ f = filter(corpus: c, classifier: clf, score_field: "s", resources: {{shards: {s
     )
 }
 
-#[test]
-fn a_sharded_filter_runs_as_a_job_array_and_matches_the_local_artifact() {
-    if !enabled() {
-        return;
-    }
-    // Locally, cut into 2 shard tasks; on Slurm into 3 (6 input shards):
-    // the task count is a resource, so the key and the bytes are the same.
-    let local = Project::new(&sharded_pipeline(2));
+/// Runs `pipeline(local_tasks)` locally and `pipeline(slurm_tasks)` on
+/// Slurm, and checks what every sharded stage must give: the same keys, the
+/// same content hash of `node`, and `node` run as `slurm_tasks` shard tasks
+/// of one job array (task i is job ARRAY_i). The task count is a resource,
+/// so it is not in the key. Returns the Slurm project, its events, its
+/// stderr and the array's job id.
+fn sharded_run_matches_local(
+    pipeline: impl Fn(usize) -> String,
+    node: &str,
+    local_tasks: usize,
+    slurm_tasks: usize,
+) -> (Project, Events, String, String) {
+    let local = Project::new(&pipeline(local_tasks));
     let out = local.flow(&["run", "p.flow", "--json"]);
     assert_eq!(
         out.status.code(),
@@ -480,25 +485,37 @@ fn a_sharded_filter_runs_as_a_job_array_and_matches_the_local_artifact() {
         String::from_utf8_lossy(&out.stderr)
     );
     let l = parse(&String::from_utf8_lossy(&out.stdout));
-
-    let s = Project::new(&sharded_pipeline(3));
+    let s = Project::new(&pipeline(slurm_tasks));
     let (ev, stderr) = run_code(&mut slurm_cmd(&s, &[]), 0);
-    assert_eq!(ev.done, Some((3, 0, 0, 0)), "{stderr}");
-    assert_eq!(ev.keys, l.keys);
-    let f = &ev.keys["f"];
-    assert_eq!(content_hash(&s.cache(), f), content_hash(&local.cache(), f));
-    // Three shard tasks of one job array, then the merge as a job of its own.
+    assert_eq!(ev.keys, l.keys, "{stderr}");
+    let key = &ev.keys[node];
+    assert_eq!(
+        content_hash(&s.cache(), key),
+        content_hash(&local.cache(), key)
+    );
     let tasks: Vec<_> = ev
         .submitted
         .iter()
-        .filter(|x| x.0 == "f" && x.4.is_some())
+        .filter(|x| x.0 == node && x.4.is_some())
         .collect();
-    assert_eq!(tasks.len(), 3, "{:?}", ev.submitted);
+    assert_eq!(tasks.len(), slurm_tasks, "{:?}", ev.submitted);
     let array = tasks[0].1.split('_').next().unwrap().to_string();
     for (i, t) in tasks.iter().enumerate() {
         assert_eq!(t.4, Some(i as u64));
         assert_eq!(t.1, format!("{array}_{i}"));
     }
+    (s, ev, stderr, array)
+}
+
+#[test]
+fn a_sharded_filter_runs_as_a_job_array_and_matches_the_local_artifact() {
+    if !enabled() {
+        return;
+    }
+    // Locally, cut into 2 shard tasks; on Slurm into 3 (6 input shards).
+    let (s, ev, stderr, array) = sharded_run_matches_local(sharded_pipeline, "f", 2, 3);
+    assert_eq!(ev.done, Some((3, 0, 0, 0)), "{stderr}");
+    let f = &ev.keys["f"];
     assert!(
         stderr.contains("submitted f shard task 2 (slurm job"),
         "{stderr}"
@@ -808,33 +825,7 @@ p = pack(corpus: c, tokenizer: file("{t}"), seq_len: 64, eos_token: "</s>", reso
             t = tok_path.display()
         )
     };
-    let local = Project::new(&pipeline(1));
-    let out = local.flow(&["run", "p.flow", "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let l = parse(&String::from_utf8_lossy(&out.stdout));
-    let s = Project::new(&pipeline(3));
-    let (ev, stderr) = run_code(&mut slurm_cmd(&s, &[]), 0);
-    assert_eq!(ev.keys, l.keys, "{stderr}");
-    let key = &ev.keys["p"];
-    assert_eq!(
-        content_hash(&s.cache(), key),
-        content_hash(&local.cache(), key)
-    );
-    let tasks: Vec<_> = ev
-        .submitted
-        .iter()
-        .filter(|x| x.0 == "p" && x.4.is_some())
-        .collect();
-    assert_eq!(tasks.len(), 3, "{:?}", ev.submitted);
-    let array = tasks[0].1.split('_').next().unwrap();
-    for (i, t) in tasks.iter().enumerate() {
-        assert_eq!(t.1, format!("{array}_{i}"));
-    }
+    sharded_run_matches_local(pipeline, "p", 1, 3);
 }
 
 /// `flow gc` and the Slurm parts (needs no cluster: the parts are laid
@@ -920,29 +911,8 @@ fn a_sharded_corpus_over_several_files_runs_as_a_job_array_and_matches_the_local
             inputs.display()
         )
     };
-    let local = Project::new(&pipeline(1));
-    let out = local.flow(&["run", "p.flow", "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let l = parse(&String::from_utf8_lossy(&out.stdout));
-    let s = Project::new(&pipeline(4));
-    let (ev, stderr) = run_code(&mut slurm_cmd(&s, &[]), 0);
-    assert_eq!(ev.keys, l.keys, "{stderr}");
+    let (s, ev, _, _) = sharded_run_matches_local(pipeline, "c", 1, 4);
     let key = &ev.keys["c"];
-    assert_eq!(
-        content_hash(&s.cache(), key),
-        content_hash(&local.cache(), key)
-    );
-    let tasks: Vec<_> = ev
-        .submitted
-        .iter()
-        .filter(|x| x.0 == "c" && x.4.is_some())
-        .collect();
-    assert_eq!(tasks.len(), 4, "{:?}", ev.submitted);
     let stats = std::fs::read_to_string(
         s.cache()
             .join("artifacts")
