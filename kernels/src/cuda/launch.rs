@@ -370,53 +370,47 @@ impl<'a> KernelCall<'a> {
         }
     }
 
-    pub fn input<T: DeviceElem>(mut self, x: &'a CudaSlice<T>) -> Self {
-        self.args.arg(x);
-        self.kinds.push(Arg::In(T::ELEM));
+    /// Pushes one argument and records its kind.
+    fn push<A>(mut self, arg: A, kind: Arg) -> Self
+    where
+        LaunchArgs<'a>: PushKernelArg<A>,
+    {
+        self.args.arg(arg);
+        self.kinds.push(kind);
         self
+    }
+
+    pub fn input<T: DeviceElem>(self, x: &'a CudaSlice<T>) -> Self {
+        self.push(x, Arg::In(T::ELEM))
     }
 
     /// A null `const T*` (the kernels read it as "absent").
-    pub fn null_input<T: DeviceElem>(mut self) -> Self {
-        self.args.arg(&NULL_POINTER);
-        self.kinds.push(Arg::In(T::ELEM));
-        self
+    pub fn null_input<T: DeviceElem>(self) -> Self {
+        self.push(&NULL_POINTER, Arg::In(T::ELEM))
     }
 
-    pub fn output<T: DeviceElem>(mut self, x: &'a mut CudaSlice<T>) -> Self {
-        self.args.arg(x);
-        self.kinds.push(Arg::Out(T::ELEM));
-        self
+    pub fn output<T: DeviceElem>(self, x: &'a mut CudaSlice<T>) -> Self {
+        self.push(x, Arg::Out(T::ELEM))
     }
 
-    pub fn int(mut self, v: &'a i32) -> Self {
-        self.args.arg(v);
-        self.kinds.push(Arg::Int);
-        self
+    pub fn int(self, v: &'a i32) -> Self {
+        self.push(v, Arg::Int)
     }
 
-    pub fn long(mut self, v: &'a i64) -> Self {
-        self.args.arg(v);
-        self.kinds.push(Arg::Long);
-        self
+    pub fn long(self, v: &'a i64) -> Self {
+        self.push(v, Arg::Long)
     }
 
-    pub fn float(mut self, v: &'a f32) -> Self {
-        self.args.arg(v);
-        self.kinds.push(Arg::Float);
-        self
+    pub fn float(self, v: &'a f32) -> Self {
+        self.push(v, Arg::Float)
     }
 
-    pub fn double(mut self, v: &'a f64) -> Self {
-        self.args.arg(v);
-        self.kinds.push(Arg::Double);
-        self
+    pub fn double(self, v: &'a f64) -> Self {
+        self.push(v, Arg::Double)
     }
 
-    pub fn dims(mut self, d: &'a AttnDims) -> Self {
-        self.args.arg(d);
-        self.kinds.push(Arg::AttnDims);
-        self
+    pub fn dims(self, d: &'a AttnDims) -> Self {
+        self.push(d, Arg::AttnDims)
     }
 
     /// Launches after checking the pushed kinds against the kernel's
