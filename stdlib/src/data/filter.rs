@@ -516,14 +516,7 @@ mod tests {
             3,
         )
         .unwrap_err();
-        let text = format!("{err:?}");
-        assert!(
-            text.contains("shard task 2 of 3 (pieces 2..3) failed"),
-            "{text}"
-        );
-        assert!(text.contains("docs-00002.jsonl.zst:2"), "{text}");
-        assert!(!tmp.path().join("o.parts").exists(), "parts are removed");
-        assert!(!out.join("filter.json").exists());
+        assert_third_shard_task_failed(&err, "docs-00002.jsonl.zst:2", &out, "filter.json");
     }
 
     #[test]

@@ -867,12 +867,5 @@ fn a_failing_shard_task_fails_annotate_with_its_shard_and_line() {
     params[3] = ("model", Value::Path(model_dir));
     let out = tmp.path().join("o");
     let err = run_sharded(&Annotate, &params, &out, 3).unwrap_err();
-    let text = format!("{err:?}");
-    assert!(
-        text.contains("shard task 2 of 3 (pieces 2..3) failed"),
-        "{text}"
-    );
-    assert!(text.contains("docs-00002.jsonl.zst:2"), "{text}");
-    assert!(!tmp.path().join("o.parts").exists(), "parts are removed");
-    assert!(!out.join("annotate.json").exists());
+    assert_third_shard_task_failed(&err, "docs-00002.jsonl.zst:2", &out, "annotate.json");
 }

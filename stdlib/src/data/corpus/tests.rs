@@ -460,15 +460,6 @@ fn a_failing_shard_task_fails_corpus_with_its_file_and_line() {
         3,
     )
     .unwrap_err();
-    let text = format!("{err:?}");
-    assert!(
-        text.contains("shard task 2 of 3 (pieces 2..3) failed"),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!("{}:2", dir.join("f2.jsonl").display())),
-        "{text}"
-    );
-    assert!(!tmp.path().join("o.parts").exists(), "parts are removed");
-    assert!(!out.join("corpus.json").exists());
+    let location = format!("{}:2", dir.join("f2.jsonl").display());
+    assert_third_shard_task_failed(&err, &location, &out, "corpus.json");
 }

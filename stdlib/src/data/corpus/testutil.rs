@@ -34,6 +34,30 @@ pub fn write_corpus_shards(dir: &Path, shards: &[&str]) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// Checks the error of a sharded run whose third of three shard tasks
+/// failed at `location` (`file:line`): the error names the task and the
+/// location, and neither the parts nor the artifact file `artifact` are
+/// left behind.
+pub fn assert_third_shard_task_failed(
+    err: &impl std::fmt::Debug,
+    location: &str,
+    out: &Path,
+    artifact: &str,
+) {
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("shard task 2 of 3 (pieces 2..3) failed"),
+        "{text}"
+    );
+    assert!(text.contains(location), "{text}");
+    let name = out.file_name().unwrap().to_string_lossy();
+    assert!(
+        !out.with_file_name(format!("{name}.parts")).exists(),
+        "parts are removed"
+    );
+    assert!(!out.join(artifact).exists());
+}
+
 /// A tiny random Qwen2 model (hidden 32, 2 layers) with a whitespace
 /// word-level tokenizer over `words` (id 0 `</s>` = EOS, 1 `<unk>`) and a
 /// plain chat template, for tests of the model-backed paths.
