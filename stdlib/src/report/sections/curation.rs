@@ -1,6 +1,8 @@
 //! Curation statistics beside the papers' values.
 
 use super::*;
+use crate::artifacts::JsonFile;
+use crate::heldout::split::HoldoutStats;
 
 /// Curation statistics (004 Appendix C; 002's filtering pipeline): one row
 /// per figure found in the given curation artifacts (annotate, agreement,
@@ -119,14 +121,20 @@ pub(in crate::report) fn curation_section(doc: &mut Doc, paths: &[PathBuf]) -> O
             );
             row("  near duplicates removed", num(&j["near_duplicates"]), "");
         }
-        if let Some(j) = read("holdout.json")? {
+        let holdout = p.join(HoldoutStats::NAME);
+        if holdout.is_file() {
+            let split = HoldoutStats::read(&holdout)?;
             known = true;
             row(
                 "documents held out of training (held-out loss)",
-                num(&j["heldout_documents"]),
+                num(&Json::from(split.heldout_documents)),
                 "none (the papers train on all of FineMed-de)",
             );
-            row("  documents to train on", num(&j["train_documents"]), "");
+            row(
+                "  documents to train on",
+                num(&Json::from(split.train_documents)),
+                "",
+            );
         }
         if let Some(j) = read("pack.json")? {
             known = true;
