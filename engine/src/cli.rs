@@ -25,7 +25,7 @@ use crate::graph::Graph;
 use crate::ir::Pipeline;
 use crate::memo::InputMemo;
 use crate::plan;
-use crate::store::{dir_size, Store};
+use crate::store::{dir_size, CacheLock, Store};
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -289,6 +289,22 @@ pub fn cache_root(file: Option<&Path>, cache: &CacheArg) -> PathBuf {
 
 fn open_store(root: &Path) -> Result<Store, Exit> {
     Store::open(root).map_err(|e| usage_error(e.into()))
+}
+
+/// The cache of `gc` and `verify`, opened and locked; `None` (after saying
+/// so) when there is no cache to work on.
+fn lock_existing_cache(
+    file: Option<&Path>,
+    cache: &CacheArg,
+) -> Result<Option<(Store, CacheLock)>, Exit> {
+    let root = cache_root(file, cache);
+    if !root.exists() {
+        println!("no cache at {}", root.display());
+        return Ok(None);
+    }
+    let store = open_store(&root)?;
+    let lock = store.lock(false).map_err(|e| usage_error(e.into()))?;
+    Ok(Some((store, lock)))
 }
 
 /// Loads a pipeline and cuts it down to the targets given on the command line.
@@ -606,13 +622,9 @@ fn cmd_status(a: StatusArgs, wiring: &Wiring) -> CmdResult {
 }
 
 fn cmd_gc(a: GcArgs) -> CmdResult {
-    let root = cache_root(a.file.as_deref(), &a.cache);
-    if !root.exists() {
-        println!("no cache at {}", root.display());
+    let Some((store, _lock)) = lock_existing_cache(a.file.as_deref(), &a.cache)? else {
         return Ok(EXIT_OK);
-    }
-    let store = open_store(&root)?;
-    let _lock = store.lock(false).map_err(|e| usage_error(e.into()))?;
+    };
     let r = store.gc(a.keep_runs).map_err(|e| usage_error(e.into()))?;
     let parts = crate::executor::slurm::gc_parts(&store, &store.kept_keys(a.keep_runs));
     println!(
@@ -634,15 +646,11 @@ fn cmd_gc(a: GcArgs) -> CmdResult {
 }
 
 fn cmd_verify(a: CacheOnlyArgs) -> CmdResult {
-    let root = cache_root(a.file.as_deref(), &a.cache);
-    if !root.exists() {
-        println!("no cache at {}", root.display());
+    let Some((store, _lock)) = lock_existing_cache(a.file.as_deref(), &a.cache)? else {
         return Ok(EXIT_OK);
-    }
-    let store = open_store(&root)?;
-    let _lock = store.lock(false).map_err(|e| usage_error(e.into()))?;
+    };
     let mut problems = store.verify();
-    let mut memo = InputMemo::load(&root);
+    let mut memo = InputMemo::load(&store.root);
     problems.extend(memo.verify());
     memo.save().map_err(|e| usage_error(e.into()))?;
     let n = store.artifact_keys().len();

@@ -76,29 +76,35 @@ fn write_value(s: &mut String, v: &Value) {
             s.push_str("path:");
             write_str(s, &p.to_string_lossy());
         }
-        Value::List(items) => {
-            s.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    s.push(',');
-                }
-                write_value(s, item);
-            }
-            s.push(']');
-        }
-        Value::Record(fields) => {
-            s.push('{');
-            for (i, (k, item)) in fields.iter().enumerate() {
-                if i > 0 {
-                    s.push(',');
-                }
-                write_str(s, k);
-                s.push(':');
-                write_value(s, item);
-            }
-            s.push('}');
-        }
+        Value::List(items) => write_list(s, items, write_value),
+        Value::Record(fields) => write_record(s, fields, write_value),
     }
+}
+
+/// `[a,b,...]`, each item written by `item`.
+fn write_list<T>(s: &mut String, items: &[T], item: impl Fn(&mut String, &T)) {
+    s.push('[');
+    for (i, x) in items.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        item(s, x);
+    }
+    s.push(']');
+}
+
+/// `{"k":v,...}` in the map's (sorted) order, each value written by `item`.
+fn write_record<T>(s: &mut String, fields: &BTreeMap<String, T>, item: impl Fn(&mut String, &T)) {
+    s.push('{');
+    for (i, (k, x)) in fields.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        write_str(s, k);
+        s.push(':');
+        item(s, x);
+    }
+    s.push('}');
 }
 
 fn write_str(s: &mut String, t: &str) {
@@ -179,28 +185,8 @@ impl RVal {
                 write_value(s, value);
             }
             RVal::Path { key, .. } => s.push_str(key),
-            RVal::List(items) => {
-                s.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        s.push(',');
-                    }
-                    item.write_key(s);
-                }
-                s.push(']');
-            }
-            RVal::Record(fields) => {
-                s.push('{');
-                for (i, (k, item)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        s.push(',');
-                    }
-                    write_str(s, k);
-                    s.push(':');
-                    item.write_key(s);
-                }
-                s.push('}');
-            }
+            RVal::List(items) => write_list(s, items, |s, x| x.write_key(s)),
+            RVal::Record(fields) => write_record(s, fields, |s, x| x.write_key(s)),
             RVal::Template(parts) => {
                 s.push_str("template(");
                 for (i, p) in parts.iter().enumerate() {

@@ -207,6 +207,15 @@ pub fn explain(node: &Node, parts: &KeyParts, prev: Option<&RunNode>) -> Vec<Str
     why
 }
 
+/// The words of a key part's text that carry one of `tags` (`file:HASH`,
+/// `artifact:HASH`, ...): what an argument's inputs or upstream outputs were.
+fn tagged_words(text: &str, tags: &[&str]) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
+        .filter(|w| tags.iter().any(|t| w.starts_with(t)))
+        .map(str::to_string)
+        .collect()
+}
+
 fn short(text: &str) -> String {
     const MAX: usize = 60;
     if text.chars().count() <= MAX {
@@ -293,13 +302,8 @@ fn describe(node: &Node, label: &str, old: Option<&str>, new: Option<&str>) -> S
                 }
                 let mut files = Vec::new();
                 inputs_in(arg, &mut files);
-                let changed_inputs = |t: &str| -> BTreeSet<String> {
-                    t.split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
-                        .filter(|w| w.starts_with("file:") || w.starts_with("dir:"))
-                        .map(str::to_string)
-                        .collect()
-                };
-                if !files.is_empty() && changed_inputs(old) != changed_inputs(new) {
+                let inputs = |t| tagged_words(t, &["file:", "dir:"]);
+                if !files.is_empty() && inputs(old) != inputs(new) {
                     reasons.push(format!(
                         "input changed: {} (arg `{name}`)",
                         files.join(", ")
@@ -307,12 +311,7 @@ fn describe(node: &Node, label: &str, old: Option<&str>, new: Option<&str>) -> S
                 }
                 let mut ups = BTreeSet::new();
                 arg_refs(arg, &mut ups);
-                let artifacts = |t: &str| -> BTreeSet<String> {
-                    t.split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
-                        .filter(|w| w.starts_with("artifact:") || w.starts_with("path:"))
-                        .map(str::to_string)
-                        .collect()
-                };
+                let artifacts = |t| tagged_words(t, &["artifact:", "path:"]);
                 if !ups.is_empty() && artifacts(old) != artifacts(new) {
                     let names: Vec<&str> = ups.into_iter().collect();
                     reasons.push(format!(

@@ -399,6 +399,27 @@ impl LocalBackend {
             content_free: Default::default(),
         })
     }
+
+    /// One log-likelihood request per option: the rendered prompt's tokens,
+    /// then the option's.
+    fn option_requests(
+        &self,
+        messages: &[ChatMessage],
+        options: &[String],
+    ) -> Result<Vec<(Vec<u32>, Vec<u32>)>, ChatError> {
+        let model_err = |e: flow_model::ModelError| ChatError::Model(e.to_string());
+        let prompt = self.template.render(messages, true).map_err(model_err)?;
+        let context = self.tokenizer.encode(&prompt, false).map_err(model_err)?;
+        options
+            .iter()
+            .map(|o| {
+                Ok((
+                    context.clone(),
+                    self.tokenizer.encode(o, false).map_err(model_err)?,
+                ))
+            })
+            .collect()
+    }
 }
 
 impl ChatBackend for LocalBackend {
@@ -434,17 +455,7 @@ impl ChatBackend for LocalBackend {
     ) -> Option<Result<String, ChatError>> {
         let model_err = |e: flow_model::ModelError| ChatError::Model(e.to_string());
         let scored = (|| {
-            let prompt = self.template.render(messages, true).map_err(model_err)?;
-            let context = self.tokenizer.encode(&prompt, false).map_err(model_err)?;
-            let requests = options
-                .iter()
-                .map(|o| {
-                    Ok((
-                        context.clone(),
-                        self.tokenizer.encode(o, false).map_err(model_err)?,
-                    ))
-                })
-                .collect::<Result<Vec<_>, ChatError>>()?;
+            let requests = self.option_requests(messages, options)?;
             let scores = self.model.loglikelihood(&requests);
             // Calibrated against a content-free prompt (the same messages
             // with every user message emptied): log P(option | prompt) −
@@ -518,17 +529,7 @@ impl ChatBackend for LocalBackend {
     ) -> Option<Result<Vec<f64>, ChatError>> {
         let model_err = |e: flow_model::ModelError| ChatError::Model(e.to_string());
         let scored = (|| {
-            let prompt = self.template.render(messages, true).map_err(model_err)?;
-            let context = self.tokenizer.encode(&prompt, false).map_err(model_err)?;
-            let requests = options
-                .iter()
-                .map(|o| {
-                    Ok((
-                        context.clone(),
-                        self.tokenizer.encode(o, false).map_err(model_err)?,
-                    ))
-                })
-                .collect::<Result<Vec<_>, ChatError>>()?;
+            let requests = self.option_requests(messages, options)?;
             Ok(self
                 .model
                 .loglikelihood(&requests)

@@ -3,6 +3,8 @@
 
 use super::*;
 
+use std::sync::{Mutex, Weak};
+
 pub(super) fn backend_from(ctx: &OpContext) -> OpResult<Arc<dyn ChatBackend>> {
     let model = ctx.value("model")?;
     match ctx.str("backend")? {
@@ -58,22 +60,68 @@ pub(super) fn backend_from(ctx: &OpContext) -> OpResult<Arc<dyn ChatBackend>> {
 /// The local model of `dir`, loaded once for the shard tasks of a unit
 /// that run at the same time in one process (a local run's threads): they
 /// share it while any holds it, and it is freed with the last.
+///
+/// The registry's lock is never held while a model loads: loading runs
+/// rayon work (the weights are converted in parallel), and a task blocked
+/// on the lock inside a rayon worker would keep that work from running, a
+/// deadlock two tests sharing the global pool once hit. A task that finds
+/// another loading the same directory runs pending rayon work while it waits.
 fn shared_local(dir: &Path) -> Result<Arc<LocalBackend>, String> {
-    static LOADED: std::sync::Mutex<Vec<(PathBuf, std::sync::Weak<LocalBackend>)>> =
-        std::sync::Mutex::new(Vec::new());
-    // Held while loading, so that tasks starting together load it once.
-    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
-    loaded.retain(|(_, w)| w.strong_count() > 0);
-    if let Some(b) = loaded
-        .iter()
-        .find(|(d, _)| d == dir)
-        .and_then(|(_, w)| w.upgrade())
-    {
-        return Ok(b);
+    enum Entry {
+        Loading,
+        Loaded(Weak<LocalBackend>),
     }
-    let backend = Arc::new(LocalBackend::load(dir)?);
-    loaded.push((dir.to_path_buf(), Arc::downgrade(&backend)));
-    Ok(backend)
+    static REGISTRY: Mutex<Vec<(PathBuf, Entry)>> = Mutex::new(Vec::new());
+    let registry = || REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+
+    /// Takes the `Loading` mark away however the load ends (a panic included).
+    struct LoadingMark<'a>(&'a Path);
+    impl Drop for LoadingMark<'_> {
+        fn drop(&mut self) {
+            REGISTRY
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|(d, e)| !(d == self.0 && matches!(e, Entry::Loading)));
+        }
+    }
+
+    loop {
+        {
+            let mut entries = registry();
+            entries.retain(|(_, e)| match e {
+                Entry::Loading => true,
+                Entry::Loaded(w) => w.strong_count() > 0,
+            });
+            match entries.iter().find(|(d, _)| d == dir).map(|(_, e)| e) {
+                Some(Entry::Loaded(w)) => {
+                    if let Some(b) = w.upgrade() {
+                        return Ok(b);
+                    }
+                }
+                Some(Entry::Loading) => {}
+                None => {
+                    entries.push((dir.to_path_buf(), Entry::Loading));
+                    drop(entries);
+                    // On an error or a panic the mark's drop frees the directory.
+                    let mark = LoadingMark(dir);
+                    let backend = Arc::new(LocalBackend::load(dir)?);
+                    let mut entries = registry();
+                    if let Some((_, e)) = entries
+                        .iter_mut()
+                        .find(|(d, e)| d == dir && matches!(e, Entry::Loading))
+                    {
+                        *e = Entry::Loaded(Arc::downgrade(&backend));
+                    }
+                    drop(entries);
+                    std::mem::forget(mark);
+                    return Ok(backend);
+                }
+            }
+        }
+        if !matches!(rayon::yield_now(), Some(rayon::Yield::Executed)) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
 }
 
 /// Documents whose request failed.
