@@ -239,6 +239,13 @@ impl Progress for NoProgress {
     fn message(&self, _: &str) {}
 }
 
+/// The folder of an op's output directory that holds facts of the run
+/// that built it (wall time, host, device): stored with the artifact and
+/// readable by its dependents, but left out of its content hash, so two
+/// builds of the same inputs (locally, on Slurm, tomorrow) have one hash and
+/// early cutoff holds. Nothing an op computes from its inputs goes here.
+pub const RUN_FACTS_DIR: &str = "run-facts";
+
 /// What an op gets for one run.
 pub struct OpContext<'a> {
     /// Every declared parameter, defaults filled, references resolved.
@@ -312,6 +319,14 @@ impl OpContext<'_> {
     }
     pub fn value(&self, name: &str) -> OpResult<&Value> {
         self.param(name)
+    }
+
+    /// Where this run's facts go (see [`RUN_FACTS_DIR`]); created on demand.
+    pub fn run_facts_dir(&self) -> OpResult<PathBuf> {
+        let dir = self.out_dir.join(RUN_FACTS_DIR);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| miette::miette!("cannot create {}: {e}", dir.display()))?;
+        Ok(dir)
     }
 
     /// Writes a line to the node's log.

@@ -453,7 +453,7 @@ impl Store {
                     continue;
                 }
             };
-            match tree_hash(&dir.join("out"), &mut hash_file_content) {
+            match output_tree_hash(&dir.join("out"), &mut hash_file_content) {
                 Ok(h)
                     if h == meta.tree_hash
                         && content_hash(&h, &meta.outputs) == meta.content_hash => {}
@@ -592,8 +592,29 @@ pub fn tree_hash(
     root: &Path,
     file_hash: &mut dyn FnMut(&Path, &fs::Metadata) -> io::Result<Hex>,
 ) -> io::Result<Hex> {
+    tree_hash_without(root, None, file_hash)
+}
+
+/// The tree hash of an op's output directory: all of it but its run facts
+/// ([`crate::op::RUN_FACTS_DIR`]).
+pub fn output_tree_hash(
+    out: &Path,
+    file_hash: &mut dyn FnMut(&Path, &fs::Metadata) -> io::Result<Hex>,
+) -> io::Result<Hex> {
+    tree_hash_without(out, Some(crate::op::RUN_FACTS_DIR), file_hash)
+}
+
+fn tree_hash_without(
+    root: &Path,
+    skipped_top: Option<&str>,
+    file_hash: &mut dyn FnMut(&Path, &fs::Metadata) -> io::Result<Hex>,
+) -> io::Result<Hex> {
     let mut entries = BTreeMap::new();
     walk(root, root, &mut entries, file_hash)?;
+    if let Some(top) = skipped_top {
+        let inside = format!("{top}/");
+        entries.retain(|rel, _| rel != top && !rel.starts_with(&inside));
+    }
     let mut h = blake3::Hasher::new();
     h.update(b"flow-tree-v1\0");
     for (rel, entry) in &entries {
@@ -651,6 +672,30 @@ mod tests {
         assert_eq!(tree_hash(&a, &mut hash_file_content).unwrap(), h1);
         fs::rename(a.join("sub/x"), a.join("sub/y")).unwrap();
         assert_ne!(tree_hash(&a, &mut hash_file_content).unwrap(), h1);
+    }
+
+    #[test]
+    fn an_outputs_run_facts_stay_out_of_its_hash_and_nothing_else_does() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        fs::create_dir_all(out.join("run-facts")).unwrap();
+        fs::write(out.join("result.json"), b"{}").unwrap();
+        fs::write(out.join("run-facts/timing.json"), b"{\"wall_s\": 1.5}").unwrap();
+        let h = output_tree_hash(&out, &mut hash_file_content).unwrap();
+        fs::write(out.join("run-facts/timing.json"), b"{\"wall_s\": 9.0}").unwrap();
+        fs::write(out.join("run-facts/host"), b"node7").unwrap();
+        assert_eq!(output_tree_hash(&out, &mut hash_file_content).unwrap(), h);
+        // the same name deeper down, or a look-alike at the top, is content
+        fs::create_dir_all(out.join("sub/run-facts")).unwrap();
+        fs::write(out.join("sub/run-facts/x"), b"1").unwrap();
+        let h2 = output_tree_hash(&out, &mut hash_file_content).unwrap();
+        assert_ne!(h2, h);
+        fs::write(out.join("run-facts.json"), b"1").unwrap();
+        assert_ne!(output_tree_hash(&out, &mut hash_file_content).unwrap(), h2);
+        // a user's dir() input is hashed whole
+        let whole = tree_hash(&out, &mut hash_file_content).unwrap();
+        fs::write(out.join("run-facts/timing.json"), b"{}").unwrap();
+        assert_ne!(tree_hash(&out, &mut hash_file_content).unwrap(), whole);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::keys::{value_to_json, RVal, UnitKey};
 use crate::memo::InputStamp;
 use crate::op::{part_dir, run_in_parts, Device, Op, OpContext, Sharded, Value};
 use crate::progress::NodeProgress;
-use crate::store::{content_hash, hash_file_content, now, tree_hash, Meta, Store};
+use crate::store::{content_hash, hash_file_content, now, output_tree_hash, Meta, Store};
 
 /// One unit built in this process (by a worker thread, or by a Slurm
 /// worker).
@@ -217,7 +217,7 @@ impl Job {
             file_hashes.insert(p.to_path_buf(), h.clone());
             Ok(h)
         };
-        let hashed = tree_hash(&out, &mut memo).and_then(|tree| {
+        let hashed = output_tree_hash(&out, &mut memo).and_then(|tree| {
             let paths = crate::store::path_hashes(&out, &outputs, &mut memo)?;
             Ok((paths, tree))
         });

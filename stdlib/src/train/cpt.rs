@@ -90,7 +90,7 @@ impl Op for Train {
         let s = |x: &str| Value::Str(x.to_string());
         OpSpec {
             name: "train",
-            version: 5,
+            version: 6,
             doc: "Continued pre-training on a packed dataset (AdamW, warmup then cosine/linear decay, gradient accumulation, global-norm clipping); writes the final model, checkpoints (one per decade of tokens, the rest evenly spaced) and losses.jsonl",
             params: vec![
                 Param::required("model", Type::Model, "the model to train"),
@@ -186,9 +186,10 @@ impl Op for Train {
                 other => miette!("{other}"),
             })?;
         // The compute table of the report (the papers' Table 2) reads this.
-        // Timing makes the artifact differ between reruns; dependents of a
-        // checkpoint are keyed by the checkpoint's own bytes (the engine's
-        // path hashes), so early cutoff at an identical checkpoint stays.
+        // Wall time and device differ between two runs of the same inputs,
+        // so they are run facts, outside the artifact's content hash: a
+        // rerun (locally or on a cluster) that trains the same weights gives
+        // the same hash, and its dependents stay cached.
         let record = serde_json::json!({
             "wall_s": started.elapsed().as_secs_f64(),
             "devices": 1,
@@ -196,7 +197,7 @@ impl Op for Train {
             "steps": total,
         });
         std::fs::write(
-            ctx.out_dir.join("train.json"),
+            ctx.run_facts_dir()?.join("train.json"),
             serde_json::to_string_pretty(&record).unwrap_or_default(),
         )
         .map_err(|e| miette!("writing train.json: {e}"))?;
@@ -320,8 +321,10 @@ mod tests {
         let n = model.config.non_embedding_param_count() as f64;
         assert_eq!(lineage["flops"].as_f64().unwrap(), 6.0 * n * 54.0);
         // The run's timing and device, for the report's compute table.
-        let record: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.path().join("train.json")).unwrap()).unwrap();
+        let record: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.path().join("run-facts/train.json")).unwrap(),
+        )
+        .unwrap();
         assert!(record["wall_s"].as_f64().unwrap() > 0.0, "{record}");
         assert_eq!(record["devices"], 1);
         assert_eq!(record["steps"], 3);

@@ -66,7 +66,7 @@ impl Op for Annotate {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "annotate",
-            version: 8,
+            version: 9,
             doc: "Zero-shot labelling of every document of a corpus by a chat model (OpenAI-compatible endpoint or the local runtime); writes annotations.jsonl (id, label or null when the answer named none, raw answer) and annotate.json (counts per label, unparseable, failed). Documents whose request failed are left out and counted; more than max_failures of them, or a refused key (401/403), fail the op.",
             params: vec![
                 Param::required("corpus", Type::Dir, "corpus artifact (usually a sample)"),
@@ -458,6 +458,7 @@ impl Sharded for Annotate {
             .iter()
             .any(|p| p.join("answers.partial.jsonl").exists())
         {
+            let partial = in_corpus_order(&partial, &order);
             write_bytes_atomic(&ctx.out_dir.join("answers.partial.jsonl"), &partial)?;
         }
 
@@ -513,4 +514,39 @@ impl Sharded for Annotate {
             ("stats".to_string(), Value::Path("annotate.json".into())),
         ]))
     }
+}
+
+/// The answer lines of `partial` sorted by their document's place in
+/// `order` (the corpus order): a task appends answers as requests finish,
+/// so the order it wrote them in differs between two runs. Lines whose id
+/// is not in `order` keep their place after the others.
+fn in_corpus_order(partial: &[u8], order: &[String]) -> Vec<u8> {
+    #[derive(Deserialize)]
+    struct Id<'a> {
+        #[serde(borrow)]
+        id: std::borrow::Cow<'a, str>,
+    }
+    let rank: HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let mut lines: Vec<(usize, &[u8])> = partial
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let at = serde_json::from_slice::<Id>(l)
+                .ok()
+                .and_then(|a| rank.get(a.id.as_ref()).copied())
+                .unwrap_or(usize::MAX);
+            (at, l)
+        })
+        .collect();
+    lines.sort_by_key(|(at, _)| *at);
+    let mut out = Vec::with_capacity(partial.len() + 1);
+    for (_, l) in lines {
+        out.extend_from_slice(l);
+        out.push(b'\n');
+    }
+    out
 }

@@ -869,3 +869,33 @@ fn a_failing_shard_task_fails_annotate_with_its_shard_and_line() {
     let err = run_sharded(&Annotate, &params, &out, 3).unwrap_err();
     assert_third_shard_task_failed(&err, "docs-00002.jsonl.zst:2", &out, "annotate.json");
 }
+
+#[test]
+fn partial_answers_are_written_in_corpus_order_whatever_order_requests_finished_in() {
+    // As a task with concurrent requests appends them: d3 finished first.
+    let written = concat!(
+        r#"{"id":"d3","answer":"c"}"#,
+        "\n",
+        r#"{"id":"x9","answer":"not in this sample"}"#,
+        "\n",
+        r#"{"id":"d1","answer":"a"}"#,
+        "\n",
+        r#"{"id":"d2","answer":"b"}"#,
+        "\n"
+    );
+    let order = ["d1", "d2", "d3"].map(String::from);
+    let sorted = in_corpus_order(written.as_bytes(), &order);
+    assert_eq!(
+        String::from_utf8(sorted).unwrap(),
+        concat!(
+            r#"{"id":"d1","answer":"a"}"#,
+            "\n",
+            r#"{"id":"d2","answer":"b"}"#,
+            "\n",
+            r#"{"id":"d3","answer":"c"}"#,
+            "\n",
+            r#"{"id":"x9","answer":"not in this sample"}"#,
+            "\n"
+        )
+    );
+}

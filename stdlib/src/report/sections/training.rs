@@ -28,7 +28,9 @@ pub(in crate::report) fn compute_section(
                 .find(|l| !l.trim().is_empty())
                 .and_then(|l| serde_json::from_str(l).ok())
         });
-        let meta = ["train.json", "metadata.json"]
+        // flow's train writes its timing as run facts; older artifacts and
+        // other tools' runs have it at the top.
+        let meta = ["run-facts/train.json", "train.json", "metadata.json"]
             .iter()
             .map(|n| p.join(n))
             .find(|q| q.is_file())
