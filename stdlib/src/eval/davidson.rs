@@ -453,7 +453,7 @@ impl Op for Davidson {
         let mut boot_rel: Vec<Vec<f64>> = vec![Vec::new(); n];
         let mut boot_tie = Vec::new();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        ctx.progress.set_total(b as u64, "resamples");
+        ctx.progress.set_total(b, "resamples");
         for _ in 0..b {
             ctx.check_cancelled()?;
             let sample: Vec<Comparison> = (0..set.comparisons.len())
