@@ -229,37 +229,14 @@ pub fn variant_name<E: serde::Serialize>(value: &E) -> String {
 /// order: what a `Type::Enum` param built from it accepts.
 pub fn variants_of<E: DeserializeOwned>() -> Vec<&'static str> {
     let found = RefCell::new(None);
-    // The probe stops the impl at its first call; only what it recorded counts.
-    let _ = E::deserialize(EnumProbe(&found));
+    // Only what the placeholder recorded counts, not what it built.
+    let _ = E::deserialize(Placeholder(&found));
     found.into_inner().unwrap_or_else(|| {
         panic!(
             "{} is not an enum of unit variants (serde called no deserialize_enum)",
             std::any::type_name::<E>()
         )
     })
-}
-
-struct EnumProbe<'r>(&'r RefCell<Option<Vec<&'static str>>>);
-
-impl<'de> de::Deserializer<'de> for EnumProbe<'_> {
-    type Error = ParamError;
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ParamError> {
-        Err(ParamError("not an enum".into()))
-    }
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        variants: &'static [&'static str],
-        _: V,
-    ) -> Result<V::Value, ParamError> {
-        *self.0.borrow_mut() = Some(variants.to_vec());
-        Err(ParamError("probed".into()))
-    }
-    forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf option unit unit_struct newtype_struct seq tuple
-        tuple_struct map struct identifier ignored_any
-    }
 }
 
 /// One field of a params struct: its serde name and, for a field whose
