@@ -774,3 +774,55 @@ fn a_number_outside_the_declared_range_is_an_error_at_check() {
     );
     assert!(ok.is_ok(), "{}", ok.unwrap_err());
 }
+
+/// The stdlib ops' enum strings and ranges come from their params structs
+/// and specs (`Type::enum_of`, `Param::within`): `flow check` rejects a
+/// wrong value with a span before anything runs, as it does for the test
+/// registry's ops above.
+#[test]
+fn stdlib_ops_reject_a_wrong_enum_value_and_an_out_of_range_number_at_check() {
+    let real = |text: &str| match flow_engine::lang::load_str(
+        std::path::Path::new("/flow-lang-test/main.flow"),
+        text,
+        &[],
+        &flow_stdlib::registry(),
+    ) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(d) => d.render(),
+    };
+    let r = real("t = train(model: dir(\"m\"), data: dir(\"d\"), schedule: \"cosin\")\n");
+    has(
+        &r,
+        &[
+            "argument `schedule` of `train`",
+            "expected one of \"cosine\", \"linear\", \"constant\", got a string",
+            "main.flow:1:54",
+            "did you mean \"cosine\"?",
+        ],
+    );
+    let r = real("t = train(model: dir(\"m\"), data: dir(\"d\"), dtype: \"fp16\")\n");
+    has(
+        &r,
+        &[
+            "expected one of \"float32\", \"bfloat16\", \"float16\", got a string",
+            "main.flow:1:51",
+        ],
+    );
+    let r = real("t = train(model: dir(\"m\"), data: dir(\"d\"), micro_batch: 0)\n");
+    has(
+        &r,
+        &[
+            "argument `micro_batch` of `train` is 0, below 1",
+            "main.flow:1:57",
+            "`micro_batch` takes numbers from 1 up",
+        ],
+    );
+    let r = real("d = dedup(corpus: dir(\"c\"), bands: 600)\n");
+    has(
+        &r,
+        &[
+            "argument `bands` of `dedup` is 600, outside [1, 512]",
+            "main.flow:1:36",
+        ],
+    );
+}

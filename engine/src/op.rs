@@ -13,7 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+mod params;
+pub use params::{
+    from_params, variant_name, variants_of, FieldShape, ParamError, ParamsShape, PathOrStr,
+};
 
 /// The result type of every op: a `miette` report carries a message and,
 /// where the op knows one, a `help` line saying what to do.
@@ -82,6 +88,14 @@ pub enum Type {
     Any,
 }
 
+impl Type {
+    /// The enum type whose strings are the serde names of `E`'s unit
+    /// variants: an op's spec and its params struct share one list.
+    pub fn enum_of<E: DeserializeOwned>() -> Type {
+        Type::Enum(variants_of::<E>().into_iter().map(String::from).collect())
+    }
+}
+
 /// A parameter an op takes.
 #[derive(Clone, Debug)]
 pub struct Param {
@@ -121,6 +135,11 @@ impl Param {
             range: Some((lo, hi)),
             ..self
         }
+    }
+
+    /// The same param, its numbers bounded below by `lo` (no upper bound).
+    pub fn at_least(self, lo: f64) -> Self {
+        self.within(lo, f64::INFINITY)
     }
 
     /// The first number in `value` outside this param's range, if any.
@@ -267,6 +286,13 @@ pub struct OpContext<'a> {
 }
 
 impl OpContext<'_> {
+    /// The params as the op's params struct (one serde struct an op: its
+    /// fields are the spec's params, enums as Rust enums). A value that does
+    /// not fit its field is an error naming the param.
+    pub fn params<T: DeserializeOwned>(&self) -> OpResult<T> {
+        from_params(&self.params)
+    }
+
     fn param(&self, name: &str) -> OpResult<&Value> {
         self.params
             .get(name)
@@ -351,6 +377,12 @@ pub type Outputs = BTreeMap<String, Value>;
 pub trait Op: Send + Sync {
     fn spec(&self) -> OpSpec;
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs>;
+    /// The shape of the struct the op reads its params into
+    /// (`ParamsShape::of::<TheOpsParams>()`), for the registry-wide test
+    /// that it matches the spec. `None`: the op reads its params by name.
+    fn params_shape(&self) -> Option<ParamsShape> {
+        None
+    }
     /// The op's data-parallel form, if its work splits into independent
     /// pieces (see [`Sharded`]). The engine then builds the unit as shard
     /// tasks and one merge ([`run_in_parts`]); `run` is not called.

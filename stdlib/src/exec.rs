@@ -23,13 +23,26 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::op::{Op, OpContext, OpResult, OpSpec, Outputs, Param, Resources, Type, Value};
+use serde::Deserialize;
+
+use crate::op::{
+    Op, OpContext, OpResult, OpSpec, Outputs, Param, ParamsShape, Resources, Type, Value,
+};
 
 /// Lines of output kept for the error message.
 const TAIL_LINES: usize = 20;
 
 /// The `exec` op.
 pub struct Exec;
+
+/// `exec`'s params (see its spec).
+#[derive(Deserialize)]
+struct ExecParams {
+    cmd: String,
+    /// Only for the key: the command names these files itself.
+    #[allow(dead_code)]
+    deps: serde::de::IgnoredAny,
+}
 
 impl Op for Exec {
     fn spec(&self) -> OpSpec {
@@ -58,8 +71,13 @@ impl Op for Exec {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<ExecParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let cmd = ctx.str("cmd")?;
+        let p: ExecParams = ctx.params()?;
+        let cmd = p.cmd.as_str();
         let dir = &ctx.workdir;
         ctx.log(&format!("$ {cmd}"));
         let mut child = Command::new("sh")

@@ -527,16 +527,13 @@ impl ChatBackend for LocalBackend {
         messages: &[ChatMessage],
         options: &[String],
     ) -> Option<Result<Vec<f64>, ChatError>> {
-        let model_err = |e: flow_model::ModelError| ChatError::Model(e.to_string());
-        let scored = (|| {
-            let requests = self.option_requests(messages, options)?;
-            Ok(self
-                .model
+        let scored = self.option_requests(messages, options).map(|requests| {
+            self.model
                 .loglikelihood(&requests)
                 .iter()
                 .map(|s| s.logprob)
-                .collect())
-        })();
+                .collect()
+        });
         Some(scored)
     }
 

@@ -3,6 +3,27 @@
 
 pub use flow_engine::op::*;
 
+use std::path::PathBuf;
+
+/// One item of a list param of nodes: a node (its directory) or a file, or
+/// a map node (the list of its elements' directories).
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum NodeItem {
+    One(PathBuf),
+    Map(Vec<PathBuf>),
+}
+
+impl NodeItem {
+    /// The item's paths: one, or a map node's elements in order.
+    pub fn paths(&self) -> &[PathBuf] {
+        match self {
+            NodeItem::One(p) => std::slice::from_ref(p),
+            NodeItem::Map(ps) => ps,
+        }
+    }
+}
+
 /// Builds the [`OpContext`] of an op's unit tests: CPU, no progress, log
 /// lines collected, a fresh out directory.
 #[cfg(test)]
@@ -61,6 +82,24 @@ pub(crate) mod testing {
             );
         }
         map
+    }
+
+    /// Asserts that `op`'s spec declares a range for param `name` that
+    /// excludes `value`: `flow check` rejects it with a span before the op
+    /// runs (the op itself no longer checks it).
+    pub fn assert_outside_declared_range(op: &dyn Op, name: &str, value: Value) {
+        let spec = op.spec();
+        let param = spec
+            .params
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("op {} has no param {name}", spec.name));
+        assert!(
+            param.out_of_range(&value).is_some(),
+            "{}.{name}: {value:?} is within its declared range {:?}",
+            spec.name,
+            param.range
+        );
     }
 
     /// Runs `f` with a context over `params` writing into `out_dir`

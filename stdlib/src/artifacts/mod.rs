@@ -9,11 +9,11 @@
 //! NaN and infinities as `null`).
 //!
 //! `mcqa.json` is [`crate::eval::mcqa::McqaResult`], beside the scoring
-//! that fills it. So far `relative_gain.json` and `heldout_loss.json` are
-//! read and written through their structs, and the report reads
-//! `judge.json` and `verdicts.jsonl` through theirs in its
-//! against-the-larger-model section; the rest of [`eval`] is defined, not
-//! yet used by its writers and readers.
+//! that fills it; `holdout.json` is [`crate::heldout::split::HoldoutStats`].
+//! [`eval`] holds the evaluation ops' files, [`data`] the data ops'
+//! statistics; each is written and read through its struct, except
+//! `filter.json`, whose writer (`data/filter.rs`, being rewritten) still
+//! writes its own `json!` in the same field order.
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::op::OpResult;
 
+pub mod data;
 pub mod eval;
 mod ordered;
 #[cfg(test)]

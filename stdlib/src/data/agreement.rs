@@ -8,11 +8,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use miette::{miette, IntoDiagnostic, WrapErr};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::corpus::{for_each_line, write_json_atomic};
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use super::corpus::for_each_line;
+use crate::artifacts::data::{AgreementReport, AnnotatorAgreement};
+use crate::artifacts::JsonFile;
+use crate::op::{
+    Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
+};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
     vec![Arc::new(Agreement)]
@@ -108,6 +112,7 @@ pub fn read_labels(path: &Path) -> OpResult<(Vec<LabelRow>, u64)> {
 
 /// Binary scores for one class.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Prf {
     pub tp: u64,
     pub fp: u64,
@@ -184,6 +189,14 @@ pub fn majority(rows: &[LabelRow]) -> BTreeMap<String, Option<String>> {
 /// The `agreement` op.
 pub struct Agreement;
 
+/// `agreement`'s params (see its spec).
+#[derive(Deserialize)]
+struct AgreementParams {
+    annotations: PathBuf,
+    human: PathBuf,
+    positive: String,
+}
+
 impl Op for Agreement {
     fn spec(&self) -> OpSpec {
         OpSpec {
@@ -201,21 +214,17 @@ impl Op for Agreement {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<AgreementParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let positive = ctx.str("positive")?;
-        let ann_path = match ctx.value("annotations")? {
-            Value::Path(p) => p.clone(),
-            other => {
-                return Err(miette!(
-                    "parameter `annotations`: expected a path, got {}",
-                    other.kind()
-                ))
-            }
-        };
-        let (model_rows, unparseable) = read_labels(&ann_path)?;
-        let (human, _) = read_labels(ctx.path("human")?)?;
+        let p: AgreementParams = ctx.params()?;
+        let positive = p.positive.as_str();
+        let (model_rows, unparseable) = read_labels(&p.annotations)?;
+        let (human, _) = read_labels(&p.human)?;
         if human.is_empty() {
-            return Err(miette!("{}: no human labels", ctx.path("human")?.display()));
+            return Err(miette!("{}: no human labels", p.human.display()));
         }
         let model: HashMap<&str, &str> = model_rows
             .iter()
@@ -243,7 +252,10 @@ impl Op for Agreement {
                 .collect();
             per_annotator.insert(
                 a.to_string(),
-                serde_json::json!({"documents": pairs.len(), "scores": Prf::from_pairs(pairs)}),
+                AnnotatorAgreement {
+                    documents: pairs.len(),
+                    scores: Prf::from_pairs(pairs),
+                },
             );
         }
         let maj = majority(&human);
@@ -257,19 +269,22 @@ impl Op for Agreement {
                 ))
             })
             .collect();
-        let report = serde_json::json!({
-            "positive": positive,
-            "documents": human_ids.len(),
-            "compared": pairs.len(),
-            "missing_annotations": missing.len(),
-            "missing_examples": missing.iter().take(20).collect::<Vec<_>>(),
-            "unparseable_annotations": unparseable,
-            "majority_ties": ties,
-            "majority": Prf::from_pairs(pairs),
-            "per_annotator": per_annotator,
-        });
-        write_json_atomic(&ctx.out_dir.join("agreement.json"), &report)?;
-        ctx.log(&format!("agreement with majority: {}", report["majority"]));
+        let report = AgreementReport {
+            positive: positive.to_owned(),
+            documents: human_ids.len(),
+            compared: pairs.len(),
+            missing_annotations: missing.len(),
+            missing_examples: missing.iter().take(20).map(|m| m.to_string()).collect(),
+            unparseable_annotations: unparseable,
+            majority_ties: ties,
+            majority: Prf::from_pairs(pairs),
+            per_annotator,
+        };
+        report.write(&ctx.out_dir)?;
+        ctx.log(&format!(
+            "agreement with majority: {}",
+            serde_json::to_value(&report.majority).into_diagnostic()?
+        ));
         Ok(BTreeMap::from([(
             "report".to_string(),
             Value::Path("agreement.json".into()),

@@ -17,14 +17,18 @@ use std::sync::Arc;
 
 use miette::{miette, IntoDiagnostic, WrapErr};
 use rayon::prelude::*;
+use serde::Deserialize;
+
+use crate::artifacts::data::{DedupExample, DedupStats, ShardCount};
+use crate::artifacts::JsonFile;
 
 use super::corpus::{
     corpus_shards, for_each_doc, on_error_param, read_json_file, write_bytes_atomic,
     write_json_atomic, ErrorLog, OnError, ShardWriter,
 };
 use crate::op::{
-    run_in_parts, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Sharded,
-    Type, Value,
+    run_in_parts, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources,
+    Sharded, Type, Value,
 };
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
@@ -134,17 +138,21 @@ impl Op for Dedup {
                 Param::required("corpus", Type::Dir, "corpus artifact"),
                 Param::optional("exact", Type::Bool, Value::Bool(true), "remove exact duplicates"),
                 Param::optional("near", Type::Bool, Value::Bool(true), "remove MinHash near-duplicates"),
-                Param::optional("ngram", Type::Int, Value::Int(5), "words per shingle"),
-                Param::optional("bands", Type::Int, Value::Int(20), "LSH bands"),
-                Param::optional("rows", Type::Int, Value::Int(10), "MinHash values per band (bands × rows hash functions)"),
+                Param::optional("ngram", Type::Int, Value::Int(5), "words per shingle").at_least(1.0),
+                Param::optional("bands", Type::Int, Value::Int(20), "LSH bands").within(1.0, 512.0),
+                Param::optional("rows", Type::Int, Value::Int(10), "MinHash values per band (bands × rows hash functions)").within(1.0, 64.0),
                 Param::optional("threshold", Type::Float, Value::Float(0.8), "estimated Jaccard similarity at or above which a candidate pair is a duplicate"),
-                Param::optional("docs_per_shard", Type::Int, Value::Int(100_000), "documents per output shard"),
+                Param::optional("docs_per_shard", Type::Int, Value::Int(100_000), "documents per output shard").at_least(1.0),
                 on_error_param(),
             ],
             produces: Type::Dir,
             outputs: vec![Output { name: "stats", ty: Type::File, doc: "dedup.json: documents in/out, exact and near duplicates removed, examples" }],
             resources: Resources::ALL_THREADS,
         }
+    }
+
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<DedupParams>())
     }
 
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
@@ -159,44 +167,28 @@ impl Op for Dedup {
 /// A document as pass 1 sees it: id, exact key, MinHash signature.
 type DocSig = (String, [u8; 16], Vec<u32>);
 
-/// The settings of one run.
-#[derive(Clone, Copy)]
-struct Settings {
-    policy: OnError,
-    bands: usize,
-    rows: usize,
-    ngram: usize,
-    threshold: f64,
+/// `dedup`'s params (see its spec): the settings of one run.
+#[derive(Clone, Deserialize)]
+struct DedupParams {
+    corpus: PathBuf,
     exact: bool,
     near: bool,
-}
-
-impl Settings {
-    fn of(ctx: &OpContext) -> OpResult<Settings> {
-        let (bands, rows) = (ctx.int("bands")?, ctx.int("rows")?);
-        if !(1..=512).contains(&bands) || !(1..=64).contains(&rows) {
-            return Err(miette!("parameters `bands` and `rows`: expected 1..=512 and 1..=64, got {bands} and {rows}"));
-        }
-        Ok(Settings {
-            policy: OnError::from_ctx(ctx)?,
-            bands: bands as usize,
-            rows: rows as usize,
-            ngram: ctx.int("ngram")?.max(1) as usize,
-            threshold: ctx.float("threshold")?,
-            exact: ctx.bool("exact")?,
-            near: ctx.bool("near")?,
-        })
-    }
+    ngram: usize,
+    bands: usize,
+    rows: usize,
+    threshold: f64,
+    docs_per_shard: u64,
+    on_error: OnError,
 }
 
 /// Pass 1 over some shards: ids, exact keys and signatures, in parallel
 /// over shards and documents, in corpus order.
 fn signatures(
     ctx: &OpContext,
-    st: &Settings,
+    st: &DedupParams,
     shards: &[PathBuf],
 ) -> OpResult<(Vec<DocSig>, ErrorLog)> {
-    let (policy, ngram, perms, do_near) = (st.policy, st.ngram, st.bands * st.rows, st.near);
+    let (policy, ngram, perms, do_near) = (st.on_error, st.ngram, st.bands * st.rows, st.near);
     let per_shard: Vec<OpResult<(Vec<DocSig>, ErrorLog)>> = shards
         .par_iter()
         .map(|shard| {
@@ -299,19 +291,20 @@ fn read_part(dir: &Path, docs: &mut Vec<DocSig>) -> OpResult<ErrorLog> {
 
 impl Sharded for Dedup {
     fn pieces(&self, ctx: &OpContext) -> OpResult<usize> {
-        Ok(corpus_shards(ctx.path("corpus")?)?.len())
+        let st: DedupParams = ctx.params()?;
+        Ok(corpus_shards(&st.corpus)?.len())
     }
 
     fn run_part(&self, ctx: &OpContext, range: Range<usize>) -> OpResult<()> {
-        let st = Settings::of(ctx)?;
-        let shards = corpus_shards(ctx.path("corpus")?)?;
+        let st: DedupParams = ctx.params()?;
+        let shards = corpus_shards(&st.corpus)?;
         let (docs, errors) = signatures(ctx, &st, &shards[range])?;
         write_part(&ctx.out_dir, &docs, &errors)
     }
 
     fn merge(&self, ctx: &OpContext, parts: &[PathBuf]) -> OpResult<Outputs> {
-        let st = Settings::of(ctx)?;
-        let shards = corpus_shards(ctx.path("corpus")?)?;
+        let st: DedupParams = ctx.params()?;
+        let shards = corpus_shards(&st.corpus)?;
         let mut docs = Vec::new();
         let mut errors = ErrorLog::default();
         for part in parts {
@@ -326,19 +319,21 @@ impl Sharded for Dedup {
 /// order, into the output shards (pass 2).
 fn cluster_and_copy(
     ctx: &OpContext,
-    st: Settings,
+    st: DedupParams,
     docs: Vec<DocSig>,
     errors: ErrorLog,
     shards: &[PathBuf],
 ) -> OpResult<Outputs> {
-    let Settings {
-        policy,
+    let DedupParams {
+        on_error: policy,
         bands,
         rows,
         ngram,
         threshold,
         exact: do_exact,
         near: do_near,
+        docs_per_shard,
+        corpus: _,
     } = st;
     let n = docs.len();
     let mut uf = Union {
@@ -401,18 +396,18 @@ fn cluster_and_copy(
                 near_dups += 1;
             }
             if examples.len() < 50 {
-                examples.push(serde_json::json!({"removed": docs[i].0, "kept": docs[root].0, "kind": if is_exact_dup[i] { "exact" } else { "near" }}));
+                examples.push(DedupExample {
+                    removed: docs[i].0.clone(),
+                    kept: docs[root].0.clone(),
+                    kind: if is_exact_dup[i] { "exact" } else { "near" }.to_owned(),
+                });
             }
         }
     }
     drop(docs);
 
     // pass 2: copy the kept documents
-    let mut writer = ShardWriter::new(
-        &ctx.out_dir,
-        "docs",
-        ctx.int("docs_per_shard")?.max(1) as u64,
-    );
+    let mut writer = ShardWriter::new(&ctx.out_dir, "docs", docs_per_shard);
     let mut kept = 0u64;
     for shard in shards {
         ctx.check_cancelled()?;
@@ -444,18 +439,21 @@ fn cluster_and_copy(
         }
     }
     let out_shards = writer.finish()?;
-    let stats = serde_json::json!({
-        "documents_in": n,
-        "documents_out": kept,
-        "exact_duplicates": exact_dups,
-        "near_duplicates": near_dups,
-        "candidate_pairs": candidate_pairs,
-        "ngram": ngram, "bands": bands, "rows": rows, "threshold": threshold,
-        "errors": errors,
-        "examples": examples,
-        "shards": out_shards.iter().map(|(f, n)| serde_json::json!({"file": f, "documents": n})).collect::<Vec<_>>(),
-    });
-    write_json_atomic(&ctx.out_dir.join("dedup.json"), &stats)?;
+    let stats = DedupStats {
+        documents_in: n as u64,
+        documents_out: kept,
+        exact_duplicates: exact_dups,
+        near_duplicates: near_dups,
+        candidate_pairs,
+        ngram,
+        bands,
+        rows,
+        threshold,
+        errors,
+        examples,
+        shards: ShardCount::list(&out_shards),
+    };
+    stats.write(&ctx.out_dir)?;
     ctx.log(&format!(
         "kept {kept} of {n}: {exact_dups} exact and {near_dups} near duplicates removed"
     ));

@@ -27,14 +27,18 @@ use std::sync::Arc;
 
 use miette::{miette, IntoDiagnostic, WrapErr};
 use rayon::prelude::*;
+use serde::Deserialize;
+
+use crate::artifacts::data::PackInfo;
+use crate::artifacts::JsonFile;
 
 use super::corpus::{
     corpus_shards, for_each_line, on_error_param, parse_doc, read_json_file, write_json_atomic,
     ErrorLog, OnError,
 };
 use crate::op::{
-    run_in_parts, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Sharded,
-    Type, Value,
+    run_in_parts, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources,
+    Sharded, Type, Value,
 };
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
@@ -204,7 +208,7 @@ impl Op for Pack {
             params: vec![
                 Param::required("corpus", Type::Dir, "corpus artifact"),
                 Param::required("tokenizer", Type::Either(Box::new(Type::Model), Box::new(Type::File)), "a model directory (its tokenizer.json) or a tokenizer.json file"),
-                Param::required("seq_len", Type::Int, "tokens per sequence"),
+                Param::required("seq_len", Type::Int, "tokens per sequence").within(2.0, (1u32 << 24) as f64),
                 Param::optional("eos_token", Type::Str, Value::Str(String::new()), "EOS token text; empty: from tokenizer_config.json / generation_config.json / config.json"),
                 Param::optional("pad_token", Type::Str, Value::Str(String::new()), "padding token text; empty: the EOS id (padding is masked by doc_ids anyway)"),
                 Param::optional("drop_last", Type::Bool, Value::Bool(false), "drop the last, incomplete sequence instead of padding it"),
@@ -216,6 +220,10 @@ impl Op for Pack {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<PackParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
         run_in_parts(self, ctx, None)
     }
@@ -225,9 +233,22 @@ impl Op for Pack {
     }
 }
 
+/// `pack`'s params (see its spec).
+#[derive(Deserialize)]
+struct PackParams {
+    corpus: PathBuf,
+    tokenizer: PathBuf,
+    seq_len: usize,
+    eos_token: String,
+    pad_token: String,
+    drop_last: bool,
+    on_error: OnError,
+}
+
 /// What every shard task and the merge of one run need: the tokenizer and
 /// its special ids.
 struct PackSetup {
+    params: PackParams,
     seq_len: usize,
     tokenizer: tokenizers::Tokenizer,
     tok_bytes: Vec<u8>,
@@ -237,21 +258,8 @@ struct PackSetup {
 
 impl PackSetup {
     fn of(ctx: &OpContext) -> OpResult<PackSetup> {
-        let seq_len = ctx.int("seq_len")?;
-        if !(2..=1 << 24).contains(&seq_len) {
-            return Err(miette!(
-                "parameter `seq_len`: expected 2 to 2^24, got {seq_len}"
-            ));
-        }
-        let tok_arg = match ctx.value("tokenizer")? {
-            Value::Path(p) => p.clone(),
-            other => {
-                return Err(miette!(
-                    "parameter `tokenizer`: expected a path, got {}",
-                    other.kind()
-                ))
-            }
-        };
+        let params: PackParams = ctx.params()?;
+        let tok_arg = params.tokenizer.clone();
         let tok_file = tokenizer_file(&tok_arg);
         let tok_bytes = std::fs::read(&tok_file)
             .into_diagnostic()
@@ -259,8 +267,8 @@ impl PackSetup {
         let tokenizer = tokenizers::Tokenizer::from_bytes(&tok_bytes)
             .map_err(|e| miette!("{}: not a tokenizer.json: {e}", tok_file.display()))?;
         let model_dir = tok_file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let eos_id = find_eos(&tokenizer, &model_dir, ctx.str("eos_token")?)?;
-        let pad_name = ctx.str("pad_token")?;
+        let eos_id = find_eos(&tokenizer, &model_dir, &params.eos_token)?;
+        let pad_name = params.pad_token.as_str();
         let pad_id = if pad_name.is_empty() {
             eos_id
         } else {
@@ -269,7 +277,8 @@ impl PackSetup {
                 .ok_or_else(|| miette!("the tokenizer has no token {pad_name:?} (pad_token)"))?
         };
         Ok(PackSetup {
-            seq_len: seq_len as usize,
+            seq_len: params.seq_len,
+            params,
             tokenizer,
             tok_bytes,
             eos_id,
@@ -287,7 +296,7 @@ fn tokenise_shards(
     errors: &mut ErrorLog,
     mut each: impl FnMut(&[u32]) -> OpResult<()>,
 ) -> OpResult<()> {
-    let policy = OnError::from_ctx(ctx)?;
+    let policy = setup.params.on_error;
     let mut pending: Vec<(PathBuf, u64, String)> = Vec::with_capacity(CHUNK);
     let mut flush =
         |pending: &mut Vec<(PathBuf, u64, String)>, errors: &mut ErrorLog| -> OpResult<()> {
@@ -344,12 +353,13 @@ fn tokenise_shards(
 /// cheap sequential pass the merge makes over the parts in order.
 impl Sharded for Pack {
     fn pieces(&self, ctx: &OpContext) -> OpResult<usize> {
-        Ok(corpus_shards(ctx.path("corpus")?)?.len())
+        let params: PackParams = ctx.params()?;
+        Ok(corpus_shards(&params.corpus)?.len())
     }
 
     fn run_part(&self, ctx: &OpContext, range: Range<usize>) -> OpResult<()> {
         let setup = PackSetup::of(ctx)?;
-        let shards = corpus_shards(ctx.path("corpus")?)?;
+        let shards = corpus_shards(&setup.params.corpus)?;
         let create = |name: &str| -> OpResult<BufWriter<File>> {
             let path = ctx.out_dir.join(name);
             Ok(BufWriter::with_capacity(
@@ -412,24 +422,24 @@ impl Sharded for Pack {
         }
         let documents = packer.documents;
         let (seqs, tokens, dropped_tokens) =
-            packer.finish(&ctx.out_dir, setup.pad_id, ctx.bool("drop_last")?)?;
+            packer.finish(&ctx.out_dir, setup.pad_id, setup.params.drop_last)?;
         if seqs == 0 {
             return Err(miette!(
                 "no complete sequence: {tokens} tokens with seq_len {seq_len} and drop_last"
             ));
         }
-        let info = serde_json::json!({
-            "seq_len": seq_len,
-            "sequences": seqs,
-            "tokens": tokens,
-            "documents": documents,
-            "eos_id": setup.eos_id,
-            "pad_id": setup.pad_id,
-            "tokenizer_hash": blake3::hash(&setup.tok_bytes).to_hex().to_string(),
-            "dropped_tokens": dropped_tokens,
-            "errors": errors,
-        });
-        write_json_atomic(&ctx.out_dir.join("pack.json"), &info)?;
+        let info = PackInfo {
+            seq_len,
+            sequences: seqs,
+            tokens,
+            documents,
+            eos_id: setup.eos_id,
+            pad_id: setup.pad_id,
+            tokenizer_hash: blake3::hash(&setup.tok_bytes).to_hex().to_string(),
+            dropped_tokens,
+            errors,
+        };
+        info.write(&ctx.out_dir)?;
         ctx.log(&format!(
             "{documents} documents, {tokens} tokens in {seqs} sequences of {seq_len}"
         ));

@@ -6,12 +6,15 @@
 //! replacement; memory holds only N documents.
 
 use std::collections::{BTreeMap, BinaryHeap};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use miette::miette;
+use serde::Deserialize;
 
 use super::corpus::{corpus_shards, for_each_doc, write_json_atomic, ShardWriter};
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
+};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
     vec![Arc::new(Sample)]
@@ -29,6 +32,15 @@ pub fn sample_score(seed: u64, id: &str) -> u64 {
 /// The `sample` op.
 pub struct Sample;
 
+/// `sample`'s params (see its spec).
+#[derive(Deserialize)]
+struct SampleParams {
+    corpus: PathBuf,
+    n: usize,
+    seed: i64,
+    docs_per_shard: u64,
+}
+
 impl Op for Sample {
     fn spec(&self) -> OpSpec {
         OpSpec {
@@ -37,9 +49,9 @@ impl Op for Sample {
             doc: "Seeded sample of n documents of a corpus (bottom-k of blake3(seed, id)): the same seed gives the same sample whatever the shard order.",
             params: vec![
                 Param::required("corpus", Type::Dir, "a corpus artifact (output of corpus, filter, dedup, sample)"),
-                Param::required("n", Type::Int, "documents to draw (all of them if the corpus is smaller)"),
+                Param::required("n", Type::Int, "documents to draw (all of them if the corpus is smaller)").at_least(1.0),
                 Param::optional("seed", Type::Int, Value::Int(0), "sampling seed"),
-                Param::optional("docs_per_shard", Type::Int, Value::Int(100_000), "documents per output shard"),
+                Param::optional("docs_per_shard", Type::Int, Value::Int(100_000), "documents per output shard").at_least(1.0),
             ],
             produces: Type::Dir,
             outputs: vec![Output { name: "stats", ty: Type::File, doc: "sample.json: documents seen and drawn, seed" }],
@@ -47,16 +59,16 @@ impl Op for Sample {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<SampleParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let n = ctx.int("n")?;
-        if n <= 0 {
-            return Err(miette!(
-                "parameter `n`: expected a positive number of documents, got {n}"
-            ));
-        }
-        let n = n as usize;
-        let seed = ctx.int("seed")? as u64;
-        let shards = corpus_shards(ctx.path("corpus")?)?;
+        let p: SampleParams = ctx.params()?;
+        let n = p.n;
+        // A negative seed is its two's-complement bits, as it always was.
+        let seed = p.seed as u64;
+        let shards = corpus_shards(&p.corpus)?;
         // max-heap on score: the root is the worst of the current best n
         let mut heap: BinaryHeap<(u64, String, String)> = BinaryHeap::new();
         let mut seen = 0u64;
@@ -79,11 +91,7 @@ impl Op for Sample {
         let mut chosen: Vec<_> = heap.into_vec();
         chosen.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         // ascending score: the first k of a sample of n are the sample of k
-        let mut writer = ShardWriter::new(
-            &ctx.out_dir,
-            "docs",
-            ctx.int("docs_per_shard")?.max(1) as u64,
-        );
+        let mut writer = ShardWriter::new(&ctx.out_dir, "docs", p.docs_per_shard);
         for (_, _, line) in &chosen {
             writer.write_line(line)?;
         }
@@ -112,6 +120,7 @@ mod tests {
     use super::super::corpus::testutil::*;
     use super::super::corpus::Corpus;
     use super::*;
+    use crate::op::testing::assert_outside_declared_range;
 
     fn ids(dir: &std::path::Path) -> Vec<String> {
         read_corpus(dir)
@@ -205,12 +214,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ids(&o).len(), ids(&corpus).len());
-        let err = run_op(
-            &Sample,
-            &[("corpus", Value::Path(corpus)), ("n", Value::Int(0))],
-            &tmp.path().join("z"),
-        )
-        .unwrap_err();
-        assert!(format!("{err}").contains("positive"));
+        assert_outside_declared_range(&Sample, "n", Value::Int(0));
     }
 }

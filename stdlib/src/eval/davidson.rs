@@ -15,10 +15,14 @@ use std::sync::Arc;
 use miette::miette;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::json;
+use serde::Deserialize;
 
-use crate::merge::slerp::tensors::write_json;
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::artifacts::eval::{Bootstrap, Counts, DavidsonIntervals, DavidsonResult};
+use crate::artifacts::{finite, Interval, JsonFile, OrderedMap};
+use crate::op::{
+    NodeItem, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources,
+    Type, Value,
+};
 
 /// One pairwise outcome between two models (by index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,23 +323,10 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Resolves the inputs (judge artifact directories or files) to JSONL paths.
-pub fn verdict_files(values: &[Value]) -> OpResult<Vec<PathBuf>> {
+pub fn verdict_files(items: &[NodeItem]) -> OpResult<Vec<PathBuf>> {
     // An item may be a map node of judges: its elements count one by one.
-    let flat: Vec<&Value> = values
-        .iter()
-        .flat_map(|v| match v {
-            Value::List(items) => items.iter().collect(),
-            other => vec![other],
-        })
-        .collect();
     let mut out = Vec::new();
-    for (i, v) in flat.into_iter().enumerate() {
-        let Value::Path(p) = v else {
-            return Err(miette!(
-                "parameter `verdicts`, item {i}: expected a judge node or a file, got {}",
-                v.kind()
-            ));
-        };
+    for p in items.iter().flat_map(NodeItem::paths) {
         if p.is_dir() {
             let f = p.join("verdicts.jsonl");
             if !f.is_file() {
@@ -356,6 +347,16 @@ pub fn verdict_files(values: &[Value]) -> OpResult<Vec<PathBuf>> {
 /// The `davidson` op.
 pub struct Davidson;
 
+/// `davidson`'s params (see its spec).
+#[derive(Deserialize)]
+struct DavidsonParams {
+    verdicts: Vec<NodeItem>,
+    baseline: String,
+    bootstrap: u64,
+    seed: i64,
+    level: f64,
+}
+
 impl Op for Davidson {
     fn spec(&self) -> OpSpec {
         OpSpec {
@@ -372,9 +373,9 @@ impl Op for Davidson {
                     "judge nodes (or map nodes of judges) or verdict JSONL files",
                 ),
                 Param::optional("baseline", Type::Str, Value::Str(String::new()), "the model scores are computed against; empty: the model in the most comparisons"),
-                Param::optional("bootstrap", Type::Int, Value::Int(200), "bootstrap resamples (0: no intervals)"),
+                Param::optional("bootstrap", Type::Int, Value::Int(200), "bootstrap resamples (0: no intervals)").at_least(0.0),
                 Param::optional("seed", Type::Int, Value::Int(0), "seed of the bootstrap"),
-                Param::optional("level", Type::Float, Value::Float(0.95), "confidence level of the intervals"),
+                Param::optional("level", Type::Float, Value::Float(0.95), "confidence level of the intervals").within(0.0, 1.0),
             ],
             produces: Type::Dir,
             outputs: vec![Output { name: "json", ty: Type::File, doc: "davidson.json" }],
@@ -382,8 +383,13 @@ impl Op for Davidson {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<DavidsonParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let files = verdict_files(ctx.list("verdicts")?)?;
+        let p: DavidsonParams = ctx.params()?;
+        let files = verdict_files(&p.verdicts)?;
         let mut set = VerdictSet::default();
         for f in &files {
             set.read_file(f)?;
@@ -401,7 +407,7 @@ impl Op for Davidson {
         if !connected(n, &set.comparisons) {
             ctx.log("warning: the comparison graph is not connected; strengths of unlinked groups are not comparable");
         }
-        let baseline_param = ctx.str("baseline")?.to_owned();
+        let baseline_param = p.baseline;
         let baseline = if baseline_param.is_empty() {
             let mut counts = vec![0usize; n];
             for c in &set.comparisons {
@@ -422,15 +428,14 @@ impl Op for Davidson {
                     )
                 })?
         };
-        let b = ctx.int("bootstrap")?;
-        if b < 0 {
-            return Err(miette!("parameter `bootstrap`: must be >= 0, got {b}"));
-        }
-        let level = ctx.float("level")?;
+        let b = p.bootstrap;
+        let level = p.level;
+        // The declared range is [0, 1]; an interval needs a level between.
         if !(level > 0.0 && level < 1.0) {
             return Err(miette!("parameter `level`: must be in (0, 1), got {level}"));
         }
-        let seed = ctx.int("seed")? as u64;
+        // A negative seed is its two's-complement bits, as it always was.
+        let seed = p.seed as u64;
 
         let main = fit(n, &set.comparisons);
         if main.tie == f64::INFINITY {
@@ -448,7 +453,7 @@ impl Op for Davidson {
         let mut boot_rel: Vec<Vec<f64>> = vec![Vec::new(); n];
         let mut boot_tie = Vec::new();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        ctx.progress.set_total(b as u64, "resamples");
+        ctx.progress.set_total(b, "resamples");
         for _ in 0..b {
             ctx.check_cancelled()?;
             let sample: Vec<Comparison> = (0..set.comparisons.len())
@@ -464,12 +469,12 @@ impl Op for Davidson {
             ctx.progress.inc(1);
         }
         let (qlo, qhi) = ((1.0 - level) / 2.0, 1.0 - (1.0 - level) / 2.0);
-        let interval = |v: &mut Vec<f64>| -> serde_json::Value {
+        let interval = |v: &mut Vec<f64>| -> Interval {
             if v.is_empty() {
-                return serde_json::Value::Null;
+                return None;
             }
             v.sort_by(|a, b| a.total_cmp(b));
-            json!([percentile(v, qlo), percentile(v, qhi)])
+            Some([finite(percentile(v, qlo)), finite(percentile(v, qhi))])
         };
 
         let mut counts: Vec<[u64; 3]> = vec![[0; 3]; n]; // wins, ties, losses
@@ -489,47 +494,62 @@ impl Op for Davidson {
                 }
             }
         }
-        let mut strengths = serde_json::Map::new();
-        let mut scores = serde_json::Map::new();
-        let mut relative = serde_json::Map::new();
-        let mut ci = serde_json::Map::new();
-        let mut count_map = serde_json::Map::new();
+        let mut strengths = OrderedMap::new();
+        let mut scores = OrderedMap::new();
+        let mut relative = OrderedMap::new();
+        let mut ci = OrderedMap::new();
+        let mut count_map = OrderedMap::new();
         for (i, m) in set.models.iter().enumerate() {
-            strengths.insert(m.clone(), json!(main.strengths[i]));
-            scores.insert(m.clone(), json!(main.score(i, baseline)));
-            relative.insert(m.clone(), json!(main.relative_strength(i, baseline)));
-            ci.insert(m.clone(), json!({"strength": interval(&mut boot_strength[i]), "score": interval(&mut boot_score[i]), "relative_strength": interval(&mut boot_rel[i])}));
+            strengths.insert(m.clone(), finite(main.strengths[i]));
+            scores.insert(m.clone(), finite(main.score(i, baseline)));
+            relative.insert(m.clone(), finite(main.relative_strength(i, baseline)));
+            ci.insert(
+                m.clone(),
+                DavidsonIntervals {
+                    strength: interval(&mut boot_strength[i]),
+                    score: interval(&mut boot_score[i]),
+                    relative_strength: interval(&mut boot_rel[i]),
+                },
+            );
             count_map.insert(
                 m.clone(),
-                json!({"wins": counts[i][0], "ties": counts[i][1], "losses": counts[i][2]}),
+                Counts {
+                    wins: counts[i][0],
+                    ties: counts[i][1],
+                    losses: counts[i][2],
+                },
             );
         }
         let models: BTreeSet<&String> = set.models.iter().collect();
-        let checkpoints: serde_json::Map<String, serde_json::Value> = set
+        let checkpoints: BTreeMap<String, serde_json::Value> = set
             .checkpoints
             .iter()
             .filter(|(k, _)| models.contains(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let out = json!({
-            "models": set.models,
-            "strengths": strengths,
-            "tie": main.tie,
-            "loglik": main.loglik,
-            "baseline": set.models[baseline],
-            "score": scores,
-            "relative_strength": relative,
-            "ci": ci,
-            "tie_ci": interval(&mut boot_tie),
-            "counts": count_map,
-            "comparisons": set.comparisons.len(),
-            "skipped": set.skipped,
-            "bootstrap": {"resamples": b, "seed": seed, "level": level},
-            "iterations": main.iterations,
-            "converged": main.converged,
-            "checkpoints": checkpoints,
-        });
-        write_json(&ctx.out_dir.join("davidson.json"), &out)?;
+        let out = DavidsonResult {
+            models: set.models.clone(),
+            strengths,
+            tie: finite(main.tie),
+            loglik: finite(main.loglik),
+            baseline: set.models[baseline].clone(),
+            score: scores,
+            relative_strength: relative,
+            ci,
+            tie_ci: interval(&mut boot_tie),
+            counts: count_map,
+            comparisons: set.comparisons.len(),
+            skipped: set.skipped,
+            bootstrap: Bootstrap {
+                resamples: b,
+                seed,
+                level,
+            },
+            iterations: main.iterations,
+            converged: main.converged,
+            checkpoints,
+        };
+        out.write(&ctx.out_dir)?;
         ctx.log(&format!(
             "Davidson fit of {n} models on {} comparisons: ν = {:.4}, loglik = {:.4}",
             set.comparisons.len(),

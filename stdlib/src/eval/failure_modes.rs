@@ -18,12 +18,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use miette::miette;
+use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use whatlang::{Detector, Lang};
 
-use crate::merge::slerp::tensors::{write_atomic, write_json};
+use crate::artifacts::eval::{FailureModesResult, LanguageMixing, Repetition, Verbosity};
+use crate::artifacts::JsonFile;
+use crate::merge::slerp::tensors::write_atomic;
 use crate::model::generate::read_responses;
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
+};
 
 /// A whatlang language from an ISO 639-3 code or a common ISO 639-1 code.
 pub fn parse_lang(code: &str) -> Option<Lang> {
@@ -152,22 +157,18 @@ fn read_rows(path: &Path, given: &str) -> OpResult<(Vec<Row>, Option<Json>, Stri
     Ok((rows, generated.checkpoint, name))
 }
 
-fn mean(v: &[f64]) -> Json {
-    if v.is_empty() {
-        Json::Null
-    } else {
-        json!(v.iter().sum::<f64>() / v.len() as f64)
-    }
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-fn median(v: &[f64]) -> Json {
+fn median(v: &[f64]) -> Option<f64> {
     if v.is_empty() {
-        return Json::Null;
+        return None;
     }
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     let m = s.len() / 2;
-    json!(if s.len() % 2 == 1 {
+    Some(if s.len() % 2 == 1 {
         s[m]
     } else {
         (s[m - 1] + s[m]) / 2.0
@@ -176,6 +177,22 @@ fn median(v: &[f64]) -> Json {
 
 /// The `failure_modes` op.
 pub struct FailureModes;
+
+/// `failure_modes`'s params (see its spec).
+#[derive(Deserialize)]
+struct FailureModesParams {
+    responses: PathBuf,
+    /// A generate node (its directory) or a file; empty: none.
+    baseline: String,
+    language: String,
+    languages: Vec<String>,
+    min_span: usize,
+    min_clause_words: usize,
+    ngram: usize,
+    repetition_threshold: f64,
+    verbose_ratio: f64,
+    name: String,
+}
 
 impl Op for FailureModes {
     fn spec(&self) -> OpSpec {
@@ -188,9 +205,9 @@ impl Op for FailureModes {
                 Param::optional("baseline", Type::Either(Box::new(Type::Dir), Box::new(Type::Str)), Value::Str(String::new()), "generate node of the baseline for verbosity; empty: none"),
                 Param::optional("language", Type::Str, Value::Str("deu".into()), "target language (ISO 639-3 or 639-1)"),
                 Param::optional("languages", Type::List(Box::new(Type::Str)), Value::List(vec![Value::Str("eng".into())]), "other languages the detector may choose (besides the target)"),
-                Param::optional("min_span", Type::Int, Value::Int(5), "foreign words in a row that flag a response"),
-                Param::optional("min_clause_words", Type::Int, Value::Int(3), "clauses shorter than this are not classified"),
-                Param::optional("ngram", Type::Int, Value::Int(3), "n of the repetition n-grams"),
+                Param::optional("min_span", Type::Int, Value::Int(5), "foreign words in a row that flag a response").at_least(1.0),
+                Param::optional("min_clause_words", Type::Int, Value::Int(3), "clauses shorter than this are not classified").at_least(1.0),
+                Param::optional("ngram", Type::Int, Value::Int(3), "n of the repetition n-grams").at_least(1.0),
                 Param::optional("repetition_threshold", Type::Float, Value::Float(0.3), "repetition ratio above which a response is flagged"),
                 Param::optional("verbose_ratio", Type::Float, Value::Float(1.5), "length ratio above which a response counts as longer than the baseline's"),
                 Param::optional("name", Type::Str, Value::Str(String::new()), "model name in the report; empty: `step-N` for a checkpoint, else the model directory's name (as `judge`)"),
@@ -201,19 +218,18 @@ impl Op for FailureModes {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<FailureModesParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let path = ctx.path("responses")?.to_owned();
-        let (rows, checkpoint, name) = read_rows(&path, ctx.str("name")?)?;
-        let baseline: Option<PathBuf> = match ctx.value("baseline")? {
-            Value::Path(p) => Some(p.clone()),
-            Value::Str(s) if s.is_empty() => None,
-            Value::Str(s) => Some(PathBuf::from(s)),
-            other => {
-                return Err(miette!(
-                    "parameter `baseline`: expected a generate node, got {}",
-                    other.kind()
-                ))
-            }
+        let p: FailureModesParams = ctx.params()?;
+        let path = p.responses.clone();
+        let (rows, checkpoint, name) = read_rows(&path, &p.name)?;
+        // A node arrives as its directory's path, which is never empty.
+        let baseline: Option<PathBuf> = match p.baseline.as_str() {
+            "" => None,
+            s => Some(PathBuf::from(s)),
         };
         let base_rows: BTreeMap<String, f64> = match &baseline {
             Some(p) => read_rows(p, "")?
@@ -223,7 +239,7 @@ impl Op for FailureModes {
                 .collect(),
             None => BTreeMap::new(),
         };
-        let code = ctx.str("language")?;
+        let code = p.language.as_str();
         let target = parse_lang(code).ok_or_else(|| {
             miette!(
                 help = "use an ISO 639-3 code such as deu, eng, fra",
@@ -231,12 +247,7 @@ impl Op for FailureModes {
             )
         })?;
         let mut allow = vec![target];
-        for (i, v) in ctx.list("languages")?.iter().enumerate() {
-            let Value::Str(c) = v else {
-                return Err(miette!(
-                    "parameter `languages`, item {i}: expected a string"
-                ));
-            };
+        for (i, c) in p.languages.iter().enumerate() {
             let l = parse_lang(c).ok_or_else(|| {
                 miette!("parameter `languages`, item {i}: unknown language `{c}`")
             })?;
@@ -250,11 +261,8 @@ impl Op for FailureModes {
             ));
         }
         let detector = Detector::with_allowlist(allow);
-        let min_span = ctx.int("min_span")?.max(1) as usize;
-        let min_clause = ctx.int("min_clause_words")?.max(1) as usize;
-        let n = ctx.int("ngram")?.max(1) as usize;
-        let rep_thr = ctx.float("repetition_threshold")?;
-        let verbose_ratio = ctx.float("verbose_ratio")?;
+        let (min_span, min_clause, n) = (p.min_span, p.min_clause_words, p.ngram);
+        let (rep_thr, verbose_ratio) = (p.repetition_threshold, p.verbose_ratio);
 
         let mut per = String::new();
         let (mut shares, mut reps, mut ratios, mut lengths, mut base_lengths) =
@@ -299,36 +307,36 @@ impl Op for FailureModes {
             per.push('\n');
         }
         let total = rows.len().max(1) as f64;
-        let out = json!({
-            "model": name,
-            "n": rows.len(),
-            "language": target.code(),
-            "language_mixing": {
-                "mean_foreign_share": mean(&shares),
-                "flagged": flagged_mix,
-                "flagged_share": flagged_mix as f64 / total,
-                "min_span": min_span,
+        let out = FailureModesResult {
+            model: name,
+            n: rows.len(),
+            language: target.code().to_owned(),
+            language_mixing: LanguageMixing {
+                mean_foreign_share: mean(&shares),
+                flagged: flagged_mix,
+                flagged_share: Some(flagged_mix as f64 / total),
+                min_span,
             },
-            "verbosity": {
-                "mean_length": mean(&lengths),
-                "baseline_mean_length": mean(&base_lengths),
-                "mean_ratio": mean(&ratios),
-                "median_ratio": median(&ratios),
-                "longer_share": if ratios.is_empty() { Json::Null } else { json!(longer as f64 / ratios.len() as f64) },
-                "compared": ratios.len(),
-                "truncated_share": truncated as f64 / total,
+            verbosity: Verbosity {
+                mean_length: mean(&lengths),
+                baseline_mean_length: mean(&base_lengths),
+                mean_ratio: mean(&ratios),
+                median_ratio: median(&ratios),
+                longer_share: (!ratios.is_empty()).then(|| longer as f64 / ratios.len() as f64),
+                compared: ratios.len(),
+                truncated_share: Some(truncated as f64 / total),
             },
-            "repetition": {
-                "ngram": n,
-                "mean_ratio": mean(&reps),
-                "flagged": flagged_rep,
-                "flagged_share": flagged_rep as f64 / total,
-                "threshold": rep_thr,
+            repetition: Repetition {
+                ngram: n,
+                mean_ratio: mean(&reps),
+                flagged: flagged_rep,
+                flagged_share: Some(flagged_rep as f64 / total),
+                threshold: rep_thr,
             },
-            "checkpoint": checkpoint,
-        });
+            checkpoint,
+        };
         write_atomic(&ctx.out_dir.join("failure_modes.jsonl"), per.as_bytes())?;
-        write_json(&ctx.out_dir.join("failure_modes.json"), &out)?;
+        out.write(&ctx.out_dir)?;
         ctx.log(&format!(
             "{} responses: {flagged_mix} with language mixing, {flagged_rep} repetitive",
             rows.len()

@@ -1,15 +1,20 @@
 //! `relative_gain`: the ratio of a checkpoint's accuracy to a baseline's
 //! (DeFineMed's G_rel).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use miette::{miette, WrapErr};
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::artifacts::eval::{GainBaseline, GainScore, RelativeGainResult};
 use crate::artifacts::JsonFile;
 use crate::eval::mcqa::McqaResult;
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    variant_name, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources,
+    Type, Value,
+};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
     vec![Arc::new(RelativeGain)]
@@ -17,21 +22,43 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 
 /// A score as `relative_gain` takes it: a number, an `mcqa.json` file, or a
 /// directory holding one.
-fn read_score(value: &Value, metric: &str, what: &str) -> OpResult<(String, f64, Option<Json>)> {
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Score {
+    Int(i64),
+    Float(f64),
+    Path(PathBuf),
+}
+
+/// The accuracy `relative_gain` compares (an `McqaResult::metric` name).
+#[derive(Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum GainMetric {
+    Acc,
+    AccNorm,
+    AccMacro,
+    AccNormMacro,
+}
+
+/// `relative_gain`'s params (see its spec).
+#[derive(Deserialize)]
+struct RelativeGainParams {
+    scores: Vec<Score>,
+    baseline: Score,
+    metric: GainMetric,
+}
+
+fn read_score(value: &Score, metric: &str, what: &str) -> OpResult<(String, f64, Option<Json>)> {
     match value {
-        Value::Float(f) => Ok((format!("{f}"), *f, None)),
-        Value::Int(i) => Ok((format!("{i}"), *i as f64, None)),
-        Value::Path(p) => {
+        Score::Float(f) => Ok((format!("{f}"), *f, None)),
+        Score::Int(i) => Ok((format!("{i}"), *i as f64, None)),
+        Score::Path(p) => {
             let doc = McqaResult::read(p).wrap_err_with(|| format!("relative_gain: {what}"))?;
             let (acc, _) = doc.metric(metric).ok_or_else(|| {
                 miette!("relative_gain: no metric `{metric}` in an mcqa result: use acc, acc_norm, acc_macro or acc_norm_macro")
             })?;
             Ok((p.display().to_string(), acc, doc.checkpoint))
         }
-        other => Err(miette!(
-            "relative_gain: {what} must be an mcqa node, an mcqa.json file or a number, found {}",
-            other.kind()
-        )),
     }
 }
 
@@ -70,7 +97,7 @@ impl Op for RelativeGain {
                 Param::required("baseline", Type::Any, "the baseline's mcqa node (or file, or number)"),
                 Param::optional(
                     "metric",
-                    Type::Enum(vec!["acc".into(), "acc_norm".into(), "acc_macro".into(), "acc_norm_macro".into()]),
+                    Type::enum_of::<GainMetric>(),
                     Value::Str("acc".into()),
                     "which accuracy to compare",
                 ),
@@ -81,12 +108,17 @@ impl Op for RelativeGain {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<RelativeGainParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let metric = ctx.str("metric")?;
-        let (base_src, base_acc, base_ckpt) =
-            read_score(ctx.value("baseline")?, metric, "baseline")?;
-        let scores = ctx
-            .list("scores")?
+        let p: RelativeGainParams = ctx.params()?;
+        let metric = variant_name(&p.metric);
+        let metric = metric.as_str();
+        let (base_src, base_acc, base_ckpt) = read_score(&p.baseline, metric, "baseline")?;
+        let scores = p
+            .scores
             .iter()
             .map(|v| read_score(v, metric, "score"))
             .collect::<OpResult<Vec<_>>>()?;

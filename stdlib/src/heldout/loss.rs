@@ -9,16 +9,19 @@
 //! continuation), so loss = −Σ log p / the number of predicted tokens, in
 //! nats.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use miette::miette;
-use serde_json::Value as Json;
+use serde::Deserialize;
 
+use crate::artifacts::data::PackInfo;
 use crate::artifacts::eval::HeldoutLossResult;
 use crate::artifacts::JsonFile;
 use crate::model::runtime;
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
+};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
     vec![Arc::new(HeldoutLoss)]
@@ -51,6 +54,14 @@ fn tokenizer_hash(dir: &Path) -> Option<String> {
 /// The `heldout_loss` op.
 pub struct HeldoutLoss;
 
+/// `heldout_loss`'s params (see its spec).
+#[derive(Deserialize)]
+struct HeldoutLossParams {
+    model: PathBuf,
+    data: PathBuf,
+    max_sequences: u64,
+}
+
 impl Op for HeldoutLoss {
     fn spec(&self) -> OpSpec {
         OpSpec {
@@ -60,7 +71,7 @@ impl Op for HeldoutLoss {
             params: vec![
                 Param::required("model", Type::Model, "the model to score (the source, a checkpoint, a merge)"),
                 Param::required("data", Type::Dir, "a packed held-out set (the `pack` op's output)"),
-                Param::optional("max_sequences", Type::Int, Value::Int(0), "score only the first this many sequences; 0 = all"),
+                Param::optional("max_sequences", Type::Int, Value::Int(0), "score only the first this many sequences; 0 = all").at_least(0.0),
             ],
             produces: Type::Dir,
             outputs: vec![Output { name: "result", ty: Type::File, doc: "heldout_loss.json" }],
@@ -68,18 +79,16 @@ impl Op for HeldoutLoss {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<HeldoutLossParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let model_dir = ctx.path("model")?.to_path_buf();
-        let data_dir = ctx.path("data")?.to_path_buf();
-        let max_sequences = ctx.int("max_sequences")?;
-        if max_sequences < 0 {
-            return Err(miette!(
-                "parameter `max_sequences`: expected >= 0, got {max_sequences}"
-            ));
-        }
-        let pack: Json = crate::data::corpus::read_json_file(&data_dir.join("pack.json"))?;
-        if let (Some(packed_with), Some(model_tok)) =
-            (pack["tokenizer_hash"].as_str(), tokenizer_hash(&model_dir))
+        let p: HeldoutLossParams = ctx.params()?;
+        let (model_dir, data_dir, max_sequences) = (p.model, p.data, p.max_sequences);
+        let pack = PackInfo::read(&data_dir)?;
+        if let (packed_with, Some(model_tok)) =
+            (pack.tokenizer_hash.as_str(), tokenizer_hash(&model_dir))
         {
             if !packed_with.is_empty() && packed_with != model_tok {
                 return Err(miette!(

@@ -7,6 +7,7 @@
 //! shard boundaries or order, and both parts are corpora (`docs-*.jsonl.zst`)
 //! that `pack` takes.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use miette::miette;
@@ -14,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifacts::JsonFile;
 use crate::data::corpus::{corpus_shards, for_each_doc, ShardWriter};
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
+};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
     vec![Arc::new(Holdout)]
@@ -58,6 +61,15 @@ pub fn heldout_count(n: usize, fraction: f64) -> usize {
 /// The `holdout` op.
 pub struct Holdout;
 
+/// `holdout`'s params (see its spec).
+#[derive(Deserialize)]
+struct HoldoutParams {
+    corpus: PathBuf,
+    fraction: f64,
+    seed: i64,
+    docs_per_shard: u64,
+}
+
 impl Op for Holdout {
     fn spec(&self) -> OpSpec {
         OpSpec {
@@ -68,7 +80,7 @@ impl Op for Holdout {
                 Param::required("corpus", Type::Dir, "corpus artifact (e.g. dedup's output)"),
                 Param::optional("fraction", Type::Float, Value::Float(0.05), "share of documents held out").within(0.0, 1.0),
                 Param::optional("seed", Type::Int, Value::Int(0), "changes which documents are held out"),
-                Param::optional("docs_per_shard", Type::Int, Value::Int(100_000), "documents per output shard"),
+                Param::optional("docs_per_shard", Type::Int, Value::Int(100_000), "documents per output shard").at_least(1.0),
             ],
             produces: Type::Dir,
             outputs: vec![
@@ -80,16 +92,22 @@ impl Op for Holdout {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<HoldoutParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let fraction = ctx.float("fraction")?;
+        let p: HoldoutParams = ctx.params()?;
+        let fraction = p.fraction;
+        // The declared range is [0, 1]; its ends would leave a side empty.
         if !(fraction > 0.0 && fraction < 1.0) {
             return Err(miette!(
                 "parameter `fraction`: expected a share strictly between 0 and 1, got {fraction}"
             ));
         }
-        let seed = ctx.int("seed")?;
-        let per_shard = ctx.int("docs_per_shard")?.max(1) as u64;
-        let shards = corpus_shards(ctx.path("corpus")?)?;
+        let seed = p.seed;
+        let per_shard = p.docs_per_shard;
+        let shards = corpus_shards(&p.corpus)?;
         // (key, id) of every document.
         let mut keys: Vec<([u8; 32], String)> = Vec::new();
         for shard in &shards {

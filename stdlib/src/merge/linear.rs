@@ -7,9 +7,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use miette::miette;
+use serde::Deserialize;
 
-use super::slerp::{parse_dtype, run_merge, shard_bytes, TensorJob};
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use super::slerp::{run_merge, shard_bytes, MergeDtype, TensorJob};
+use crate::op::{
+    Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
+};
 
 /// Σ wᵢ·xᵢ (÷ Σ wᵢ when `normalize`), accumulated in f64.
 pub fn linear_combination(inputs: &[Vec<f32>], weights: &[f64], normalize: bool) -> Vec<f32> {
@@ -30,6 +33,16 @@ pub fn linear_combination(inputs: &[Vec<f32>], weights: &[f64], normalize: bool)
 /// The `linear` op.
 pub struct Linear;
 
+/// `linear`'s params (see its spec).
+#[derive(Deserialize)]
+struct LinearParams {
+    models: Vec<PathBuf>,
+    weights: Vec<f64>,
+    normalize: bool,
+    dtype: MergeDtype,
+    shard_gb: f64,
+}
+
 impl Op for Linear {
     fn spec(&self) -> OpSpec {
         OpSpec {
@@ -40,7 +53,7 @@ impl Op for Linear {
                 Param::required("models", Type::List(Box::new(Type::Model)), "two or more models; the first gives config and tokenizer"),
                 Param::required("weights", Type::List(Box::new(Type::Float)), "one weight per model"),
                 Param::optional("normalize", Type::Bool, Value::Bool(true), "divide by the sum of the weights"),
-                Param::optional("dtype", Type::Enum(vec!["auto".into(), "float32".into(), "bfloat16".into(), "float16".into()]), Value::Str("auto".into()), "dtype of the written tensors; auto keeps the first model's"),
+                Param::optional("dtype", Type::enum_of::<MergeDtype>(), Value::Str("auto".into()), "dtype of the written tensors; auto keeps the first model's"),
                 Param::optional("shard_gb", Type::Float, Value::Float(2.0), "maximum shard size in GB (1e9 bytes)"),
             ],
             produces: Type::Model,
@@ -49,32 +62,13 @@ impl Op for Linear {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<LinearParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let dirs: Vec<PathBuf> = ctx
-            .list("models")?
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Value::Path(p) => Ok(p.clone()),
-                other => Err(miette!(
-                    "parameter `models`, item {i}: expected a model, got {}",
-                    other.kind()
-                )),
-            })
-            .collect::<OpResult<_>>()?;
-        let weights: Vec<f64> = ctx
-            .list("weights")?
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Value::Float(f) => Ok(*f),
-                Value::Int(n) => Ok(*n as f64),
-                other => Err(miette!(
-                    "parameter `weights`, item {i}: expected a number, got {}",
-                    other.kind()
-                )),
-            })
-            .collect::<OpResult<_>>()?;
+        let p: LinearParams = ctx.params()?;
+        let (dirs, weights) = (p.models, p.weights);
         if dirs.len() < 2 {
             return Err(miette!(
                 "parameter `models`: a merge needs at least two models, got {}",
@@ -88,15 +82,15 @@ impl Op for Linear {
                 weights.len()
             ));
         }
-        let normalize = ctx.bool("normalize")?;
+        let normalize = p.normalize;
         if normalize && weights.iter().sum::<f64>().abs() < 1e-12 {
             return Err(miette!(
                 help = "use weights with a non-zero sum, or normalize: false",
                 "parameter `weights`: they sum to 0, so they cannot be normalised"
             ));
         }
-        let dtype = parse_dtype(ctx.str("dtype")?)?;
-        let shard = shard_bytes(ctx.float("shard_gb")?)?;
+        let dtype = p.dtype.dtype();
+        let shard = shard_bytes(p.shard_gb)?;
         let combine = |job: &TensorJob| -> OpResult<Vec<f32>> {
             Ok(linear_combination(job.inputs, &weights, normalize))
         };

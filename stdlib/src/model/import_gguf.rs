@@ -7,12 +7,13 @@
 //! what was converted. The chat template travels in tokenizer_config.json
 //! when the GGUF carries one (`tokenizer.chat_template`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use miette::miette;
+use serde::Deserialize;
 
-use crate::op::{Op, OpContext, OpResult, OpSpec, Outputs, Param, Resources, Type};
+use crate::op::{Op, OpContext, OpResult, OpSpec, Outputs, Param, ParamsShape, Resources, Type};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
     vec![Arc::new(ImportGguf)]
@@ -42,6 +43,12 @@ pub fn import(input: &Path, out_dir: &Path) -> OpResult<flow_model::gguf::Import
 /// The `import_gguf` op.
 pub struct ImportGguf;
 
+/// `import_gguf`'s params (see its spec).
+#[derive(Deserialize)]
+struct ImportGgufParams {
+    input: PathBuf,
+}
+
 impl Op for ImportGguf {
     fn spec(&self) -> OpSpec {
         OpSpec {
@@ -56,8 +63,13 @@ impl Op for ImportGguf {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<ImportGgufParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let input = ctx.path("input")?;
+        let p: ImportGgufParams = ctx.params()?;
+        let input = p.input.as_path();
         ctx.progress.message("converting GGUF");
         let summary = import(input, &ctx.out_dir)?;
         let info = serde_json::json!({

@@ -3,15 +3,6 @@
 
 use super::*;
 
-/// The JSON document of an artifact: `dir/file`, or the path itself when it is a file.
-pub(super) fn artifact(path: &Path, file: &str) -> OpResult<Json> {
-    if path.is_dir() {
-        read_json(&path.join(file))
-    } else {
-        read_json(path)
-    }
-}
-
 pub(super) fn base_name(s: &str) -> String {
     Path::new(s)
         .file_name()

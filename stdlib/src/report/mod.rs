@@ -27,11 +27,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use miette::{miette, WrapErr};
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::eval::mcqa::McqaResult;
 use crate::merge::slerp::tensors::{read_json, write_atomic};
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    variant_name, NodeItem, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape,
+    Resources, Type, Value,
+};
 
 mod doc;
 mod plots;
@@ -45,51 +49,25 @@ use sections::*;
 
 /// The artifacts of a list parameter, grouped by the list's items: an item
 /// is one node (a directory) or a map node (the list of its elements).
-fn dir_groups(ctx: &OpContext, name: &str) -> OpResult<Vec<Vec<PathBuf>>> {
-    let one = |i: usize, v: &Value| match v {
-        Value::Path(p) => Ok(p.clone()),
-        other => Err(miette!(
-            "parameter `{name}`, item {i}: expected a node or a directory, got {}",
-            other.kind()
-        )),
-    };
-    ctx.list(name)?
-        .iter()
-        .enumerate()
-        .map(|(i, v)| match v {
-            Value::List(items) => items.iter().map(|x| one(i, x)).collect(),
-            other => Ok(vec![one(i, other)?]),
-        })
-        .collect()
+fn dir_groups(items: &[NodeItem]) -> Vec<Vec<PathBuf>> {
+    items.iter().map(|i| i.paths().to_vec()).collect()
 }
 
-fn dirs(ctx: &OpContext, name: &str) -> OpResult<Vec<PathBuf>> {
-    Ok(dir_groups(ctx, name)?.into_iter().flatten().collect())
-}
-
-fn strings(ctx: &OpContext, name: &str) -> OpResult<Vec<String>> {
-    ctx.list(name)?
+fn dirs(items: &[NodeItem]) -> Vec<PathBuf> {
+    items
         .iter()
-        .enumerate()
-        .map(|(i, v)| match v {
-            Value::Str(s) => Ok(s.clone()),
-            other => Err(miette!(
-                "parameter `{name}`, item {i}: expected a string, got {}",
-                other.kind()
-            )),
-        })
+        .flat_map(|i| i.paths().iter().cloned())
         .collect()
 }
 
 /// The names of list param `param`: none, or one per item.
 fn series_names(
-    ctx: &OpContext,
+    names: &[String],
     param: &str,
     items: usize,
     what: &str,
     help: &str,
 ) -> OpResult<Vec<String>> {
-    let names = strings(ctx, param)?;
     if !names.is_empty() && names.len() != items {
         return Err(miette!(
             help = help.to_owned(),
@@ -97,7 +75,51 @@ fn series_names(
             names.len()
         ));
     }
-    Ok(names)
+    Ok(names.to_vec())
+}
+
+/// `report`'s params (see its spec).
+#[derive(Deserialize)]
+struct ReportParams {
+    mcqa: Vec<NodeItem>,
+    mcqa_series: Vec<String>,
+    metric: ReportMetric,
+    davidson: Vec<NodeItem>,
+    curation: Vec<NodeItem>,
+    gain: Vec<NodeItem>,
+    gain_series: Vec<String>,
+    gain_baseline: Vec<String>,
+    cpt: Vec<NodeItem>,
+    cpt_merged: Vec<NodeItem>,
+    cpt_series: Vec<String>,
+    larger_judge: Vec<NodeItem>,
+    larger_judge_start: Vec<NodeItem>,
+    larger_series: Vec<String>,
+    heldout: Vec<NodeItem>,
+    heldout_series: Vec<String>,
+    davidson_metric: DavidsonMetric,
+    judge: Vec<NodeItem>,
+    failure_modes: Vec<NodeItem>,
+    train: Vec<NodeItem>,
+    train_series: Vec<String>,
+    device: String,
+    title: String,
+}
+
+/// The MCQA figure the report plots (an `McqaResult::metric` name).
+#[derive(Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ReportMetric {
+    Acc,
+    AccNorm,
+}
+
+/// The Davidson figure the report plots.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum DavidsonMetric {
+    RelativeStrength,
+    Score,
 }
 
 /// The `report` op.
@@ -119,7 +141,7 @@ impl Op for Report {
             params: vec![
                 Param::optional("mcqa", dirs(), Value::List(vec![]), "mcqa nodes"),
                 Param::optional("mcqa_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "series name per item of `mcqa` (a map node is one item), e.g. source, cpt+slerp, 14B; empty: checkpoints vs model names"),
-                Param::optional("metric", Type::Enum(vec!["acc".into(), "acc_norm".into()]), Value::Str("acc".into()), "the MCQA figure to plot"),
+                Param::optional("metric", Type::enum_of::<ReportMetric>(), Value::Str("acc".into()), "the MCQA figure to plot"),
                 Param::optional("davidson", dirs(), Value::List(vec![]), "davidson nodes"),
                 Param::optional("curation", dirs(), Value::List(vec![]), "curation nodes (annotate, agreement, train_classifier, filter, dedup, pack): the curation statistics table"),
                 Param::optional("gain", dirs(), Value::List(vec![]), "relative_gain nodes (one per benchmark and baseline)"),
@@ -133,7 +155,7 @@ impl Op for Report {
                 Param::optional("larger_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "a name per item of `larger_judge`, e.g. 0.5B vs 1.5B"),
                 Param::optional("heldout", dirs(), Value::List(vec![]), "heldout_loss nodes (items may be map nodes): held-out domain loss of the source and every checkpoint"),
                 Param::optional("heldout_series", Type::List(Box::new(Type::Str)), Value::List(vec![]), "a series name per item of `heldout`, e.g. source, cpt, cpt+slerp"),
-                Param::optional("davidson_metric", Type::Enum(vec!["relative_strength".into(), "score".into()]), Value::Str("relative_strength".into()), "the Davidson figure to plot: the normalised strength π/(π+π_baseline) or the score P(win)+P(tie)/2 (both are in the table)"),
+                Param::optional("davidson_metric", Type::enum_of::<DavidsonMetric>(), Value::Str("relative_strength".into()), "the Davidson figure to plot: the normalised strength π/(π+π_baseline) or the score P(win)+P(tie)/2 (both are in the table)"),
                 Param::optional("judge", dirs(), Value::List(vec![]), "judge nodes"),
                 Param::optional("failure_modes", dirs(), Value::List(vec![]), "failure_modes nodes"),
                 Param::optional("train", Type::List(Box::new(Type::Dir)), Value::List(vec![]), "train nodes (compute table)"),
@@ -150,8 +172,14 @@ impl Op for Report {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<ReportParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let title = ctx.str("title")?.to_owned();
+        let p: ReportParams = ctx.params()?;
+        let metric = variant_name(&p.metric);
+        let title = p.title.clone();
         let mut doc = Doc {
             md: format!("# {title}\n"),
             html: String::new(),
@@ -159,9 +187,9 @@ impl Op for Report {
         };
         let dir = ctx.out_dir.clone();
         // A series name stands for every artifact of its item.
-        let mcqa_groups = dir_groups(ctx, "mcqa")?;
+        let mcqa_groups = dir_groups(&p.mcqa);
         let names = series_names(
-            ctx,
+            &p.mcqa_series,
             "mcqa_series",
             mcqa_groups.len(),
             "mcqa items",
@@ -172,32 +200,26 @@ impl Op for Report {
             .zip(&mcqa_groups)
             .flat_map(|(n, g)| std::iter::repeat_n(n.clone(), g.len()))
             .collect();
-        mcqa_section(
-            &mut doc,
-            &dir,
-            &mcqa_groups.concat(),
-            &series,
-            ctx.str("metric")?,
-        )?;
-        curation_section(&mut doc, &dirs(ctx, "curation")?)?;
-        let gains = dirs(ctx, "gain")?;
+        mcqa_section(&mut doc, &dir, &mcqa_groups.concat(), &series, &metric)?;
+        curation_section(&mut doc, &dirs(&p.curation))?;
+        let gains = dirs(&p.gain);
         let gain_names = series_names(
-            ctx,
+            &p.gain_series,
             "gain_series",
             gains.len(),
             "relative_gain items",
             "give one benchmark name per item of `gain`",
         )?;
         let gain_baselines = series_names(
-            ctx,
+            &p.gain_baseline,
             "gain_baseline",
             gains.len(),
             "relative_gain items",
             "give one baseline name per item of `gain` (e.g. source, larger)",
         )?;
         gain_section(&mut doc, &dir, &gains, &gain_names, &gain_baselines)?;
-        let cpt = dir_groups(ctx, "cpt")?;
-        let cpt_merged = dir_groups(ctx, "cpt_merged")?;
+        let cpt = dir_groups(&p.cpt);
+        let cpt_merged = dir_groups(&p.cpt_merged);
         if cpt.len() != cpt_merged.len() {
             return Err(miette!(
                 help = "give the merged checkpoints' mcqa nodes of each benchmark of `cpt`, in the same order",
@@ -207,29 +229,22 @@ impl Op for Report {
             ));
         }
         let cpt_names = series_names(
-            ctx,
+            &p.cpt_series,
             "cpt_series",
             cpt.len(),
             "cpt items",
             "give one benchmark name per item of `cpt`",
         )?;
-        cpt_vs_merged_section(
-            &mut doc,
-            &dir,
-            &cpt,
-            &cpt_merged,
-            &cpt_names,
-            ctx.str("metric")?,
-        )?;
+        cpt_vs_merged_section(&mut doc, &dir, &cpt, &cpt_merged, &cpt_names, &metric)?;
         davidson_section(
             &mut doc,
             &dir,
-            &dirs(ctx, "davidson")?,
-            ctx.str("davidson_metric")?,
+            &dirs(&p.davidson),
+            &variant_name(&p.davidson_metric),
         )?;
-        judge_section(&mut doc, &dir, &dirs(ctx, "judge")?)?;
-        let larger = dir_groups(ctx, "larger_judge")?;
-        let larger_start = dirs(ctx, "larger_judge_start")?;
+        judge_section(&mut doc, &dir, &dirs(&p.judge))?;
+        let larger = dir_groups(&p.larger_judge);
+        let larger_start = dirs(&p.larger_judge_start);
         if larger.len() != larger_start.len() {
             return Err(miette!(
                 help = "give, for each item of `larger_judge`, the judge node of the source against the same larger model",
@@ -239,33 +254,33 @@ impl Op for Report {
             ));
         }
         let larger_names = series_names(
-            ctx,
+            &p.larger_series,
             "larger_series",
             larger.len(),
             "larger_judge items",
             "give one name per item of `larger_judge`",
         )?;
         larger_section(&mut doc, &dir, &larger, &larger_start, &larger_names)?;
-        failure_section(&mut doc, &dir, &dirs(ctx, "failure_modes")?)?;
-        let train = dirs(ctx, "train")?;
+        failure_section(&mut doc, &dir, &dirs(&p.failure_modes))?;
+        let train = dirs(&p.train);
         let train_names = series_names(
-            ctx,
+            &p.train_series,
             "train_series",
             train.len(),
             "train runs",
             "give one name per train node",
         )?;
         training_section(&mut doc, &dir, &train, &train_names)?;
-        let heldout = dir_groups(ctx, "heldout")?;
+        let heldout = dir_groups(&p.heldout);
         let heldout_names = series_names(
-            ctx,
+            &p.heldout_series,
             "heldout_series",
             heldout.len(),
             "heldout items",
             "give one series name per item of `heldout` (a map node is one item)",
         )?;
         heldout_section(&mut doc, &dir, &heldout, &heldout_names)?;
-        compute_section(&mut doc, &train, &train_names, ctx.str("device")?)?;
+        compute_section(&mut doc, &train, &train_names, &p.device)?;
         if doc.md.trim() == format!("# {title}") {
             doc.para("No artifacts were given.");
         }

@@ -2,6 +2,7 @@
 //! token dataset, with AdamW, warmup + decay, gradient accumulation, clipping
 //! and checkpoints covering every decade of tokens. The node's directory is the final model.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,8 +10,11 @@ use std::sync::Arc;
 use flow_model::train::{self, Schedule, TrainConfig, TrainMonitor};
 use flow_model::SaveDtype;
 use miette::miette;
+use serde::Deserialize;
 
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
+};
 
 /// The `train` op.
 pub struct Train;
@@ -38,24 +42,80 @@ impl TrainMonitor for Monitor<'_, '_> {
     }
 }
 
-fn positive(ctx: &OpContext, name: &str) -> OpResult<usize> {
-    let v = ctx.int(name)?;
-    if v < 1 {
-        return Err(miette!(
-            "parameter `{name}`: expected a positive integer, got {v}"
-        ));
-    }
-    Ok(v as usize)
+/// `train`'s params (see its spec). Sizes that must be positive are
+/// `NonZeroUsize`: 0 fails here even when no literal was checked.
+#[derive(Deserialize)]
+struct TrainParams {
+    model: PathBuf,
+    data: PathBuf,
+    lr: f64,
+    weight_decay: f64,
+    warmup_ratio: f64,
+    warmup_steps: i64,
+    schedule: ScheduleParam,
+    effective_batch: NonZeroUsize,
+    micro_batch: NonZeroUsize,
+    epochs: NonZeroUsize,
+    checkpoints: usize,
+    max_grad_norm: f64,
+    seed: i64,
+    dtype: SaveDtypeParam,
+    activation_checkpointing: bool,
+    max_steps: usize,
+    save_optimizer: bool,
 }
 
-fn non_negative(ctx: &OpContext, name: &str) -> OpResult<f64> {
-    let v = ctx.float(name)?;
-    if !(v >= 0.0 && v.is_finite()) {
-        return Err(miette!(
-            "parameter `{name}`: expected a finite number >= 0, got {v}"
-        ));
+/// The decay after warmup, by its transformers name.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ScheduleParam {
+    Cosine,
+    Linear,
+    Constant,
+}
+
+impl From<ScheduleParam> for Schedule {
+    fn from(s: ScheduleParam) -> Schedule {
+        match s {
+            ScheduleParam::Cosine => Schedule::Cosine,
+            ScheduleParam::Linear => Schedule::Linear,
+            ScheduleParam::Constant => Schedule::Constant,
+        }
     }
-    Ok(v)
+}
+
+/// A [`SaveDtype`] read by its Hugging Face name: an enum param whose
+/// strings are flow-model's own list, [`SaveDtype::ALL`].
+struct SaveDtypeParam(SaveDtype);
+
+const SAVE_DTYPE_NAMES: [&str; 3] = [
+    SaveDtype::ALL[0].0,
+    SaveDtype::ALL[1].0,
+    SaveDtype::ALL[2].0,
+];
+
+impl<'de> Deserialize<'de> for SaveDtypeParam {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = SaveDtypeParam;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "one of {}", SAVE_DTYPE_NAMES.join(", "))
+            }
+            fn visit_enum<A: serde::de::EnumAccess<'de>>(
+                self,
+                a: A,
+            ) -> Result<SaveDtypeParam, A::Error> {
+                use serde::de::VariantAccess;
+                let (name, variant): (String, A::Variant) = a.variant()?;
+                variant.unit_variant()?;
+                SaveDtype::parse(&name)
+                    .map(SaveDtypeParam)
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+        d.deserialize_enum("SaveDtype", &SAVE_DTYPE_NAMES, Names)
+    }
 }
 
 /// The warmup from the two params (-1 = unset): `warmup_steps` (002's rule,
@@ -95,20 +155,20 @@ impl Op for Train {
             params: vec![
                 Param::required("model", Type::Model, "the model to train"),
                 Param::required("data", Type::Dir, "a packed dataset (the `pack` op's output)"),
-                Param::optional("lr", Type::Float, Value::Float(2e-5), "peak learning rate"),
-                Param::optional("weight_decay", Type::Float, Value::Float(0.1), "AdamW decoupled weight decay (matrices and embeddings only; never norms or biases)"),
-                Param::optional("warmup_ratio", Type::Float, Value::Float(-1.0), "linear warmup over ceil(ratio × steps) steps (004: 0.1); -1 = unset. When neither this nor `warmup_steps` is set: 0.1"),
-                Param::optional("warmup_steps", Type::Int, Value::Int(-1), "linear warmup over this many steps (002: 500); -1 = unset. Set either this or `warmup_ratio`, not both"),
-                Param::optional("schedule", Type::Enum(vec!["cosine".into(), "linear".into(), "constant".into()]), s("cosine"), "decay after warmup (transformers' schedules)"),
-                Param::optional("effective_batch", Type::Int, Value::Int(128), "sequences per optimizer step"),
-                Param::optional("micro_batch", Type::Int, Value::Int(4), "sequences per forward/backward (gradient accumulation up to effective_batch)"),
-                Param::optional("epochs", Type::Int, Value::Int(1), "passes over the data"),
-                Param::optional("checkpoints", Type::Int, Value::Int(18), "number of checkpoints: one per decade of tokens, the rest evenly spaced; never step 1 when it trained at lr 0 (see flow_model::train::checkpoint_steps)"),
-                Param::optional("max_grad_norm", Type::Float, Value::Float(1.0), "global gradient-norm clipping; 0 disables"),
+                Param::optional("lr", Type::Float, Value::Float(2e-5), "peak learning rate").at_least(0.0),
+                Param::optional("weight_decay", Type::Float, Value::Float(0.1), "AdamW decoupled weight decay (matrices and embeddings only; never norms or biases)").at_least(0.0),
+                Param::optional("warmup_ratio", Type::Float, Value::Float(-1.0), "linear warmup over ceil(ratio × steps) steps (004: 0.1); -1 = unset. When neither this nor `warmup_steps` is set: 0.1").within(-1.0, 1.0),
+                Param::optional("warmup_steps", Type::Int, Value::Int(-1), "linear warmup over this many steps (002: 500); -1 = unset. Set either this or `warmup_ratio`, not both").at_least(-1.0),
+                Param::optional("schedule", Type::enum_of::<ScheduleParam>(), s("cosine"), "decay after warmup (transformers' schedules)"),
+                Param::optional("effective_batch", Type::Int, Value::Int(128), "sequences per optimizer step").at_least(1.0),
+                Param::optional("micro_batch", Type::Int, Value::Int(4), "sequences per forward/backward (gradient accumulation up to effective_batch)").at_least(1.0),
+                Param::optional("epochs", Type::Int, Value::Int(1), "passes over the data").at_least(1.0),
+                Param::optional("checkpoints", Type::Int, Value::Int(18), "number of checkpoints: one per decade of tokens, the rest evenly spaced; never step 1 when it trained at lr 0 (see flow_model::train::checkpoint_steps)").at_least(0.0),
+                Param::optional("max_grad_norm", Type::Float, Value::Float(1.0), "global gradient-norm clipping; 0 disables").at_least(0.0),
                 Param::optional("seed", Type::Int, Value::Int(0), "data order seed"),
-                Param::optional("dtype", Type::Enum(SaveDtype::ALL.iter().map(|(n, _)| n.to_string()).collect()), s("float32"), "storage dtype of saved models (training is f32)"),
+                Param::optional("dtype", Type::enum_of::<SaveDtypeParam>(), s("float32"), "storage dtype of saved models (training is f32)"),
                 Param::optional("activation_checkpointing", Type::Bool, Value::Bool(false), "recompute layer activations in backward to save memory"),
-                Param::optional("max_steps", Type::Int, Value::Int(0), "stop after this many optimizer steps; 0 = all"),
+                Param::optional("max_steps", Type::Int, Value::Int(0), "stop after this many optimizer steps; 0 = all").at_least(0.0),
                 Param::optional("save_optimizer", Type::Bool, Value::Bool(false), "also write optimizer.safetensors (AdamW moments, f32 weights, data position) into each checkpoint, to resume from it"),
             ],
             produces: Type::Model,
@@ -120,52 +180,32 @@ impl Op for Train {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<TrainParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let model_dir = ctx.path("model")?.to_path_buf();
-        let data_dir = ctx.path("data")?.to_path_buf();
-        let schedule = match ctx.str("schedule")? {
-            "cosine" => Schedule::Cosine,
-            "linear" => Schedule::Linear,
-            "constant" => Schedule::Constant,
-            other => {
-                return Err(miette!(
-                    "parameter `schedule`: expected cosine, linear or constant, got {other:?}"
-                ))
-            }
-        };
-        let save_dtype =
-            SaveDtype::parse(ctx.str("dtype")?).map_err(|e| miette!("parameter `dtype`: {e}"))?;
-        let lr = non_negative(ctx, "lr")?;
-        let max_steps = ctx.int("max_steps")?;
-        if max_steps < 0 {
-            return Err(miette!(
-                "parameter `max_steps`: expected >= 0, got {max_steps}"
-            ));
-        }
-        let checkpoints = ctx.int("checkpoints")?;
-        if checkpoints < 0 {
-            return Err(miette!(
-                "parameter `checkpoints`: expected >= 0, got {checkpoints}"
-            ));
-        }
-        let (warmup_ratio, warmup_steps) =
-            warmup(ctx.float("warmup_ratio")?, ctx.int("warmup_steps")?)?;
+        let p: TrainParams = ctx.params()?;
+        let model_dir = p.model.clone();
+        let data_dir = p.data.clone();
+        let (warmup_ratio, warmup_steps) = warmup(p.warmup_ratio, p.warmup_steps)?;
         let cfg = TrainConfig {
-            lr,
-            weight_decay: non_negative(ctx, "weight_decay")?,
+            lr: p.lr,
+            weight_decay: p.weight_decay,
             warmup_ratio,
             warmup_steps,
-            schedule,
-            effective_batch: positive(ctx, "effective_batch")?,
-            micro_batch: positive(ctx, "micro_batch")?,
-            epochs: positive(ctx, "epochs")?,
-            checkpoints: checkpoints as usize,
-            max_grad_norm: non_negative(ctx, "max_grad_norm")?,
-            seed: ctx.int("seed")? as u64,
-            save_dtype,
-            activation_checkpointing: ctx.bool("activation_checkpointing")?,
-            max_steps: max_steps as usize,
-            save_optimizer: ctx.bool("save_optimizer")?,
+            schedule: p.schedule.into(),
+            effective_batch: p.effective_batch.get(),
+            micro_batch: p.micro_batch.get(),
+            epochs: p.epochs.get(),
+            checkpoints: p.checkpoints,
+            max_grad_norm: p.max_grad_norm,
+            // A negative seed is its two's-complement bits, as it always was.
+            seed: p.seed as u64,
+            save_dtype: p.dtype.0,
+            activation_checkpointing: p.activation_checkpointing,
+            max_steps: p.max_steps,
+            save_optimizer: p.save_optimizer,
         };
         let data = train::PackedData::load(&data_dir).map_err(|e| miette!("{e}"))?;
         let total = train::total_steps(data.sequences, &cfg);

@@ -122,18 +122,23 @@ impl<'a> Checker<'a> {
                 Arg::Param { name, .. } => format!(" (from param `{name}`)"),
                 _ => String::new(),
             };
+            let (bounds, takes) = if hi == f64::INFINITY {
+                (format!("below {lo}"), format!("from {lo} up"))
+            } else {
+                (
+                    format!("outside [{lo}, {hi}]"),
+                    format!("from {lo} to {hi}"),
+                )
+            };
             self.error(
                 file,
                 expr.span,
                 format!(
-                    "argument `{}` of `{}` is {shown}{from}, outside [{lo}, {hi}]",
+                    "argument `{}` of `{}` is {shown}{from}, {bounds}",
                     param.name, spec.name
                 ),
                 "out of range",
-                format!(
-                    "`{}` takes numbers from {lo} to {hi}: {}",
-                    param.name, param.doc
-                ),
+                format!("`{}` takes numbers {takes}: {}", param.name, param.doc),
             );
         }
     }

@@ -5,55 +5,41 @@ use super::*;
 
 use std::sync::{Mutex, Weak};
 
-pub(super) fn backend_from(ctx: &OpContext) -> OpResult<Arc<dyn ChatBackend>> {
-    let model = ctx.value("model")?;
-    match ctx.str("backend")? {
-        "openai" => {
-            let name = match model {
-                Value::Str(s) if !s.is_empty() => s.clone(),
-                _ => {
-                    return Err(miette!(
-                        "parameter `model`: the openai backend needs the model's name as a string"
-                    ))
-                }
-            };
-            let timeout = ctx.float("timeout_s")?;
-            let backoff = ctx.float("backoff_s")?;
-            if timeout <= 0.0 || backoff < 0.0 {
+pub(super) fn backend_from(p: &AnnotateParams) -> OpResult<Arc<dyn ChatBackend>> {
+    match p.backend {
+        Backend::Openai => {
+            if p.model.is_empty() {
                 return Err(miette!(
-                    "parameters `timeout_s` (> 0) and `backoff_s` (>= 0) are out of range"
+                    "parameter `model`: the openai backend needs the model's name as a string"
                 ));
             }
+            // The declared range allows 0; a request needs some time.
+            if p.timeout_s <= 0.0 {
+                return Err(miette!("parameter `timeout_s`: must be > 0"));
+            }
             let settings = OpenAiSettings {
-                base_url: ctx.str("base_url")?.to_string(),
-                model: name,
-                api_key_env: ctx.str("api_key_env")?.to_string(),
-                concurrency: ctx.int("concurrency")?.clamp(1, 256) as usize,
-                retries: ctx.int("retries")?.clamp(0, 20) as u32,
-                backoff: Duration::from_secs_f64(backoff),
-                timeout: Duration::from_secs_f64(timeout),
-                json_schema: ctx.bool("json_schema")?,
+                base_url: p.base_url.clone(),
+                model: p.model.clone(),
+                api_key_env: p.api_key_env.clone(),
+                concurrency: p.concurrency,
+                retries: p.retries,
+                backoff: Duration::from_secs_f64(p.backoff_s),
+                timeout: Duration::from_secs_f64(p.timeout_s),
+                json_schema: p.json_schema,
             };
             Ok(Arc::new(
                 OpenAiBackend::new(settings).map_err(|e| miette!("annotate: {e}"))?,
             ))
         }
-        "local" => {
-            let dir = match model {
-                Value::Path(p) => p.clone(),
-                Value::Str(s) if !s.is_empty() => PathBuf::from(s),
-                _ => {
-                    return Err(miette!(
-                        "parameter `model`: the local backend needs a model directory"
-                    ))
-                }
-            };
-            Ok(shared_local(&dir)
+        Backend::Local => {
+            if p.model.is_empty() {
+                return Err(miette!(
+                    "parameter `model`: the local backend needs a model directory"
+                ));
+            }
+            Ok(shared_local(Path::new(&p.model))
                 .map_err(|e| miette!("annotate: cannot load the local model: {e}"))?)
         }
-        other => Err(miette!(
-            "parameter `backend`: expected \"openai\" or \"local\", got {other:?}"
-        )),
     }
 }
 

@@ -30,12 +30,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
 use super::corpus::{corpus_shards, for_each_doc, write_bytes_atomic, write_json_atomic};
+use crate::artifacts::data::AnnotateStats;
+use crate::artifacts::JsonFile;
 use crate::llm::{
     ChatBackend, ChatError, ChatMessage, ChatRequest, LocalBackend, OpenAiBackend, OpenAiSettings,
 };
 use crate::op::{
-    run_in_parts, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Sharded,
-    Type, Value,
+    run_in_parts, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources,
+    Sharded, Type, Value,
 };
 
 mod answers;
@@ -73,18 +75,18 @@ impl Op for Annotate {
                 Param::required("prompt", Type::File, "prompt template: user message with {text} (and optionally {labels}); optional `### system` / `### user` sections"),
                 Param::required("labels", Type::List(Box::new(Type::Str)), "the label set"),
                 Param::required("model", Type::Any, "openai: the model name; local: the model directory"),
-                Param::optional("backend", Type::Enum(vec!["openai".into(), "local".into()]), Value::Str("openai".into()), "openai: any OpenAI-compatible /chat/completions endpoint; local: flow's model runtime, which picks the label with the highest log-likelihood after the prompt"),
+                Param::optional("backend", Type::enum_of::<Backend>(), Value::Str("openai".into()), "openai: any OpenAI-compatible /chat/completions endpoint; local: flow's model runtime, which picks the label with the highest log-likelihood after the prompt"),
                 Param::optional("base_url", Type::Str, Value::Str("http://127.0.0.1:8000/v1".into()), "endpoint base URL (…/v1)"),
                 Param::optional("api_key_env", Type::Str, Value::Str(String::new()), "NAME of the environment variable holding the API key (the key itself never goes into a parameter)"),
-                Param::optional("concurrency", Type::Int, Value::Int(8), "requests in flight"),
-                Param::optional("retries", Type::Int, Value::Int(3), "retries on timeouts, connection errors, 429 and 5xx, with exponential backoff"),
-                Param::optional("backoff_s", Type::Float, Value::Float(1.0), "first backoff; doubles per retry"),
-                Param::optional("timeout_s", Type::Float, Value::Float(120.0), "limit per request"),
+                Param::optional("concurrency", Type::Int, Value::Int(8), "requests in flight").within(1.0, 256.0),
+                Param::optional("retries", Type::Int, Value::Int(3), "retries on timeouts, connection errors, 429 and 5xx, with exponential backoff").within(0.0, 20.0),
+                Param::optional("backoff_s", Type::Float, Value::Float(1.0), "first backoff; doubles per retry").at_least(0.0),
+                Param::optional("timeout_s", Type::Float, Value::Float(120.0), "limit per request").at_least(0.0),
                 Param::optional("json_schema", Type::Bool, Value::Bool(true), "send response_format with a JSON schema {label: enum of labels}"),
-                Param::optional("max_tokens", Type::Int, Value::Int(32), "answer length limit"),
-                Param::optional("max_chars", Type::Int, Value::Int(8000), "document characters put into the prompt"),
+                Param::optional("max_tokens", Type::Int, Value::Int(32), "answer length limit").at_least(1.0),
+                Param::optional("max_chars", Type::Int, Value::Int(8000), "document characters put into the prompt").at_least(1.0),
                 Param::optional("state_dir", Type::Str, Value::Str(String::new()), "a directory keeping answers across runs (resume); empty: only the output directory"),
-                Param::optional("max_failures", Type::Int, Value::Int(0), "documents whose request may fail (connection, timeout, HTTP error after retries, malformed answer) before the op fails; they are left out of annotations.jsonl and counted in annotate.json. A refused key (401/403) always fails"),
+                Param::optional("max_failures", Type::Int, Value::Int(0), "documents whose request may fail (connection, timeout, HTTP error after retries, malformed answer) before the op fails; they are left out of annotations.jsonl and counted in annotate.json. A refused key (401/403) always fails").at_least(0.0),
             ],
             produces: Type::Dir,
             outputs: vec![
@@ -93,6 +95,10 @@ impl Op for Annotate {
             ],
             resources: Resources::MODEL,
         }
+    }
+
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<AnnotateParams>())
     }
 
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
@@ -104,32 +110,50 @@ impl Op for Annotate {
     }
 }
 
-/// The checked params every shard task and the merge read.
-struct Settings {
-    max_failures: u64,
+/// `annotate`'s params (see its spec).
+#[derive(Deserialize)]
+pub(super) struct AnnotateParams {
+    corpus: PathBuf,
+    prompt: PathBuf,
     labels: Vec<String>,
+    /// openai: the model's name; local: its directory.
+    model: String,
+    backend: Backend,
+    base_url: String,
+    api_key_env: String,
+    concurrency: usize,
+    retries: u32,
+    backoff_s: f64,
+    timeout_s: f64,
+    json_schema: bool,
+    max_tokens: usize,
+    max_chars: usize,
+    state_dir: String,
+    max_failures: u64,
 }
 
-impl Settings {
-    fn of(ctx: &OpContext) -> OpResult<Settings> {
-        let max_failures = u64::try_from(ctx.int("max_failures")?)
-            .map_err(|_| miette!("parameter `max_failures`: must be >= 0"))?;
-        let labels: Vec<String> = ctx
-            .list("labels")?
-            .iter()
-            .map(|v| match v {
-                Value::Str(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-                _ => Err(miette!("parameter `labels`: expected non-empty strings")),
-            })
-            .collect::<OpResult<_>>()?;
-        if labels.len() < 2 {
-            return Err(miette!("parameter `labels`: give at least two labels"));
-        }
-        Ok(Settings {
-            max_failures,
-            labels,
+/// Who answers: an OpenAI-compatible endpoint or flow's model runtime.
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Backend {
+    Openai,
+    Local,
+}
+
+/// The checked labels every shard task and the merge read.
+fn labels_of(p: &AnnotateParams) -> OpResult<Vec<String>> {
+    let labels: Vec<String> = p
+        .labels
+        .iter()
+        .map(|s| match s.trim() {
+            "" => Err(miette!("parameter `labels`: expected non-empty strings")),
+            t => Ok(t.to_string()),
         })
+        .collect::<OpResult<_>>()?;
+    if labels.len() < 2 {
+        return Err(miette!("parameter `labels`: give at least two labels"));
     }
+    Ok(labels)
 }
 
 /// What a shard task leaves in its part besides `answers.jsonl` (its
@@ -155,28 +179,27 @@ struct AnnotatePart {
 /// one task.
 impl Sharded for Annotate {
     fn pieces(&self, ctx: &OpContext) -> OpResult<usize> {
-        Ok(match ctx.str("backend")? {
-            "local" => corpus_shards(ctx.path("corpus")?)?.len(),
-            _ => 1,
+        let p: AnnotateParams = ctx.params()?;
+        Ok(match p.backend {
+            Backend::Local => corpus_shards(&p.corpus)?.len(),
+            Backend::Openai => 1,
         })
     }
 
     fn run_part(&self, ctx: &OpContext, range: std::ops::Range<usize>) -> OpResult<()> {
-        let Settings {
-            max_failures,
-            labels,
-        } = Settings::of(ctx)?;
-        let prompt_path = ctx.path("prompt")?;
+        let p: AnnotateParams = ctx.params()?;
+        let (max_failures, labels) = (p.max_failures, labels_of(&p)?);
+        let prompt_path = &p.prompt;
         let prompt_src = std::fs::read_to_string(prompt_path)
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot read {}", prompt_path.display()))?;
         let template = PromptTemplate::parse(&prompt_src)
             .map_err(|e| miette!("{}: {e}", prompt_path.display()))?;
-        let backend = backend_from(ctx)?;
-        let max_chars = ctx.int("max_chars")?.max(1) as usize;
+        let backend = backend_from(&p)?;
+        let max_chars = p.max_chars;
         let schema = json!({"type": "object", "properties": {"label": {"type": "string", "enum": labels}}, "required": ["label"], "additionalProperties": false});
-        let use_schema = ctx.bool("json_schema")? && backend.supports_json_schema();
-        let max_tokens = ctx.int("max_tokens")?.max(1) as usize;
+        let use_schema = p.json_schema && backend.supports_json_schema();
+        let max_tokens = p.max_tokens;
 
         // the answer file: in state_dir under a configuration hash, or in out_dir
         let mut desc = backend.describe();
@@ -188,16 +211,16 @@ impl Sharded for Annotate {
         }
         let config = json!({"backend": desc, "prompt": prompt_src, "labels": labels, "schema": use_schema, "max_tokens": max_tokens, "max_chars": max_chars});
         let config_hash = blake3::hash(config.to_string().as_bytes()).to_hex()[..16].to_string();
-        let all_shards = corpus_shards(ctx.path("corpus")?)?;
+        let all_shards = corpus_shards(&p.corpus)?;
         // With the local backend a task takes its range of shards; one
         // piece is the whole corpus.
         let whole = range.len() == self.pieces(ctx)?;
-        let shards: &[PathBuf] = if ctx.str("backend")? == "local" {
+        let shards: &[PathBuf] = if p.backend == Backend::Local {
             &all_shards[range.clone()]
         } else {
             &all_shards
         };
-        let state_dir = ctx.str("state_dir")?;
+        let state_dir = p.state_dir.as_str();
         let (answer_path, previous) = if state_dir.is_empty() {
             let path = ctx.out_dir.join("answers.partial.jsonl");
             let previous = load_previous(&path);
@@ -414,10 +437,8 @@ impl Sharded for Annotate {
     }
 
     fn merge(&self, ctx: &OpContext, parts: &[PathBuf]) -> OpResult<Outputs> {
-        let Settings {
-            max_failures,
-            labels,
-        } = Settings::of(ctx)?;
+        let params: AnnotateParams = ctx.params()?;
+        let (max_failures, labels) = (params.max_failures, labels_of(&params)?);
         let mut order: Vec<String> = Vec::new();
         let mut answers: HashMap<String, Answer> = HashMap::new();
         let (mut reused, mut failed) = (0u64, 0u64);
@@ -485,20 +506,20 @@ impl Sharded for Annotate {
             text.push('\n');
         }
         write_bytes_atomic(&ctx.out_dir.join("annotations.jsonl"), text.as_bytes())?;
-        let stats = json!({
-            "n": order.len(),
-            "labels": per_label,
-            "unparseable": unparseable,
-            "failed": failed,
-            "reused_from_state": reused,
-            "backend": backend,
-            "json_schema": use_schema,
-            "config_hash": config_hash,
-            "unparseable_examples": unparseable_examples,
-            "max_failures": max_failures,
-            "failed_examples": failed_examples,
-        });
-        write_json_atomic(&ctx.out_dir.join("annotate.json"), &stats)?;
+        let stats = AnnotateStats {
+            n: order.len(),
+            labels: per_label.into_iter().collect(),
+            unparseable,
+            failed,
+            reused_from_state: reused,
+            backend,
+            json_schema: use_schema,
+            config_hash,
+            unparseable_examples,
+            max_failures,
+            failed_examples,
+        };
+        stats.write(&ctx.out_dir)?;
         ctx.log(&format!(
             "annotated {} documents: {} unparseable, {} failed, {} reused",
             order.len(),

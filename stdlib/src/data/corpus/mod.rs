@@ -32,14 +32,17 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 /// What an op does with a bad record (malformed line, missing field, failed
 /// request): `Fail` stops with an error naming the place, `Skip` counts it,
 /// keeps the first examples for the statistics file and goes on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OnError {
     Skip,
     Fail,
 }
 
 impl OnError {
-    /// Reads the `on_error` parameter.
+    /// Reads the `on_error` parameter by name, for the ops that do not
+    /// read a params struct yet (`corpus`, `filter`); the others have an
+    /// `on_error: OnError` field.
     pub fn from_ctx(ctx: &OpContext) -> OpResult<OnError> {
         match ctx.str("on_error")? {
             "skip" => Ok(OnError::Skip),
@@ -55,14 +58,14 @@ impl OnError {
 pub fn on_error_param() -> Param {
     Param::optional(
         "on_error",
-        Type::Enum(vec!["skip".into(), "fail".into()]),
+        Type::enum_of::<OnError>(),
         Value::Str("skip".into()),
         "what to do with a bad record: \"skip\" counts and reports it, \"fail\" stops the run",
     )
 }
 
 /// Bad records seen so far: a count and the first few, each with its place.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ErrorLog {
     pub count: u64,
     /// The first [`ErrorLog::KEEP`] problems, as "place: what".

@@ -7,7 +7,7 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 
 use super::super::corpus::write_bytes_atomic;
 use super::{read_f32, sigmoid, ClassifierInfo, Common, Evaluation, Split};
-use crate::op::{OpContext, OpResult, Outputs, Value};
+use crate::op::{OpContext, OpResult, Outputs};
 
 /// A logistic head on a model's mean final hidden state.
 pub struct EmbedModel {
@@ -43,14 +43,13 @@ impl EmbedModel {
     }
 }
 
-fn model_dir_of(v: &Value) -> OpResult<std::path::PathBuf> {
-    match v {
-        Value::Path(p) => Ok(p.clone()),
-        Value::Str(s) if !s.is_empty() => Ok(s.into()),
-        _ => Err(miette!(
+fn model_dir_of(dir: &str) -> OpResult<std::path::PathBuf> {
+    if dir.is_empty() {
+        return Err(miette!(
             "parameter `model`: method \"embed\" needs a model directory"
-        )),
+        ));
     }
+    Ok(dir.into())
 }
 
 fn load_embedder(
@@ -99,12 +98,12 @@ pub(super) fn load(dir: &Path, info: &ClassifierInfo) -> OpResult<EmbedModel> {
 /// `method: "embed"`: a logistic head on the model's mean hidden state,
 /// trained full-batch by Adam (500 steps, L2 1e-4) on the train split.
 pub(super) fn train_embed(ctx: &OpContext, common: &Common) -> OpResult<Outputs> {
-    let dir = model_dir_of(ctx.value("model")?)?;
+    let dir = model_dir_of(&common.params.model)?;
     let dir = dir
         .canonicalize()
         .into_diagnostic()
         .wrap_err_with(|| format!("model directory {} not found", dir.display()))?;
-    let max_tokens = ctx.int("max_tokens")?.max(1) as usize;
+    let max_tokens = common.params.max_tokens;
     let mut embedder = load_embedder(&dir, Vec::new(), 0.0, max_tokens)?;
     let hidden = embedder.model.config.hidden_size;
     let (docs, missing) = common.labelled_docs(ctx)?;

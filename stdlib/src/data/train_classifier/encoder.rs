@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::super::corpus::write_bytes_atomic;
 use super::{ClassifierInfo, Common, Evaluation, Split};
-use crate::op::{OpContext, OpResult, Outputs, Value};
+use crate::op::{OpContext, OpResult, Outputs};
 
 /// Tokens scored together in one forward pass when filtering.
 const TOKENS_PER_FORWARD: usize = 8192;
@@ -111,17 +111,14 @@ impl EncoderClassifier {
     }
 }
 
-fn encoder_dir(v: &Value) -> OpResult<PathBuf> {
-    let p: PathBuf = match v {
-        Value::Path(p) => p.clone(),
-        Value::Str(s) if !s.is_empty() => s.into(),
-        _ => {
-            return Err(miette!(
-                help = "e.g. encoder: dir(\"models/xlm-roberta-base\")",
-                "parameter `encoder`: method \"encoder\" needs a BERT / RoBERTa / XLM-RoBERTa model directory"
-            ))
-        }
-    };
+fn encoder_dir(dir: &str) -> OpResult<PathBuf> {
+    if dir.is_empty() {
+        return Err(miette!(
+            help = "e.g. encoder: dir(\"models/xlm-roberta-base\")",
+            "parameter `encoder`: method \"encoder\" needs a BERT / RoBERTa / XLM-RoBERTa model directory"
+        ));
+    }
+    let p = PathBuf::from(dir);
     p.canonicalize()
         .into_diagnostic()
         .wrap_err_with(|| format!("encoder directory {} not found", p.display()))
@@ -129,7 +126,8 @@ fn encoder_dir(v: &Value) -> OpResult<PathBuf> {
 
 pub(super) fn train_encoder(ctx: &OpContext, common: &Common) -> OpResult<Outputs> {
     let start = std::time::Instant::now();
-    let dir = encoder_dir(ctx.value("encoder")?)?;
+    let p = &common.params;
+    let dir = encoder_dir(&p.encoder)?;
     let (encoder, report) =
         Encoder::load(&dir, common.seed).map_err(|e| miette!("cannot load the encoder: {e}"))?;
     if !report.initialised.is_empty() {
@@ -141,29 +139,24 @@ pub(super) fn train_encoder(ctx: &OpContext, common: &Common) -> OpResult<Output
     }
     let tokenizer = EncoderTokenizer::load(&dir)
         .map_err(|e| miette!("cannot load the encoder's tokenizer: {e}"))?;
-    let want_len = ctx.int("max_len")?;
-    if want_len < 2 {
-        return Err(miette!(
-            "parameter `max_len`: at least 2 (the special tokens), got {want_len}"
-        ));
-    }
-    let max_len = (want_len as usize).min(encoder.config.max_tokens());
-    if max_len < want_len as usize {
+    let want_len = p.max_len;
+    let max_len = want_len.min(encoder.config.max_tokens());
+    if max_len < want_len {
         ctx.log(&format!(
             "max_len {want_len} exceeds the model's {} positions: using {max_len}",
             encoder.config.max_tokens()
         ));
     }
-    let batch_size = ctx.int("batch")?.max(1) as usize;
-    let epochs = match ctx.int("epochs")? {
+    let batch_size = p.batch;
+    let epochs = match p.epochs {
         e if e <= 0 => 3,
         e => e as u32,
     };
-    let lr = match ctx.float("lr")? {
+    let lr = match p.lr {
         l if l <= 0.0 => 2e-5,
         l => l,
     };
-    let warmup_ratio = ctx.float("warmup_ratio")?.clamp(0.0, 1.0);
+    let warmup_ratio = p.warmup_ratio;
     let (docs, missing) = common.labelled_docs(ctx)?;
     let tokenized: Vec<Result<Vec<u32>, String>> = docs
         .par_iter()
@@ -191,8 +184,8 @@ pub(super) fn train_encoder(ctx: &OpContext, common: &Common) -> OpResult<Output
     let warmup_steps = (warmup_ratio * total_steps as f64).ceil() as usize;
     let cfg = FineTuneConfig {
         lr,
-        weight_decay: ctx.float("weight_decay")?,
-        dropout_seed: ctx.bool("dropout")?.then_some(common.seed ^ 0xd0),
+        weight_decay: p.weight_decay,
+        dropout_seed: p.dropout.then_some(common.seed ^ 0xd0),
         warmup_steps,
         total_steps,
         ..FineTuneConfig::default()

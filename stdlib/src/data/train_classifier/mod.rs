@@ -20,7 +20,7 @@ mod split;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use miette::{miette, IntoDiagnostic, WrapErr};
@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use super::agreement::{majority, read_labels};
 use super::corpus::{corpus_shards, for_each_doc, write_bytes_atomic, write_json_atomic};
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
+};
 
 pub use embed::EmbedModel;
 pub use encoder::EncoderClassifier;
@@ -186,8 +188,49 @@ pub fn load_classifier(dir: &Path) -> OpResult<(ClassifierInfo, NgramModel)> {
 /// A labelled document: id, text, split, is positive.
 pub(super) type LabelledDoc = (String, String, Split, bool);
 
-/// What every method shares: the labels, the split and the threshold rule.
+/// `train_classifier`'s params (see its spec).
+#[derive(Deserialize)]
+pub(super) struct TrainClassifierParams {
+    pub corpus: PathBuf,
+    pub labels: PathBuf,
+    pub positive: String,
+    pub method: Method,
+    /// embed: the model directory.
+    pub model: String,
+    /// encoder: the encoder directory.
+    pub encoder: String,
+    pub max_tokens: usize,
+    pub max_len: usize,
+    pub batch: usize,
+    pub warmup_ratio: f64,
+    pub weight_decay: f64,
+    pub dropout: bool,
+    pub valid_fraction: f64,
+    pub test_fraction: f64,
+    pub target_precision: f64,
+    pub buckets: u64,
+    pub word_ngrams: u32,
+    pub char_ngrams: Vec<i64>,
+    /// 0 or less: the method's default.
+    pub epochs: i64,
+    /// 0 or less: the method's default.
+    pub lr: f64,
+    pub seed: i64,
+}
+
+/// The classifier `train_classifier` trains.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Method {
+    Ngram,
+    Embed,
+    Encoder,
+}
+
+/// What every method shares: the params, the labels, the split and the
+/// threshold rule.
 pub(super) struct Common {
+    pub params: TrainClassifierParams,
     pub positive: String,
     /// The name of the other class (the one other label, or `not-<positive>`).
     pub negative: String,
@@ -203,7 +246,7 @@ impl Common {
     /// counts the labelled ids the corpus lacks.
     pub fn labelled_docs(&self, ctx: &OpContext) -> OpResult<(Vec<LabelledDoc>, usize)> {
         let mut out = Vec::with_capacity(self.labels.len());
-        for shard in corpus_shards(ctx.path("corpus")?)? {
+        for shard in corpus_shards(&self.params.corpus)? {
             ctx.check_cancelled()?;
             for_each_doc(&shard, |doc, _| {
                 if let Some(&y) = self.labels.get(doc.id.as_ref()) {
@@ -277,21 +320,21 @@ impl Op for TrainClassifier {
                 Param::required("corpus", Type::Dir, "corpus artifact holding the labelled documents' texts"),
                 Param::required("labels", Type::Either(Box::new(Type::Dir), Box::new(Type::File)), "an annotate artifact, or a label file (CSV/JSONL: id, label[, annotator]; several annotators → majority vote)"),
                 Param::required("positive", Type::Str, "the positive label"),
-                Param::optional("method", Type::Enum(vec!["ngram".into(), "embed".into(), "encoder".into()]), Value::Str("ngram".into()), "ngram: hashed word/char n-grams + logistic regression; embed: decoder mean hidden state + logistic head; encoder: fine-tuned BERT/XLM-RoBERTa classifier"),
+                Param::optional("method", Type::enum_of::<Method>(), Value::Str("ngram".into()), "ngram: hashed word/char n-grams + logistic regression; embed: decoder mean hidden state + logistic head; encoder: fine-tuned BERT/XLM-RoBERTa classifier"),
                 Param::optional("model", Type::Any, Value::Str(String::new()), "model directory for method embed"),
                 Param::optional("encoder", Type::Any, Value::Str(String::new()), "method encoder: a BERT / RoBERTa / XLM-RoBERTa Hugging Face directory (base model or classifier)"),
-                Param::optional("max_tokens", Type::Int, Value::Int(512), "embed: tokens of each document embedded (its beginning)"),
-                Param::optional("max_len", Type::Int, Value::Int(256), "encoder: tokens per document, special tokens included (truncation as transformers')"),
-                Param::optional("batch", Type::Int, Value::Int(16), "encoder: documents per optimizer step"),
-                Param::optional("warmup_ratio", Type::Float, Value::Float(0.1), "encoder: fraction of steps with a linearly rising learning rate (then linear decay to 0)"),
+                Param::optional("max_tokens", Type::Int, Value::Int(512), "embed: tokens of each document embedded (its beginning)").at_least(1.0),
+                Param::optional("max_len", Type::Int, Value::Int(256), "encoder: tokens per document, special tokens included (truncation as transformers')").at_least(2.0),
+                Param::optional("batch", Type::Int, Value::Int(16), "encoder: documents per optimizer step").at_least(1.0),
+                Param::optional("warmup_ratio", Type::Float, Value::Float(0.1), "encoder: fraction of steps with a linearly rising learning rate (then linear decay to 0)").within(0.0, 1.0),
                 Param::optional("weight_decay", Type::Float, Value::Float(0.01), "encoder: AdamW decoupled weight decay (not on biases and LayerNorm weights)"),
                 Param::optional("dropout", Type::Bool, Value::Bool(true), "encoder: train with the dropout of config.json (hidden_dropout_prob, attention_probs_dropout_prob, classifier_dropout), as transformers' Trainer does; false: without dropout"),
                 Param::optional("valid_fraction", Type::Float, Value::Float(0.2), "validation fraction (by blake3 of seed and id): chooses the threshold"),
                 Param::optional("test_fraction", Type::Float, Value::Float(0.2), "test fraction (by blake3 of seed and id): reported precision/recall/F1, used for nothing else"),
-                Param::optional("target_precision", Type::Float, Value::Float(0.95), "the lowest threshold whose validation precision reaches this (the seeds' P 0.95); 0, or when no threshold reaches it: the one maximising validation F1"),
-                Param::optional("buckets", Type::Int, Value::Int(1 << 18), "ngram: hash buckets (power of two)"),
-                Param::optional("word_ngrams", Type::Int, Value::Int(2), "ngram: word n-grams up to 1 or 2"),
-                Param::optional("char_ngrams", Type::List(Box::new(Type::Int)), Value::List(vec![Value::Int(3), Value::Int(5)]), "ngram: [min, max] character n-gram length; [0, 0] disables"),
+                Param::optional("target_precision", Type::Float, Value::Float(0.95), "the lowest threshold whose validation precision reaches this (the seeds' P 0.95); 0, or when no threshold reaches it: the one maximising validation F1").within(0.0, 1.0),
+                Param::optional("buckets", Type::Int, Value::Int(1 << 18), "ngram: hash buckets (power of two)").within(2.0, (1u64 << 28) as f64),
+                Param::optional("word_ngrams", Type::Int, Value::Int(2), "ngram: word n-grams up to 1 or 2").within(1.0, 2.0),
+                Param::optional("char_ngrams", Type::List(Box::new(Type::Int)), Value::List(vec![Value::Int(3), Value::Int(5)]), "ngram: [min, max] character n-gram length; [0, 0] disables").within(0.0, 8.0),
                 Param::optional("epochs", Type::Int, Value::Int(0), "training epochs; 0: the method's default (ngram 20, encoder 3)"),
                 Param::optional("lr", Type::Float, Value::Float(0.0), "peak learning rate; 0: the method's default (ngram 2.0 SGD, encoder 2e-5 AdamW)"),
                 Param::optional("seed", Type::Int, Value::Int(0), "seed of the split, the initialisation and the data order"),
@@ -302,18 +345,16 @@ impl Op for TrainClassifier {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<TrainClassifierParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let positive = ctx.str("positive")?.to_string();
-        let seed = ctx.int("seed")? as u64;
-        let labels_path = match ctx.value("labels")? {
-            Value::Path(p) => p.clone(),
-            other => {
-                return Err(miette!(
-                    "parameter `labels`: expected a path, got {}",
-                    other.kind()
-                ))
-            }
-        };
+        let params: TrainClassifierParams = ctx.params()?;
+        let positive = params.positive.clone();
+        // A negative seed is its two's-complement bits, as it always was.
+        let seed = params.seed as u64;
+        let labels_path = params.labels.clone();
         let (rows, unlabelled) = read_labels(&labels_path)?;
         let voted: Vec<(String, String)> = majority(&rows)
             .into_iter()
@@ -342,37 +383,39 @@ impl Op for TrainClassifier {
             [one] => one.to_string(),
             _ => format!("not-{positive}"),
         };
+        let splitter = Splitter::new(seed, params.valid_fraction, params.test_fraction)?;
+        let target_precision = params.target_precision;
+        let method = params.method;
         let common = Common {
+            params,
             positive,
             negative,
             labels,
             seed,
             unlabelled,
-            splitter: Splitter::new(
-                seed,
-                ctx.float("valid_fraction")?,
-                ctx.float("test_fraction")?,
-            )?,
-            target_precision: ctx.float("target_precision")?.clamp(0.0, 1.0),
+            splitter,
+            target_precision,
         };
-        match ctx.str("method")? {
-            "embed" => embed::train_embed(ctx, &common),
-            "encoder" => encoder::train_encoder(ctx, &common),
-            _ => run_ngram(ctx, &common),
+        match method {
+            Method::Embed => embed::train_embed(ctx, &common),
+            Method::Encoder => encoder::train_encoder(ctx, &common),
+            Method::Ngram => run_ngram(ctx, &common),
         }
     }
 }
 
 fn run_ngram(ctx: &OpContext, common: &Common) -> OpResult<Outputs> {
-    let buckets = ctx.int("buckets")?;
-    if buckets < 2 || !(buckets as u64).is_power_of_two() || buckets > (1 << 28) {
+    let p = &common.params;
+    // The declared range bounds it; a power of two is the op's own rule.
+    let buckets = p.buckets;
+    if !buckets.is_power_of_two() {
         return Err(miette!(
             "parameter `buckets`: expected a power of two between 2 and 2^28, got {buckets}"
         ));
     }
-    let (char_min, char_max) = match ctx.list("char_ngrams")? {
-        [Value::Int(a), Value::Int(b)] if *a == 0 && *b == 0 => (0, 0),
-        [Value::Int(a), Value::Int(b)] if 1 <= *a && a <= b && *b <= 8 => (*a as u32, *b as u32),
+    let (char_min, char_max) = match p.char_ngrams.as_slice() {
+        [0, 0] => (0, 0),
+        [a, b] if 1 <= *a && a <= b && *b <= 8 => (*a as u32, *b as u32),
         _ => {
             return Err(miette!(
                 "parameter `char_ngrams`: expected [min, max] with 1 <= min <= max <= 8, or [0, 0]"
@@ -381,7 +424,7 @@ fn run_ngram(ctx: &OpContext, common: &Common) -> OpResult<Outputs> {
     };
     let features = NgramFeatures {
         buckets: buckets as u32,
-        word_ngrams: ctx.int("word_ngrams")?.clamp(1, 2) as u32,
+        word_ngrams: p.word_ngrams,
         char_min,
         char_max,
     };
@@ -399,11 +442,11 @@ fn run_ngram(ctx: &OpContext, common: &Common) -> OpResult<Outputs> {
         .filter(|e| e.0 == Split::Train)
         .map(|e| (e.1.as_slice(), e.2))
         .collect();
-    let epochs = match ctx.int("epochs")? {
+    let epochs = match p.epochs {
         e if e <= 0 => 20,
         e => e as u32,
     };
-    let lr = match ctx.float("lr")? {
+    let lr = match p.lr {
         l if l <= 0.0 => 2.0,
         l => l as f32,
     };

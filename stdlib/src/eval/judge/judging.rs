@@ -18,7 +18,7 @@ pub fn run_judging(
     names: (&str, &str),
     max_tokens: usize,
     max_failures: usize,
-) -> OpResult<(Vec<Json>, Json)> {
+) -> OpResult<(Vec<Verdict>, JudgeSummary)> {
     let workers = backend.concurrency().max(1);
     let shared: Vec<&String> = a
         .ids
@@ -159,7 +159,10 @@ pub fn run_judging(
             };
             let w = parse_winner(&raw);
             parsed.push(w);
-            orders.push(json!({"winner": w, "raw": raw}));
+            orders.push(OrderVerdict {
+                winner: w.map(str::to_owned),
+                raw,
+            });
         }
         if prompt_failed {
             continue;
@@ -176,17 +179,20 @@ pub fn run_judging(
                 }
             }
         }
-        lines.push(json!({
-            "id": id,
-            "model_a": names.0,
-            "model_b": names.1,
-            "winner": winner,
-            "consistent": consistent,
-            "a_first": orders[0],
-            "b_first": orders[1],
-            "checkpoint_a": a.checkpoint,
-            "checkpoint_b": b.checkpoint,
-        }));
+        let [a_first, b_first]: [OrderVerdict; 2] = orders
+            .try_into()
+            .map_err(|_| miette!("internal: prompt {id} has not two verdicts"))?;
+        lines.push(Verdict {
+            id: (*id).clone(),
+            model_a: names.0.to_owned(),
+            model_b: names.1.to_owned(),
+            winner: winner.map(str::to_owned),
+            consistent,
+            a_first,
+            b_first,
+            checkpoint_a: a.checkpoint.clone(),
+            checkpoint_b: b.checkpoint.clone(),
+        });
     }
     if failed > 0 {
         ctx.log(&format!(
@@ -195,24 +201,25 @@ pub fn run_judging(
         ));
     }
     let judged = wins + ties + losses;
-    let summary = json!({
-        "model_a": names.0,
-        "model_b": names.1,
-        "wins": wins,
-        "ties": ties,
-        "losses": losses,
-        "unparseable": unparseable,
-        "inconsistent": inconsistent,
-        "failed": failed,
-        "failed_requests": errors.len(),
-        "max_failures": max_failures,
-        "failed_examples": failed_examples,
-        "n": shared.len(),
-        "win_rate": if judged > 0 { wins as f64 / judged as f64 } else { f64::NAN },
-        "score": if judged > 0 { (wins as f64 + ties as f64 / 2.0) / judged as f64 } else { f64::NAN },
-        "judge": backend.describe(),
-        "checkpoint_a": a.checkpoint,
-        "checkpoint_b": b.checkpoint,
-    });
+    let ratio = |x: f64| (judged > 0).then(|| x / judged as f64);
+    let summary = JudgeSummary {
+        model_a: names.0.to_owned(),
+        model_b: names.1.to_owned(),
+        wins,
+        ties,
+        losses,
+        unparseable,
+        inconsistent,
+        failed,
+        failed_requests: errors.len(),
+        max_failures,
+        failed_examples,
+        n: shared.len(),
+        win_rate: ratio(wins as f64),
+        score: ratio(wins as f64 + ties as f64 / 2.0),
+        judge: backend.describe(),
+        checkpoint_a: a.checkpoint.clone(),
+        checkpoint_b: b.checkpoint.clone(),
+    };
     Ok((lines, summary))
 }

@@ -26,19 +26,25 @@
 //! The server's error text goes only to the log, with the key redacted.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use miette::{miette, IntoDiagnostic, WrapErr};
+use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
+use crate::artifacts::eval::{JudgeSummary, OrderVerdict, Verdict};
+use crate::artifacts::{JsonFile, JsonLines};
 use crate::llm::{
     ChatBackend, ChatError, ChatMessage, ChatRequest, LocalBackend, OpenAiBackend, OpenAiSettings,
 };
-use crate::merge::slerp::tensors::{write_atomic, write_json};
+use crate::merge::slerp::tensors::write_atomic;
 use crate::model::generate::read_responses;
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, PathOrStr, Resources,
+    Type, Value,
+};
 
 mod judging;
 mod responses;
@@ -55,6 +61,28 @@ pub use verdict::*;
 /// The `judge` op.
 pub struct Judge;
 
+/// `judge`'s params (see its spec).
+#[derive(Deserialize)]
+struct JudgeParams {
+    a: PathBuf,
+    b: PathBuf,
+    /// A model directory (judged locally) or an endpoint's model name.
+    judge: PathOrStr,
+    /// A template file or its text; empty: the built-in one.
+    template: PathOrStr,
+    endpoint: String,
+    api_key_env: String,
+    name_a: String,
+    name_b: String,
+    max_tokens: usize,
+    json_mode: bool,
+    concurrency: usize,
+    retries: u32,
+    backoff_s: f64,
+    timeout_s: f64,
+    max_failures: usize,
+}
+
 impl Op for Judge {
     fn spec(&self) -> OpSpec {
         OpSpec {
@@ -70,13 +98,13 @@ impl Op for Judge {
                 Param::optional("api_key_env", Type::Str, Value::Str("OPENAI_API_KEY".into()), "environment variable holding the API key; empty: no key is sent"),
                 Param::optional("name_a", Type::Str, Value::Str(String::new()), "name of model A in the verdicts; empty: `step-N` for a checkpoint, else the model directory's name"),
                 Param::optional("name_b", Type::Str, Value::Str(String::new()), "name of model B in the verdicts; empty: the model directory's name"),
-                Param::optional("max_tokens", Type::Int, Value::Int(256), "longest judge answer"),
+                Param::optional("max_tokens", Type::Int, Value::Int(256), "longest judge answer").at_least(0.0),
                 Param::optional("json_mode", Type::Bool, Value::Bool(true), "ask the endpoint for JSON following the answer schema (response_format json_schema)"),
-                Param::optional("concurrency", Type::Int, Value::Int(8), "requests in flight (OpenAI backend)"),
-                Param::optional("retries", Type::Int, Value::Int(3), "retries on timeouts, connection errors, 429 and 5xx, with exponential backoff (OpenAI backend)"),
-                Param::optional("backoff_s", Type::Float, Value::Float(1.0), "first backoff; doubles per retry"),
-                Param::optional("timeout_s", Type::Float, Value::Float(180.0), "limit per request"),
-                Param::optional("max_failures", Type::Int, Value::Int(0), "prompts with a failed request (connection, timeout, HTTP error after retries, malformed answer) tolerated before the op fails; they are left out of verdicts.jsonl and counted in judge.json. A refused key (401/403) always fails"),
+                Param::optional("concurrency", Type::Int, Value::Int(8), "requests in flight (OpenAI backend)").within(1.0, 256.0),
+                Param::optional("retries", Type::Int, Value::Int(3), "retries on timeouts, connection errors, 429 and 5xx, with exponential backoff (OpenAI backend)").within(0.0, 20.0),
+                Param::optional("backoff_s", Type::Float, Value::Float(1.0), "first backoff; doubles per retry").at_least(0.0),
+                Param::optional("timeout_s", Type::Float, Value::Float(180.0), "limit per request").at_least(0.0),
+                Param::optional("max_failures", Type::Int, Value::Int(0), "prompts with a failed request (connection, timeout, HTTP error after retries, malformed answer) tolerated before the op fails; they are left out of verdicts.jsonl and counted in judge.json. A refused key (401/403) always fails").at_least(0.0),
             ],
             produces: Type::Dir,
             outputs: vec![
@@ -87,63 +115,52 @@ impl Op for Judge {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<JudgeParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let pa = ctx.path("a")?.to_owned();
-        let pb = ctx.path("b")?.to_owned();
-        let a = load_responses(&pa, ctx.str("name_a")?)?;
-        let b = load_responses(&pb, ctx.str("name_b")?)?;
+        let p: JudgeParams = ctx.params()?;
+        let a = load_responses(&p.a, &p.name_a)?;
+        let b = load_responses(&p.b, &p.name_b)?;
         let (mut name_a, mut name_b) = (a.name.clone(), b.name.clone());
         if name_a == name_b {
             name_a.push_str("#a");
             name_b.push_str("#b");
             ctx.log(&format!("warning: both models are named the same; using {name_a} and {name_b} (set name_a / name_b)"));
         }
-        let template = match ctx.value("template")? {
-            Value::Path(p) => {
-                let text = std::fs::read_to_string(p)
+        let template = match &p.template {
+            PathOrStr::Path(path) => {
+                let text = std::fs::read_to_string(path)
                     .into_diagnostic()
-                    .wrap_err_with(|| format!("reading {}", p.display()))?;
-                JudgeTemplate::parse(&text, &p.display().to_string())?
+                    .wrap_err_with(|| format!("reading {}", path.display()))?;
+                JudgeTemplate::parse(&text, &path.display().to_string())?
             }
-            Value::Str(s) if s.is_empty() => {
+            PathOrStr::Str(s) if s.is_empty() => {
                 JudgeTemplate::parse(DEFAULT_TEMPLATE, "built-in template")?
             }
-            Value::Str(s) => JudgeTemplate::parse(s, "template")?,
-            other => {
-                return Err(miette!(
-                    "parameter `template`: expected a file or a string, got {}",
-                    other.kind()
-                ))
-            }
+            PathOrStr::Str(s) => JudgeTemplate::parse(s, "template")?,
         };
-        let max_failures = usize::try_from(ctx.int("max_failures")?)
-            .map_err(|_| miette!("parameter `max_failures`: must be >= 0"))?;
-        let max_tokens = usize::try_from(ctx.int("max_tokens")?)
-            .map_err(|_| miette!("parameter `max_tokens`: must be positive"))?;
-        let backend: Box<dyn ChatBackend> = match ctx.value("judge")? {
-            Value::Path(dir) => Box::new(
+        let (max_failures, max_tokens) = (p.max_failures, p.max_tokens);
+        let backend: Box<dyn ChatBackend> = match &p.judge {
+            PathOrStr::Path(dir) => Box::new(
                 LocalBackend::load(dir)
                     .map_err(|e| miette!("judge model {}: {e}", dir.display()))?,
             ),
-            Value::Str(name) if !name.is_empty() => {
-                let concurrency = usize::try_from(ctx.int("concurrency")?)
-                    .unwrap_or(1)
-                    .clamp(1, 256);
-                let (timeout, backoff) = (ctx.float("timeout_s")?, ctx.float("backoff_s")?);
-                if !(timeout > 0.0 && backoff >= 0.0) {
-                    return Err(miette!(
-                        "parameters `timeout_s` (> 0) and `backoff_s` (>= 0) are out of range"
-                    ));
+            PathOrStr::Str(name) if !name.is_empty() => {
+                // The declared range allows 0; a request needs some time.
+                if p.timeout_s <= 0.0 {
+                    return Err(miette!("parameter `timeout_s`: must be > 0"));
                 }
                 let settings = OpenAiSettings {
-                    base_url: ctx.str("endpoint")?.to_owned(),
+                    base_url: p.endpoint.clone(),
                     model: name.clone(),
-                    api_key_env: ctx.str("api_key_env")?.to_owned(),
-                    concurrency,
-                    retries: ctx.int("retries")?.clamp(0, 20) as u32,
-                    backoff: std::time::Duration::from_secs_f64(backoff),
-                    timeout: std::time::Duration::from_secs_f64(timeout),
-                    json_schema: ctx.bool("json_mode")?,
+                    api_key_env: p.api_key_env.clone(),
+                    concurrency: p.concurrency,
+                    retries: p.retries,
+                    backoff: std::time::Duration::from_secs_f64(p.backoff_s),
+                    timeout: std::time::Duration::from_secs_f64(p.timeout_s),
+                    json_schema: p.json_mode,
                 };
                 Box::new(OpenAiBackend::new(settings).map_err(|e| {
                     miette!(
@@ -152,11 +169,10 @@ impl Op for Judge {
                     )
                 })?)
             }
-            other => {
+            PathOrStr::Str(_) => {
                 return Err(miette!(
                     help = "pass a model node or the name of an endpoint's model",
-                    "parameter `judge`: expected a model or a model name, got {}",
-                    other.kind()
+                    "parameter `judge`: expected a model or a model name, got an empty string"
                 ))
             }
         };
@@ -170,16 +186,12 @@ impl Op for Judge {
             max_tokens,
             max_failures,
         )?;
-        let mut text = String::new();
-        for l in &lines {
-            text.push_str(&l.to_string());
-            text.push('\n');
-        }
-        write_atomic(&ctx.out_dir.join("verdicts.jsonl"), text.as_bytes())?;
-        write_json(&ctx.out_dir.join("judge.json"), &summary)?;
+        let text = Verdict::to_text(&lines)?;
+        write_atomic(&ctx.out_dir.join(Verdict::NAME), text.as_bytes())?;
+        summary.write(&ctx.out_dir)?;
         ctx.log(&format!(
             "{name_a} vs {name_b}: {} wins, {} ties, {} losses, {} unparseable",
-            summary["wins"], summary["ties"], summary["losses"], summary["unparseable"]
+            summary.wins, summary.ties, summary.losses, summary.unparseable
         ));
         Ok(BTreeMap::from([
             ("verdicts".to_owned(), Value::Path("verdicts.jsonl".into())),

@@ -29,10 +29,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use miette::{miette, IntoDiagnostic, WrapErr};
+use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use crate::model::runtime;
-use crate::op::{Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Type, Value};
+use crate::op::{
+    Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
+};
 
 mod items;
 mod prompt;
@@ -56,6 +59,29 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> OpResult<Pat
     Ok(path)
 }
 
+/// `mcqa`'s params (see its spec).
+#[derive(Deserialize)]
+struct McqaParams {
+    model: PathBuf,
+    bench: PathBuf,
+    dev: PathBuf,
+    format: Format,
+    shots: usize,
+    fewshot: Fewshot,
+    fewshot_seed: u64,
+    limit: usize,
+    batch_items: std::num::NonZeroUsize,
+}
+
+/// How few-shot examples are chosen (see the `fewshot` param).
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Fewshot {
+    LmEval,
+    FirstN,
+    Random,
+}
+
 /// The `mcqa` op.
 pub struct Mcqa;
 
@@ -71,15 +97,15 @@ impl Op for Mcqa {
                 Param::required("dev", Type::File, "the few-shot pool (lm-eval's fewshot split: MMLU's dev, MedQA's train), drawn from by `fewshot`"),
                 Param::optional(
                     "format",
-                    Type::Enum(vec!["mmlu".into(), "mmlux".into(), "medqa".into()]),
+                    Type::enum_of::<Format>(),
                     Value::Str("mmlu".into()),
                     "prompt and input format",
                 ),
-                Param::optional("shots", Type::Int, Value::Int(1), "few-shot examples per question"),
-                Param::optional("fewshot", Type::Enum(vec!["lm_eval".into(), "first_n".into(), "random".into()]), Value::Str("lm_eval".into()), "how shots are chosen: `first_n` (the first `shots` items of the question's subject), `random` (lm-eval's default sampler: random.Random(fewshot_seed).sample(pool, shots), one draw per question in order), `lm_eval` (each task's lm-eval rule: first_n for mmlu/mmlux, random for medqa)"),
-                Param::optional("fewshot_seed", Type::Int, Value::Int(1234), "seed of the `random` sampler (lm-eval's fewshot seed: 1234)"),
-                Param::optional("limit", Type::Int, Value::Int(0), "score only the first N items (0: all)"),
-                Param::optional("batch_items", Type::Int, Value::Int(16), "items scored per model call (results do not depend on it)"),
+                Param::optional("shots", Type::Int, Value::Int(1), "few-shot examples per question").at_least(0.0),
+                Param::optional("fewshot", Type::enum_of::<Fewshot>(), Value::Str("lm_eval".into()), "how shots are chosen: `first_n` (the first `shots` items of the question's subject), `random` (lm-eval's default sampler: random.Random(fewshot_seed).sample(pool, shots), one draw per question in order), `lm_eval` (each task's lm-eval rule: first_n for mmlu/mmlux, random for medqa)"),
+                Param::optional("fewshot_seed", Type::Int, Value::Int(1234), "seed of the `random` sampler (lm-eval's fewshot seed: 1234)").at_least(0.0),
+                Param::optional("limit", Type::Int, Value::Int(0), "score only the first N items (0: all)").at_least(0.0),
+                Param::optional("batch_items", Type::Int, Value::Int(16), "items scored per model call (results do not depend on it)").at_least(1.0),
             ],
             produces: Type::Dir,
             outputs: vec![
@@ -92,39 +118,29 @@ impl Op for Mcqa {
         }
     }
 
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<McqaParams>())
+    }
+
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let model_dir = ctx.path("model")?;
-        let format = Format::parse(ctx.str("format")?).ok_or_else(|| {
-            miette!(
-                "mcqa: unknown format `{}`",
-                ctx.str("format").unwrap_or_default()
-            )
-        })?;
-        let shots = usize::try_from(ctx.int("shots")?)
-            .map_err(|_| miette!("mcqa: `shots` must be 0 or more"))?;
-        let limit = usize::try_from(ctx.int("limit")?)
-            .map_err(|_| miette!("mcqa: `limit` must be 0 or more"))?;
-        let batch_items = ctx.int("batch_items")?.max(1) as usize;
-        let mut bench = load_items(ctx.path("bench")?, format)?;
+        let p: McqaParams = ctx.params()?;
+        let model_dir = p.model.as_path();
+        let format = p.format;
+        let (shots, limit, batch_items) = (p.shots, p.limit, p.batch_items.get());
+        let mut bench = load_items(&p.bench, format)?;
         if limit > 0 {
             bench.truncate(limit);
         }
         let dev = if shots > 0 {
-            load_items(ctx.path("dev")?, format)?
+            load_items(&p.dev, format)?
         } else {
             Vec::new()
         };
-        let seed = u64::try_from(ctx.int("fewshot_seed")?)
-            .map_err(|_| miette!("mcqa: `fewshot_seed` must be 0 or more"))?;
-        let sampler = match (ctx.str("fewshot")?, format) {
-            ("first_n", _) => Sampler::FirstN,
-            ("random", _) | ("lm_eval", Format::Medqa) => Sampler::Random(seed),
-            ("lm_eval", _) => Sampler::FirstN,
-            (other, _) => {
-                return Err(miette!(
-                    "mcqa: parameter `fewshot`: expected lm_eval, first_n or random, got {other:?}"
-                ))
-            }
+        let seed = p.fewshot_seed;
+        let sampler = match (p.fewshot, format) {
+            (Fewshot::FirstN, _) => Sampler::FirstN,
+            (Fewshot::Random, _) | (Fewshot::LmEval, Format::Medqa) => Sampler::Random(seed),
+            (Fewshot::LmEval, _) => Sampler::FirstN,
         };
         let checkpoint = runtime::read_checkpoint(model_dir).map_err(|e| miette!("mcqa: {e}"))?;
         let model = runtime::load(model_dir).map_err(|e| miette!("mcqa: {e}"))?;

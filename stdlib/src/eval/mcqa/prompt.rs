@@ -3,11 +3,13 @@
 //! `_encode_pair`.
 
 use miette::miette;
+use serde::{Deserialize, Serialize};
 
 use crate::op::OpResult;
 
 /// The benchmark family, which fixes the prompt and the input fields.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// English MMLU (`cais/mmlu`, or Hendrycks' CSV files).
     Mmlu,
@@ -19,14 +21,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn parse(name: &str) -> Option<Format> {
-        match name {
-            "mmlu" => Some(Format::Mmlu),
-            "mmlux" => Some(Format::Mmlux),
-            "medqa" => Some(Format::Medqa),
-            _ => None,
-        }
-    }
+    /// Its name, as the `format` param spells it.
     pub fn name(self) -> &'static str {
         match self {
             Format::Mmlu => "mmlu",

@@ -1,6 +1,7 @@
 //! Curation statistics beside the papers' values.
 
 use super::*;
+use crate::artifacts::data::{AgreementReport, AnnotateStats, DedupStats, FilterStats, PackInfo};
 use crate::artifacts::JsonFile;
 use crate::heldout::split::HoldoutStats;
 
@@ -13,14 +14,12 @@ pub(in crate::report) fn curation_section(doc: &mut Doc, paths: &[PathBuf]) -> O
         rows.push(vec![what.to_owned(), value, paper.to_owned()]);
     };
     // Counts: whole numbers as they are below a thousand (`4`, not `4.000`).
-    let num = |v: &Json| {
-        f(v).map_or("–".into(), |x| {
-            if x.fract() == 0.0 && x.abs() < 1e3 {
-                format!("{x:.0}")
-            } else {
-                human(x)
-            }
-        })
+    let num = |x: f64| {
+        if x.fract() == 0.0 && x.abs() < 1e3 {
+            format!("{x:.0}")
+        } else {
+            human(x)
+        }
     };
     let frac = |v: &Json| fmt_opt(f(v), 3);
     for p in paths {
@@ -33,40 +32,35 @@ pub(in crate::report) fn curation_section(doc: &mut Doc, paths: &[PathBuf]) -> O
             }
         };
         let mut known = false;
-        if let Some(j) = read("annotate.json")? {
+        if let Some(j) = AnnotateStats::read_if_present(p)? {
             known = true;
             row(
                 "documents sampled and labelled by the LLM",
-                num(&j["n"]),
+                num(j.n as f64),
                 "260k (Mixtral-8x7B-Instruct, zero-shot)",
             );
-            if let Some(labels) = j["labels"].as_object() {
-                for (label, n) in labels {
-                    row(&format!("  labelled {label}"), num(n), "");
-                }
+            for (label, n) in j.labels.iter() {
+                row(&format!("  labelled {label}"), num(*n as f64), "");
             }
-            row("  unparseable answers", num(&j["unparseable"]), "");
+            row("  unparseable answers", num(j.unparseable as f64), "");
         }
-        if let Some(j) = read("agreement.json")? {
+        if let Some(j) = AgreementReport::read_if_present(p)? {
             known = true;
             row(
                 "documents checked by human annotators",
-                num(&j["compared"]),
+                num(j.compared as f64),
                 "100 (three annotators)",
             );
-            row(
-                "LLM vs human majority: F1",
-                frac(&j["majority"]["f1"]),
-                "0.911",
-            );
+            let m = &j.majority;
+            row("LLM vs human majority: F1", fmt_opt(Some(m.f1), 3), "0.911");
             row(
                 "LLM vs human majority: precision",
-                frac(&j["majority"]["precision"]),
+                fmt_opt(Some(m.precision), 3),
                 "",
             );
             row(
                 "LLM vs human majority: recall",
-                frac(&j["majority"]["recall"]),
+                fmt_opt(Some(m.recall), 3),
                 "",
             );
         }
@@ -94,32 +88,36 @@ pub(in crate::report) fn curation_section(doc: &mut Doc, paths: &[PathBuf]) -> O
             );
             row("classifier threshold", frac(&j["threshold"]), "");
         }
-        if let Some(j) = read("filter.json")? {
+        if let Some(j) = FilterStats::read_if_present(p)? {
             known = true;
             row(
                 "documents classified",
-                num(&j["documents_in"]),
+                num(j.documents_in as f64),
                 "428M (German FineWeb-2)",
             );
             row(
                 "documents kept as medical",
-                num(&j["documents_out"]),
+                num(j.documents_out as f64),
                 "7.3M",
             );
         }
-        if let Some(j) = read("dedup.json")? {
+        if let Some(j) = DedupStats::read_if_present(p)? {
             known = true;
             row(
                 "documents after deduplication",
-                num(&j["documents_out"]),
+                num(j.documents_out as f64),
                 "7.3M unique",
             );
             row(
                 "  exact duplicates removed",
-                num(&j["exact_duplicates"]),
+                num(j.exact_duplicates as f64),
                 "",
             );
-            row("  near duplicates removed", num(&j["near_duplicates"]), "");
+            row(
+                "  near duplicates removed",
+                num(j.near_duplicates as f64),
+                "",
+            );
         }
         let holdout = p.join(HoldoutStats::NAME);
         if holdout.is_file() {
@@ -127,23 +125,23 @@ pub(in crate::report) fn curation_section(doc: &mut Doc, paths: &[PathBuf]) -> O
             known = true;
             row(
                 "documents held out of training (held-out loss)",
-                num(&Json::from(split.heldout_documents)),
+                num(split.heldout_documents as f64),
                 "none (the papers train on all of FineMed-de)",
             );
             row(
                 "  documents to train on",
-                num(&Json::from(split.train_documents)),
+                num(split.train_documents as f64),
                 "",
             );
         }
-        if let Some(j) = read("pack.json")? {
+        if let Some(j) = PackInfo::read_if_present(p)? {
             known = true;
             row(
                 "tokens after packing",
-                num(&j["tokens"]),
+                num(j.tokens as f64),
                 "9.5B (Qwen2.5 tokenizer)",
             );
-            row("  packed sequences", num(&j["sequences"]), "");
+            row("  packed sequences", num(j.sequences as f64), "");
         }
         if !known {
             return Err(miette!(

@@ -1,6 +1,8 @@
 //! Davidson scores against each ranking's baseline.
 
 use super::*;
+use crate::artifacts::eval::DavidsonResult;
+use crate::artifacts::{interval_ends, JsonFile, OrderedMap};
 
 pub(in crate::report) fn davidson_section(
     doc: &mut Doc,
@@ -24,30 +26,20 @@ pub(in crate::report) fn davidson_section(
     let mut points = Vec::new();
     let mut rows = Vec::new();
     for p in paths {
-        let j = artifact(p, "davidson.json")?;
-        let baseline = j["baseline"].as_str().unwrap_or("baseline").to_owned();
+        let j = DavidsonResult::read(p).wrap_err("report: parameter `davidson`")?;
+        let baseline = j.baseline.clone();
         let series = format!("vs {baseline}");
-        let models: Vec<String> = j["models"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|m| m.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
         let (mut wins, mut losses) = (0.0, 0.0);
         // A model without lineage besides the baseline (the source judged
         // against the larger model) is the curve's starting point.
         let mut start: Option<(String, f64)> = None;
         let mut last: Option<(String, f64, f64)> = None;
-        for m in &models {
-            let score = f(&j["score"][m.as_str()]);
+        for m in &j.models {
+            let figure = |map: &OrderedMap<Option<f64>>, m: &str| map.get(m).copied().flatten();
+            let score = figure(&j.score, m);
             // Older artifacts have no normalised strength: from the strengths.
-            let rel = f(&j["relative_strength"][m.as_str()]).or_else(|| {
-                let (pi, pb) = (
-                    f(&j["strengths"][m.as_str()])?,
-                    f(&j["strengths"][baseline.as_str()])?,
-                );
+            let rel = figure(&j.relative_strength, m).or_else(|| {
+                let (pi, pb) = (figure(&j.strengths, m)?, figure(&j.strengths, &baseline)?);
                 (pi + pb > 0.0).then(|| pi / (pi + pb))
             });
             let key = if metric == "score" {
@@ -55,21 +47,19 @@ pub(in crate::report) fn davidson_section(
             } else {
                 "relative_strength"
             };
-            let ci = j["ci"][m.as_str()][key]
-                .as_array()
-                .and_then(|a| Some((a.first()?.as_f64()?, a.get(1)?.as_f64()?)));
-            let ck = j["checkpoints"].get(m.as_str()).filter(|c| c.is_object());
-            let c = &j["counts"][m.as_str()];
-            wins += f(&c["wins"]).unwrap_or(0.0);
-            losses += f(&c["losses"]).unwrap_or(0.0);
+            let ci = j.ci.get(m).and_then(|i| interval_ends(i.of(key)));
+            let ck = j.checkpoints.get(m.as_str()).filter(|c| c.is_object());
+            let c = j.counts.get(m).copied().unwrap_or_default();
+            wins += c.wins as f64;
+            losses += c.losses as f64;
             rows.push(vec![
                 m.clone(),
                 baseline.clone(),
-                fmt_opt(f(&j["strengths"][m.as_str()]), 4),
+                fmt_opt(figure(&j.strengths, m), 4),
                 fmt_opt(rel, 3),
                 fmt_opt(score, 3),
                 ci.map_or("–".into(), |(a, b)| format!("[{a:.3}, {b:.3}]")),
-                format!("{}/{}/{}", c["wins"], c["ties"], c["losses"]),
+                format!("{}/{}/{}", c.wins, c.ties, c.losses),
                 ck.and_then(|c| f(&c["tokens_seen"]))
                     .map_or("–".into(), human),
             ]);
@@ -99,13 +89,13 @@ pub(in crate::report) fn davidson_section(
             }
         }
         rows.push(vec![
-            format!("ν (tie) = {}", fmt_opt(f(&j["tie"]), 3)),
+            format!("ν (tie) = {}", fmt_opt(j.tie, 3)),
             baseline.clone(),
             String::new(),
             String::new(),
             String::new(),
             String::new(),
-            format!("{} comparisons", j["comparisons"]),
+            format!("{} comparisons", j.comparisons),
             String::new(),
         ]);
         if let (Some((m0, v0)), Some((m1, t1, v1))) = (&start, &last) {
@@ -115,10 +105,10 @@ pub(in crate::report) fn davidson_section(
                 if *v0 > 0.0 { format!("{:.2}×", v1 / v0) } else { "undefined times".to_owned() }
             ));
         }
-        if wins + losses == 0.0 && f(&j["comparisons"]).unwrap_or(0.0) > 0.0 {
+        if wins + losses == 0.0 && j.comparisons > 0 {
             doc.para(&format!(
                 "**The judge could not discriminate against {baseline}: every one of its {} comparisons is a tie**, so every strength is equal and every value is 0.5 — this says nothing about the models. Use a judge that can tell responses apart: a large instruction-tuned model through an endpoint (the training-dynamics paper used gpt-4.1-mini; `judge_model`, `judge_url`, `judge_key_env` in the pipeline), or at least a larger local model than the ones judged.",
-                j["comparisons"]
+                j.comparisons
             ));
         }
     }

@@ -1,6 +1,8 @@
 //! Failure modes (language mixing, verbosity, repetition).
 
 use super::*;
+use crate::artifacts::eval::FailureModesResult;
+use crate::artifacts::JsonFile;
 
 pub(in crate::report) fn failure_section(
     doc: &mut Doc,
@@ -15,25 +17,22 @@ pub(in crate::report) fn failure_section(
     let mut cats = Vec::new();
     let mut values = Vec::new();
     for p in paths {
-        let j = artifact(p, "failure_modes.json")?;
-        let name = j["model"].as_str().unwrap_or("?").to_owned();
-        let lm = &j["language_mixing"];
-        let vb = &j["verbosity"];
-        let rp = &j["repetition"];
+        let j = FailureModesResult::read(p).wrap_err("report: parameter `failure_modes`")?;
+        let (lm, vb, rp) = (&j.language_mixing, &j.verbosity, &j.repetition);
         rows.push(vec![
-            name.clone(),
-            fmt_opt(f(&lm["flagged_share"]), 3),
-            fmt_opt(f(&lm["mean_foreign_share"]), 3),
-            fmt_opt(f(&vb["mean_ratio"]), 2),
-            fmt_opt(f(&vb["longer_share"]), 3),
-            fmt_opt(f(&vb["truncated_share"]), 3),
-            fmt_opt(f(&rp["flagged_share"]), 3),
+            j.model.clone(),
+            fmt_opt(lm.flagged_share, 3),
+            fmt_opt(lm.mean_foreign_share, 3),
+            fmt_opt(vb.mean_ratio, 2),
+            fmt_opt(vb.longer_share, 3),
+            fmt_opt(vb.truncated_share, 3),
+            fmt_opt(rp.flagged_share, 3),
         ]);
-        cats.push(name);
+        cats.push(j.model.clone());
         values.push(vec![
-            f(&lm["flagged_share"]).unwrap_or(0.0),
-            f(&vb["longer_share"]).unwrap_or(0.0),
-            f(&rp["flagged_share"]).unwrap_or(0.0),
+            lm.flagged_share.unwrap_or(0.0),
+            vb.longer_share.unwrap_or(0.0),
+            rp.flagged_share.unwrap_or(0.0),
         ]);
     }
     doc.table(&Table {

@@ -2,6 +2,8 @@
 //! the two orders.
 
 use super::*;
+use crate::artifacts::eval::{JudgeSummary, OrderVerdict, Verdict};
+use crate::artifacts::{JsonFile, JsonLines};
 
 pub(in crate::report) fn judge_section(
     doc: &mut Doc,
@@ -16,25 +18,17 @@ pub(in crate::report) fn judge_section(
     let mut cats = Vec::new();
     let mut values = Vec::new();
     for p in paths {
-        let j = artifact(p, "judge.json")?;
-        let (w, t, l) = (
-            f(&j["wins"]).unwrap_or(0.0),
-            f(&j["ties"]).unwrap_or(0.0),
-            f(&j["losses"]).unwrap_or(0.0),
-        );
+        let j = JudgeSummary::read(p).wrap_err("report: parameter `judge`")?;
+        let (w, t, l) = (j.wins as f64, j.ties as f64, j.losses as f64);
         let total = (w + t + l).max(1.0);
-        let name = format!(
-            "{} vs {}",
-            j["model_a"].as_str().unwrap_or("?"),
-            j["model_b"].as_str().unwrap_or("?")
-        );
+        let name = format!("{} vs {}", j.model_a, j.model_b);
         rows.push(vec![
             name.clone(),
             format!("{w}"),
             format!("{t}"),
             format!("{l}"),
-            format!("{}", j["unparseable"]),
-            format!("{}", j["inconsistent"]),
+            format!("{}", j.unparseable),
+            format!("{}", j.inconsistent),
             format!("{:.3}", w / total),
         ]);
         cats.push(name);
@@ -73,8 +67,8 @@ pub(in crate::report) fn judge_section(
 
 /// Model A's outcome in one order's raw verdict: in the first order A is
 /// shown first ("A" = model A), in the swapped order "A" is model B.
-fn order_outcome(v: &Json, swapped: bool) -> usize {
-    match (v["winner"].as_str(), swapped) {
+fn order_outcome(v: &OrderVerdict, swapped: bool) -> usize {
+    match (v.winner.as_deref(), swapped) {
         (Some("A"), false) | (Some("B"), true) => 0,
         (Some("0"), _) => 1,
         (Some("B"), false) | (Some("A"), true) => 2,
@@ -90,27 +84,18 @@ pub(in crate::report) fn order_flows(doc: &mut Doc, paths: &[PathBuf]) -> OpResu
     const CAT: [&str; 4] = ["win", "tie", "loss", "unreadable"];
     let mut rows = Vec::new();
     for p in paths {
-        let file = p.join("verdicts.jsonl");
-        let Ok(text) = std::fs::read_to_string(&file) else {
+        let file = p.join(Verdict::NAME);
+        if !file.is_file() {
             continue;
-        };
+        }
+        let verdicts = Verdict::read_all(&file).wrap_err("report")?;
         let mut flow = [[0u64; 4]; 4];
-        let mut name = String::new();
-        for (n, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let v: Json = serde_json::from_str(line).map_err(|e| {
-                miette!("report: {}:{}: not a JSON line: {e}", file.display(), n + 1)
-            })?;
-            if name.is_empty() {
-                name = format!(
-                    "{} vs {}",
-                    v["model_a"].as_str().unwrap_or("?"),
-                    v["model_b"].as_str().unwrap_or("?")
-                );
-            }
-            flow[order_outcome(&v["a_first"], false)][order_outcome(&v["b_first"], true)] += 1;
+        let name = verdicts
+            .first()
+            .map(|v| format!("{} vs {}", v.model_a, v.model_b))
+            .unwrap_or_default();
+        for v in &verdicts {
+            flow[order_outcome(&v.a_first, false)][order_outcome(&v.b_first, true)] += 1;
         }
         for (i, r) in flow.iter().enumerate() {
             if r.iter().sum::<u64>() == 0 {
