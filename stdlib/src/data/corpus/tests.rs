@@ -481,51 +481,49 @@ fn write_parquet_groups(
     );
     let mut w =
         SerializedFileWriter::new(File::create(path).unwrap(), schema, Default::default()).unwrap();
-    let defs = |present: Vec<bool>| present.into_iter().map(i16::from).collect::<Vec<_>>();
     for rows in groups {
         let mut rg = w.next_row_group().unwrap();
         let ids: Vec<ByteArray> = rows.iter().map(|r| ByteArray::from(r.0)).collect();
-        let mut col = rg.next_column().unwrap().unwrap();
-        col.typed::<ByteArrayType>()
-            .write_batch(&ids, None, None)
-            .unwrap();
-        col.close().unwrap();
+        write_column::<ByteArrayType>(&mut rg, &ids, None);
         let texts: Vec<ByteArray> = rows
             .iter()
             .filter_map(|r| r.1.map(ByteArray::from))
             .collect();
-        let mut col = rg.next_column().unwrap().unwrap();
-        col.typed::<ByteArrayType>()
-            .write_batch(
-                &texts,
-                Some(&defs(rows.iter().map(|r| r.1.is_some()).collect())),
-                None,
-            )
-            .unwrap();
-        col.close().unwrap();
+        write_column::<ByteArrayType>(
+            &mut rg,
+            &texts,
+            Some(rows.iter().map(|r| r.1.is_some()).collect()),
+        );
         let ns: Vec<i64> = rows.iter().filter_map(|r| r.2).collect();
-        let mut col = rg.next_column().unwrap().unwrap();
-        col.typed::<Int64Type>()
-            .write_batch(
-                &ns,
-                Some(&defs(rows.iter().map(|r| r.2.is_some()).collect())),
-                None,
-            )
-            .unwrap();
-        col.close().unwrap();
+        write_column::<Int64Type>(
+            &mut rg,
+            &ns,
+            Some(rows.iter().map(|r| r.2.is_some()).collect()),
+        );
         let scores: Vec<f64> = rows.iter().filter_map(|r| r.3).collect();
-        let mut col = rg.next_column().unwrap().unwrap();
-        col.typed::<DoubleType>()
-            .write_batch(
-                &scores,
-                Some(&defs(rows.iter().map(|r| r.3.is_some()).collect())),
-                None,
-            )
-            .unwrap();
-        col.close().unwrap();
+        write_column::<DoubleType>(
+            &mut rg,
+            &scores,
+            Some(rows.iter().map(|r| r.3.is_some()).collect()),
+        );
         rg.close().unwrap();
     }
     w.close().unwrap();
+}
+
+/// Writes the next column of a row group: `values` (the non-null ones) and,
+/// for an optional column, which rows have one.
+fn write_column<T: parquet::data_type::DataType>(
+    rg: &mut parquet::file::writer::SerializedRowGroupWriter<'_, File>,
+    values: &[T::T],
+    present: Option<Vec<bool>>,
+) {
+    let defs: Option<Vec<i16>> = present.map(|p| p.into_iter().map(i16::from).collect());
+    let mut col = rg.next_column().unwrap().unwrap();
+    col.typed::<T>()
+        .write_batch(values, defs.as_deref(), None)
+        .unwrap();
+    col.close().unwrap();
 }
 
 /// The decompressed bytes of a corpus artifact's shards, in order.
