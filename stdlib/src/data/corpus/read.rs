@@ -220,34 +220,41 @@ pub(super) fn read_jsonl(
     Ok(())
 }
 
+/// Rows a record batch of the parquet reader holds: FineWeb-2 rows are a
+/// few kilobytes, so a batch is a few megabytes however large the file.
+const PARQUET_BATCH_ROWS: usize = 1024;
+
+/// Reads a parquet file with the arrow record-batch reader, one row group
+/// at a time in batches of [`PARQUET_BATCH_ROWS`] rows (streaming: a
+/// multi-gigabyte shard is never held whole). Every top-level column is
+/// read, none is projected away: a corpus record keeps all source fields.
 pub(super) fn read_parquet(
     path: &Path,
     norm: &mut Normaliser,
     stats: &mut SourceStats,
     ctx: &OpContext,
 ) -> OpResult<()> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::arrow::arrow_reader::{
+        ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    };
     let name = path.display().to_string();
     let file = File::open(path)
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot open {name}"))?;
-    let reader = match SerializedFileReader::new(file) {
-        Ok(r) => r,
+    // Column types from the parquet schema alone, not from an arrow schema
+    // a writer may have embedded: the same columns give the same JSON
+    // whichever library wrote the file.
+    let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+    let meta = match ArrowReaderMetadata::load(&file, options) {
+        Ok(m) => m,
         Err(e) => {
             stats.errors += 1;
             return norm.bad(&name, &format!("not a readable parquet file: {e}"));
         }
     };
-    let columns: Vec<String> = reader
-        .metadata()
-        .file_metadata()
-        .schema_descr()
-        .root_schema()
-        .get_fields()
-        .iter()
-        .map(|f| f.name().to_string())
-        .collect();
-    if !columns.iter().any(|c| c == norm.text_field) {
+    let schema = meta.schema().clone();
+    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    if !columns.contains(&norm.text_field) {
         stats.errors += 1;
         return norm.bad(
             &name,
@@ -258,55 +265,72 @@ pub(super) fn read_parquet(
             ),
         );
     }
+    let row_groups = meta.metadata().row_groups();
+    if let Some(f) = schema
+        .fields()
+        .iter()
+        .find(|f| !json_convertible(f.data_type()))
+    {
+        let rows: u64 = row_groups.iter().map(|g| g.num_rows().max(0) as u64).sum();
+        stats.errors += 1;
+        stats.documents_lost += rows;
+        return norm.bad(
+            &name,
+            &format!(
+                "column `{}` has type {}, which corpus cannot write as JSON: the file's {rows} documents are lost",
+                f.name(),
+                f.data_type()
+            ),
+        );
+    }
     // Row group by row group: a corrupt page costs the rest of its row
     // group (counted from the footer's row counts), not the rest of the file.
     let mut first_row = 0u64; // rows of the row groups before this one
-    for g in 0..reader.num_row_groups() {
-        let group_rows = reader.metadata().row_group(g).num_rows().max(0) as u64;
+    for (g, group) in row_groups.iter().enumerate() {
+        let group_rows = group.num_rows().max(0) as u64;
         let mut taken = 0u64;
-        let group = reader.get_row_group(g);
-        let rows = group
-            .as_ref()
-            .map_err(|e| e.to_string())
-            .and_then(|rg| rg.get_row_iter(None).map_err(|e| e.to_string()));
-        let failure = match rows {
-            Err(e) => Some((first_row + 1, e)),
-            Ok(rows) => {
-                let mut failure = None;
-                for row in rows {
+        let batches = file.try_clone().map_err(|e| e.to_string()).and_then(|f| {
+            ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta.clone())
+                .with_row_groups(vec![g])
+                .with_batch_size(PARQUET_BATCH_ROWS)
+                .build()
+                .map_err(|e| e.to_string())
+        });
+        let failure = match batches {
+            Err(e) => Some(e),
+            Ok(mut batches) => loop {
+                ctx.check_cancelled()?;
+                let batch = match batches.next() {
+                    None if taken < group_rows => {
+                        break Some(format!("it ends after {taken} rows"));
+                    }
+                    None => break None,
+                    Some(Err(e)) => break Some(e.to_string()),
+                    Some(Ok(batch)) => batch,
+                };
+                for row in 0..batch.num_rows() {
                     let i = first_row + taken;
-                    if i.is_multiple_of(4096) {
-                        ctx.check_cancelled()?;
-                    }
-                    match row {
-                        Ok(row) => {
-                            taken += 1;
-                            let obj: Map<String, Json> = row
-                                .get_column_iter()
-                                .map(|(k, f)| (k.clone(), field_to_json(f)))
-                                .collect();
-                            norm.take(
-                                &format!("{name}:row {}", i + 1),
-                                format!("{name}:{}", i + 1),
-                                obj,
-                                stats,
-                            )?
-                        }
-                        Err(e) => {
-                            failure = Some((i + 1, e.to_string()));
-                            break;
-                        }
-                    }
+                    taken += 1;
+                    let obj: Map<String, Json> = columns
+                        .iter()
+                        .zip(batch.columns())
+                        .map(|(k, column)| (k.to_string(), arrow_value_to_json(column, row)))
+                        .collect();
+                    norm.take(
+                        &format!("{name}:row {}", i + 1),
+                        format!("{name}:{}", i + 1),
+                        obj,
+                        stats,
+                    )?
                 }
-                failure
-            }
+            },
         };
-        if let Some((row, e)) = failure {
+        if let Some(e) = failure {
             let lost = group_rows.saturating_sub(taken);
             stats.errors += 1;
             stats.documents_lost += lost;
             norm.bad(
-                &format!("{name}:row {row}"),
+                &format!("{name}:row {}", first_row + taken + 1),
                 &format!(
                     "cannot decode row group {g} ({e}): its {lost} remaining of {group_rows} documents are lost; the next row group is read"
                 ),
@@ -317,31 +341,133 @@ pub(super) fn read_parquet(
     Ok(())
 }
 
-/// A parquet value as JSON: scalars map to JSON scalars, binary to a lossy
-/// UTF-8 string, nested values to their text form.
-pub(super) fn field_to_json(f: &parquet::record::Field) -> Json {
-    use parquet::record::Field;
-    match f {
-        Field::Null => Json::Null,
-        Field::Bool(b) => Json::Bool(*b),
-        Field::Byte(x) => (*x).into(),
-        Field::Short(x) => (*x).into(),
-        Field::Int(x) => (*x).into(),
-        Field::Long(x) => (*x).into(),
-        Field::UByte(x) => (*x).into(),
-        Field::UShort(x) => (*x).into(),
-        Field::UInt(x) => (*x).into(),
-        Field::ULong(x) => (*x).into(),
-        Field::Float(x) => serde_json::Number::from_f64(*x as f64)
+/// Whether [`arrow_value_to_json`] converts values of type `t`: the types
+/// the parquet schema maps to (without an embedded arrow schema), nested
+/// ones when their parts are.
+fn json_convertible(t: &arrow_schema::DataType) -> bool {
+    use arrow_schema::DataType as T;
+    match t {
+        T::Null
+        | T::Boolean
+        | T::Int8
+        | T::Int16
+        | T::Int32
+        | T::Int64
+        | T::UInt8
+        | T::UInt16
+        | T::UInt32
+        | T::UInt64
+        | T::Float16
+        | T::Float32
+        | T::Float64
+        | T::Utf8
+        | T::Binary
+        | T::FixedSizeBinary(_)
+        | T::Date32
+        | T::Timestamp(..)
+        | T::Time32(_)
+        | T::Time64(_)
+        | T::Decimal128(..)
+        | T::Decimal256(..) => true,
+        T::List(item) => json_convertible(item.data_type()),
+        T::Struct(fields) => fields.iter().all(|f| json_convertible(f.data_type())),
+        T::Map(entries, _) => json_convertible(entries.data_type()),
+        _ => false,
+    }
+}
+
+/// Row `i` of a parquet column as JSON: integers, floats (NaN and
+/// infinities as null) and booleans as themselves; strings, and binary as
+/// lossy UTF-8; timestamps and times as the integer stored, in the
+/// column's unit; dates as `YYYY-MM-DD`; decimals as their exact text;
+/// lists as arrays; structs and maps as objects (a non-string map key by
+/// its JSON text).
+pub(super) fn arrow_value_to_json(a: &dyn arrow_array::Array, i: usize) -> Json {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    use arrow_array::Array;
+    use arrow_schema::{DataType as T, TimeUnit};
+    if a.is_null(i) {
+        return Json::Null;
+    }
+    let float = |x: f64| {
+        serde_json::Number::from_f64(x)
             .map(Json::Number)
-            .unwrap_or(Json::Null),
-        Field::Double(x) => serde_json::Number::from_f64(*x)
-            .map(Json::Number)
-            .unwrap_or(Json::Null),
-        Field::Str(s) => Json::String(s.clone()),
-        Field::Bytes(b) => Json::String(String::from_utf8_lossy(b.data()).into_owned()),
-        Field::TimestampMillis(x) | Field::TimestampMicros(x) => (*x).into(),
-        other => Json::String(other.to_string()),
+            .unwrap_or(Json::Null)
+    };
+    let lossy = |b: &[u8]| Json::String(String::from_utf8_lossy(b).into_owned());
+    let list = |items: arrow_array::ArrayRef| {
+        Json::Array(
+            (0..items.len())
+                .map(|k| arrow_value_to_json(&items, k))
+                .collect(),
+        )
+    };
+    match a.data_type() {
+        T::Boolean => Json::Bool(a.as_boolean().value(i)),
+        T::Int8 => a.as_primitive::<Int8Type>().value(i).into(),
+        T::Int16 => a.as_primitive::<Int16Type>().value(i).into(),
+        T::Int32 => a.as_primitive::<Int32Type>().value(i).into(),
+        T::Int64 => a.as_primitive::<Int64Type>().value(i).into(),
+        T::UInt8 => a.as_primitive::<UInt8Type>().value(i).into(),
+        T::UInt16 => a.as_primitive::<UInt16Type>().value(i).into(),
+        T::UInt32 => a.as_primitive::<UInt32Type>().value(i).into(),
+        T::UInt64 => a.as_primitive::<UInt64Type>().value(i).into(),
+        T::Float16 => float(a.as_primitive::<Float16Type>().value(i).to_f64()),
+        T::Float32 => float(a.as_primitive::<Float32Type>().value(i) as f64),
+        T::Float64 => float(a.as_primitive::<Float64Type>().value(i)),
+        T::Utf8 => Json::String(a.as_string::<i32>().value(i).to_string()),
+        T::Binary => lossy(a.as_binary::<i32>().value(i)),
+        T::FixedSizeBinary(_) => lossy(a.as_fixed_size_binary().value(i)),
+        T::Date32 => {
+            let days = a.as_primitive::<Date32Type>();
+            match days.value_as_date(i) {
+                Some(date) => Json::String(date.format("%Y-%m-%d").to_string()),
+                None => days.value(i).into(),
+            }
+        }
+        T::Timestamp(unit, _) => match unit {
+            TimeUnit::Second => a.as_primitive::<TimestampSecondType>().value(i).into(),
+            TimeUnit::Millisecond => a.as_primitive::<TimestampMillisecondType>().value(i).into(),
+            TimeUnit::Microsecond => a.as_primitive::<TimestampMicrosecondType>().value(i).into(),
+            TimeUnit::Nanosecond => a.as_primitive::<TimestampNanosecondType>().value(i).into(),
+        },
+        T::Time32(TimeUnit::Second) => a.as_primitive::<Time32SecondType>().value(i).into(),
+        T::Time32(_) => a.as_primitive::<Time32MillisecondType>().value(i).into(),
+        T::Time64(TimeUnit::Microsecond) => {
+            a.as_primitive::<Time64MicrosecondType>().value(i).into()
+        }
+        T::Time64(_) => a.as_primitive::<Time64NanosecondType>().value(i).into(),
+        T::Decimal128(..) => Json::String(a.as_primitive::<Decimal128Type>().value_as_string(i)),
+        T::Decimal256(..) => Json::String(a.as_primitive::<Decimal256Type>().value_as_string(i)),
+        T::List(_) => list(a.as_list::<i32>().value(i)),
+        T::Struct(fields) => {
+            let s = a.as_struct();
+            Json::Object(
+                fields
+                    .iter()
+                    .zip(s.columns())
+                    .map(|(f, column)| (f.name().clone(), arrow_value_to_json(column, i)))
+                    .collect(),
+            )
+        }
+        T::Map(..) => {
+            let entries = a.as_map().value(i);
+            let (keys, values) = (entries.column(0), entries.column(1));
+            Json::Object(
+                (0..entries.len())
+                    .map(|k| {
+                        let key = match arrow_value_to_json(keys, k) {
+                            Json::String(s) => s,
+                            other => other.to_string(),
+                        };
+                        (key, arrow_value_to_json(values, k))
+                    })
+                    .collect(),
+            )
+        }
+        // Null, and the types `json_convertible` turns away before reading.
+        _ => Json::Null,
     }
 }
 
@@ -349,7 +475,7 @@ impl Op for Corpus {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "corpus",
-            version: 2,
+            version: 3,
             doc: "Reads FineWeb-2 parquet shards and JSONL (plain, .gz, .zst) into a normalised corpus: zstd JSONL shards docs-NNNNN.jsonl.zst of {id, text, ...source fields} and corpus.json statistics.",
             params: vec![
                 Param::required(

@@ -463,3 +463,186 @@ fn a_failing_shard_task_fails_corpus_with_its_file_and_line() {
     let location = format!("{}:2", dir.join("f2.jsonl").display());
     assert_third_shard_task_failed(&err, &location, &out, "corpus.json");
 }
+
+/// Writes a parquet file of `groups` row groups with the columns `id`
+/// (required), `text`, `n`, `score` (optional; `None` is a null).
+#[allow(clippy::type_complexity)]
+fn write_parquet_groups(
+    path: &Path,
+    groups: &[Vec<(&str, Option<&str>, Option<i64>, Option<f64>)>],
+) {
+    use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+    use parquet::file::writer::SerializedFileWriter;
+    let schema = Arc::new(
+        parquet::schema::parser::parse_message_type(
+            "message s { REQUIRED BYTE_ARRAY id (UTF8); OPTIONAL BYTE_ARRAY text (UTF8); OPTIONAL INT64 n; OPTIONAL DOUBLE score; }",
+        )
+        .unwrap(),
+    );
+    let mut w =
+        SerializedFileWriter::new(File::create(path).unwrap(), schema, Default::default()).unwrap();
+    for rows in groups {
+        let mut rg = w.next_row_group().unwrap();
+        let ids: Vec<ByteArray> = rows.iter().map(|r| ByteArray::from(r.0)).collect();
+        write_column::<ByteArrayType>(&mut rg, &ids, None);
+        let texts: Vec<ByteArray> = rows
+            .iter()
+            .filter_map(|r| r.1.map(ByteArray::from))
+            .collect();
+        write_column::<ByteArrayType>(
+            &mut rg,
+            &texts,
+            Some(rows.iter().map(|r| r.1.is_some()).collect()),
+        );
+        let ns: Vec<i64> = rows.iter().filter_map(|r| r.2).collect();
+        write_column::<Int64Type>(
+            &mut rg,
+            &ns,
+            Some(rows.iter().map(|r| r.2.is_some()).collect()),
+        );
+        let scores: Vec<f64> = rows.iter().filter_map(|r| r.3).collect();
+        write_column::<DoubleType>(
+            &mut rg,
+            &scores,
+            Some(rows.iter().map(|r| r.3.is_some()).collect()),
+        );
+        rg.close().unwrap();
+    }
+    w.close().unwrap();
+}
+
+/// Writes the next column of a row group: `values` (the non-null ones) and,
+/// for an optional column, which rows have one.
+fn write_column<T: parquet::data_type::DataType>(
+    rg: &mut parquet::file::writer::SerializedRowGroupWriter<'_, File>,
+    values: &[T::T],
+    present: Option<Vec<bool>>,
+) {
+    let defs: Option<Vec<i16>> = present.map(|p| p.into_iter().map(i16::from).collect());
+    let mut col = rg.next_column().unwrap().unwrap();
+    col.typed::<T>()
+        .write_batch(values, defs.as_deref(), None)
+        .unwrap();
+    col.close().unwrap();
+}
+
+/// The decompressed bytes of a corpus artifact's shards, in order.
+fn corpus_text(dir: &Path) -> String {
+    corpus_shards(dir)
+        .unwrap()
+        .iter()
+        .map(|s| {
+            String::from_utf8(zstd::decode_all(&std::fs::read(s).unwrap()[..]).unwrap()).unwrap()
+        })
+        .collect()
+}
+
+/// Issue 11 item 6: the record-batch reader over several row groups, one
+/// larger than a record batch, with null values: a null text is a bad
+/// record (counted, named by its row), other nulls are kept as null.
+#[test]
+fn parquet_row_groups_and_nulls_give_these_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("groups.parquet");
+    let big: Vec<String> = (0..1500).map(|i| format!("Befund Nummer {i}")).collect();
+    let big_ids: Vec<String> = (0..1500).map(|i| format!("m{i}")).collect();
+    let groups = vec![
+        vec![
+            ("a", Some("Fieber und Husten"), Some(3), Some(0.25)),
+            ("b", Some("Blutdruck \"hoch\""), None, Some(-1.5)),
+        ],
+        big.iter()
+            .zip(&big_ids)
+            .enumerate()
+            .map(|(i, (t, id))| (id.as_str(), Some(t.as_str()), Some(i as i64), None))
+            .collect(),
+        vec![
+            ("x", None, Some(7), Some(1.0)),
+            ("y", Some("Übelkeit"), Some(-2), Some(0.125)),
+        ],
+    ];
+    write_parquet_groups(&path, &groups);
+    let out = tmp.path().join("o");
+    run_op(&Corpus, &[("input", Value::Path(path.clone()))], &out).unwrap();
+    let mut expected = String::from(
+        "{\"id\":\"a\",\"text\":\"Fieber und Husten\",\"n\":3,\"score\":0.25}\n\
+         {\"id\":\"b\",\"text\":\"Blutdruck \\\"hoch\\\"\",\"n\":null,\"score\":-1.5}\n",
+    );
+    for i in 0..1500 {
+        expected += &format!(
+            "{{\"id\":\"m{i}\",\"text\":\"Befund Nummer {i}\",\"n\":{i},\"score\":null}}\n"
+        );
+    }
+    expected += "{\"id\":\"y\",\"text\":\"Übelkeit\",\"n\":-2,\"score\":0.125}\n";
+    assert_eq!(corpus_text(&out), expected);
+    let stats: Json =
+        serde_json::from_str(&std::fs::read_to_string(out.join("corpus.json")).unwrap()).unwrap();
+    assert_eq!(stats["documents"], 1503);
+    assert_eq!(stats["documents_lost"], 0);
+    assert_eq!(stats["errors"]["count"], 1);
+    assert_eq!(
+        stats["errors"]["examples"][0],
+        format!("{}:row 1503: no `text` field", path.display())
+    );
+}
+
+/// Mutated parquet files (bytes overwritten, runs cut out, the file cut
+/// short) are read or reported, never a panic; what is lost is counted.
+#[test]
+fn mutated_parquet_files_never_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seed_file = tmp.path().join("seed.parquet");
+    let rows: Vec<String> = (0..300)
+        .map(|i| format!("Dokument {i} über Anatomie"))
+        .collect();
+    let ids: Vec<String> = (0..300).map(|i| format!("d{i}")).collect();
+    let groups: Vec<Vec<_>> = rows
+        .chunks(100)
+        .zip(ids.chunks(100))
+        .map(|(t, d)| {
+            t.iter()
+                .zip(d)
+                .map(|(t, d)| (d.as_str(), Some(t.as_str()), Some(1), Some(0.5)))
+                .collect()
+        })
+        .collect();
+    write_parquet_groups(&seed_file, &groups);
+    let seeds = [
+        std::fs::read(&seed_file).unwrap(),
+        std::fs::read(demo_dir().join("fineweb2-demo.parquet")).unwrap(),
+    ];
+    let mut state = 0x5eed_u64;
+    let mut next = move |n: usize| {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1) as u64) as usize
+    };
+    let path = tmp.path().join("m.parquet");
+    for case in 0..200 {
+        let mut bytes = seeds[case % 2].clone();
+        for _ in 0..1 + next(4) {
+            let at = next(bytes.len());
+            match next(3) {
+                0 => {
+                    for b in bytes.iter_mut().skip(at).take(1 + next(8)) {
+                        *b = next(256) as u8;
+                    }
+                }
+                1 => {
+                    let end = (at + 1 + next(64)).min(bytes.len());
+                    bytes.drain(at..end);
+                }
+                _ => bytes.truncate(at.max(8)),
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let out = tmp.path().join(format!("o{case}"));
+        let outcome = std::panic::catch_unwind(|| {
+            run_op(&Corpus, &[("input", Value::Path(path.clone()))], &out)
+        });
+        assert!(outcome.is_ok(), "case {case} panicked");
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}
