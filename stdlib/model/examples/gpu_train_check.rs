@@ -114,8 +114,8 @@ fn main() {
         max_tokens: 8,
         ..GenerateOptions::default()
     };
-    let cpu_gen = cpu_model.generate(&[prompt.clone()], &opts);
-    match gpu_model.try_generate_each(&[prompt.clone()], &opts, &mut |_, _| true) {
+    let cpu_gen = cpu_model.generate(std::slice::from_ref(&prompt), &opts);
+    match gpu_model.try_generate_each(std::slice::from_ref(&prompt), &opts, &mut |_, _| true) {
         Ok(g) => println!(
             "info greedy decoding, 8 tokens: cpu {:?} gpu {:?} ({})",
             cpu_gen[0].tokens,
@@ -181,7 +181,8 @@ fn main() {
         .zip(&cpu.model.params.data)
     {
         let e = rel_norm(w_gpu, w_cpu);
-        if !(e <= worst.0) {
+        // a NaN difference counts as the worst
+        if e.is_nan() || e > worst.0 {
             worst = (e, name.clone());
         }
     }
