@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use flow_kernels::cpu as k;
 use rayon::prelude::*;
 
-use super::{AdamW, AttnParams, Backend, Keys};
+use super::{two_mut, AdamW, AttnParams, Backend, Keys};
 use crate::weights::Params;
 
 /// Today's CPU kernels over host buffers.
@@ -104,18 +104,8 @@ impl Backend for CpuBackend {
         w: usize,
         b: Option<usize>,
     ) -> (&mut [f32], Option<&mut [f32]>) {
-        let g = &mut grads.data;
-        match b {
-            None => (g[w].as_mut_slice(), None),
-            Some(b) if b > w => {
-                let (lo, hi) = g.split_at_mut(b);
-                (lo[w].as_mut_slice(), Some(hi[0].as_mut_slice()))
-            }
-            Some(b) => {
-                let (lo, hi) = g.split_at_mut(w);
-                (hi[0].as_mut_slice(), Some(lo[b].as_mut_slice()))
-            }
-        }
+        let (gw, gb) = two_mut(&mut grads.data, w, b);
+        (gw.as_mut_slice(), gb.map(|g| g.as_mut_slice()))
     }
     fn rope(&self, head_dim: usize, theta: f64, max_positions: usize) -> R<k::RopeTable> {
         Ok(k::RopeTable::new(head_dim, theta, max_positions))

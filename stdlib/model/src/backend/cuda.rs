@@ -17,7 +17,7 @@ use cudarc::driver::{CudaSlice, CudaStream};
 use flow_kernels::cuda::{AttentionShape, Blas, CudaError, Gpu};
 use half::bf16;
 
-use super::{AdamW, AttnParams, Backend, Keys};
+use super::{two_mut, AdamW, AttnParams, Backend, Keys};
 use crate::error::ModelError;
 use crate::weights::Params;
 
@@ -354,18 +354,7 @@ impl Backend for CudaBackend {
         w: usize,
         b: Option<usize>,
     ) -> (&mut CudaSlice<f32>, Option<&mut CudaSlice<f32>>) {
-        let g = &mut grads.data;
-        match b {
-            None => (&mut g[w], None),
-            Some(b) if b > w => {
-                let (lo, hi) = g.split_at_mut(b);
-                (&mut lo[w], Some(&mut hi[0]))
-            }
-            Some(b) => {
-                let (lo, hi) = g.split_at_mut(w);
-                (&mut hi[0], Some(&mut lo[b]))
-            }
-        }
+        two_mut(&mut grads.data, w, b)
     }
     fn rope(&self, _head_dim: usize, theta: f64, _max_positions: usize) -> R<CudaRope> {
         Ok(CudaRope {

@@ -285,6 +285,22 @@ pub trait Backend: Send + Sync + Sized {
     ) -> Result<(), Self::Error>;
 }
 
+/// Elements `w` and (when given, `b != w`) `b` of `v`, both mutable: a weight's gradient and
+/// its bias's.
+pub(crate) fn two_mut<T>(v: &mut [T], w: usize, b: Option<usize>) -> (&mut T, Option<&mut T>) {
+    match b {
+        None => (&mut v[w], None),
+        Some(b) if b > w => {
+            let (lo, hi) = v.split_at_mut(b);
+            (&mut lo[w], Some(&mut hi[0]))
+        }
+        Some(b) => {
+            let (lo, hi) = v.split_at_mut(w);
+            (&mut hi[0], Some(&mut lo[b]))
+        }
+    }
+}
+
 /// A backend's error as the runtime's.
 pub(crate) fn model_error<E: Into<ModelError>>(e: E) -> ModelError {
     e.into()
