@@ -874,3 +874,29 @@ impl<'a> Executor<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn need(gpu: bool, device: Device) -> Need {
+        Need {
+            threads: 1,
+            gpu,
+            device,
+            request: DeviceRequest::Auto,
+            op: crate::op::Resources::MODEL,
+            node: NodeResources::default(),
+        }
+    }
+
+    /// The one-GPU-unit rule holds per device: units on different devices occupy different
+    /// GPUs, and a GPU op that resolved to the CPU occupies none.
+    #[test]
+    fn a_gpu_unit_occupies_only_its_own_device() {
+        assert_eq!(need(true, Device::Cuda(0)).gpu_ordinal(), Some(0));
+        assert_eq!(need(true, Device::Cuda(3)).gpu_ordinal(), Some(3));
+        assert_eq!(need(true, Device::Cpu).gpu_ordinal(), None);
+        assert_eq!(need(false, Device::Cuda(1)).gpu_ordinal(), None);
+    }
+}
