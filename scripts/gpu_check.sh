@@ -3,15 +3,18 @@
 # PyTorch, NVRTC and cuBLAS in its Python environment (no Rust needed):
 #   (a) every CUDA kernel and the cuBLASLt products against their CPU
 #       references, outputs poisoned first (kernels/examples/gpu_check.rs);
+#   (b) a tiny random model trained 20 steps on the CPU and the CUDA
+#       backends of the model runtime, losses and final weights compared
+#       (stdlib/model/examples/gpu_train_check.rs);
 #   (c) kernel benchmarks beside PyTorch on the same GPU in the same call
 #       (kernels/examples/gpu_bench.rs, scripts/gpu_bench_torch.py).
-# Not yet here: (b) training a tiny model on both backends (the model
-# runtime has no CUDA backend yet) and the whole-step and decoding
-# benchmarks against HF transformers.
+# Not yet here: the whole-step and decoding benchmarks against HF
+# transformers.
 #
 # Build here (no GPU needed), stripped so they travel light:
 #   cargo build --release -p flow-kernels --example gpu_check --example gpu_bench
-#   mkdir -p .carry && cp target/release/examples/gpu_{check,bench} .carry/ && strip .carry/gpu_*
+#   cargo build --release -p flow-model --example gpu_train_check
+#   mkdir -p .carry && cp target/release/examples/gpu_{check,bench,train_check} .carry/ && strip .carry/gpu_*
 # On the device machine:
 #   bash scripts/gpu_check.sh .carry
 # Writes the benchmark table to $OUT/gpu-performance.md when OUT is set.
@@ -26,6 +29,7 @@ trap 'rm -rf "$FLOW_KERNEL_CACHE"' EXIT
 status=0
 "$bin/gpu_check" || status=$?
 [ "$status" = 2 ] && exit 2
+"$bin/gpu_train_check" || status=1
 flow_json="$(mktemp)"; torch_json="$(mktemp)"
 "$bin/gpu_bench" > "$flow_json" || status=1
 python3 scripts/gpu_bench_torch.py > "$torch_json" || status=1

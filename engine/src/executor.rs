@@ -7,7 +7,7 @@
 //! and looked up; a hit is `cached`, a miss is queued. A map node expands
 //! into one unit per element of its `over` list at that point. Queued units
 //! start while the `--jobs` limit, the CPU thread budget (an op asking for 0
-//! threads takes all cores, alone) and the one-GPU-node rule allow. A failed
+//! threads takes all cores, alone) and the one-GPU-unit-per-device rule allow. A failed
 //! unit fails its node; everything downstream is skipped, everything else
 //! goes on. Ctrl-C sets the `cancel` flag ops poll; no new unit starts and
 //! the run ends once the running ones returned.
@@ -25,7 +25,7 @@ pub mod slurm;
 pub use job::read_tail;
 pub(crate) use job::{Job, Shards, LOG_TAIL};
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -190,7 +190,7 @@ pub(crate) struct Need {
     /// CPU threads (already capped at the cores for local runs; 0 on Slurm
     /// means a whole node).
     pub(crate) threads: usize,
-    /// Whether it occupies the (one) local GPU.
+    /// Whether it occupies its device (a GPU: `device` is `Device::Cuda`).
     pub(crate) gpu: bool,
     /// The device resolved on this machine (local runs).
     pub(crate) device: Device,
@@ -200,6 +200,16 @@ pub(crate) struct Need {
     pub(crate) op: crate::op::Resources,
     /// The node's `resources:` record.
     pub(crate) node: NodeResources,
+}
+
+impl Need {
+    /// The CUDA device the unit occupies, if it is a GPU unit.
+    pub(crate) fn gpu_ordinal(&self) -> Option<usize> {
+        match self.device {
+            Device::Cuda(n) if self.gpu => Some(n),
+            _ => None,
+        }
+    }
 }
 
 /// Whether a queued unit may start now.
@@ -247,8 +257,9 @@ struct LocalRunner {
     cores: usize,
     running: usize,
     threads_used: usize,
-    gpu_busy: bool,
-    held: BTreeMap<usize, (usize, bool)>,
+    /// The CUDA devices a running unit occupies: at most one GPU unit per device.
+    gpus_busy: BTreeSet<usize>,
+    held: BTreeMap<usize, (usize, Option<usize>)>,
     cancel: Arc<AtomicBool>,
     workdir: PathBuf,
     tx: mpsc::Sender<Msg>,
@@ -259,7 +270,10 @@ impl Runner for LocalRunner {
         if self.running >= self.jobs {
             return Admit::Block;
         }
-        let fits = self.threads_used + need.threads <= self.cores && !(need.gpu && self.gpu_busy);
+        let fits = self.threads_used + need.threads <= self.cores
+            && need
+                .gpu_ordinal()
+                .is_none_or(|n| !self.gpus_busy.contains(&n));
         if fits {
             Admit::Now
         } else if need.threads == self.cores {
@@ -273,9 +287,11 @@ impl Runner for LocalRunner {
     fn start(&mut self, work: Work) {
         self.running += 1;
         self.threads_used += work.need.threads;
-        self.gpu_busy |= work.need.gpu;
-        self.held
-            .insert(work.unit, (work.need.threads, work.need.gpu));
+        let gpu = work.need.gpu_ordinal();
+        if let Some(n) = gpu {
+            self.gpus_busy.insert(n);
+        }
+        self.held.insert(work.unit, (work.need.threads, gpu));
         let job = Job {
             unit: work.unit,
             op: work.op,
@@ -304,8 +320,8 @@ impl Runner for LocalRunner {
         if let Some((threads, gpu)) = self.held.remove(&unit) {
             self.running -= 1;
             self.threads_used -= threads;
-            if gpu {
-                self.gpu_busy = false;
+            if let Some(n) = gpu {
+                self.gpus_busy.remove(&n);
             }
         }
     }
@@ -434,7 +450,7 @@ impl<'a> Executor<'a> {
                 cores: opts.cores.max(1),
                 running: 0,
                 threads_used: 0,
-                gpu_busy: false,
+                gpus_busy: BTreeSet::new(),
                 held: BTreeMap::new(),
                 cancel: Arc::clone(&opts.cancel),
                 workdir: workdir.clone(),
@@ -856,5 +872,31 @@ impl<'a> Executor<'a> {
                 self.event(&name, "skipped", None, 0.0, None);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn need(gpu: bool, device: Device) -> Need {
+        Need {
+            threads: 1,
+            gpu,
+            device,
+            request: DeviceRequest::Auto,
+            op: crate::op::Resources::MODEL,
+            node: NodeResources::default(),
+        }
+    }
+
+    /// The one-GPU-unit rule holds per device: units on different devices occupy different
+    /// GPUs, and a GPU op that resolved to the CPU occupies none.
+    #[test]
+    fn a_gpu_unit_occupies_only_its_own_device() {
+        assert_eq!(need(true, Device::Cuda(0)).gpu_ordinal(), Some(0));
+        assert_eq!(need(true, Device::Cuda(3)).gpu_ordinal(), Some(3));
+        assert_eq!(need(true, Device::Cpu).gpu_ordinal(), None);
+        assert_eq!(need(false, Device::Cuda(1)).gpu_ordinal(), None);
     }
 }

@@ -303,6 +303,31 @@ pub const SIGNATURES: &[Signature] = &[
         entry: "swiglu_backward",
         args: &[In(Bf16), In(Bf16), In(Bf16), Out(Bf16), Out(Bf16), Long],
     },
+    Signature {
+        family: "tensor",
+        entry: "add_bf16",
+        args: &[Out(Bf16), In(Bf16), Long],
+    },
+    Signature {
+        family: "tensor",
+        entry: "add_bias_bf16",
+        args: &[Out(Bf16), In(Bf16), Long, Int],
+    },
+    Signature {
+        family: "tensor",
+        entry: "bias_grad_bf16",
+        args: &[In(Bf16), Long, Int, Out(F32)],
+    },
+    Signature {
+        family: "tensor",
+        entry: "accumulate_bf16_f32",
+        args: &[Out(F32), In(Bf16), Long],
+    },
+    Signature {
+        family: "tensor",
+        entry: "cast_f32_bf16",
+        args: &[In(F32), Out(Bf16), Long],
+    },
 ];
 
 /// The signature of `entry`, if the table has it.

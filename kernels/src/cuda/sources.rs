@@ -32,4 +32,5 @@ pub const SOURCES: &[KernelSource] = &[
     kernel!("rope"),
     kernel!("slerp"),
     kernel!("swiglu"),
+    kernel!("tensor"),
 ];

@@ -19,6 +19,9 @@ pub enum ModelError {
     /// A request that cannot be served (token out of range, empty input...).
     #[error("{0}")]
     Input(String),
+    /// The device (a GPU) failed or is missing what it needs.
+    #[error("CUDA: {0}")]
+    Device(String),
     /// Training was cancelled by the caller.
     #[error("cancelled")]
     Cancelled,

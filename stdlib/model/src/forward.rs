@@ -12,10 +12,8 @@
 //! checkpointing: the backward recomputes a layer from it), or each layer's
 //! input and activations (the backward reads them).
 
-use rayon::prelude::*;
-
-use crate::model::{KvCache, Model};
-use crate::primitives as p;
+use crate::backend::{AttnParams, Backend, Keys};
+use crate::model::{KvCacheOn, ModelOn};
 use crate::weights::LayerIdx;
 
 /// The token ids and positions of a batch of segments.
@@ -32,7 +30,7 @@ pub(crate) struct Segments {
 
 impl Segments {
     /// New tokens that continue each segment's cache: positions start at the cache's length.
-    pub fn after_caches(segs: &[(&[u32], &mut KvCache)]) -> Segments {
+    pub fn after_caches<B: Backend>(segs: &[(&[u32], &mut KvCacheOn<B>)]) -> Segments {
         let t: usize = segs.iter().map(|(toks, _)| toks.len()).sum();
         let mut ids = Vec::with_capacity(t);
         let mut positions = Vec::with_capacity(t);
@@ -74,14 +72,6 @@ impl Segments {
     }
 }
 
-/// The keys and values one segment attends to.
-pub(crate) enum Keys<'a> {
-    /// The segment's new keys and values are appended to the cache; it attends to all of it.
-    Cache(&'a mut KvCache),
-    /// Only the segment's own positions, never across documents (`None`: one document).
-    Own(Option<&'a [u32]>),
-}
-
 /// What a forward pass keeps for a backward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Record {
@@ -94,118 +84,95 @@ pub(crate) enum Record {
 }
 
 /// One layer's activations, as the backward reads them.
-#[derive(Default)]
-pub(crate) struct LayerActs {
+pub(crate) struct LayerActs<B: Backend> {
     /// Reciprocal RMS of the input norm, `[T]`.
-    pub rstd1: Vec<f32>,
+    pub rstd1: B::Stats,
     /// The normed input, `[T, hidden]`.
-    pub h1: Vec<f32>,
-    /// q and k before their per-head norms (Qwen3; empty otherwise), and those norms' rstd.
-    pub q_pre: Vec<f32>,
-    pub rstd_q: Vec<f32>,
-    pub k_pre: Vec<f32>,
-    pub rstd_k: Vec<f32>,
+    pub h1: B::Buf,
+    /// q and k before their per-head norms, and those norms' rstd (Qwen3 only).
+    pub qk_norm: Option<QkNormActs<B>>,
     /// q, k (after norm and RoPE) and v.
-    pub q: Vec<f32>,
-    pub kk: Vec<f32>,
-    pub vv: Vec<f32>,
+    pub q: B::Buf,
+    pub kk: B::Buf,
+    pub vv: B::Buf,
     /// Attention output and its log-sum-exp per head and query.
-    pub attn: Vec<f32>,
-    pub lse: Vec<f32>,
-    /// The residual stream after attention (empty when not recorded).
-    pub x_mid: Vec<f32>,
-    pub rstd2: Vec<f32>,
-    pub h2: Vec<f32>,
-    pub gate: Vec<f32>,
-    pub up: Vec<f32>,
+    pub attn: B::Buf,
+    pub lse: B::Stats,
+    /// The residual stream after attention (recorded passes only).
+    pub x_mid: Option<B::Buf>,
+    pub rstd2: B::Stats,
+    pub h2: B::Buf,
+    pub gate: B::Buf,
+    pub up: B::Buf,
     /// silu(gate)·up.
-    pub act: Vec<f32>,
+    pub act: B::Buf,
 }
 
-impl LayerActs {
+/// q and k before the per-head norms of Qwen3, and the norms' rstd.
+pub(crate) struct QkNormActs<B: Backend> {
+    pub q_pre: B::Buf,
+    pub rstd_q: B::Stats,
+    pub k_pre: B::Buf,
+    pub rstd_k: B::Stats,
+}
+
+impl<B: Backend> LayerActs<B> {
     /// Zeroed buffers for `t` tokens of `model`'s layer `lw`.
-    pub(crate) fn new(model: &Model, lw: &LayerIdx, t: usize) -> LayerActs {
+    pub(crate) fn new(
+        model: &ModelOn<B>,
+        lw: &LayerIdx,
+        t: usize,
+    ) -> Result<LayerActs<B>, B::Error> {
         let c = &model.config;
+        let b = &model.backend;
         let (h, inter, qd, kvd) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim());
-        let qk_norm = lw.q_norm.is_some() && lw.k_norm.is_some();
-        let qk = |n: usize| if qk_norm { vec![0.0; n] } else { Vec::new() };
-        LayerActs {
-            rstd1: vec![0.0; t],
-            h1: vec![0.0; t * h],
-            q_pre: qk(t * qd),
-            rstd_q: qk(t * c.num_attention_heads),
-            k_pre: qk(t * kvd),
-            rstd_k: qk(t * c.num_key_value_heads),
-            q: vec![0.0; t * qd],
-            kk: vec![0.0; t * kvd],
-            vv: vec![0.0; t * kvd],
-            attn: vec![0.0; t * qd],
-            lse: vec![0.0; t * c.num_attention_heads],
-            x_mid: Vec::new(),
-            rstd2: vec![0.0; t],
-            h2: vec![0.0; t * h],
-            gate: vec![0.0; t * inter],
-            up: vec![0.0; t * inter],
-            act: vec![0.0; t * inter],
-        }
+        let qk_norm = if lw.q_norm.is_some() && lw.k_norm.is_some() {
+            Some(QkNormActs {
+                q_pre: b.zeros(t * qd)?,
+                rstd_q: b.zeros_stats(t * c.num_attention_heads)?,
+                k_pre: b.zeros(t * kvd)?,
+                rstd_k: b.zeros_stats(t * c.num_key_value_heads)?,
+            })
+        } else {
+            None
+        };
+        Ok(LayerActs {
+            rstd1: b.zeros_stats(t)?,
+            h1: b.zeros(t * h)?,
+            qk_norm,
+            q: b.zeros(t * qd)?,
+            kk: b.zeros(t * kvd)?,
+            vv: b.zeros(t * kvd)?,
+            attn: b.zeros(t * qd)?,
+            lse: b.zeros_stats(t * c.num_attention_heads)?,
+            x_mid: None,
+            rstd2: b.zeros_stats(t)?,
+            h2: b.zeros(t * h)?,
+            gate: b.zeros(t * inter)?,
+            up: b.zeros(t * inter)?,
+            act: b.zeros(t * inter)?,
+        })
     }
 }
 
 /// What a forward pass returns.
-pub(crate) struct Forward {
+pub(crate) struct Forward<B: Backend> {
     /// The final normed hidden states, `[T, hidden]`.
-    pub hidden: Vec<f32>,
+    pub hidden: B::Buf,
     /// Reciprocal RMS of the final norm, `[T]`.
-    pub final_rstd: Vec<f32>,
+    pub final_rstd: B::Stats,
     /// The residual stream before the final norm (recorded passes only).
-    pub final_input: Vec<f32>,
+    pub final_input: Option<B::Buf>,
     /// Each layer's input (recorded passes only).
-    pub layer_inputs: Vec<Vec<f32>>,
+    pub layer_inputs: Vec<B::Buf>,
     /// Each layer's activations (`Record::Activations` only).
-    pub layer_acts: Vec<LayerActs>,
+    pub layer_acts: Vec<LayerActs<B>>,
 }
 
-/// One segment's share of a layer's attention: q, new k, new v, output, lse, and its keys.
-type SegmentWork<'s, 'k> = (
-    &'s [f32],
-    &'s [f32],
-    &'s [f32],
-    &'s mut [f32],
-    &'s mut [f32],
-    &'s mut Keys<'k>,
-);
-
-/// Splits `buf` into consecutive chunks of `lens[i] * width`.
-pub(crate) fn split_rows<'b>(buf: &'b [f32], lens: &[usize], width: usize) -> Vec<&'b [f32]> {
-    let mut out = Vec::with_capacity(lens.len());
-    let mut rest = buf;
-    for &n in lens {
-        let (a, b) = rest.split_at(n * width);
-        out.push(a);
-        rest = b;
-    }
-    out
-}
-
-pub(crate) fn split_rows_mut<'b>(
-    buf: &'b mut [f32],
-    lens: &[usize],
-    width: usize,
-) -> Vec<&'b mut [f32]> {
-    let mut out = Vec::with_capacity(lens.len());
-    let mut rest = buf;
-    for &n in lens {
-        let (a, b) = std::mem::take(&mut rest).split_at_mut(n * width);
-        out.push(a);
-        rest = b;
-    }
-    out
-}
-
-impl Model {
-    pub(crate) fn attn_params(&self, layer: usize) -> p::AttnParams {
+impl<B: Backend> ModelOn<B> {
+    pub(crate) fn attn_params(&self, layer: usize) -> AttnParams {
         let c = &self.config;
-        p::AttnParams {
+        AttnParams {
             q_heads: c.num_attention_heads,
             kv_heads: c.num_key_value_heads,
             head_dim: c.head_dim,
@@ -216,29 +183,40 @@ impl Model {
 
     /// The forward pass: embedding, every layer, the final norm. `keys` has one entry per
     /// segment. Token ids must be in range (callers check them).
-    pub(crate) fn forward(&self, segs: &Segments, keys: &mut [Keys], record: Record) -> Forward {
+    pub(crate) fn forward(
+        &self,
+        segs: &Segments,
+        keys: &mut [Keys<B>],
+        record: Record,
+    ) -> Result<Forward<B>, B::Error> {
         let c = &self.config;
+        let b = &self.backend;
         let h = c.hidden_size;
         let t = segs.len();
-        let bigger = self.bigger_rope(segs.max_pos);
+        let bigger = self.bigger_rope(segs.max_pos)?;
         let rope = bigger.as_ref().unwrap_or(self.rope());
-        let mut x = vec![0.0f32; t * h];
-        p::embedding_forward(&segs.ids, self.w(self.layout.embed), h, &mut x);
+        let positions = b.upload_ids(&segs.positions)?;
+        let mut x = b.zeros(t * h)?;
+        let ids = b.upload_ids(&segs.ids)?;
+        b.embedding_forward(&ids, self.w(self.layout.embed), h, &mut x)?;
         let mut layer_inputs = Vec::new();
         let mut layer_acts = Vec::new();
         // Inference and checkpointed passes reuse one set of buffers for every layer.
         let mut scratch = None;
         for (li, lw) in self.layout.layers.iter().enumerate() {
             if record != Record::Nothing {
-                layer_inputs.push(x.clone());
+                layer_inputs.push(b.duplicate(&x)?);
             }
             if record == Record::Activations {
-                let mut acts = LayerActs::new(self, lw, t);
-                self.layer_forward(li, segs, keys, rope, &mut x, &mut acts, true);
+                let mut acts = LayerActs::new(self, lw, t)?;
+                self.layer_forward(li, segs, &positions, keys, rope, &mut x, &mut acts, true)?;
                 layer_acts.push(acts);
             } else {
-                let acts = scratch.get_or_insert_with(|| LayerActs::new(self, lw, t));
-                self.layer_forward(li, segs, keys, rope, &mut x, acts, false);
+                let acts = match &mut scratch {
+                    Some(a) => a,
+                    None => scratch.insert(LayerActs::new(self, lw, t)?),
+                };
+                self.layer_forward(li, segs, &positions, keys, rope, &mut x, acts, false)?;
             }
         }
         for (keys, &n) in keys.iter_mut().zip(&segs.lens) {
@@ -246,9 +224,9 @@ impl Model {
                 cache.advance(n);
             }
         }
-        let mut hidden = vec![0.0f32; t * h];
-        let mut final_rstd = vec![0.0f32; t];
-        p::rmsnorm_forward(
+        let mut hidden = b.zeros(t * h)?;
+        let mut final_rstd = b.zeros_stats(t)?;
+        b.rmsnorm_forward(
             &x,
             self.w(self.layout.norm),
             c.rms_norm_eps as f32,
@@ -256,18 +234,14 @@ impl Model {
             h,
             &mut hidden,
             &mut final_rstd,
-        );
-        Forward {
+        )?;
+        Ok(Forward {
             hidden,
             final_rstd,
-            final_input: if record == Record::Nothing {
-                Vec::new()
-            } else {
-                x
-            },
+            final_input: (record != Record::Nothing).then_some(x),
             layer_inputs,
             layer_acts,
-        }
+        })
     }
 
     /// One decoder layer: `x` goes from the layer's input to its output, the activations land
@@ -277,13 +251,15 @@ impl Model {
         &self,
         li: usize,
         segs: &Segments,
-        keys: &mut [Keys],
-        rope: &p::RopeTable,
-        x: &mut [f32],
-        a: &mut LayerActs,
+        positions: &B::Ids,
+        keys: &mut [Keys<B>],
+        rope: &B::Rope,
+        x: &mut B::Buf,
+        a: &mut LayerActs<B>,
         keep_mid: bool,
-    ) {
+    ) -> Result<(), B::Error> {
         let c = &self.config;
+        let b = &self.backend;
         let lw = &self.layout.layers[li];
         let (h, inter, qd, kvd, hd) = (
             c.hidden_size,
@@ -295,84 +271,62 @@ impl Model {
         let (qh, kvh) = (c.num_attention_heads, c.num_key_value_heads);
         let eps = c.rms_norm_eps as f32;
         let t = segs.len();
-        p::rmsnorm_forward(x, self.w(lw.input_norm), eps, t, h, &mut a.h1, &mut a.rstd1);
-        let w_b = |w: usize, b: Option<usize>| (self.w(w), b.map(|b| self.w(b)));
+        b.rmsnorm_forward(x, self.w(lw.input_norm), eps, t, h, &mut a.h1, &mut a.rstd1)?;
+        let w_b = |w: usize, bias: Option<usize>| (self.w(w), bias.map(|i| self.w(i)));
         let (qw, qb) = w_b(lw.q_w, lw.q_b);
-        p::linear_forward(&a.h1, qw, qb, t, h, qd, &mut a.q);
+        b.linear_forward(&a.h1, qw, qb, t, h, qd, &mut a.q)?;
         let (kw, kb) = w_b(lw.k_w, lw.k_b);
-        p::linear_forward(&a.h1, kw, kb, t, h, kvd, &mut a.kk);
+        b.linear_forward(&a.h1, kw, kb, t, h, kvd, &mut a.kk)?;
         let (vw, vb) = w_b(lw.v_w, lw.v_b);
-        p::linear_forward(&a.h1, vw, vb, t, h, kvd, &mut a.vv);
-        if let (Some(qn), Some(kn)) = (lw.q_norm, lw.k_norm) {
-            std::mem::swap(&mut a.q, &mut a.q_pre);
-            p::rmsnorm_forward(
-                &a.q_pre,
+        b.linear_forward(&a.h1, vw, vb, t, h, kvd, &mut a.vv)?;
+        if let (Some(qn), Some(kn), Some(n)) = (lw.q_norm, lw.k_norm, a.qk_norm.as_mut()) {
+            std::mem::swap(&mut a.q, &mut n.q_pre);
+            b.rmsnorm_forward(
+                &n.q_pre,
                 self.w(qn),
                 eps,
                 t * qh,
                 hd,
                 &mut a.q,
-                &mut a.rstd_q,
-            );
-            std::mem::swap(&mut a.kk, &mut a.k_pre);
-            p::rmsnorm_forward(
-                &a.k_pre,
+                &mut n.rstd_q,
+            )?;
+            std::mem::swap(&mut a.kk, &mut n.k_pre);
+            b.rmsnorm_forward(
+                &n.k_pre,
                 self.w(kn),
                 eps,
                 t * kvh,
                 hd,
                 &mut a.kk,
-                &mut a.rstd_k,
-            );
+                &mut n.rstd_k,
+            )?;
         }
-        p::rope_forward(&mut a.q, &segs.positions, qh, rope);
-        p::rope_forward(&mut a.kk, &segs.positions, kvh, rope);
+        b.rope_forward(&mut a.q, positions, qh, rope)?;
+        b.rope_forward(&mut a.kk, positions, kvh, rope)?;
         let params = self.attn_params(li);
-        {
-            let qs = split_rows(&a.q, &segs.lens, qd);
-            let ks = split_rows(&a.kk, &segs.lens, kvd);
-            let vs = split_rows(&a.vv, &segs.lens, kvd);
-            let outs = split_rows_mut(&mut a.attn, &segs.lens, qd);
-            let lses = split_rows_mut(&mut a.lse, &segs.lens, qh);
-            let work: Vec<SegmentWork> = qs
-                .into_iter()
-                .zip(ks)
-                .zip(vs)
-                .zip(outs)
-                .zip(lses)
-                .zip(keys.iter_mut())
-                .map(|(((((q, k), v), out), lse), keys)| (q, k, v, out, lse, keys))
-                .collect();
-            work.into_par_iter()
-                .for_each(|(qs, ks, vs, out, lse, keys)| {
-                    let n = qs.len() / qd;
-                    if n == 0 {
-                        return;
-                    }
-                    match keys {
-                        Keys::Cache(cache) => {
-                            let (kc, vc) = cache.append(li, ks, vs);
-                            let s = kc.len() / kvd;
-                            p::attention_forward(&params, n, s, qs, kc, vc, None, out, lse);
-                        }
-                        Keys::Own(docs) => {
-                            p::attention_forward(&params, n, n, qs, ks, vs, *docs, out, lse);
-                        }
-                    }
-                });
-        }
-        let mut tmp = vec![0.0; t * h];
+        b.attention_forward(
+            &params,
+            li,
+            &segs.lens,
+            &a.q,
+            &a.kk,
+            &a.vv,
+            keys,
+            &mut a.attn,
+            &mut a.lse,
+        )?;
+        let mut tmp = b.zeros(t * h)?;
         let (ow, ob) = w_b(lw.o_w, lw.o_b);
-        p::linear_forward(&a.attn, ow, ob, t, qd, h, &mut tmp);
-        p::add_in_place(x, &tmp);
+        b.linear_forward(&a.attn, ow, ob, t, qd, h, &mut tmp)?;
+        b.add_in_place(x, &tmp)?;
         if keep_mid {
-            a.x_mid = x.to_vec();
+            a.x_mid = Some(b.duplicate(x)?);
         }
-        p::rmsnorm_forward(x, self.w(lw.post_norm), eps, t, h, &mut a.h2, &mut a.rstd2);
-        p::linear_forward(&a.h2, self.w(lw.gate), None, t, h, inter, &mut a.gate);
-        p::linear_forward(&a.h2, self.w(lw.up), None, t, h, inter, &mut a.up);
-        p::swiglu_forward(&a.gate, &a.up, &mut a.act);
-        p::linear_forward(&a.act, self.w(lw.down), None, t, inter, h, &mut tmp);
-        p::add_in_place(x, &tmp);
+        b.rmsnorm_forward(x, self.w(lw.post_norm), eps, t, h, &mut a.h2, &mut a.rstd2)?;
+        b.linear_forward(&a.h2, self.w(lw.gate), None, t, h, inter, &mut a.gate)?;
+        b.linear_forward(&a.h2, self.w(lw.up), None, t, h, inter, &mut a.up)?;
+        b.swiglu_forward(&a.gate, &a.up, &mut a.act)?;
+        b.linear_forward(&a.act, self.w(lw.down), None, t, inter, h, &mut tmp)?;
+        b.add_in_place(x, &tmp)
     }
 }

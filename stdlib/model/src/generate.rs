@@ -4,7 +4,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::model::{KvCache, Model};
+use crate::backend::{infallible, Backend};
+use crate::model::{KvCacheOn, Model, ModelOn};
 
 /// How to generate.
 #[derive(Clone, Debug, PartialEq)]
@@ -145,6 +146,20 @@ impl Model {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(usize, u32) -> bool,
     ) -> Vec<Generation> {
+        infallible(self.try_generate_each(prompts, opts, on_token))
+    }
+}
+
+impl<B: Backend> ModelOn<B> {
+    /// [`Model::generate_each`] on any backend: batched decoding with each sequence's KV cache
+    /// on the backend and sampling on the host; fails only when the backend does.
+    pub fn try_generate_each(
+        &self,
+        prompts: &[Vec<u32>],
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(usize, u32) -> bool,
+    ) -> Result<Vec<Generation>, B::Error> {
+        let b = self.backend();
         let v = self.config.vocab_size;
         let h = self.config.hidden_size;
         let mut stops: Vec<u32> = self.config.eos_token_ids.clone();
@@ -165,9 +180,12 @@ impl Model {
             for &i in &active {
                 results[i].finish_reason = FinishReason::Length;
             }
-            return results;
+            return Ok(results);
         }
-        let mut caches: Vec<KvCache> = prompts.iter().map(|_| KvCache::new(&self.config)).collect();
+        let mut caches: Vec<KvCacheOn<B>> = prompts
+            .iter()
+            .map(|_| KvCacheOn::new(&self.config))
+            .collect();
         let mut rngs: Vec<ChaCha8Rng> = (0..prompts.len())
             .map(|i| {
                 let mut r = ChaCha8Rng::seed_from_u64(opts.seed);
@@ -176,31 +194,27 @@ impl Model {
             })
             .collect();
         // the tokens each active sequence feeds next: the prompt, then its last new token
+        // (prompts are checked above and sampled tokens are below the vocabulary size)
         let mut feed: Vec<Vec<u32>> = prompts.to_vec();
         while !active.is_empty() {
             let hidden = {
-                let mut cache_refs: Vec<Option<&mut KvCache>> =
+                let mut cache_refs: Vec<Option<&mut KvCacheOn<B>>> =
                     caches.iter_mut().map(Some).collect();
-                let mut segs: Vec<(&[u32], &mut KvCache)> = active
+                let mut segs: Vec<(&[u32], &mut KvCacheOn<B>)> = active
                     .iter()
-                    .map(|&i| {
-                        (
-                            feed[i].as_slice(),
-                            cache_refs[i].take().expect("distinct indices"),
-                        )
-                    })
+                    .filter_map(|&i| Some((feed[i].as_slice(), cache_refs[i].take()?)))
                     .collect();
-                self.forward_segments(&mut segs)
-                    .expect("prompts and sampled tokens are in range")
+                self.forward_checked(&mut segs)?
             };
             // last row of each segment
-            let mut rows = Vec::with_capacity(active.len() * h);
+            let mut last_rows = Vec::with_capacity(active.len());
             let mut offset = 0;
             for &i in &active {
                 offset += feed[i].len();
-                rows.extend_from_slice(&hidden[(offset - 1) * h..offset * h]);
+                last_rows.push(offset - 1);
             }
-            let mut logits = self.lm_head(&rows, active.len());
+            let rows = b.gather_rows(&hidden, &last_rows, h)?;
+            let mut logits = b.download(self.logits(&rows, active.len())?)?;
             let mut still = Vec::with_capacity(active.len());
             for (j, &i) in active.iter().enumerate() {
                 let row = &mut logits[j * v..(j + 1) * v];
@@ -221,6 +235,6 @@ impl Model {
             }
             active = still;
         }
-        results
+        Ok(results)
     }
 }

@@ -157,6 +157,24 @@ impl LanguageModel for FlowModel {
     }
 }
 
+/// The CUDA backend of the node's device, or `None` on the CPU: a node on
+/// `Device::Cuda(n)` whose device does not open (no driver, no NVRTC, no
+/// cuBLASLt) says so once in its log and runs on the CPU.
+pub fn cuda_backend(ctx: &crate::op::OpContext) -> Option<flow_model::backend::CudaBackend> {
+    match ctx.device {
+        crate::op::Device::Cpu => None,
+        crate::op::Device::Cuda(ordinal) => match flow_model::backend::CudaBackend::open(ordinal) {
+            Ok(backend) => Some(backend),
+            Err(e) => {
+                ctx.log(&format!(
+                    "notice: CUDA device {ordinal} did not open ({e}); running on the CPU"
+                ));
+                None
+            }
+        },
+    }
+}
+
 /// Reads `flow_checkpoint.json` of a model directory, when there is one, so
 /// that results can say which training checkpoint they measure.
 pub fn read_checkpoint(model_dir: &Path) -> Result<Option<serde_json::Value>, String> {

@@ -20,6 +20,7 @@ mod loss;
 mod norm;
 mod optim;
 mod slerp;
+mod tensor;
 
 pub use attention::AttentionShape;
 pub use embedding::EmbeddingBuckets;

@@ -3,15 +3,14 @@
 //!
 //! A micro-batch is a list of sequences concatenated into one `[T, hidden]`
 //! matrix: projections are single gemms, attention runs per sequence (in
-//! parallel), with packed documents kept apart by their doc ids.
+//! parallel), with packed documents kept apart by their doc ids. It is written
+//! once, over the model's [`Backend`].
 
 use flow_kernels::cpu as k;
-use rayon::prelude::*;
 
-use crate::forward::{split_rows, split_rows_mut, Keys, LayerActs, Record, Segments};
-use crate::model::Model;
-use crate::primitives::{self as p, add_in_place};
-use crate::weights::Params;
+use crate::backend::{Backend, Keys};
+use crate::forward::{LayerActs, Record, Segments};
+use crate::model::ModelOn;
 
 /// One training sequence.
 #[derive(Clone, Debug)]
@@ -92,21 +91,23 @@ impl Sequence {
     }
 }
 
-impl Model {
+impl<B: Backend> ModelOn<B> {
     /// Backward of one layer: `dx` holds d(layer output) on entry and d(layer input) on exit.
     #[allow(clippy::too_many_arguments)]
     fn layer_backward(
         &self,
         li: usize,
         segs: &Segments,
+        positions: &B::Ids,
         docs: &[Option<&[u32]>],
-        rope: &p::RopeTable,
-        x_in: &[f32],
-        a: &LayerActs,
-        dx: &mut [f32],
-        grads: &mut Params,
-    ) {
+        rope: &B::Rope,
+        x_in: &B::Buf,
+        a: &LayerActs<B>,
+        dx: &mut B::Buf,
+        grads: &mut B::Grads,
+    ) -> Result<(), B::Error> {
         let c = &self.config;
+        let b = &self.backend;
         let (h, inter, qd, kvd, hd) = (
             c.hidden_size,
             c.intermediate_size,
@@ -117,10 +118,13 @@ impl Model {
         let (qh, kvh) = (c.num_attention_heads, c.num_key_value_heads);
         let lw = &self.layout.layers[li];
         let t = segs.len();
-        let g = &mut grads.data;
+        let x_mid = a
+            .x_mid
+            .as_ref()
+            .expect("the passes feeding the backward record x_mid");
         // MLP
-        let mut d_act = vec![0.0; t * inter];
-        p::linear_backward(
+        let mut d_act = b.zeros(t * inter)?;
+        b.linear_backward(
             dx,
             &a.act,
             self.w(lw.down),
@@ -128,16 +132,16 @@ impl Model {
             inter,
             h,
             Some(&mut d_act),
-            &mut g[lw.down],
+            B::grad_and_bias(grads, lw.down, None).0,
             None,
-        );
-        let mut d_gate = vec![0.0; t * inter];
-        let mut d_up = vec![0.0; t * inter];
-        p::swiglu_backward(&a.gate, &a.up, &d_act, &mut d_gate, &mut d_up);
+        )?;
+        let mut d_gate = b.zeros(t * inter)?;
+        let mut d_up = b.zeros(t * inter)?;
+        b.swiglu_backward(&a.gate, &a.up, &d_act, &mut d_gate, &mut d_up)?;
         drop(d_act);
-        let mut dh = vec![0.0; t * h];
-        let mut dh_b = vec![0.0; t * h];
-        p::linear_backward(
+        let mut dh = b.zeros(t * h)?;
+        let mut dh_b = b.zeros(t * h)?;
+        b.linear_backward(
             &d_gate,
             &a.h2,
             self.w(lw.gate),
@@ -145,10 +149,10 @@ impl Model {
             h,
             inter,
             Some(&mut dh),
-            &mut g[lw.gate],
+            B::grad_and_bias(grads, lw.gate, None).0,
             None,
-        );
-        p::linear_backward(
+        )?;
+        b.linear_backward(
             &d_up,
             &a.h2,
             self.w(lw.up),
@@ -156,127 +160,89 @@ impl Model {
             h,
             inter,
             Some(&mut dh_b),
-            &mut g[lw.up],
+            B::grad_and_bias(grads, lw.up, None).0,
             None,
-        );
-        add_in_place(&mut dh, &dh_b);
-        p::rmsnorm_backward(
+        )?;
+        b.add_in_place(&mut dh, &dh_b)?;
+        b.rmsnorm_backward(
             &dh,
-            &a.x_mid,
+            x_mid,
             self.w(lw.post_norm),
             &a.rstd2,
             t,
             h,
             &mut dh_b,
-            &mut g[lw.post_norm],
-        );
-        add_in_place(dx, &dh_b);
+            B::grad_and_bias(grads, lw.post_norm, None).0,
+        )?;
+        b.add_in_place(dx, &dh_b)?;
         // attention output projection
-        let mut d_attn = vec![0.0; t * qd];
+        let mut d_attn = b.zeros(t * qd)?;
         {
-            let (ow, ob) = (lw.o_w, lw.o_b);
-            let mut gb = ob.map(|i| std::mem::take(&mut g[i]));
-            p::linear_backward(
+            let (gw, gb) = B::grad_and_bias(grads, lw.o_w, lw.o_b);
+            b.linear_backward(
                 dx,
                 &a.attn,
-                self.w(ow),
+                self.w(lw.o_w),
                 t,
                 qd,
                 h,
                 Some(&mut d_attn),
-                &mut g[ow],
-                gb.as_deref_mut(),
-            );
-            if let (Some(i), Some(v)) = (ob, gb) {
-                g[i] = v;
-            }
+                gw,
+                gb,
+            )?;
         }
         let params = self.attn_params(li);
-        let mut dq = vec![0.0; t * qd];
-        let mut dk = vec![0.0; t * kvd];
-        let mut dv = vec![0.0; t * kvd];
-        {
-            let qs = split_rows(&a.q, &segs.lens, qd);
-            let ks = split_rows(&a.kk, &segs.lens, kvd);
-            let vs = split_rows(&a.vv, &segs.lens, kvd);
-            let os = split_rows(&a.attn, &segs.lens, qd);
-            let ls = split_rows(&a.lse, &segs.lens, qh);
-            let dos = split_rows(&d_attn, &segs.lens, qd);
-            let dqs = split_rows_mut(&mut dq, &segs.lens, qd);
-            let dks = split_rows_mut(&mut dk, &segs.lens, kvd);
-            let dvs = split_rows_mut(&mut dv, &segs.lens, kvd);
-            dqs.into_par_iter()
-                .zip(dks)
-                .zip(dvs)
-                .enumerate()
-                .for_each(|(s, ((dqs, dks), dvs))| {
-                    let n = segs.lens[s];
-                    if n > 0 {
-                        let docs = docs[s];
-                        p::attention_backward(
-                            &params, n, n, qs[s], ks[s], vs[s], docs, os[s], ls[s], dos[s], dqs,
-                            dks, dvs,
-                        );
-                    }
-                });
-        }
+        let mut dq = b.zeros(t * qd)?;
+        let mut dk = b.zeros(t * kvd)?;
+        let mut dv = b.zeros(t * kvd)?;
+        b.attention_backward(
+            &params, &segs.lens, docs, &a.q, &a.kk, &a.vv, &a.attn, &a.lse, &d_attn, &mut dq,
+            &mut dk, &mut dv,
+        )?;
         drop(d_attn);
-        p::rope_backward(&mut dq, &segs.positions, qh, rope);
-        p::rope_backward(&mut dk, &segs.positions, kvh, rope);
-        if let (Some(qn), Some(kn)) = (lw.q_norm, lw.k_norm) {
-            let mut tmp = vec![0.0; t * qd];
-            p::rmsnorm_backward(
+        b.rope_backward(&mut dq, positions, qh, rope)?;
+        b.rope_backward(&mut dk, positions, kvh, rope)?;
+        if let (Some(qn), Some(kn), Some(n)) = (lw.q_norm, lw.k_norm, a.qk_norm.as_ref()) {
+            let mut tmp = b.zeros(t * qd)?;
+            b.rmsnorm_backward(
                 &dq,
-                &a.q_pre,
+                &n.q_pre,
                 self.w(qn),
-                &a.rstd_q,
+                &n.rstd_q,
                 t * qh,
                 hd,
                 &mut tmp,
-                &mut g[qn],
-            );
+                B::grad_and_bias(grads, qn, None).0,
+            )?;
             dq = tmp;
-            let mut tmp = vec![0.0; t * kvd];
-            p::rmsnorm_backward(
+            let mut tmp = b.zeros(t * kvd)?;
+            b.rmsnorm_backward(
                 &dk,
-                &a.k_pre,
+                &n.k_pre,
                 self.w(kn),
-                &a.rstd_k,
+                &n.rstd_k,
                 t * kvh,
                 hd,
                 &mut tmp,
-                &mut g[kn],
-            );
+                B::grad_and_bias(grads, kn, None).0,
+            )?;
             dk = tmp;
         }
-        let lin_back = |g: &mut Vec<Vec<f32>>,
-                        dy: &[f32],
+        let lin_back = |g: &mut B::Grads,
+                        dy: &B::Buf,
                         w: usize,
                         bias: Option<usize>,
                         out_f: usize,
-                        dxo: &mut [f32]| {
-            let mut gb = bias.map(|i| std::mem::take(&mut g[i]));
-            p::linear_backward(
-                dy,
-                &a.h1,
-                self.w(w),
-                t,
-                h,
-                out_f,
-                Some(dxo),
-                &mut g[w],
-                gb.as_deref_mut(),
-            );
-            if let (Some(i), Some(v)) = (bias, gb) {
-                g[i] = v;
-            }
+                        dxo: &mut B::Buf| {
+            let (gw, gb) = B::grad_and_bias(g, w, bias);
+            b.linear_backward(dy, &a.h1, self.w(w), t, h, out_f, Some(dxo), gw, gb)
         };
-        lin_back(g, &dq, lw.q_w, lw.q_b, qd, &mut dh);
-        lin_back(g, &dk, lw.k_w, lw.k_b, kvd, &mut dh_b);
-        add_in_place(&mut dh, &dh_b);
-        lin_back(g, &dv, lw.v_w, lw.v_b, kvd, &mut dh_b);
-        add_in_place(&mut dh, &dh_b);
-        p::rmsnorm_backward(
+        lin_back(grads, &dq, lw.q_w, lw.q_b, qd, &mut dh)?;
+        lin_back(grads, &dk, lw.k_w, lw.k_b, kvd, &mut dh_b)?;
+        b.add_in_place(&mut dh, &dh_b)?;
+        lin_back(grads, &dv, lw.v_w, lw.v_b, kvd, &mut dh_b)?;
+        b.add_in_place(&mut dh, &dh_b)?;
+        b.rmsnorm_backward(
             &dh,
             x_in,
             self.w(lw.input_norm),
@@ -284,9 +250,9 @@ impl Model {
             t,
             h,
             &mut dh_b,
-            &mut g[lw.input_norm],
-        );
-        add_in_place(dx, &dh_b);
+            B::grad_and_bias(grads, lw.input_norm, None).0,
+        )?;
+        b.add_in_place(dx, &dh_b)
     }
 
     /// Forward and backward of one micro-batch: adds `scale ×` the gradient of the summed token
@@ -297,10 +263,11 @@ impl Model {
         &self,
         seqs: &[Sequence],
         scale: f32,
-        grads: &mut Params,
+        grads: &mut B::Grads,
         checkpointing: bool,
-    ) -> (f64, usize) {
+    ) -> Result<(f64, usize), B::Error> {
         let c = &self.config;
+        let b = &self.backend;
         let (h, v) = (c.hidden_size, c.vocab_size);
         let segs = Segments::new(
             seqs.iter()
@@ -309,7 +276,7 @@ impl Model {
         );
         let t = segs.len();
         if t == 0 {
-            return (0.0, 0);
+            return Ok((0.0, 0));
         }
         let docs: Vec<Option<&[u32]>> = seqs.iter().map(|s| s.doc_ids.as_deref()).collect();
         let own_keys = || docs.iter().map(|d| Keys::Own(*d)).collect::<Vec<_>>();
@@ -318,73 +285,101 @@ impl Model {
         } else {
             Record::Activations
         };
-        let fwd = self.forward(&segs, &mut own_keys(), record);
+        let fwd = self.forward(&segs, &mut own_keys(), record)?;
         let hf = &fwd.hidden;
         // loss and d(hf), a chunk of rows at a time so the full logits never exist
         let targets: Vec<i32> = seqs
             .iter()
             .flat_map(|s| s.targets.iter().copied())
             .collect();
-        let mut dhf = vec![0.0f32; t * h];
+        let mut dhf = b.zeros(t * h)?;
         let mut loss_sum = 0.0f64;
         let mut counted = 0usize;
         // rows per chunk: ~64 MB of logits, but never so few that the lm_head gemms get thin
         let chunk = ((1usize << 24) / v.max(1)).clamp(128, 4096);
-        let mut logits = vec![0.0f32; chunk.min(t) * v];
         let mut r0 = 0;
         while r0 < t {
             let n = chunk.min(t - r0);
-            let lg = &mut logits[..n * v];
-            let rows = &hf[r0 * h..(r0 + n) * h];
-            p::linear_forward(rows, self.w(self.layout.lm_head), None, n, h, v, lg);
-            let mut dl = vec![0.0f32; n * v];
-            let (s, cnt) = p::cross_entropy(lg, &targets[r0..r0 + n], n, v, Some((&mut dl, scale)));
+            // one chunk: the rows themselves; more: a copy of each chunk's rows
+            let chunk_rows;
+            let rows = if n == t {
+                hf
+            } else {
+                chunk_rows = b.gather_rows(hf, &(r0..r0 + n).collect::<Vec<_>>(), h)?;
+                &chunk_rows
+            };
+            let lg = self.logits(rows, n)?;
+            let mut dl = b.zeros(n * v)?;
+            let (s, cnt) =
+                b.cross_entropy(&lg, &targets[r0..r0 + n], n, v, Some((&mut dl, scale)))?;
+            drop(lg);
             loss_sum += s;
             counted += cnt;
             if cnt > 0 {
-                p::linear_backward(
+                let mut d_rows = b.zeros(n * h)?;
+                b.linear_backward(
                     &dl,
                     rows,
                     self.w(self.layout.lm_head),
                     n,
                     h,
                     v,
-                    Some(&mut dhf[r0 * h..(r0 + n) * h]),
-                    &mut grads.data[self.layout.lm_head],
+                    Some(&mut d_rows),
+                    B::grad_and_bias(grads, self.layout.lm_head, None).0,
                     None,
-                );
+                )?;
+                b.write_rows(&mut dhf, r0, h, &d_rows)?;
             }
             r0 += n;
         }
-        let mut dx = vec![0.0f32; t * h];
-        p::rmsnorm_backward(
+        let final_input = fwd
+            .final_input
+            .as_ref()
+            .expect("recorded passes keep the final norm's input");
+        let mut dx = b.zeros(t * h)?;
+        b.rmsnorm_backward(
             &dhf,
-            &fwd.final_input,
+            final_input,
             self.w(self.layout.norm),
             &fwd.final_rstd,
             t,
             h,
             &mut dx,
-            &mut grads.data[self.layout.norm],
-        );
+            B::grad_and_bias(grads, self.layout.norm, None).0,
+        )?;
         drop(dhf);
-        let bigger = self.bigger_rope(segs.max_pos);
+        let bigger = self.bigger_rope(segs.max_pos)?;
         let rope = bigger.as_ref().unwrap_or(self.rope());
+        let positions = b.upload_ids(&segs.positions)?;
         let mut layer_acts = fwd.layer_acts;
         for li in (0..c.num_hidden_layers).rev() {
             let x_in = &fwd.layer_inputs[li];
             let a = match layer_acts.pop() {
                 Some(a) => a,
                 None => {
-                    let mut a = LayerActs::new(self, &self.layout.layers[li], t);
-                    let mut x2 = x_in.clone();
-                    self.layer_forward(li, &segs, &mut own_keys(), rope, &mut x2, &mut a, true);
+                    let mut a = LayerActs::new(self, &self.layout.layers[li], t)?;
+                    let mut x2 = b.duplicate(x_in)?;
+                    self.layer_forward(
+                        li,
+                        &segs,
+                        &positions,
+                        &mut own_keys(),
+                        rope,
+                        &mut x2,
+                        &mut a,
+                        true,
+                    )?;
                     a
                 }
             };
-            self.layer_backward(li, &segs, &docs, rope, x_in, &a, &mut dx, grads);
+            self.layer_backward(li, &segs, &positions, &docs, rope, x_in, &a, &mut dx, grads)?;
         }
-        p::embedding_backward(&segs.ids, &dx, h, &mut grads.data[self.layout.embed]);
-        (loss_sum, counted)
+        b.embedding_backward(
+            &segs.ids,
+            &dx,
+            h,
+            B::grad_and_bias(grads, self.layout.embed, None).0,
+        )?;
+        Ok((loss_sum, counted))
     }
 }

@@ -6,9 +6,9 @@ pub mod optim;
 pub mod run;
 
 pub use backward::Sequence;
-pub use optim::{OptimConfig, Schedule, StepStats, Trainer};
+pub use optim::{OptimConfig, Schedule, StepStats, Trainer, TrainerOn};
 pub use run::warmup_steps;
 pub use run::{
-    checkpoint_steps, total_steps, train, NoMonitor, PackedData, TrainConfig, TrainMonitor,
-    TrainSummary,
+    checkpoint_steps, total_steps, train, train_on, NoMonitor, PackedData, TrainConfig,
+    TrainMonitor, TrainSummary,
 };

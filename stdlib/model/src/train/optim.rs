@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use flow_kernels::cpu as k;
-use rayon::prelude::*;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use crate::backend::{infallible, model_error, Backend, CpuBackend};
 use crate::error::{write_atomic, ModelError};
-use crate::model::Model;
+use crate::model::{Model, ModelOn};
 use crate::train::backward::Sequence;
 use crate::weights::Params;
 
@@ -96,35 +96,46 @@ pub struct StepStats {
     pub tokens: usize,
 }
 
-/// Model + gradients + AdamW moments.
-pub struct Trainer {
-    pub model: Model,
+/// Model + gradients + AdamW moments, on backend `B`.
+pub struct TrainerOn<B: Backend> {
+    pub model: ModelOn<B>,
     pub cfg: OptimConfig,
-    grads: Params,
-    m: Params,
-    v: Params,
+    grads: B::Grads,
+    m: B::Grads,
+    v: B::Grads,
     /// Optimizer steps taken.
     pub step: u64,
 }
 
+/// The trainer on the CPU.
+pub type Trainer = TrainerOn<CpuBackend>;
+
 impl Trainer {
     pub fn new(model: Model, cfg: OptimConfig) -> Trainer {
-        let grads = model.params.zeros_like();
-        let m = model.params.zeros_like();
-        let v = model.params.zeros_like();
-        Trainer {
+        infallible(TrainerOn::open(model, cfg))
+    }
+
+    /// The gradients of the last `accumulate` / `step` (after clipping, for `step`).
+    pub fn grads(&self) -> &Params {
+        &self.grads
+    }
+}
+
+impl<B: Backend> TrainerOn<B> {
+    /// A trainer of `model` with zeroed gradients and moments on the model's backend.
+    pub fn open(model: ModelOn<B>, cfg: OptimConfig) -> Result<TrainerOn<B>, B::Error> {
+        let b = model.backend();
+        let grads = b.grads_zeroed(&model.params)?;
+        let m = b.grads_zeroed(&model.params)?;
+        let v = b.grads_zeroed(&model.params)?;
+        Ok(TrainerOn {
             model,
             cfg,
             grads,
             m,
             v,
             step: 0,
-        }
-    }
-
-    /// The gradients of the last `accumulate` / `step` (after clipping, for `step`).
-    pub fn grads(&self) -> &Params {
-        &self.grads
+        })
     }
 
     /// Zeroes the gradients, then accumulates the gradient of the mean token loss over all
@@ -156,7 +167,14 @@ impl Trainer {
                 )));
             }
         }
-        self.grads.data.par_iter_mut().for_each(|g| g.fill(0.0));
+        self.accumulate_checked(micro_batches).map_err(model_error)
+    }
+
+    fn accumulate_checked(
+        &mut self,
+        micro_batches: &[Vec<Sequence>],
+    ) -> Result<(f64, usize), B::Error> {
+        self.model.backend().zero_grads(&mut self.grads)?;
         let total: usize = micro_batches.iter().flatten().map(|s| s.counted()).sum();
         let scale = 1.0 / total.max(1) as f32;
         let mut loss = 0.0;
@@ -166,7 +184,7 @@ impl Trainer {
                 scale,
                 &mut self.grads,
                 self.cfg.activation_checkpointing,
-            );
+            )?;
             loss += l;
         }
         Ok((loss / total.max(1) as f64, total))
@@ -185,26 +203,21 @@ impl Trainer {
     /// One optimizer step on an effective batch split into micro-batches.
     pub fn step(&mut self, micro_batches: &[Vec<Sequence>]) -> Result<StepStats, ModelError> {
         let (loss, tokens) = self.accumulate(micro_batches)?;
-        let norm = self
-            .grads
-            .data
-            .par_iter()
-            .map(|g| k::sum_of_squares(g))
-            .sum::<f64>()
-            .sqrt();
+        self.update(loss, tokens).map_err(model_error)
+    }
+
+    /// Clipping and the AdamW update, after the gradients were accumulated.
+    fn update(&mut self, loss: f64, tokens: usize) -> Result<StepStats, B::Error> {
+        let b = self.model.backend();
+        let norm = b.grad_norm(&self.grads)?;
         if self.cfg.max_grad_norm > 0.0 {
             let coef = self.cfg.max_grad_norm / (norm + 1e-6);
             if coef < 1.0 {
-                let coef = coef as f32;
-                self.grads
-                    .data
-                    .par_iter_mut()
-                    .for_each(|g| k::scale_in_place(g, coef));
+                b.scale_grads(&mut self.grads, coef as f32)?;
             }
         }
         let lr = self.current_lr();
         self.step += 1;
-        let step = self.step;
         let decay = k::AdamW {
             lr: lr as f32,
             beta1: self.cfg.beta1 as f32,
@@ -216,28 +229,28 @@ impl Trainer {
             weight_decay: 0.0,
             ..decay
         };
-        let shapes = &self.model.params.shapes;
-        self.model
-            .params
-            .data
-            .par_iter_mut()
-            .zip(self.grads.data.par_iter())
-            .zip(self.m.data.par_iter_mut().zip(self.v.data.par_iter_mut()))
-            .enumerate()
-            .for_each(|(i, ((p, g), (m, v)))| {
-                let cfg = if shapes[i].len() >= 2 {
-                    &decay
-                } else {
-                    &no_decay
-                };
-                k::adamw_step(cfg, step, p, g, m, v);
-            });
+        let b = &self.model.backend;
+        b.adamw(
+            &decay,
+            &no_decay,
+            self.step,
+            &mut self.model.params,
+            &self.grads,
+            &mut self.m,
+            &mut self.v,
+        )?;
         Ok(StepStats {
             loss,
             grad_norm: norm,
             lr,
             tokens,
         })
+    }
+
+    /// The gradients of the last `accumulate` / `step`, as f32 on the host.
+    pub fn host_grads(&self) -> Result<Params, ModelError> {
+        let g = self.model.backend().grads_to_host(&self.grads);
+        Ok(g.map_err(model_error)?.into_owned())
     }
 
     /// Writes `optimizer.safetensors`: m and v of every parameter, the f32 master weights (so a
@@ -250,13 +263,17 @@ impl Trainer {
     ) -> Result<(), ModelError> {
         let mut meta = extra.clone();
         meta.insert("step".into(), self.step.to_string());
+        let b = self.model.backend();
+        let m = b.grads_to_host(&self.m).map_err(model_error)?;
+        let v = b.grads_to_host(&self.v).map_err(model_error)?;
+        let params = b.params_to_host(&self.model.params).map_err(model_error)?;
         let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = ["m", "v", "param"]
             .iter()
             .flat_map(|kind| {
-                let src = match *kind {
-                    "m" => &self.m,
-                    "v" => &self.v,
-                    _ => &self.model.params,
+                let src: &Params = match *kind {
+                    "m" => &m,
+                    "v" => &v,
+                    _ => &params,
                 };
                 src.names
                     .iter()
@@ -293,11 +310,18 @@ impl Trainer {
         let (_, meta) = SafeTensors::read_metadata(&bytes)
             .map_err(|e| ModelError::invalid(path, e.to_string()))?;
         let meta = meta.metadata().clone().unwrap_or_default();
+        let b = self.model.backend();
+        let mut m = b.grads_to_host(&self.m).map_err(model_error)?.into_owned();
+        let mut v = b.grads_to_host(&self.v).map_err(model_error)?.into_owned();
+        let mut params = b
+            .params_to_host(&self.model.params)
+            .map_err(model_error)?
+            .into_owned();
         for kind in ["m", "v", "param"] {
             let dst = match kind {
-                "m" => &mut self.m,
-                "v" => &mut self.v,
-                _ => &mut self.model.params,
+                "m" => &mut m,
+                "v" => &mut v,
+                _ => &mut params,
             };
             for (i, name) in dst.names.iter().enumerate() {
                 let key = format!("{kind}.{name}");
@@ -317,6 +341,10 @@ impl Trainer {
                     .collect();
             }
         }
+        let b = &self.model.backend;
+        self.m = b.grads_from_host(m).map_err(model_error)?;
+        self.v = b.grads_from_host(v).map_err(model_error)?;
+        self.model.params = b.params_from_host(params).map_err(model_error)?;
         self.step = meta
             .get("step")
             .and_then(|s| s.parse().ok())

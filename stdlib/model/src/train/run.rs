@@ -11,11 +11,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
+use crate::backend::{model_error, Backend, CpuBackend};
 use crate::error::{read_to_string, write_atomic, ModelError};
-use crate::model::Model;
+use crate::model::{Model, ModelOn};
 use crate::tokenizer::copy_tokenizer_files;
 use crate::train::backward::Sequence;
-use crate::train::optim::{OptimConfig, Schedule, Trainer};
+use crate::train::optim::{OptimConfig, Schedule, TrainerOn};
 use crate::weights::SaveDtype;
 
 /// A packed token dataset (see the `pack` op): `tokens.bin`, `doc_ids.bin`, `pack.json`.
@@ -285,13 +286,28 @@ pub fn train(
     resume: Option<&Path>,
     monitor: &dyn TrainMonitor,
 ) -> Result<TrainSummary, ModelError> {
+    train_on(
+        CpuBackend, model_dir, data_dir, out_dir, cfg, resume, monitor,
+    )
+}
+
+/// [`train`] with the model, its gradients and the optimizer state on `backend`.
+pub fn train_on<B: Backend>(
+    backend: B,
+    model_dir: &Path,
+    data_dir: &Path,
+    out_dir: &Path,
+    cfg: &TrainConfig,
+    resume: Option<&Path>,
+    monitor: &dyn TrainMonitor,
+) -> Result<TrainSummary, ModelError> {
     if cfg.effective_batch == 0 || cfg.micro_batch == 0 {
         return Err(ModelError::Input(
             "effective_batch and micro_batch must be positive".into(),
         ));
     }
     let data = PackedData::load(data_dir)?;
-    let model = Model::load(resume.unwrap_or(model_dir))?;
+    let model = ModelOn::place(backend, Model::load(resume.unwrap_or(model_dir))?)?;
     let total = total_steps(data.sequences, cfg);
     if total == 0 {
         return Err(ModelError::Input(format!(
@@ -311,7 +327,7 @@ pub fn train(
         ..OptimConfig::default()
     };
     let n_params = model.config.non_embedding_param_count();
-    let mut trainer = Trainer::new(model, optim);
+    let mut trainer = TrainerOn::open(model, optim).map_err(model_error)?;
     let mut tokens_seen: u64 = 0;
     let mut losses = Vec::new();
     std::fs::create_dir_all(out_dir.join("checkpoints")).map_err(|e| ModelError::io(out_dir, e))?;
@@ -410,8 +426,8 @@ pub fn train(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn write_model_dir(
-    trainer: &Trainer,
+fn write_model_dir<B: Backend>(
+    trainer: &TrainerOn<B>,
     dir: &Path,
     tokenizer_from: &Path,
     cfg: &TrainConfig,
