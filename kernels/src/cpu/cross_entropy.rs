@@ -64,7 +64,9 @@ pub fn cross_entropy(
                 }
                 (loss, count)
             })
-            .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
+            .collect::<Vec<(f64, usize)>>()
+            .into_iter()
+            .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
         Some((grad, scale)) => {
             assert_eq!(grad.len(), rows * vocab, "cross_entropy: dlogits");
             grad.par_chunks_mut(rpt * vocab)
@@ -99,7 +101,9 @@ pub fn cross_entropy(
                     }
                     (loss, count)
                 })
-                .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+                .collect::<Vec<(f64, usize)>>()
+                .into_iter()
+                .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
         }
     }
 }

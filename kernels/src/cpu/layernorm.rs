@@ -88,62 +88,53 @@ pub fn layernorm_backward(
         return;
     }
     let rpt = rows_per_task(dim, 1 << 14);
-    let (pw, pb) = dx
+    let partials = dx
         .par_chunks_mut(rpt * dim)
         .zip(dy.par_chunks(rpt * dim))
         .zip(x.par_chunks(rpt * dim))
         .zip(mean.par_chunks(rpt).zip(rstd.par_chunks(rpt)))
-        .fold(
-            || (vec![0.0f32; dim], vec![0.0f32; dim]),
-            |(mut dwp, mut dbp), (((dxb, dyb), xb), (mb, rb))| {
-                for ((((dxr, dyr), xr), &mu), &r) in dxb
-                    .chunks_exact_mut(dim)
-                    .zip(dyb.chunks_exact(dim))
-                    .zip(xb.chunks_exact(dim))
-                    .zip(mb)
-                    .zip(rb)
+        .map(|(((dxb, dyb), xb), (mb, rb))| {
+            let (mut dwp, mut dbp) = (vec![0.0f32; dim], vec![0.0f32; dim]);
+            for ((((dxr, dyr), xr), &mu), &r) in dxb
+                .chunks_exact_mut(dim)
+                .zip(dyb.chunks_exact(dim))
+                .zip(xb.chunks_exact(dim))
+                .zip(mb)
+                .zip(rb)
+            {
+                let (mut sg, mut sgx) = (0.0f32, 0.0f32);
+                for ((&g, &xv), &wv) in dyr.iter().zip(xr).zip(w) {
+                    let xh = (xv - mu) * r;
+                    sg += g * wv;
+                    sgx += g * wv * xh;
+                }
+                let (mg, mgx) = (sg / dim as f32, sgx / dim as f32);
+                for (((((d, &g), &xv), &wv), a), c) in dxr
+                    .iter_mut()
+                    .zip(dyr)
+                    .zip(xr)
+                    .zip(w)
+                    .zip(dwp.iter_mut())
+                    .zip(dbp.iter_mut())
                 {
-                    let (mut sg, mut sgx) = (0.0f32, 0.0f32);
-                    for ((&g, &xv), &wv) in dyr.iter().zip(xr).zip(w) {
-                        let xh = (xv - mu) * r;
-                        sg += g * wv;
-                        sgx += g * wv * xh;
-                    }
-                    let (mg, mgx) = (sg / dim as f32, sgx / dim as f32);
-                    for (((((d, &g), &xv), &wv), a), c) in dxr
-                        .iter_mut()
-                        .zip(dyr)
-                        .zip(xr)
-                        .zip(w)
-                        .zip(dwp.iter_mut())
-                        .zip(dbp.iter_mut())
-                    {
-                        let xh = (xv - mu) * r;
-                        *d = r * (g * wv - mg - xh * mgx);
-                        *a += g * xh;
-                        *c += g;
-                    }
+                    let xh = (xv - mu) * r;
+                    *d = r * (g * wv - mg - xh * mgx);
+                    *a += g * xh;
+                    *c += g;
                 }
-                (dwp, dbp)
-            },
-        )
-        .reduce(
-            || (vec![0.0f32; dim], vec![0.0f32; dim]),
-            |(mut a, mut b), (c, d)| {
-                for (x, y) in a.iter_mut().zip(&c) {
-                    *x += y;
-                }
-                for (x, y) in b.iter_mut().zip(&d) {
-                    *x += y;
-                }
-                (a, b)
-            },
-        );
-    for (d, p) in dw.iter_mut().zip(&pw) {
-        *d += p;
-    }
-    for (d, p) in db.iter_mut().zip(&pb) {
-        *d += p;
+            }
+            (dwp, dbp)
+        })
+        // Partial rows added in chunk order, whatever the threads (see
+        // rmsnorm_backward).
+        .collect::<Vec<(Vec<f32>, Vec<f32>)>>();
+    for (pw, pb) in &partials {
+        for (d, p) in dw.iter_mut().zip(pw) {
+            *d += p;
+        }
+        for (d, p) in db.iter_mut().zip(pb) {
+            *d += p;
+        }
     }
 }
 

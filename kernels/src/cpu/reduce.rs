@@ -18,6 +18,10 @@ pub fn sum_of_squares(x: &[f32]) -> f64 {
             }
             acc.iter().sum::<f64>() + rest.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()
         })
+        // Summed in chunk order: rayon's `sum` adds in a tree shaped by
+        // work stealing, so the total would depend on threads and timing.
+        .collect::<Vec<f64>>()
+        .iter()
         .sum()
 }
 

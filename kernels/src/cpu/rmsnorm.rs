@@ -84,44 +84,39 @@ pub fn rmsnorm_backward(
         .zip(dy.par_chunks(rpt * dim))
         .zip(x.par_chunks(rpt * dim))
         .zip(rstd.par_chunks(rpt))
-        .fold(
-            || vec![0.0f32; dim],
-            |mut dw_part, (((dxb, dyb), xb), rb)| {
-                for (((dxr, dyr), xr), &r) in dxb
-                    .chunks_exact_mut(dim)
-                    .zip(dyb.chunks_exact(dim))
-                    .zip(xb.chunks_exact(dim))
-                    .zip(rb)
+        .map(|(((dxb, dyb), xb), rb)| {
+            let mut dw_part = vec![0.0f32; dim];
+            for (((dxr, dyr), xr), &r) in dxb
+                .chunks_exact_mut(dim)
+                .zip(dyb.chunks_exact(dim))
+                .zip(xb.chunks_exact(dim))
+                .zip(rb)
+            {
+                let mut s = 0.0f32;
+                for ((g, xv), wv) in dyr.iter().zip(xr).zip(w) {
+                    s += g * wv * xv;
+                }
+                let c = r * r * s / dim as f32;
+                for ((((d, g), xv), wv), dwp) in dxr
+                    .iter_mut()
+                    .zip(dyr)
+                    .zip(xr)
+                    .zip(w)
+                    .zip(dw_part.iter_mut())
                 {
-                    let mut s = 0.0f32;
-                    for ((g, xv), wv) in dyr.iter().zip(xr).zip(w) {
-                        s += g * wv * xv;
-                    }
-                    let c = r * r * s / dim as f32;
-                    for ((((d, g), xv), wv), dwp) in dxr
-                        .iter_mut()
-                        .zip(dyr)
-                        .zip(xr)
-                        .zip(w)
-                        .zip(dw_part.iter_mut())
-                    {
-                        *d = r * (wv * g - xv * c);
-                        *dwp += g * xv * r;
-                    }
+                    *d = r * (wv * g - xv * c);
+                    *dwp += g * xv * r;
                 }
-                dw_part
-            },
-        )
-        .reduce(
-            || vec![0.0f32; dim],
-            |mut a, b| {
-                for (x, y) in a.iter_mut().zip(&b) {
-                    *x += y;
-                }
-                a
-            },
-        );
-    for (d, p) in dw.iter_mut().zip(&partial) {
-        *d += p;
+            }
+            dw_part
+        })
+        // One partial row a chunk, added in chunk order: a fold/reduce
+        // would add in a tree shaped by work stealing, so the weight
+        // gradient would depend on the threads and their timing.
+        .collect::<Vec<Vec<f32>>>();
+    for part in &partial {
+        for (d, p) in dw.iter_mut().zip(part) {
+            *d += p;
+        }
     }
 }

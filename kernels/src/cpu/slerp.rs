@@ -29,7 +29,11 @@ pub fn slerp(t: f32, a: &[f32], b: &[f32], out: &mut [f32]) {
             }
             (aa, bb, ab)
         })
-        .reduce(|| (0.0, 0.0, 0.0), |p, q| (p.0 + q.0, p.1 + q.1, p.2 + q.2));
+        // Summed in chunk order, not rayon's work-stealing tree: the same
+        // bytes whatever the threads.
+        .collect::<Vec<(f64, f64, f64)>>()
+        .into_iter()
+        .fold((0.0, 0.0, 0.0), |p, q| (p.0 + q.0, p.1 + q.1, p.2 + q.2));
     let na = aa.sqrt();
     let nb = bb.sqrt();
     let na = if na > SLERP_NORM_EPS { na } else { 1.0 };

@@ -360,6 +360,9 @@ impl Backend for CpuBackend {
             .data
             .par_iter()
             .map(|g| k::sum_of_squares(g))
+            // in tensor order, whatever the threads (see sum_of_squares)
+            .collect::<Vec<f64>>()
+            .iter()
             .sum::<f64>()
             .sqrt())
     }
