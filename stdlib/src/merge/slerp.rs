@@ -501,7 +501,7 @@ impl Op for Slerp {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "slerp",
-            version: 1,
+            version: 2,
             doc: "Spherical linear interpolation of two models of the same architecture, tensor by tensor, with mergekit's rules: t = 0 is `base`, t = 1 is `other`; t is a number, a list interpolated over the layers, or a list of {filter, value} records (first filter found in the tensor name wins). Embeddings, final norm and lm_head take t at position 0. Writes a sharded safetensors model with base's config and tokenizer and other's flow_checkpoint.json.",
             params: vec![
                 Param::required("base", Type::Model, "the model at t = 0 (e.g. the source instruct model); config and tokenizer come from it"),
