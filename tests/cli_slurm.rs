@@ -494,18 +494,25 @@ fn sharded_run_matches_local(
         content_hash(&s.cache(), key),
         content_hash(&local.cache(), key)
     );
-    let tasks: Vec<_> = ev
+    let array = one_array_of_shard_tasks(&ev, node, slurm_tasks);
+    (s, ev, stderr, array)
+}
+
+/// Checks that `node` ran as `tasks` shard tasks of one job array, task
+/// `i` being job `ARRAY_i`; returns the array's job id.
+fn one_array_of_shard_tasks(ev: &Events, node: &str, tasks: usize) -> String {
+    let submitted: Vec<_> = ev
         .submitted
         .iter()
         .filter(|x| x.0 == node && x.4.is_some())
         .collect();
-    assert_eq!(tasks.len(), slurm_tasks, "{:?}", ev.submitted);
-    let array = tasks[0].1.split('_').next().unwrap().to_string();
-    for (i, t) in tasks.iter().enumerate() {
-        assert_eq!(t.4, Some(i as u64));
-        assert_eq!(t.1, format!("{array}_{i}"));
+    assert_eq!(submitted.len(), tasks, "{node}: {:?}", ev.submitted);
+    let array = submitted[0].1.split('_').next().unwrap().to_string();
+    for (i, t) in submitted.iter().enumerate() {
+        assert_eq!(t.4, Some(i as u64), "{node}");
+        assert_eq!(t.1, format!("{array}_{i}"), "{node}");
     }
-    (s, ev, stderr, array)
+    array
 }
 
 #[test]
@@ -1188,16 +1195,7 @@ fn the_definemed_pipeline_on_slurm_gives_the_local_keys_and_artifacts_of_every_u
         ("demo.medical", medical_pieces),
         ("demo.unique", unique_pieces),
     ] {
-        let tasks: Vec<_> = ev
-            .submitted
-            .iter()
-            .filter(|x| x.0 == node && x.4.is_some())
-            .collect();
-        assert_eq!(tasks.len(), pieces, "{node}: {:?}", ev.submitted);
-        let array = tasks[0].1.split('_').next().unwrap().to_string();
-        for (i, t) in tasks.iter().enumerate() {
-            assert_eq!((t.4, t.1.clone()), (Some(i as u64), format!("{array}_{i}")));
-        }
+        one_array_of_shard_tasks(&ev, node, pieces);
         assert!(
             !ev.job_of[node].contains('_'),
             "{node}'s merge is a plain job"

@@ -16,7 +16,7 @@ mod cli_common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use cli_common::definemed::{keyword_annotator, pipeline, tiny_model, TARGETS};
+use cli_common::definemed::{keyword_annotator, pipeline, tiny_model, TARGETS, TINY_PARAMS};
 use cli_common::{text, Project};
 use serde_json::Value;
 
@@ -455,14 +455,7 @@ import "{ROOT}/pipelines/training-dynamics.flow" as td with {{
     judge_model: small,
     annotate_backend: "openai",
     annotate_url: "{url}",
-    seq_len: 32,
-    effective_batch: 2,
-    micro_batch: 2,
-    max_steps: 3,
-    checkpoints: 2,
-    max_new_tokens: 8,
-    judge_tokens: 8,
-}}
+{TINY_PARAMS}}}
 "#
     ));
     tiny_model("qwen2", &p.path().join("small"));

@@ -18,6 +18,17 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// results it does not read.
 pub const TARGETS: [&str; 3] = ["demo.summary", "demo.gain", "demo.agree"];
 
+/// The shrunk training and evaluation params of the tiny runs, as
+/// bindings of an instance of `definemed.flow` or `training-dynamics.flow`.
+pub const TINY_PARAMS: &str = "    seq_len: 32,
+    effective_batch: 2,
+    micro_batch: 2,
+    max_steps: 3,
+    checkpoints: 2,
+    max_new_tokens: 8,
+    judge_tokens: 8,
+";
+
 /// A copy of a tiny golden model (`qwen2`, `llama`, ...) with a context
 /// long enough for the one-shot prompts (its positions are rotary, so only
 /// the limit changes).
@@ -107,14 +118,7 @@ param keyword_annotator = "keyword-annotator"
     annotate_backend: "openai",
     annotate_url: "{annotator_url}",
     sample_size: 40,
-    seq_len: 32,
-    effective_batch: 2,
-    micro_batch: 2,
-    max_steps: 3,
-    checkpoints: 2,
-    max_new_tokens: 8,
-    judge_tokens: 8,
-{bindings}}}
+{TINY_PARAMS}{bindings}}}
 "#
     )
 }
