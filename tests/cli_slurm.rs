@@ -889,6 +889,23 @@ bad = exec(cmd: "exit 3")
     assert!(parts.join(format!("{followed}.4")).exists());
 }
 
+/// The demo corpus (data/demo/fineweb2-demo.jsonl) written into `dir` as
+/// `n` files of consecutive lines, `part-<i>.jsonl`; returns its lines.
+fn demo_in_files(dir: &Path, n: usize) -> Vec<String> {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo");
+    let lines: Vec<String> = std::fs::read_to_string(demo.join("fineweb2-demo.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    std::fs::create_dir_all(dir).unwrap();
+    for (i, chunk) in lines.chunks(lines.len().div_ceil(n)).enumerate() {
+        let text = chunk.join("\n") + "\n";
+        std::fs::write(dir.join(format!("part-{i}.jsonl")), text).unwrap();
+    }
+    lines
+}
+
 #[test]
 fn a_sharded_corpus_over_several_files_runs_as_a_job_array_and_matches_the_local_artifact() {
     if !enabled() {
@@ -897,22 +914,11 @@ fn a_sharded_corpus_over_several_files_runs_as_a_job_array_and_matches_the_local
     // The demo in 4 files, one id repeated across two of them: the merge
     // drops it as one reader would, and cuts shards across the files.
     let dir = tempfile::tempdir().unwrap();
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo");
-    let lines: Vec<String> = std::fs::read_to_string(demo.join("fineweb2-demo.jsonl"))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
     let inputs = dir.path().join("in");
-    std::fs::create_dir_all(&inputs).unwrap();
-    for (i, chunk) in lines.chunks(lines.len().div_ceil(4)).enumerate() {
-        let mut text = chunk.join("\n") + "\n";
-        if i == 3 {
-            text.push_str(&lines[0]);
-            text.push('\n');
-        }
-        std::fs::write(inputs.join(format!("part-{i}.jsonl")), text).unwrap();
-    }
+    let lines = demo_in_files(&inputs, 4);
+    let last = inputs.join("part-3.jsonl");
+    let text = std::fs::read_to_string(&last).unwrap() + &lines[0] + "\n";
+    std::fs::write(&last, text).unwrap();
     let pipeline = |shards: usize| {
         format!(
             "c = corpus(input: dir(\"{}\"), docs_per_shard: 50, resources: {{shards: {shards}, cpus: 1}})\n",
@@ -1127,23 +1133,13 @@ fn the_definemed_pipeline_on_slurm_gives_the_local_keys_and_artifacts_of_every_u
     // `corpus` reads 4 pieces, `filter` and `dedup` get 6 shards each. The
     // shipped `raw` (one file, one shard of 100,000 documents) would give
     // every sharded stage a single piece, which runs as a plain job.
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo");
-    let lines: Vec<String> = std::fs::read_to_string(demo.join("fineweb2-demo.jsonl"))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
     let p = Project::new(&pipeline_with(
         &url,
         "web_files = dir(\"web\")\nraw_shards = corpus(input: web_files, docs_per_shard: 60)\n",
         "    raw: raw_shards,\n",
     ));
     tiny_model("qwen2", &p.path().join("tiny"));
-    std::fs::create_dir_all(p.path().join("web")).unwrap();
-    for (i, chunk) in lines.chunks(lines.len().div_ceil(4)).enumerate() {
-        let file = p.path().join(format!("web/part-{i}.jsonl"));
-        std::fs::write(file, chunk.join("\n") + "\n").unwrap();
-    }
+    demo_in_files(&p.path().join("web"), 4);
     // Each run builds into `.flow`, the one before it moved aside.
     let set_aside = |name: &str| {
         std::fs::rename(p.cache(), p.path().join(name)).unwrap();
