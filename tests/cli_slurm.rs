@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use cli_common::definemed::{keyword_annotator, pipeline_with, tiny_model, TARGETS};
 use cli_common::Project;
 
 fn enabled() -> bool {
@@ -493,18 +494,25 @@ fn sharded_run_matches_local(
         content_hash(&s.cache(), key),
         content_hash(&local.cache(), key)
     );
-    let tasks: Vec<_> = ev
+    let array = one_array_of_shard_tasks(&ev, node, slurm_tasks);
+    (s, ev, stderr, array)
+}
+
+/// Checks that `node` ran as `tasks` shard tasks of one job array, task
+/// `i` being job `ARRAY_i`; returns the array's job id.
+fn one_array_of_shard_tasks(ev: &Events, node: &str, tasks: usize) -> String {
+    let submitted: Vec<_> = ev
         .submitted
         .iter()
         .filter(|x| x.0 == node && x.4.is_some())
         .collect();
-    assert_eq!(tasks.len(), slurm_tasks, "{:?}", ev.submitted);
-    let array = tasks[0].1.split('_').next().unwrap().to_string();
-    for (i, t) in tasks.iter().enumerate() {
-        assert_eq!(t.4, Some(i as u64));
-        assert_eq!(t.1, format!("{array}_{i}"));
+    assert_eq!(submitted.len(), tasks, "{node}: {:?}", ev.submitted);
+    let array = submitted[0].1.split('_').next().unwrap().to_string();
+    for (i, t) in submitted.iter().enumerate() {
+        assert_eq!(t.4, Some(i as u64), "{node}");
+        assert_eq!(t.1, format!("{array}_{i}"), "{node}");
     }
-    (s, ev, stderr, array)
+    array
 }
 
 #[test]
@@ -881,6 +889,23 @@ bad = exec(cmd: "exit 3")
     assert!(parts.join(format!("{followed}.4")).exists());
 }
 
+/// The demo corpus (data/demo/fineweb2-demo.jsonl) written into `dir` as
+/// `n` files of consecutive lines, `part-<i>.jsonl`; returns its lines.
+fn demo_in_files(dir: &Path, n: usize) -> Vec<String> {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo");
+    let lines: Vec<String> = std::fs::read_to_string(demo.join("fineweb2-demo.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    std::fs::create_dir_all(dir).unwrap();
+    for (i, chunk) in lines.chunks(lines.len().div_ceil(n)).enumerate() {
+        let text = chunk.join("\n") + "\n";
+        std::fs::write(dir.join(format!("part-{i}.jsonl")), text).unwrap();
+    }
+    lines
+}
+
 #[test]
 fn a_sharded_corpus_over_several_files_runs_as_a_job_array_and_matches_the_local_artifact() {
     if !enabled() {
@@ -889,22 +914,11 @@ fn a_sharded_corpus_over_several_files_runs_as_a_job_array_and_matches_the_local
     // The demo in 4 files, one id repeated across two of them: the merge
     // drops it as one reader would, and cuts shards across the files.
     let dir = tempfile::tempdir().unwrap();
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo");
-    let lines: Vec<String> = std::fs::read_to_string(demo.join("fineweb2-demo.jsonl"))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
     let inputs = dir.path().join("in");
-    std::fs::create_dir_all(&inputs).unwrap();
-    for (i, chunk) in lines.chunks(lines.len().div_ceil(4)).enumerate() {
-        let mut text = chunk.join("\n") + "\n";
-        if i == 3 {
-            text.push_str(&lines[0]);
-            text.push('\n');
-        }
-        std::fs::write(inputs.join(format!("part-{i}.jsonl")), text).unwrap();
-    }
+    let lines = demo_in_files(&inputs, 4);
+    let last = inputs.join("part-3.jsonl");
+    let text = std::fs::read_to_string(&last).unwrap() + &lines[0] + "\n";
+    std::fs::write(&last, text).unwrap();
     let pipeline = |shards: usize| {
         format!(
             "c = corpus(input: dir(\"{}\"), docs_per_shard: 50, resources: {{shards: {shards}, cpus: 1}})\n",
@@ -923,4 +937,284 @@ fn a_sharded_corpus_over_several_files_runs_as_a_job_array_and_matches_the_local
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(stats["documents"], lines.len() as u64);
     assert_eq!(stats["duplicate_ids"], 1);
+}
+
+/// Names of a corpus artifact's shards (`docs-*.jsonl.zst` in `out/`):
+/// the pieces a sharded op over it has.
+fn corpus_shard_files(cache: &Path, key: &str) -> usize {
+    let out = cache.join("artifacts").join(key).join("out");
+    std::fs::read_dir(&out)
+        .unwrap_or_else(|e| panic!("{}: {e}", out.display()))
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("docs-") && name.ends_with(".jsonl.zst")
+        })
+        .count()
+}
+
+/// Units of the tiny DeFineMed pipeline whose artifact differs between any
+/// two runs of the same key, local ones too: defects of their ops, not of
+/// where they ran. Each with the file that differs and how it is compared
+/// instead of byte for byte.
+/// - `annotate` keeps its resume journal `answers.partial.jsonl` in the
+///   artifact, in the order the endpoint's concurrent answers arrived:
+///   compared as a set of lines;
+/// - `train` records the run's wall time (`wall_s`) in `train.json`:
+///   compared without it.
+const NOT_REPRODUCIBLE: [(&str, &str); 2] = [
+    ("demo.labels", "answers.partial.jsonl"),
+    ("demo.cpt", "train.json"),
+];
+
+/// The content of a non-reproducible file, as far as it is reproducible.
+fn reproducible_part(file: &str, bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    match file {
+        "answers.partial.jsonl" => {
+            let mut lines: Vec<&str> = text.lines().collect();
+            lines.sort_unstable();
+            lines.join("\n")
+        }
+        "train.json" => {
+            let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let wall = v.as_object_mut().unwrap().remove("wall_s");
+            assert!(wall.is_some(), "train.json has no wall_s any more: {text}");
+            v.to_string()
+        }
+        other => panic!("no rule for {other}"),
+    }
+}
+
+/// Every file under `dir`, relative path -> bytes.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, into: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, into);
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                into.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut files = BTreeMap::new();
+    walk(dir, dir, &mut files);
+    files
+}
+
+/// Node -> key parts of the newest run record of a cache.
+fn run_parts(cache: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut records: Vec<_> = std::fs::read_dir(cache.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    records.sort();
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(records.last().unwrap()).unwrap()).unwrap();
+    run["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let parts = n["parts"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            (n["name"].as_str().unwrap().to_string(), parts)
+        })
+        .collect()
+}
+
+/// Checks that the units of run `b` (in cache `b_cache`) are those of
+/// run `a`: for every unit the same key parts and the same artifact, byte
+/// for byte (content hash), except what `NOT_REPRODUCIBLE` names: those
+/// units' other files byte for byte and the named file by its rule, and
+/// in the key parts of their dependents their content hash stands for
+/// itself (their keys then differ, and only then).
+fn assert_same_units(
+    a_cache: &Path,
+    a_keys: &BTreeMap<String, String>,
+    b_cache: &Path,
+    b_keys: &BTreeMap<String, String>,
+) {
+    assert_eq!(
+        a_keys.keys().collect::<Vec<_>>(),
+        b_keys.keys().collect::<Vec<_>>(),
+        "the same units"
+    );
+    let mut a_parts = run_parts(a_cache);
+    let mut b_parts = run_parts(b_cache);
+    for (node, file) in NOT_REPRODUCIBLE {
+        let [a_out, b_out] = [(a_cache, a_keys), (b_cache, b_keys)]
+            .map(|(c, k)| tree(&c.join("artifacts").join(&k[node]).join("out")));
+        assert_eq!(
+            a_out.keys().collect::<Vec<_>>(),
+            b_out.keys().collect::<Vec<_>>(),
+            "files of {node}"
+        );
+        for (rel, bytes) in &a_out {
+            if rel == file {
+                assert_eq!(
+                    reproducible_part(file, bytes),
+                    reproducible_part(file, &b_out[rel]),
+                    "{node}/{rel}"
+                );
+            } else {
+                assert!(bytes == &b_out[rel], "{node}/{rel} differs");
+            }
+        }
+        let placeholder = format!("artifact:<{node}>");
+        for (parts, cache, keys) in [
+            (&mut a_parts, a_cache, a_keys),
+            (&mut b_parts, b_cache, b_keys),
+        ] {
+            let hash = format!("artifact:{}", content_hash(cache, &keys[node]));
+            for v in parts.values_mut().flat_map(|p| p.values_mut()) {
+                *v = v.replace(&hash, &placeholder);
+            }
+        }
+    }
+    let reads_not_reproducible = |node: &str| {
+        a_parts[node].values().any(|v| {
+            NOT_REPRODUCIBLE
+                .iter()
+                .any(|(n, _)| v.contains(&format!("<{n}>")))
+        })
+    };
+    for (node, a_key) in a_keys {
+        assert_eq!(a_parts[node], b_parts[node], "key parts of {node}");
+        if NOT_REPRODUCIBLE.iter().any(|(n, _)| n == node) {
+            assert_eq!(a_key, &b_keys[node], "key of {node}");
+            continue;
+        }
+        if !reads_not_reproducible(node) {
+            assert_eq!(a_key, &b_keys[node], "key of {node}");
+        }
+        assert_eq!(
+            content_hash(a_cache, a_key),
+            content_hash(b_cache, &b_keys[node]),
+            "content hash of {node}"
+        );
+    }
+}
+
+/// The shipped `pipelines/definemed.flow`, tiny (the setup of
+/// tests/e2e_definemed.rs: a tiny random Qwen2 as the source, shrunk
+/// params, a keyword annotator endpoint), through every op on Slurm: every
+/// unit has the key and the artifact of a local run, model ops included
+/// (training checkpoints, merges, MCQA, judging; see `NOT_REPRODUCIBLE`
+/// for the two artifacts that differ between any two runs); the sharded
+/// stages run as job arrays; a no-op rerun submits nothing; a run done
+/// locally up to `pack` and finished on Slurm gives the same artifacts.
+/// The three runs build into the same cache directory, one after the
+/// other (the one before moved aside), since the model ops write their
+/// model's path into their results, for a merged model a path in the
+/// cache.
+///
+/// The annotator endpoint listens on loopback: the jobs of this
+/// single-machine cluster run on this same machine, so they reach it (on a
+/// real cluster the endpoint's address must be one the compute nodes
+/// reach).
+#[test]
+fn the_definemed_pipeline_on_slurm_gives_the_local_keys_and_artifacts_of_every_unit() {
+    if !enabled() {
+        return;
+    }
+    let (_annotator, url) = keyword_annotator();
+    // The demo's 334 documents in 4 input files, cut into shards of 60:
+    // `corpus` reads 4 pieces, `filter` and `dedup` get 6 shards each. The
+    // shipped `raw` (one file, one shard of 100,000 documents) would give
+    // every sharded stage a single piece, which runs as a plain job.
+    let p = Project::new(&pipeline_with(
+        &url,
+        "web_files = dir(\"web\")\nraw_shards = corpus(input: web_files, docs_per_shard: 60)\n",
+        "    raw: raw_shards,\n",
+    ));
+    tiny_model("qwen2", &p.path().join("tiny"));
+    demo_in_files(&p.path().join("web"), 4);
+    // Each run builds into `.flow`, the one before it moved aside.
+    let set_aside = |name: &str| {
+        std::fs::rename(p.cache(), p.path().join(name)).unwrap();
+        p.path().join(name)
+    };
+    let l = p.run(&TARGETS, 0);
+    assert_eq!(l.done.2, 0, "{}", l.stderr);
+    let local = set_aside("local-cache");
+    let units = l.keys.len() as u64;
+
+    let (ev, stderr) = run_code(&mut slurm_cmd(&p, &TARGETS), 0);
+    assert_eq!(ev.done, Some((units, 0, 0, 0)), "{stderr}");
+    assert_same_units(&local, &l.keys, &p.cache(), &ev.keys);
+    for node in ev.keys.keys() {
+        assert!(ev.job_of.contains_key(node), "{node} ran in no job");
+    }
+    // The model ops are among them, each in a job of its own or an array's.
+    for node in [
+        "demo.cpt",
+        "demo.merged[1]",
+        "demo.mmlux_merged[1]",
+        "demo.heldout_cpt[0]",
+        "demo.answers[0]",
+        "demo.vs_larger[1]",
+        "demo.summary",
+    ] {
+        assert_eq!(
+            ev.status.get(node).map(String::as_str),
+            Some("ran"),
+            "{node}"
+        );
+    }
+    // A map node's elements went as one job array.
+    let array = ev.job_of["demo.merged[0]"]
+        .split('_')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(ev.job_of["demo.merged[1]"], format!("{array}_1"));
+
+    // Each sharded stage ran as one array of a task a piece (the input
+    // files of `corpus`, the input shards of `filter` and `dedup`), then a
+    // plain merge job.
+    let medical_pieces = corpus_shard_files(&local, &l.keys["raw_shards"]);
+    let unique_pieces = corpus_shard_files(&local, &l.keys["demo.medical"]);
+    assert_eq!(medical_pieces, 6, "334 documents in shards of 60");
+    for (node, pieces) in [
+        ("raw_shards", 4),
+        ("demo.medical", medical_pieces),
+        ("demo.unique", unique_pieces),
+    ] {
+        one_array_of_shard_tasks(&ev, node, pieces);
+        assert!(
+            !ev.job_of[node].contains('_'),
+            "{node}'s merge is a plain job"
+        );
+    }
+
+    // A no-op rerun submits nothing.
+    let (again, _) = run_code(&mut slurm_cmd(&p, &TARGETS), 0);
+    assert_eq!(again.done, Some((0, units, 0, 0)));
+    assert!(again.submitted.is_empty(), "{:?}", again.submitted);
+
+    // Curation up to `pack` locally, the rest on Slurm, one cache.
+    set_aside("slurm-cache");
+    let curated = p.run(&["demo.packed", "demo.packed_heldout"], 0);
+    let (ev, stderr) = run_code(&mut slurm_cmd(&p, &TARGETS), 0);
+    for (node, status) in &ev.status {
+        let expected = if curated.keys.contains_key(node) {
+            "cached"
+        } else {
+            "ran"
+        };
+        assert_eq!(status, expected, "{node}: {stderr}");
+    }
+    assert!(curated.keys.contains_key("demo.labels") && ev.status["demo.cpt"] == "ran");
+    assert_same_units(&local, &l.keys, &p.cache(), &ev.keys);
 }

@@ -15,105 +15,12 @@ mod cli_common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
+use cli_common::definemed::{keyword_annotator, pipeline, tiny_model, TARGETS, TINY_PARAMS};
 use cli_common::{text, Project};
-use flow_stdlib::http;
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-/// A copy of a tiny golden model (`qwen2`, `llama`, ...) with a context
-/// long enough for the one-shot prompts (its positions are rotary, so only
-/// the limit changes).
-fn tiny_model(golden: &str, to: &Path) {
-    let from = Path::new(ROOT).join("tests/golden").join(golden);
-    std::fs::create_dir_all(to).unwrap();
-    for f in [
-        "generation_config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-    ] {
-        std::fs::copy(from.join(f), to.join(f)).unwrap();
-    }
-    let mut config: Value =
-        serde_json::from_slice(&std::fs::read(from.join("config.json")).unwrap()).unwrap();
-    config["max_position_embeddings"] = Value::from(4096);
-    std::fs::write(to.join("config.json"), config.to_string()).unwrap();
-}
-
-/// Serves `/v1/chat/completions` on loopback, answering `{"label": ..}`:
-/// "medizinisch" when the document (between the demo prompt's triple
-/// quotes) names a medical word, else "allgemein". Returns the
-/// server (it stops when dropped) and its base URL.
-fn keyword_annotator() -> (http::HttpServer, String) {
-    const MEDICAL: [&str; 10] = [
-        "Patient",
-        "Therapie",
-        "Diagnose",
-        "Medikament",
-        "Symptom",
-        "Krankheit",
-        "Klinik",
-        "Behandlung",
-        "Dosis",
-        "Fieber",
-    ];
-    let handler: http::Handler = Arc::new(|req: &http::Request| {
-        let request: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-        let user = request["messages"]
-            .as_array()
-            .and_then(|m| m.last())
-            .and_then(|m| m["content"].as_str())
-            .unwrap_or("");
-        let doc = user.split("\"\"\"").nth(1).unwrap_or("");
-        let label = if MEDICAL.iter().any(|w| doc.contains(w)) {
-            "medizinisch"
-        } else {
-            "allgemein"
-        };
-        let content = serde_json::json!({ "label": label }).to_string();
-        http::Response::json(
-            200,
-            &serde_json::json!({
-                "object": "chat.completion",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            }),
-        )
-    });
-    let server = http::HttpServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        http::Limits::default(),
-        handler,
-    )
-    .unwrap();
-    let url = format!("http://{}/v1", server.addr());
-    (server, url)
-}
-
-fn pipeline(annotator_url: &str) -> String {
-    format!(
-        r#"# definemed.flow with a tiny model and tiny settings
-tiny = dir("tiny")
-param keyword_annotator = "keyword-annotator"
-import "{ROOT}/pipelines/definemed.flow" as demo with {{
-    source: tiny,
-    annotator: keyword_annotator,
-    annotate_backend: "openai",
-    annotate_url: "{annotator_url}",
-    sample_size: 40,
-    seq_len: 32,
-    effective_batch: 2,
-    micro_batch: 2,
-    max_steps: 3,
-    checkpoints: 2,
-    max_new_tokens: 8,
-    judge_tokens: 8,
-}}
-"#
-    )
-}
 
 fn read_json(path: &Path) -> Value {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -192,7 +99,7 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
     tiny_model("qwen2", &p.path().join("tiny"));
 
     // The report and the two results it does not read.
-    let targets = ["demo.summary", "demo.gain", "demo.agree"];
+    let targets = TARGETS;
     let run = p.run(&targets, 0);
     let (ran, cached, failed, skipped) = run.done;
     assert_eq!((cached, failed, skipped), (0, 0, 0), "{}", run.stderr);
@@ -548,14 +455,7 @@ import "{ROOT}/pipelines/training-dynamics.flow" as td with {{
     judge_model: small,
     annotate_backend: "openai",
     annotate_url: "{url}",
-    seq_len: 32,
-    effective_batch: 2,
-    micro_batch: 2,
-    max_steps: 3,
-    checkpoints: 2,
-    max_new_tokens: 8,
-    judge_tokens: 8,
-}}
+{TINY_PARAMS}}}
 "#
     ));
     tiny_model("qwen2", &p.path().join("small"));

@@ -1,6 +1,8 @@
 //! Helpers for the tests that run the `flow` binary.
 #![allow(dead_code)]
 
+pub mod definemed;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
