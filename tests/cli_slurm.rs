@@ -953,61 +953,6 @@ fn corpus_shard_files(cache: &Path, key: &str) -> usize {
         .count()
 }
 
-/// Units of the tiny DeFineMed pipeline whose artifact differs between any
-/// two runs of the same key, local ones too: defects of their ops, not of
-/// where they ran. Each with the file that differs and how it is compared
-/// instead of byte for byte.
-/// - `annotate` keeps its resume journal `answers.partial.jsonl` in the
-///   artifact, in the order the endpoint's concurrent answers arrived:
-///   compared as a set of lines;
-/// - `train` records the run's wall time (`wall_s`) in `train.json`:
-///   compared without it.
-const NOT_REPRODUCIBLE: [(&str, &str); 2] = [
-    ("demo.labels", "answers.partial.jsonl"),
-    ("demo.cpt", "train.json"),
-];
-
-/// The content of a non-reproducible file, as far as it is reproducible.
-fn reproducible_part(file: &str, bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    match file {
-        "answers.partial.jsonl" => {
-            let mut lines: Vec<&str> = text.lines().collect();
-            lines.sort_unstable();
-            lines.join("\n")
-        }
-        "train.json" => {
-            let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-            let wall = v.as_object_mut().unwrap().remove("wall_s");
-            assert!(wall.is_some(), "train.json has no wall_s any more: {text}");
-            v.to_string()
-        }
-        other => panic!("no rule for {other}"),
-    }
-}
-
-/// Every file under `dir`, relative path -> bytes.
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, into: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, into);
-            } else {
-                let rel = path
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                into.insert(rel, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut files = BTreeMap::new();
-    walk(dir, dir, &mut files);
-    files
-}
-
 /// Node -> key parts of the newest run record of a cache.
 fn run_parts(cache: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
     let mut records: Vec<_> = std::fs::read_dir(cache.join("runs"))
@@ -1034,11 +979,9 @@ fn run_parts(cache: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
 }
 
 /// Checks that the units of run `b` (in cache `b_cache`) are those of
-/// run `a`: for every unit the same key parts and the same artifact, byte
-/// for byte (content hash), except what `NOT_REPRODUCIBLE` names: those
-/// units' other files byte for byte and the named file by its rule, and
-/// in the key parts of their dependents their content hash stands for
-/// itself (their keys then differ, and only then).
+/// run `a`: for every unit the same key parts, the same key and the same
+/// artifact, byte for byte (content hash). What differs between two runs
+/// (train's wall time and device) is a run fact, outside the hash.
 fn assert_same_units(
     a_cache: &Path,
     a_keys: &BTreeMap<String, String>,
@@ -1050,54 +993,11 @@ fn assert_same_units(
         b_keys.keys().collect::<Vec<_>>(),
         "the same units"
     );
-    let mut a_parts = run_parts(a_cache);
-    let mut b_parts = run_parts(b_cache);
-    for (node, file) in NOT_REPRODUCIBLE {
-        let [a_out, b_out] = [(a_cache, a_keys), (b_cache, b_keys)]
-            .map(|(c, k)| tree(&c.join("artifacts").join(&k[node]).join("out")));
-        assert_eq!(
-            a_out.keys().collect::<Vec<_>>(),
-            b_out.keys().collect::<Vec<_>>(),
-            "files of {node}"
-        );
-        for (rel, bytes) in &a_out {
-            if rel == file {
-                assert_eq!(
-                    reproducible_part(file, bytes),
-                    reproducible_part(file, &b_out[rel]),
-                    "{node}/{rel}"
-                );
-            } else {
-                assert!(bytes == &b_out[rel], "{node}/{rel} differs");
-            }
-        }
-        let placeholder = format!("artifact:<{node}>");
-        for (parts, cache, keys) in [
-            (&mut a_parts, a_cache, a_keys),
-            (&mut b_parts, b_cache, b_keys),
-        ] {
-            let hash = format!("artifact:{}", content_hash(cache, &keys[node]));
-            for v in parts.values_mut().flat_map(|p| p.values_mut()) {
-                *v = v.replace(&hash, &placeholder);
-            }
-        }
-    }
-    let reads_not_reproducible = |node: &str| {
-        a_parts[node].values().any(|v| {
-            NOT_REPRODUCIBLE
-                .iter()
-                .any(|(n, _)| v.contains(&format!("<{n}>")))
-        })
-    };
+    let a_parts = run_parts(a_cache);
+    let b_parts = run_parts(b_cache);
     for (node, a_key) in a_keys {
         assert_eq!(a_parts[node], b_parts[node], "key parts of {node}");
-        if NOT_REPRODUCIBLE.iter().any(|(n, _)| n == node) {
-            assert_eq!(a_key, &b_keys[node], "key of {node}");
-            continue;
-        }
-        if !reads_not_reproducible(node) {
-            assert_eq!(a_key, &b_keys[node], "key of {node}");
-        }
+        assert_eq!(a_key, &b_keys[node], "key of {node}");
         assert_eq!(
             content_hash(a_cache, a_key),
             content_hash(b_cache, &b_keys[node]),
@@ -1110,8 +1010,7 @@ fn assert_same_units(
 /// tests/e2e_definemed.rs: a tiny random Qwen2 as the source, shrunk
 /// params, a keyword annotator endpoint), through every op on Slurm: every
 /// unit has the key and the artifact of a local run, model ops included
-/// (training checkpoints, merges, MCQA, judging; see `NOT_REPRODUCIBLE`
-/// for the two artifacts that differ between any two runs); the sharded
+/// (training checkpoints, merges, MCQA, judging); the sharded
 /// stages run as job arrays; a no-op rerun submits nothing; a run done
 /// locally up to `pack` and finished on Slurm gives the same artifacts.
 /// The three runs build into the same cache directory, one after the
