@@ -386,6 +386,9 @@ pub struct LocalBackend {
     content_free: std::sync::Mutex<std::collections::HashMap<String, Vec<f64>>>,
 }
 
+/// A log-likelihood request: the context's tokens, then the continuation's.
+type ContinuationRequest = (Vec<u32>, Vec<u32>);
+
 impl LocalBackend {
     pub fn load(model_dir: &Path) -> Result<LocalBackend, String> {
         let model = flow_model::Model::load(model_dir).map_err(|e| e.to_string())?;
@@ -406,7 +409,7 @@ impl LocalBackend {
         &self,
         messages: &[ChatMessage],
         options: &[String],
-    ) -> Result<Vec<(Vec<u32>, Vec<u32>)>, ChatError> {
+    ) -> Result<Vec<ContinuationRequest>, ChatError> {
         let model_err = |e: flow_model::ModelError| ChatError::Model(e.to_string());
         let prompt = self.template.render(messages, true).map_err(model_err)?;
         let context = self.tokenizer.encode(&prompt, false).map_err(model_err)?;
