@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 use flow_stdlib::op::{Op, OpSpec, ParamsShape, Type};
 use serde::Deserialize;
 
-/// Ops that still read their params by name. `filter` is rewritten on
-/// another branch and `corpus`'s reader is another engineer's file this
-/// session; the merger converts both. Remove an op from here when it gets
-/// a params struct (the test fails for an op listed here that has one).
-const READ_BY_NAME: &[&str] = &["corpus", "filter"];
+/// Ops that still read their params by name: `corpus`, whose `input` is
+/// a file, a list of files or a directory and reaches its reader as a
+/// `Value`. Remove an op from here when it gets a params struct (the test
+/// fails for an op listed here that has one).
+const READ_BY_NAME: &[&str] = &["corpus"];
 
 /// The enum strings of a param's type: its own, or its list elements'.
 fn enum_strings(ty: &Type) -> Option<&Vec<String>> {

@@ -114,8 +114,24 @@ pub struct FilterStats {
     pub chars_out: u64,
     /// Bad records skipped.
     pub errors: u64,
-    /// Each shard's figures (`filter::ShardStats`), as written.
-    pub per_shard: Vec<Json>,
+    /// Each shard's figures.
+    pub per_shard: Vec<ShardStats>,
+}
+
+/// One shard's figures in `filter.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardStats {
+    pub file: String,
+    pub documents_in: u64,
+    pub documents_out: u64,
+    /// Whitespace-separated tokens.
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub chars_in: u64,
+    pub chars_out: u64,
+    /// Histogram of scores in ten bins [0, 0.1), ..., [0.9, 1].
+    pub score_histogram: [u64; 10],
+    pub errors: ErrorLog,
 }
 
 impl JsonFile for FilterStats {

@@ -25,14 +25,16 @@ use serde::{Deserialize, Serialize};
 
 use super::corpus::{
     corpus_shards, for_each_line, link_or_copy, on_error_param, parse_doc, read_json_file,
-    write_json_atomic, ErrorLog, OnError,
+    write_json_atomic, OnError,
 };
 use super::train_classifier::{load_any_classifier, Classifier};
 #[cfg(test)]
 use super::train_classifier::{load_classifier, NgramModel};
+use crate::artifacts::data::FilterStats;
+use crate::artifacts::JsonFile;
 use crate::op::{
-    run_in_parts, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, Resources, Sharded,
-    Type, Value,
+    run_in_parts, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources,
+    Sharded, Type, Value,
 };
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
@@ -42,20 +44,36 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 /// Documents scored together by the parallel workers of one shard.
 const CHUNK: usize = 2048;
 
-/// Counts of one shard.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct ShardStats {
-    pub file: String,
-    pub documents_in: u64,
-    pub documents_out: u64,
-    /// Whitespace-separated tokens.
-    pub tokens_in: u64,
-    pub tokens_out: u64,
-    pub chars_in: u64,
-    pub chars_out: u64,
-    /// Histogram of scores in ten bins [0, 0.1), ..., [0.9, 1].
-    pub score_histogram: [u64; 10],
-    pub errors: ErrorLog,
+pub use crate::artifacts::data::ShardStats;
+
+/// `filter`'s params (see its spec).
+#[derive(Clone, Deserialize)]
+struct FilterParams {
+    corpus: PathBuf,
+    classifier: PathBuf,
+    threshold: f64,
+    keep: Keep,
+    score_field: String,
+    on_error: OnError,
+}
+
+/// Which documents `filter` keeps.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Keep {
+    /// Score at or above the threshold: the positive class.
+    Above,
+    /// The rest.
+    Below,
+}
+
+impl Keep {
+    fn name(self) -> &'static str {
+        match self {
+            Keep::Above => "above",
+            Keep::Below => "below",
+        }
+    }
 }
 
 /// The lines of a shard read but not yet filtered, in one buffer (no
@@ -247,7 +265,7 @@ impl Op for Filter {
                 Param::required("corpus", Type::Dir, "corpus artifact"),
                 Param::required("classifier", Type::Dir, "train_classifier artifact"),
                 Param::optional("threshold", Type::Float, Value::Float(-1.0), "score threshold; negative: the classifier's chosen threshold"),
-                Param::optional("keep", Type::Enum(vec!["above".into(), "below".into()]), Value::Str("above".into()), "above: keep score >= threshold (the positive class); below: keep the rest"),
+                Param::optional("keep", Type::enum_of::<Keep>(), Value::Str("above".into()), "above: keep score >= threshold (the positive class); below: keep the rest"),
                 Param::optional("score_field", Type::Str, Value::Str(String::new()), "if set, kept records get the score under this field"),
                 on_error_param(),
             ],
@@ -255,6 +273,10 @@ impl Op for Filter {
             outputs: vec![Output { name: "stats", ty: Type::File, doc: "filter.json" }],
             resources: Resources::ALL_THREADS,
         }
+    }
+
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<FilterParams>())
     }
 
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
@@ -277,21 +299,22 @@ struct FilterPart {
 
 impl Sharded for Filter {
     fn pieces(&self, ctx: &OpContext) -> OpResult<usize> {
-        Ok(corpus_shards(ctx.path("corpus")?)?.len())
+        let p: FilterParams = ctx.params()?;
+        Ok(corpus_shards(&p.corpus)?.len())
     }
 
     fn run_part(&self, ctx: &OpContext, range: Range<usize>) -> OpResult<()> {
-        let policy = OnError::from_ctx(ctx)?;
-        let (info, model) = load_any_classifier(ctx.path("classifier")?)?;
-        let t = ctx.float("threshold")?;
+        let p: FilterParams = ctx.params()?;
+        let (info, model) = load_any_classifier(&p.classifier)?;
+        let t = p.threshold;
         let threshold = if t < 0.0 { info.threshold() } else { t } as f32;
-        let shards = corpus_shards(ctx.path("corpus")?)?;
+        let shards = corpus_shards(&p.corpus)?;
         let settings = FilterSettings {
             model: &model,
             threshold,
-            keep_above: ctx.str("keep")? == "above",
-            score_field: ctx.str("score_field")?,
-            policy,
+            keep_above: p.keep == Keep::Above,
+            score_field: &p.score_field,
+            policy: p.on_error,
         };
         let start = std::time::Instant::now();
         let results: Vec<OpResult<ShardStats>> = range
@@ -343,23 +366,24 @@ impl Sharded for Filter {
             head.ok_or_else(|| miette!("internal: filter merged no parts"))?;
         let sum = |f: fn(&ShardStats) -> u64| per_shard.iter().map(f).sum::<u64>();
         let docs_in = sum(|s| s.documents_in);
-        let stats = serde_json::json!({
-            "threshold": threshold,
-            "keep": ctx.str("keep")?,
-            "positive": positive,
-            "documents_in": docs_in,
-            "documents_out": sum(|s| s.documents_out),
-            "tokens_in": sum(|s| s.tokens_in),
-            "tokens_out": sum(|s| s.tokens_out),
-            "chars_in": sum(|s| s.chars_in),
-            "chars_out": sum(|s| s.chars_out),
-            "errors": sum(|s| s.errors.count),
-            "per_shard": per_shard,
-        });
-        write_json_atomic(&ctx.out_dir.join("filter.json"), &stats)?;
+        let p: FilterParams = ctx.params()?;
+        let stats = FilterStats {
+            threshold: threshold as f64,
+            keep: p.keep.name().to_string(),
+            positive,
+            documents_in: docs_in,
+            documents_out: sum(|s| s.documents_out),
+            tokens_in: sum(|s| s.tokens_in),
+            tokens_out: sum(|s| s.tokens_out),
+            chars_in: sum(|s| s.chars_in),
+            chars_out: sum(|s| s.chars_out),
+            errors: sum(|s| s.errors.count),
+            per_shard,
+        };
+        stats.write(&ctx.out_dir)?;
         ctx.log(&format!(
             "kept {} of {docs_in} documents",
-            stats["documents_out"]
+            stats.documents_out
         ));
         Ok(BTreeMap::from([(
             "stats".to_string(),

@@ -40,9 +40,8 @@ pub enum OnError {
 }
 
 impl OnError {
-    /// Reads the `on_error` parameter by name, for the ops that do not
-    /// read a params struct yet (`corpus`, `filter`); the others have an
-    /// `on_error: OnError` field.
+    /// Reads the `on_error` parameter by name, for `corpus`, which does not
+    /// read a params struct yet; the others have an `on_error: OnError` field.
     pub fn from_ctx(ctx: &OpContext) -> OpResult<OnError> {
         match ctx.str("on_error")? {
             "skip" => Ok(OnError::Skip),
