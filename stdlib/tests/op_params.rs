@@ -8,12 +8,6 @@ use std::collections::BTreeSet;
 use flow_stdlib::op::{Op, OpSpec, ParamsShape, Type};
 use serde::Deserialize;
 
-/// Ops that still read their params by name: `corpus`, whose `input` is
-/// a file, a list of files or a directory and reaches its reader as a
-/// `Value`. Remove an op from here when it gets a params struct (the test
-/// fails for an op listed here that has one).
-const READ_BY_NAME: &[&str] = &["corpus"];
-
 /// The enum strings of a param's type: its own, or its list elements'.
 fn enum_strings(ty: &Type) -> Option<&Vec<String>> {
     match ty {
@@ -65,18 +59,14 @@ fn every_op_reads_exactly_its_declared_params() {
     let mut problems = Vec::new();
     for (name, op) in registry.iter() {
         let spec = op.spec();
-        match (op.params_shape(), READ_BY_NAME.contains(&name)) {
-            (Some(shape), false) => {
+        match op.params_shape() {
+            Some(shape) => {
                 for m in mismatches(&spec, &shape) {
                     problems.push(format!("{name}: {m}"));
                 }
             }
-            (None, true) => {}
-            (None, false) => problems.push(format!(
+            None => problems.push(format!(
                 "{name}: reads its params by name; give it a params struct (`Op::params_shape`)"
-            )),
-            (Some(_), true) => problems.push(format!(
-                "{name}: has a params struct now; take it out of READ_BY_NAME"
             )),
         }
     }

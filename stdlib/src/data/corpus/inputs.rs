@@ -63,22 +63,12 @@ pub(super) fn walk(root: &Path, pattern: &InputPattern) -> OpResult<Vec<PathBuf>
 
 /// Resolves the `input` parameter: a file, a list of files, or a directory
 /// searched recursively for files matching `pattern`. Sorted, deduplicated.
-pub fn resolve_inputs(input: &Value, pattern: &str) -> OpResult<Vec<PathBuf>> {
+pub fn resolve_inputs(input: &[PathBuf], pattern: &str) -> OpResult<Vec<PathBuf>> {
     let glob = InputPattern::new(pattern)?;
     let mut out = Vec::new();
-    let mut add = |v: &Value| -> OpResult<()> {
-        let path = match v {
-            Value::Path(p) => p.clone(),
-            Value::Str(s) => PathBuf::from(s),
-            other => {
-                return Err(miette!(
-                    "parameter `input`: expected files or a directory, got a {}",
-                    other.kind()
-                ))
-            }
-        };
+    for path in input {
         if path.is_dir() {
-            let found = walk(&path, &glob)?;
+            let found = walk(path, &glob)?;
             if found.is_empty() {
                 return Err(miette!(
                     help = "check `pattern` (matched against file names; with a `/`, against paths relative to the directory)",
@@ -88,19 +78,10 @@ pub fn resolve_inputs(input: &Value, pattern: &str) -> OpResult<Vec<PathBuf>> {
             }
             out.extend(found);
         } else if path.is_file() {
-            out.push(path);
+            out.push(path.clone());
         } else {
             return Err(miette!("input {} does not exist", path.display()));
         }
-        Ok(())
-    };
-    match input {
-        Value::List(items) => {
-            for item in items {
-                add(item)?;
-            }
-        }
-        single => add(single)?,
     }
     out.sort();
     out.dedup();

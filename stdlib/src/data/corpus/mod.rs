@@ -39,20 +39,6 @@ pub enum OnError {
     Fail,
 }
 
-impl OnError {
-    /// Reads the `on_error` parameter by name, for `corpus`, which does not
-    /// read a params struct yet; the others have an `on_error: OnError` field.
-    pub fn from_ctx(ctx: &OpContext) -> OpResult<OnError> {
-        match ctx.str("on_error")? {
-            "skip" => Ok(OnError::Skip),
-            "fail" => Ok(OnError::Fail),
-            other => Err(miette!(
-                "parameter `on_error`: expected \"skip\" or \"fail\", got {other:?}"
-            )),
-        }
-    }
-}
-
 /// The `on_error` parameter every data op takes.
 pub fn on_error_param() -> Param {
     Param::optional(

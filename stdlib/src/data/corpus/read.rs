@@ -1,6 +1,7 @@
 //! The `corpus` op: FineWeb-2 parquet and JSONL in, normalised shards out.
 
 use super::*;
+use crate::op::ParamsShape;
 
 // ---------------------------------------------------------------------------
 // The op.
@@ -33,11 +34,50 @@ pub(super) enum Format {
     Parquet,
 }
 
-pub(super) fn detect_format(path: &Path, forced: &str) -> OpResult<Format> {
+/// The `format` param: a format, or `auto` (by file extension).
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum FormatParam {
+    Auto,
+    Jsonl,
+    Parquet,
+}
+
+/// `corpus`'s params (see its spec).
+#[derive(Clone, Deserialize)]
+struct CorpusParams {
+    input: InputParam,
+    pattern: String,
+    format: FormatParam,
+    text_field: String,
+    id_field: String,
+    min_chars: usize,
+    docs_per_shard: u64,
+    on_error: OnError,
+}
+
+/// The `input` param: a file or directory, or a list of files.
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+enum InputParam {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+impl InputParam {
+    fn paths(&self) -> &[PathBuf] {
+        match self {
+            InputParam::One(p) => std::slice::from_ref(p),
+            InputParam::Many(ps) => ps,
+        }
+    }
+}
+
+pub(super) fn detect_format(path: &Path, forced: FormatParam) -> OpResult<Format> {
     match forced {
-        "jsonl" => return Ok(Format::Jsonl),
-        "parquet" => return Ok(Format::Parquet),
-        _ => {}
+        FormatParam::Jsonl => return Ok(Format::Jsonl),
+        FormatParam::Parquet => return Ok(Format::Parquet),
+        FormatParam::Auto => {}
     }
     let name = path
         .file_name()
@@ -484,17 +524,21 @@ impl Op for Corpus {
                     "a file, a list of files, or a directory searched recursively for `pattern` (the engine hashes their content, so a changed shard changes the key)",
                 ),
                 Param::optional("pattern", Type::Str, Value::Str("*.{parquet,jsonl,jsonl.gz,jsonl.zst}".into()), "glob for files under a directory input: `*`, `**`, `?`, `{a,b}`"),
-                Param::optional("format", Type::Enum(vec!["auto".into(), "jsonl".into(), "parquet".into()]), Value::Str("auto".into()), "input format; auto: by file extension"),
+                Param::optional("format", Type::enum_of::<FormatParam>(), Value::Str("auto".into()), "input format; auto: by file extension"),
                 Param::optional("text_field", Type::Str, Value::Str("text".into()), "field holding the document text"),
                 Param::optional("id_field", Type::Str, Value::Str("id".into()), "field holding the document id (missing: file:line)"),
-                Param::optional("min_chars", Type::Int, Value::Int(1), "documents with fewer non-blank characters are dropped (counted as empty_text)"),
-                Param::optional("docs_per_shard", Type::Int, Value::Int(100_000), "documents per output shard"),
+                Param::optional("min_chars", Type::Int, Value::Int(1), "documents with fewer non-blank characters are dropped (counted as empty_text)").at_least(0.0),
+                Param::optional("docs_per_shard", Type::Int, Value::Int(100_000), "documents per output shard").at_least(1.0),
                 on_error_param(),
             ],
             produces: Type::Dir,
             outputs: vec![Output { name: "stats", ty: Type::File, doc: "corpus.json: documents, characters, per source file and per shard counts, errors" }],
             resources: Resources::ALL_THREADS,
         }
+    }
+
+    fn params_shape(&self) -> Option<ParamsShape> {
+        Some(ParamsShape::of::<CorpusParams>())
     }
 
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
@@ -518,13 +562,18 @@ struct SourcePart {
 }
 
 /// Reads input `piece` (the file `path`) into the part directory.
-fn read_source(ctx: &OpContext, piece: usize, path: &Path) -> OpResult<SourcePart> {
-    let format = detect_format(path, ctx.str("format")?)?;
+fn read_source(
+    ctx: &OpContext,
+    p: &CorpusParams,
+    piece: usize,
+    path: &Path,
+) -> OpResult<SourcePart> {
+    let format = detect_format(path, p.format)?;
     let mut norm = Normaliser {
-        text_field: ctx.str("text_field")?,
-        id_field: ctx.str("id_field")?,
-        min_chars: ctx.int("min_chars")?.max(0) as usize,
-        policy: OnError::from_ctx(ctx)?,
+        text_field: &p.text_field,
+        id_field: &p.id_field,
+        min_chars: p.min_chars,
+        policy: p.on_error,
         writer: ShardWriter::new(&ctx.out_dir, &format!("norm-{piece:05}"), u64::MAX),
         events: Vec::new(),
     };
@@ -568,22 +617,24 @@ fn read_source(ctx: &OpContext, piece: usize, path: &Path) -> OpResult<SourcePar
 /// documents), so the artifact is the one a single reader writes.
 impl Sharded for Corpus {
     fn pieces(&self, ctx: &OpContext) -> OpResult<usize> {
-        Ok(resolve_inputs(ctx.value("input")?, ctx.str("pattern")?)?.len())
+        let p: CorpusParams = ctx.params()?;
+        Ok(resolve_inputs(p.input.paths(), &p.pattern)?.len())
     }
 
     fn run_part(&self, ctx: &OpContext, range: std::ops::Range<usize>) -> OpResult<()> {
         use rayon::prelude::*;
-        let inputs = resolve_inputs(ctx.value("input")?, ctx.str("pattern")?)?;
+        let p: CorpusParams = ctx.params()?;
+        let inputs = resolve_inputs(p.input.paths(), &p.pattern)?;
         let sources = range
             .into_par_iter()
-            .map(|i| read_source(ctx, i, &inputs[i]))
+            .map(|i| read_source(ctx, &p, i, &inputs[i]))
             .collect::<OpResult<Vec<SourcePart>>>()?;
         write_json_atomic(&ctx.out_dir.join("part.json"), &sources)
     }
 
     fn merge(&self, ctx: &OpContext, parts: &[PathBuf]) -> OpResult<Outputs> {
-        let policy = OnError::from_ctx(ctx)?;
-        let per_shard = ctx.int("docs_per_shard")?.max(1) as u64;
+        let p: CorpusParams = ctx.params()?;
+        let (policy, per_shard) = (p.on_error, p.docs_per_shard);
         let mut writer = ShardWriter::new(&ctx.out_dir, "docs", per_shard);
         let mut seen_ids: HashSet<String> = HashSet::new();
         let mut errors = ErrorLog::default();
