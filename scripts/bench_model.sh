@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Tokens/s of flow-model's CPU forward and training step vs PyTorch, side by side, on the
-# SmolLM2-135M shape (random weights, f32, seq 512 by default), plus HF `generate` greedy
-# decoding on the PyTorch side. Prints the machine (CPU model, vector flags, load) first so
-# every figure names its machine.
+# SmolLM2-135M shape (random weights, f32, seq 512 by default), and greedy decoding of one
+# prompt (flow's `generate` vs HF `generate`). Prints the machine (CPU model, vector flags,
+# load) first so every figure names its machine.
 #
 #   scripts/bench_model.sh [--seq 512] [--fwd-batch 2] [--train-batch 1] [--reps 3] [--layers 30]
 #                          [--decode-prompt 32] [--decode-tokens 64]
@@ -25,7 +25,6 @@ echo "== machine"
 echo "cpu: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1), $(nproc) cpus, avx2 $(has avx2), avx512f $(has avx512f)"
 echo "load before flow: $(uptime | sed 's/.*load average/load average/')"
 echo "== flow-model"
-# flow's bench_model parses only the flags it knows; decode is measured on the PyTorch side only
 "$TARGET/release/examples/bench_model" "$@"
 echo "load before pytorch: $(uptime | sed 's/.*load average/load average/')"
 echo "== pytorch"

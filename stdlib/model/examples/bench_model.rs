@@ -2,6 +2,7 @@
 //! weights (run by scripts/bench_model.sh, which runs the PyTorch side beside it).
 //!
 //! Usage: bench_model [--seq 512] [--fwd-batch 2] [--train-batch 1] [--reps 3] [--layers 30]
+//!                    [--decode-prompt 32] [--decode-tokens 64]
 
 use std::time::Instant;
 
@@ -24,6 +25,8 @@ fn main() {
     let train_batch = arg("--train-batch", 1);
     let reps = arg("--reps", 3);
     let layers = arg("--layers", 30);
+    let decode_prompt = arg("--decode-prompt", 32);
+    let decode_tokens = arg("--decode-tokens", 64);
     let raw = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "hidden_size": 576, "intermediate_size": 1536,
         "num_hidden_layers": layers, "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
@@ -74,6 +77,32 @@ fn main() {
     }
     let fwd_tps = (fwd_batch * seq) as f64 / best;
     println!("RESULT flow forward tokens/s {fwd_tps:.1} (batch {fwd_batch}x{seq}, best of {reps}: {best:.3}s)");
+
+    // greedy decoding of one prompt, as HF `generate` on the PyTorch side:
+    // new tokens per second, the prompt's prefill included (the config has
+    // no EOS id, so every run makes all of them)
+    if decode_tokens > 0 {
+        let prompt = seqs[0][..decode_prompt.min(seq)].to_vec();
+        let opts = flow_model::GenerateOptions {
+            max_tokens: decode_tokens,
+            ..Default::default()
+        };
+        let mut best = f64::MAX;
+        for r in 0..=reps {
+            let t0 = Instant::now();
+            let out = model.generate(std::slice::from_ref(&prompt), &opts);
+            let dt = t0.elapsed().as_secs_f64();
+            assert_eq!(out[0].tokens.len(), decode_tokens, "decoding stopped early");
+            if r > 0 {
+                best = best.min(dt);
+            }
+        }
+        println!(
+            "RESULT flow decode tokens/s {:.1} (greedy, prompt {}, {decode_tokens} new tokens, best of {reps}: {best:.3}s)",
+            decode_tokens as f64 / best,
+            prompt.len()
+        );
+    }
 
     // training step: forward + backward + AdamW on `train_batch` sequences
     let mut trainer = Trainer::new(
