@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use serde::Deserialize;
+
 use flow_engine::executor::{run, RunOptions, RunSummary};
 use flow_engine::ir::{
     Arg, InputKind, MapOver, Node, ParamDef, Pipeline, Sources, Span, TemplatePart,
@@ -42,8 +44,12 @@ impl Op for Write {
         }
     }
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let text = ctx.str("text")?;
-        std::fs::write(ctx.out_dir.join("file.txt"), text).map_err(|e| miette::miette!("{e}"))?;
+        #[derive(Deserialize)]
+        struct P {
+            text: String,
+        }
+        let P { text } = ctx.params()?;
+        std::fs::write(ctx.out_dir.join("file.txt"), &text).map_err(|e| miette::miette!("{e}"))?;
         ctx.log(&format!("wrote {text}"));
         let mut o = Outputs::new();
         o.insert("file".into(), Value::Path(ctx.out_dir.join("file.txt")));
@@ -67,7 +73,11 @@ impl Op for Lower {
         }
     }
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
-        let src = ctx.path("src")?;
+        #[derive(Deserialize)]
+        struct P {
+            src: std::path::PathBuf,
+        }
+        let P { src } = ctx.params()?;
         let text =
             std::fs::read_to_string(src.join("file.txt")).map_err(|e| miette::miette!("{e}"))?;
         std::fs::write(ctx.out_dir.join("file.txt"), text.to_lowercase())
@@ -96,10 +106,12 @@ impl Op for Cat {
     }
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
         let mut all = String::new();
-        for p in ctx.list("parts")? {
-            let Value::Path(p) = p else {
-                return Err(miette::miette!("not a path"));
-            };
+        #[derive(Deserialize)]
+        struct P {
+            parts: Vec<std::path::PathBuf>,
+        }
+        let P { parts } = ctx.params()?;
+        for p in parts {
             let f = if p.is_dir() {
                 p.join("file.txt")
             } else {
@@ -143,12 +155,17 @@ impl Op for Pair {
         }
     }
     fn run(&self, ctx: &OpContext) -> OpResult<Outputs> {
+        #[derive(Deserialize)]
+        struct P {
+            first: String,
+            second: String,
+        }
+        let P { first, second } = ctx.params()?;
         let mut o = Outputs::new();
-        for part in ["first", "second"] {
+        for (part, text) in [("first", first), ("second", second)] {
             let dir = ctx.out_dir.join(part);
             std::fs::create_dir_all(&dir).map_err(|e| miette::miette!("{e}"))?;
-            std::fs::write(dir.join("file.txt"), ctx.str(part)?)
-                .map_err(|e| miette::miette!("{e}"))?;
+            std::fs::write(dir.join("file.txt"), text).map_err(|e| miette::miette!("{e}"))?;
             o.insert(part.into(), Value::Path(dir));
         }
         Ok(o)

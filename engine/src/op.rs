@@ -293,60 +293,6 @@ impl OpContext<'_> {
         from_params(&self.params)
     }
 
-    fn param(&self, name: &str) -> OpResult<&Value> {
-        self.params
-            .get(name)
-            .ok_or_else(|| miette::miette!("internal: parameter `{name}` was not provided"))
-    }
-
-    fn mismatch<T>(&self, name: &str, want: &str, got: &Value) -> OpResult<T> {
-        Err(miette::miette!(
-            "parameter `{name}`: expected {want}, got {}",
-            got.kind()
-        ))
-    }
-
-    pub fn str(&self, name: &str) -> OpResult<&str> {
-        match self.param(name)? {
-            Value::Str(s) => Ok(s),
-            other => self.mismatch(name, "a string", other),
-        }
-    }
-    pub fn int(&self, name: &str) -> OpResult<i64> {
-        match self.param(name)? {
-            Value::Int(i) => Ok(*i),
-            other => self.mismatch(name, "an integer", other),
-        }
-    }
-    pub fn float(&self, name: &str) -> OpResult<f64> {
-        match self.param(name)? {
-            Value::Float(f) => Ok(*f),
-            Value::Int(i) => Ok(*i as f64),
-            other => self.mismatch(name, "a number", other),
-        }
-    }
-    pub fn bool(&self, name: &str) -> OpResult<bool> {
-        match self.param(name)? {
-            Value::Bool(b) => Ok(*b),
-            other => self.mismatch(name, "a boolean", other),
-        }
-    }
-    pub fn path(&self, name: &str) -> OpResult<&Path> {
-        match self.param(name)? {
-            Value::Path(p) => Ok(p),
-            other => self.mismatch(name, "a path", other),
-        }
-    }
-    pub fn list(&self, name: &str) -> OpResult<&[Value]> {
-        match self.param(name)? {
-            Value::List(l) => Ok(l),
-            other => self.mismatch(name, "a list", other),
-        }
-    }
-    pub fn value(&self, name: &str) -> OpResult<&Value> {
-        self.param(name)
-    }
-
     /// Where this run's facts go (see [`RUN_FACTS_DIR`]); created on demand.
     pub fn run_facts_dir(&self) -> OpResult<PathBuf> {
         let dir = self.out_dir.join(RUN_FACTS_DIR);

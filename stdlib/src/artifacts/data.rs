@@ -95,8 +95,8 @@ impl JsonFile for AgreementReport {
     const FINAL_NEWLINE: bool = true;
 }
 
-/// `filter.json`: what the classifier kept. Written by `filter` (by its
-/// own `json!` today; its rewrite takes this struct), read by `report`.
+/// `filter.json`: what the classifier kept. Written by `filter`, read by
+/// `report`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FilterStats {

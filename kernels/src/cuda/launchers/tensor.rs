@@ -5,24 +5,35 @@ use cudarc::driver::{CudaSlice, LaunchConfig};
 use half::bf16;
 
 use super::{as_int, as_long, expect_len, grid_stride, launch_error, THREADS};
+use crate::cuda::launch::DeviceElem;
 use crate::cuda::{CudaError, Gpu};
 
 impl Gpu {
     /// `x += y`, elementwise.
     pub fn add_bf16(&self, x: &mut CudaSlice<bf16>, y: &CudaSlice<bf16>) -> Result<(), CudaError> {
-        const E: &str = "add_bf16";
-        let n = x.len();
-        expect_len(E, "y", y, n)?;
+        self.update_from("add_bf16", x, y)
+    }
+
+    /// Launches `entry(out, input, n)`, a grid-stride kernel that updates
+    /// `out` elementwise from an `input` of the same length.
+    fn update_from<O: DeviceElem, I: DeviceElem>(
+        &self,
+        entry: &'static str,
+        out: &mut CudaSlice<O>,
+        input: &CudaSlice<I>,
+    ) -> Result<(), CudaError> {
+        let n = out.len();
+        expect_len(entry, "input", input, n)?;
         if n == 0 {
             return Ok(());
         }
         let n_l = as_long(n);
-        let (f, sig) = self.kernel(E)?;
+        let (f, sig) = self.kernel(entry)?;
         // SAFETY: sizes checked above; grid-stride loop.
         unsafe {
             self.call(&f, sig)
-                .output(x)
-                .input(y)
+                .output(out)
+                .input(input)
                 .long(&n_l)
                 .launch(grid_stride(n))
         }
@@ -100,22 +111,7 @@ impl Gpu {
         acc: &mut CudaSlice<f32>,
         x: &CudaSlice<bf16>,
     ) -> Result<(), CudaError> {
-        const E: &str = "accumulate_bf16_f32";
-        let n = acc.len();
-        expect_len(E, "x", x, n)?;
-        if n == 0 {
-            return Ok(());
-        }
-        let n_l = as_long(n);
-        let (f, sig) = self.kernel(E)?;
-        // SAFETY: sizes checked above; grid-stride loop.
-        unsafe {
-            self.call(&f, sig)
-                .output(acc)
-                .input(x)
-                .long(&n_l)
-                .launch(grid_stride(n))
-        }
+        self.update_from("accumulate_bf16_f32", acc, x)
     }
 
     /// `y = bf16(x)`.
