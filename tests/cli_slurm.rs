@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cli_common::definemed::{keyword_annotator, pipeline_with, tiny_model, TARGETS};
-use cli_common::Project;
+use cli_common::{assert_same_units, content_hash, Project};
 
 fn enabled() -> bool {
     if std::env::var("FLOW_SLURM_TESTS").is_ok_and(|v| v != "0") {
@@ -102,13 +102,6 @@ fn run_code(c: &mut Command, code: i32) -> (Events, String) {
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     (parse(&stdout), stderr)
-}
-
-fn content_hash(cache: &Path, key: &str) -> String {
-    let meta = std::fs::read_to_string(cache.join("artifacts").join(key).join("meta.json"))
-        .expect("meta.json");
-    let v: serde_json::Value = serde_json::from_str(&meta).unwrap();
-    v["content_hash"].as_str().unwrap().to_string()
 }
 
 /// The state squeue shows for a job (`None`: not known any more).
@@ -953,59 +946,6 @@ fn corpus_shard_files(cache: &Path, key: &str) -> usize {
         .count()
 }
 
-/// Node -> key parts of the newest run record of a cache.
-fn run_parts(cache: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
-    let mut records: Vec<_> = std::fs::read_dir(cache.join("runs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    records.sort();
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(records.last().unwrap()).unwrap()).unwrap();
-    run["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            let parts = n["parts"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-                .collect();
-            (n["name"].as_str().unwrap().to_string(), parts)
-        })
-        .collect()
-}
-
-/// Checks that the units of run `b` (in cache `b_cache`) are those of
-/// run `a`: for every unit the same key parts, the same key and the same
-/// artifact, byte for byte (content hash). What differs between two runs
-/// (train's wall time and device) is a run fact, outside the hash.
-fn assert_same_units(
-    a_cache: &Path,
-    a_keys: &BTreeMap<String, String>,
-    b_cache: &Path,
-    b_keys: &BTreeMap<String, String>,
-) {
-    assert_eq!(
-        a_keys.keys().collect::<Vec<_>>(),
-        b_keys.keys().collect::<Vec<_>>(),
-        "the same units"
-    );
-    let a_parts = run_parts(a_cache);
-    let b_parts = run_parts(b_cache);
-    for (node, a_key) in a_keys {
-        assert_eq!(a_parts[node], b_parts[node], "key parts of {node}");
-        assert_eq!(a_key, &b_keys[node], "key of {node}");
-        assert_eq!(
-            content_hash(a_cache, a_key),
-            content_hash(b_cache, &b_keys[node]),
-            "content hash of {node}"
-        );
-    }
-}
-
 /// The shipped `pipelines/definemed.flow`, tiny (the setup of
 /// tests/e2e_definemed.rs: a tiny random Qwen2 as the source, shrunk
 /// params, a keyword annotator endpoint), through every op on Slurm: every
@@ -1013,10 +953,9 @@ fn assert_same_units(
 /// (training checkpoints, merges, MCQA, judging); the sharded
 /// stages run as job arrays; a no-op rerun submits nothing; a run done
 /// locally up to `pack` and finished on Slurm gives the same artifacts.
-/// The three runs build into the same cache directory, one after the
-/// other (the one before moved aside), since the model ops write their
-/// model's path into their results, for a merged model a path in the
-/// cache.
+/// The local run builds into a cache of its own, the Slurm runs into the
+/// project's: results name their inputs by identity, not by place, so two
+/// caches in two places hold the same bytes.
 ///
 /// The annotator endpoint listens on loopback: the jobs of this
 /// single-machine cluster run on this same machine, so they reach it (on a
@@ -1039,14 +978,11 @@ fn the_definemed_pipeline_on_slurm_gives_the_local_keys_and_artifacts_of_every_u
     ));
     tiny_model("qwen2", &p.path().join("tiny"));
     demo_in_files(&p.path().join("web"), 4);
-    // Each run builds into `.flow`, the one before it moved aside.
-    let set_aside = |name: &str| {
-        std::fs::rename(p.cache(), p.path().join(name)).unwrap();
-        p.path().join(name)
-    };
-    let l = p.run(&TARGETS, 0);
+    let local = p.path().join("local-cache");
+    let mut local_args = TARGETS.to_vec();
+    local_args.extend(["--cache", local.to_str().unwrap()]);
+    let l = p.run(&local_args, 0);
     assert_eq!(l.done.2, 0, "{}", l.stderr);
-    let local = set_aside("local-cache");
     let units = l.keys.len() as u64;
 
     let (ev, stderr) = run_code(&mut slurm_cmd(&p, &TARGETS), 0);
@@ -1102,8 +1038,9 @@ fn the_definemed_pipeline_on_slurm_gives_the_local_keys_and_artifacts_of_every_u
     assert_eq!(again.done, Some((0, units, 0, 0)));
     assert!(again.submitted.is_empty(), "{:?}", again.submitted);
 
-    // Curation up to `pack` locally, the rest on Slurm, one cache.
-    set_aside("slurm-cache");
+    // Curation up to `pack` locally, the rest on Slurm, one cache (the
+    // Slurm run's moved aside).
+    std::fs::rename(p.cache(), p.path().join("slurm-cache")).unwrap();
     let curated = p.run(&["demo.packed", "demo.packed_heldout"], 0);
     let (ev, stderr) = run_code(&mut slurm_cmd(&p, &TARGETS), 0);
     for (node, status) in &ev.status {

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use cli_common::definemed::{keyword_annotator, pipeline, tiny_model, TARGETS, TINY_PARAMS};
-use cli_common::{text, Project};
+use cli_common::{assert_same_units, text, Project};
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -33,6 +33,76 @@ fn artifact(p: &Project, node: &str) -> PathBuf {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "flow show {node}: {stderr}");
     PathBuf::from(stdout.trim())
+}
+
+/// A project holding its own copy of the shipped pipelines and demo data
+/// and the tiny model, importing `pipelines/definemed.flow` by a relative
+/// path: nothing it reads lies outside its directory.
+fn self_contained_project(annotator_url: &str) -> Project {
+    let text = pipeline(annotator_url).replace(&format!("{ROOT}/pipelines/"), "pipelines/");
+    let p = Project::new(&text);
+    for dir in ["pipelines", "data/demo"] {
+        for e in walkdir::WalkDir::new(Path::new(ROOT).join(dir)) {
+            let e = e.unwrap();
+            let to = p.path().join(e.path().strip_prefix(ROOT).unwrap());
+            if e.file_type().is_dir() {
+                std::fs::create_dir_all(&to).unwrap();
+            } else {
+                std::fs::copy(e.path(), &to).unwrap();
+            }
+        }
+    }
+    tiny_model("qwen2", &p.path().join("tiny"));
+    p
+}
+
+/// Every file of every artifact in `cache` (run facts left out: they are
+/// not part of an artifact's content) that holds the bytes of `place`.
+fn artifact_files_naming(cache: &Path, place: &Path) -> Vec<PathBuf> {
+    let needle = place.to_string_lossy().into_owned().into_bytes();
+    walkdir::WalkDir::new(cache.join("artifacts"))
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .filter(|f| {
+            let inside = f.components().any(|c| c.as_os_str() == "out");
+            let fact = f.components().any(|c| c.as_os_str() == "run-facts");
+            inside && !fact
+        })
+        .filter(|f| {
+            let bytes = std::fs::read(f).unwrap();
+            bytes.windows(needle.len()).any(|w| w == needle.as_slice())
+        })
+        .collect()
+}
+
+/// Issue 16: a cache can move and a unit keeps its key whatever machine or
+/// directory builds it. Two copies of the project in two places, one with
+/// its cache inside, one with its cache elsewhere (as a Slurm scratch or a
+/// moved cache would be): every unit has one key and one artifact, byte
+/// for byte, and no artifact names the place of its project or its cache,
+/// since results name their inputs by identity.
+#[test]
+fn the_pipeline_built_in_two_places_gives_every_unit_one_key_and_one_artifact() {
+    let (_annotator, url) = keyword_annotator();
+    let a = self_contained_project(&url);
+    let b = self_contained_project(&url);
+    let a_run = a.run(&TARGETS, 0);
+    let b_cache = b.path().join("elsewhere").join("cache");
+    let mut args = TARGETS.to_vec();
+    args.extend(["--cache", b_cache.to_str().unwrap()]);
+    let b_run = b.run(&args, 0);
+    assert_eq!(a_run.done.2, 0, "{}", a_run.stderr);
+    assert_same_units(&a.cache(), &a_run.keys, &b_cache, &b_run.keys);
+    for (cache, project) in [(a.cache(), a.path()), (b_cache.clone(), b.path())] {
+        let naming = artifact_files_naming(&cache, project);
+        assert!(
+            naming.is_empty(),
+            "artifacts naming {}: {naming:#?}",
+            project.display()
+        );
+    }
 }
 
 fn num(v: &Value, what: &str) -> f64 {

@@ -169,6 +169,20 @@ impl RVal {
         }
     }
 
+    /// Adds every path in this value, with the identity that stands for it
+    /// in the key, to `ids` (what [`crate::op::OpContext::input_name`]
+    /// answers from). A path inside a template is text by then: not added.
+    pub fn collect_input_ids(&self, ids: &mut BTreeMap<PathBuf, String>) {
+        match self {
+            RVal::Path { path, key } => {
+                ids.insert(path.clone(), key.clone());
+            }
+            RVal::List(items) => items.iter().for_each(|i| i.collect_input_ids(ids)),
+            RVal::Record(fields) => fields.values().for_each(|v| v.collect_input_ids(ids)),
+            RVal::Lit(_) | RVal::Param { .. } | RVal::Template(_) => {}
+        }
+    }
+
     /// The canonical text of this value for the key: paths are replaced by
     /// their content identity, `{out}` stays a marker.
     pub fn key_text(&self) -> String {

@@ -283,6 +283,11 @@ pub struct OpContext<'a> {
     pub log: &'a (dyn Fn(&str) + Send + Sync),
     /// Set when the user pressed Ctrl-C: long loops return an error soon.
     pub cancel: &'a AtomicBool,
+    /// Each input path among the params (an upstream artifact, an entry in
+    /// one, a `file()` or `dir()`) with the identity that stands for it in
+    /// the key (`artifact:HASH`, `path:HASH`, `file:HASH`, ...). See
+    /// [`OpContext::input_name`].
+    pub input_ids: BTreeMap<PathBuf, String>,
 }
 
 impl OpContext<'_> {
@@ -299,6 +304,39 @@ impl OpContext<'_> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| miette::miette!("cannot create {}: {e}", dir.display()))?;
         Ok(dir)
+    }
+
+    /// How a result names the input at `path`: by its identity in the key
+    /// (for a path below an input, that input's identity and the rest of
+    /// the path), never by where the cache or the project lies. A result
+    /// that wrote the location instead would differ between two caches of
+    /// one pipeline (another machine, a moved cache, a Slurm scratch path)
+    /// while its key does not, and its dependents' keys would differ with
+    /// it. A path that is no input (a literal string param) is named as
+    /// given: the key holds it as given too.
+    pub fn input_name(&self, path: &Path) -> String {
+        self.input_place(&path.to_string_lossy())
+    }
+
+    /// [`OpContext::input_name`] for a place that starts with a path, such
+    /// as `PATH:LINE` or `PATH:LINE: what was wrong`: the input path it
+    /// starts with (the longest) becomes the input's identity.
+    pub fn input_place(&self, place: &str) -> String {
+        let starts_with_input = |path: &Path| {
+            let path = path.to_string_lossy();
+            place.strip_prefix(path.as_ref()).and_then(|rest| {
+                matches!(rest.chars().next(), None | Some('/' | ':')).then_some(path.len())
+            })
+        };
+        let longest = self
+            .input_ids
+            .iter()
+            .filter_map(|(path, id)| Some((starts_with_input(path)?, id)))
+            .max_by_key(|(len, _)| *len);
+        match longest {
+            Some((len, id)) => format!("{id}{}", &place[len..]),
+            None => place.to_owned(),
+        }
     }
 
     /// Writes a line to the node's log.
@@ -403,6 +441,7 @@ fn with_out<'a>(ctx: &OpContext<'a>, out_dir: PathBuf) -> OpContext<'a> {
         progress: ctx.progress,
         log: ctx.log,
         cancel: ctx.cancel,
+        input_ids: ctx.input_ids.clone(),
     }
 }
 
@@ -529,5 +568,75 @@ mod tests {
         assert_eq!(shard_tasks(5, None), 5);
         assert_eq!(shard_tasks(5, Some(2)), 2);
         assert_eq!(shard_tasks(0, Some(2)), 1);
+    }
+
+    /// A context whose inputs are a cache artifact, an output entry of
+    /// another and a `file()`.
+    fn with_inputs<R>(f: impl FnOnce(&OpContext) -> R) -> R {
+        let (log, cancel) = (|_: &str| {}, AtomicBool::new(false));
+        let ctx = OpContext {
+            params: BTreeMap::new(),
+            out_dir: "/cache/artifacts/k3/out".into(),
+            workdir: "/project".into(),
+            threads: 1,
+            device: Device::Cpu,
+            progress: &NoProgress,
+            log: &log,
+            cancel: &cancel,
+            input_ids: BTreeMap::from([
+                ("/cache/artifacts/k1/out".into(), "artifact:aa".to_owned()),
+                (
+                    "/cache/artifacts/k1/out/ckpt/step-4".into(),
+                    "path:bb".to_owned(),
+                ),
+                ("/project/bench.jsonl".into(), "file:cc".to_owned()),
+            ]),
+        };
+        f(&ctx)
+    }
+
+    #[test]
+    fn results_name_inputs_by_their_key_identity_not_their_place() {
+        with_inputs(|ctx| {
+            let name = |p: &str| ctx.input_name(Path::new(p));
+            assert_eq!(name("/cache/artifacts/k1/out"), "artifact:aa");
+            assert_eq!(
+                name("/cache/artifacts/k1/out/model.safetensors"),
+                "artifact:aa/model.safetensors"
+            );
+            assert_eq!(
+                name("/cache/artifacts/k1/out/ckpt/step-4"),
+                "path:bb",
+                "the longest input wins"
+            );
+            assert_eq!(
+                name("/cache/artifacts/k1/out/ckpt/step-4/config.json"),
+                "path:bb/config.json"
+            );
+            assert_eq!(name("/project/bench.jsonl"), "file:cc");
+            // Not below an input: as given (a literal path is in the key as given).
+            assert_eq!(name("/models/qwen"), "/models/qwen");
+            assert_eq!(
+                name("/cache/artifacts/k1/outer"),
+                "/cache/artifacts/k1/outer",
+                "a sibling with the same prefix"
+            );
+        });
+    }
+
+    #[test]
+    fn places_in_results_name_their_file_by_identity() {
+        with_inputs(|ctx| {
+            assert_eq!(ctx.input_place("/project/bench.jsonl:12"), "file:cc:12");
+            assert_eq!(
+                ctx.input_place("/cache/artifacts/k1/out/shard-00000.jsonl.zst:3: not JSON: a/b"),
+                "artifact:aa/shard-00000.jsonl.zst:3: not JSON: a/b"
+            );
+            assert_eq!(
+                ctx.input_place("/project/bench.jsonl.bak:1"),
+                "/project/bench.jsonl.bak:1"
+            );
+            assert_eq!(ctx.input_place("doc 7: empty"), "doc 7: empty");
+        });
     }
 }

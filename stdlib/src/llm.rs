@@ -380,7 +380,8 @@ pub struct LocalBackend {
     model: flow_model::Model,
     tokenizer: flow_model::Tokenizer,
     template: flow_model::ChatTemplate,
-    dir: String,
+    /// How results name the model (see `OpContext::input_name`).
+    name: String,
     /// Log-likelihoods of the options after a content-free prompt, by that
     /// prompt's text: the same for every document of a run.
     content_free: std::sync::Mutex<std::collections::HashMap<String, Vec<f64>>>,
@@ -390,7 +391,9 @@ pub struct LocalBackend {
 type ContinuationRequest = (Vec<u32>, Vec<u32>);
 
 impl LocalBackend {
-    pub fn load(model_dir: &Path) -> Result<LocalBackend, String> {
+    /// The model in `model_dir`, which results call `name` (its identity,
+    /// `OpContext::input_name`, never its place in the cache).
+    pub fn load(model_dir: &Path, name: String) -> Result<LocalBackend, String> {
         let model = flow_model::Model::load(model_dir).map_err(|e| e.to_string())?;
         let tokenizer = flow_model::Tokenizer::load(model_dir).map_err(|e| e.to_string())?;
         let template = flow_model::ChatTemplate::load(model_dir).map_err(|e| e.to_string())?;
@@ -398,7 +401,7 @@ impl LocalBackend {
             model,
             tokenizer,
             template,
-            dir: model_dir.display().to_string(),
+            name,
             content_free: Default::default(),
         })
     }
@@ -541,7 +544,7 @@ impl ChatBackend for LocalBackend {
     }
 
     fn describe(&self) -> Json {
-        json!({"backend": "local", "model": self.dir, "decoding": "greedy; choices by log-likelihood calibrated against a content-free prompt (domain-conditional PMI); annotate's labels by batch calibration"})
+        json!({"backend": "local", "model": self.name, "decoding": "greedy; choices by log-likelihood calibrated against a content-free prompt (domain-conditional PMI); annotate's labels by batch calibration"})
     }
 
     fn concurrency(&self) -> usize {

@@ -43,6 +43,9 @@ pub(crate) mod testing {
         pub workdir: Option<std::path::PathBuf>,
         /// Start with the cancel flag set (as after Ctrl-C).
         pub cancelled: bool,
+        /// `OpContext::input_ids`: the inputs' identities, as the executor
+        /// would give them (none: every path is named as given).
+        pub input_ids: BTreeMap<std::path::PathBuf, String>,
     }
 
     impl Default for RunOptions {
@@ -51,6 +54,7 @@ pub(crate) mod testing {
                 threads: 2,
                 workdir: None,
                 cancelled: false,
+                input_ids: BTreeMap::new(),
             }
         }
     }
@@ -126,6 +130,7 @@ pub(crate) mod testing {
             progress: &NoProgress,
             log: &log,
             cancel: &cancel,
+            input_ids: options.input_ids.clone(),
         };
         let r = f(&ctx);
         drop(ctx);

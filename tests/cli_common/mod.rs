@@ -120,3 +120,64 @@ pub fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The content hash of the artifact of `key` in `cache`.
+pub fn content_hash(cache: &Path, key: &str) -> String {
+    let meta = std::fs::read_to_string(cache.join("artifacts").join(key).join("meta.json"))
+        .expect("meta.json");
+    let v: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    v["content_hash"].as_str().unwrap().to_string()
+}
+
+/// Node -> key parts of the newest run record of a cache.
+pub fn run_parts(cache: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut records: Vec<_> = std::fs::read_dir(cache.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    records.sort();
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(records.last().unwrap()).unwrap()).unwrap();
+    run["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let parts = n["parts"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            (n["name"].as_str().unwrap().to_string(), parts)
+        })
+        .collect()
+}
+
+/// Checks that the units of run `b` (in cache `b_cache`) are those of
+/// run `a`: for every unit the same key parts, the same key and the same
+/// artifact, byte for byte (content hash). What differs between two runs
+/// (train's wall time and device) is a run fact, outside the hash.
+pub fn assert_same_units(
+    a_cache: &Path,
+    a_keys: &BTreeMap<String, String>,
+    b_cache: &Path,
+    b_keys: &BTreeMap<String, String>,
+) {
+    assert_eq!(
+        a_keys.keys().collect::<Vec<_>>(),
+        b_keys.keys().collect::<Vec<_>>(),
+        "the same units"
+    );
+    let a_parts = run_parts(a_cache);
+    let b_parts = run_parts(b_cache);
+    for (node, a_key) in a_keys {
+        assert_eq!(a_parts[node], b_parts[node], "key parts of {node}");
+        assert_eq!(a_key, &b_keys[node], "key of {node}");
+        assert_eq!(
+            content_hash(a_cache, a_key),
+            content_hash(b_cache, &b_keys[node]),
+            "content hash of {node}"
+        );
+    }
+}

@@ -90,6 +90,15 @@ pub(crate) fn params_of(args: &BTreeMap<String, RVal>, out: &Path) -> BTreeMap<S
         .collect()
 }
 
+/// The input paths among `args`, each with its identity in the key.
+pub(crate) fn input_ids_of(args: &BTreeMap<String, RVal>) -> BTreeMap<PathBuf, String> {
+    let mut ids = BTreeMap::new();
+    for v in args.values() {
+        v.collect_input_ids(&mut ids);
+    }
+    ids
+}
+
 /// Merges the parts a job array wrote; every part must be there.
 fn merge_parts(
     op: &dyn Sharded,
@@ -155,6 +164,7 @@ impl Job {
             progress: &self.progress,
             log: &log,
             cancel: &self.cancel,
+            input_ids: input_ids_of(&self.args),
         };
         let result = run_guarded(self.op.spec().name, self.threads, || {
             match (self.op.sharding(), &self.shards) {

@@ -132,7 +132,7 @@ impl Op for Dedup {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "dedup",
-            version: 1,
+            version: 2,
             doc: "Removes exact duplicates (blake3 of lower-cased words) and MinHash near-duplicates (word n-gram shingles, LSH bands × rows, estimated Jaccard >= threshold); keeps the first document of each cluster.",
             params: vec![
                 Param::required("corpus", Type::Dir, "corpus artifact"),
@@ -321,9 +321,10 @@ fn cluster_and_copy(
     ctx: &OpContext,
     st: DedupParams,
     docs: Vec<DocSig>,
-    errors: ErrorLog,
+    mut errors: ErrorLog,
     shards: &[PathBuf],
 ) -> OpResult<Outputs> {
+    errors.name_places(ctx);
     let DedupParams {
         on_error: policy,
         bands,

@@ -259,7 +259,7 @@ impl Op for Filter {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "filter",
-            version: 4,
+            version: 5,
             doc: "Applies a train_classifier model to every document of a corpus (parallel over shards and documents); keeps those scoring at or above the threshold; filter.json has per-shard documents, whitespace tokens and characters in and out.",
             params: vec![
                 Param::required("corpus", Type::Dir, "corpus artifact"),
@@ -361,6 +361,9 @@ impl Sharded for Filter {
             }
             head.get_or_insert((p.threshold, p.positive));
             per_shard.extend(p.per_shard);
+        }
+        for s in &mut per_shard {
+            s.errors.name_places(ctx);
         }
         let (threshold, positive) =
             head.ok_or_else(|| miette!("internal: filter merged no parts"))?;

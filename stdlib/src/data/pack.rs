@@ -203,7 +203,7 @@ impl Op for Pack {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "pack",
-            version: 2,
+            version: 3,
             doc: "Tokenises a corpus with a model's tokenizer (in parallel), appends EOS to each document and packs the stream into seq_len sequences: tokens.bin, doc_ids.bin (u32 LE) and pack.json, the format the train op reads.",
             params: vec![
                 Param::required("corpus", Type::Dir, "corpus artifact"),
@@ -420,6 +420,7 @@ impl Sharded for Pack {
             }
             errors.merge(read_json_file(&part.join("part.json"))?);
         }
+        errors.name_places(ctx);
         let documents = packer.documents;
         let (seqs, tokens, dropped_tokens) =
             packer.finish(&ctx.out_dir, setup.pad_id, setup.params.drop_last)?;

@@ -48,7 +48,13 @@ struct RelativeGainParams {
     metric: GainMetric,
 }
 
-fn read_score(value: &Score, metric: &str, what: &str) -> OpResult<(String, f64, Option<Json>)> {
+/// A score's source (as results name it), value and checkpoint lineage.
+fn read_score(
+    ctx: &OpContext,
+    value: &Score,
+    metric: &str,
+    what: &str,
+) -> OpResult<(String, f64, Option<Json>)> {
     match value {
         Score::Float(f) => Ok((format!("{f}"), *f, None)),
         Score::Int(i) => Ok((format!("{i}"), *i as f64, None)),
@@ -57,7 +63,7 @@ fn read_score(value: &Score, metric: &str, what: &str) -> OpResult<(String, f64,
             let (acc, _) = doc.metric(metric).ok_or_else(|| {
                 miette!("relative_gain: no metric `{metric}` in an mcqa result: use acc, acc_norm, acc_macro or acc_norm_macro")
             })?;
-            Ok((p.display().to_string(), acc, doc.checkpoint))
+            Ok((ctx.input_name(p), acc, doc.checkpoint))
         }
     }
 }
@@ -90,7 +96,7 @@ impl Op for RelativeGain {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "relative_gain",
-            version: 2,
+            version: 3,
             doc: "Relative performance gain G_rel = Acc(checkpoint) / Acc(baseline) for each score (DeFineMed eq. 1). A baseline accuracy of 0 leaves every G_rel undefined: null, with the reason, counted in `undefined`.",
             params: vec![
                 Param::required("scores", Type::List(Box::new(Type::Any)), "mcqa nodes (or mcqa.json files, or numbers)"),
@@ -116,11 +122,11 @@ impl Op for RelativeGain {
         let p: RelativeGainParams = ctx.params()?;
         let metric = variant_name(&p.metric);
         let metric = metric.as_str();
-        let (base_src, base_acc, base_ckpt) = read_score(&p.baseline, metric, "baseline")?;
+        let (base_src, base_acc, base_ckpt) = read_score(ctx, &p.baseline, metric, "baseline")?;
         let scores = p
             .scores
             .iter()
-            .map(|v| read_score(v, metric, "score"))
+            .map(|v| read_score(ctx, v, metric, "score"))
             .collect::<OpResult<Vec<_>>>()?;
         let gains = relative_gains(&scores.iter().map(|s| s.1).collect::<Vec<_>>(), base_acc)?;
         let undefined = gains.iter().filter(|g| g.is_err()).count();

@@ -275,7 +275,7 @@ pub fn write_outputs(
     responses: &[Response],
     settings: &GenerateSettings,
     checkpoint: Option<Json>,
-    model_dir: &Path,
+    model_name: &str,
 ) -> OpResult<Outputs> {
     let mut lines = String::new();
     for (item, r) in items.iter().zip(responses) {
@@ -315,7 +315,7 @@ pub fn write_outputs(
         "top_p": settings.top_p,
         "seed": settings.seed,
         "chat_template": settings.chat,
-        "model": model_dir.display().to_string(),
+        "model": model_name,
     });
     if let Some(c) = checkpoint {
         summary["checkpoint"] = c;
@@ -384,8 +384,8 @@ pub struct GeneratedResponses {
 impl GeneratedResponses {
     /// What verdicts, rankings and reports call this model: `given` when
     /// not empty; `step-N` for a checkpoint (or a merge of one); else the
-    /// model directory's name (its parent's for an artifact's `out/`), cut
-    /// to 16 characters.
+    /// [`short_model_name`] of the model `generate.json` names (of the
+    /// responses' own path when it names none).
     pub fn display_name(&self, given: &str) -> String {
         if !given.is_empty() {
             return given.to_owned();
@@ -398,16 +398,32 @@ impl GeneratedResponses {
         {
             return format!("step-{step}");
         }
-        let from = self.model.as_deref().map(Path::new).unwrap_or(&self.path);
-        let named = if from.file_name().is_some_and(|n| n == "out") {
-            from.parent().unwrap_or(from)
-        } else {
-            from
-        };
-        named
-            .file_name()
-            .map(|s| s.to_string_lossy().chars().take(16).collect())
-            .unwrap_or_else(|| from.display().to_string())
+        match &self.model {
+            Some(model) => short_model_name(model),
+            None => short_model_name(&self.path.to_string_lossy()),
+        }
+    }
+}
+
+/// A short name for a model a result names (an input identity such as
+/// `artifact:HASH` or `artifact:HASH/checkpoints/step-4`, or a path): the
+/// last component (its parent's for an artifact's `out/`), a bare identity
+/// cut to its first 12 hex digits, anything else to 16 characters.
+pub fn short_model_name(name: &str) -> String {
+    let path = Path::new(name);
+    let named = if path.file_name().is_some_and(|n| n == "out") {
+        path.parent().unwrap_or(path)
+    } else {
+        path
+    };
+    let Some(last) = named.file_name().map(|s| s.to_string_lossy()) else {
+        return name.to_owned();
+    };
+    match last.split_once(':') {
+        Some((_, hash)) if hash.len() >= 12 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            hash[..12].to_owned()
+        }
+        _ => last.chars().take(16).collect(),
     }
 }
 
@@ -516,7 +532,7 @@ impl Op for Generate {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "generate",
-            version: 3,
+            version: 4,
             doc: "A response from the model for every prompt of a JSONL file ({id, prompt} or {id, messages}), through the model's chat template.",
             params: vec![
                 Param::required("model", Type::Model, "the model"),
@@ -562,7 +578,7 @@ impl Op for Generate {
             &responses,
             &settings,
             checkpoint,
-            model_dir,
+            &ctx.input_name(model_dir),
         )
     }
 }
@@ -812,7 +828,7 @@ mod tests {
             &responses,
             &settings(0.0, 1),
             Some(json!({"step": 3})),
-            Path::new("m"),
+            "m",
         )
         .unwrap();
         let line: Json = serde_json::from_str(
@@ -831,6 +847,29 @@ mod tests {
         assert_eq!(summary["total_tokens"], 10);
         assert_eq!(summary["finish_reasons"]["stop"], 1);
         assert_eq!(summary["checkpoint"]["step"], 3);
+    }
+
+    #[test]
+    fn a_model_named_by_identity_gets_a_short_name() {
+        let hash = "0123456789abcdef".repeat(4);
+        assert_eq!(
+            short_model_name(&format!("artifact:{hash}")),
+            "0123456789ab"
+        );
+        assert_eq!(short_model_name(&format!("path:{hash}")), "0123456789ab");
+        assert_eq!(
+            short_model_name(&format!("artifact:{hash}/checkpoints/step-4")),
+            "step-4"
+        );
+        assert_eq!(
+            short_model_name(&format!("/cache/artifacts/{hash}/out")),
+            "0123456789abcdef"
+        );
+        assert_eq!(
+            short_model_name("/models/Qwen2.5-0.5B-Instruct"),
+            "Qwen2.5-0.5B-Ins"
+        );
+        assert_eq!(short_model_name("gpt-4o"), "gpt-4o");
     }
 
     #[test]
@@ -865,7 +904,7 @@ mod tests {
             &responses,
             &settings(0.0, 1),
             Some(json!({"step": 5})),
-            Path::new("/models/m"),
+            "/models/m",
         )
         .unwrap();
         let got = read_responses(&out_dir).unwrap();

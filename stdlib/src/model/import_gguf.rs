@@ -53,7 +53,7 @@ impl Op for ImportGguf {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "import_gguf",
-            version: 2,
+            version: 3,
             doc: "Converts a GGUF file into a Hugging Face model directory (config.json, safetensors, tokenizer, chat template).",
             params: vec![Param::required("input", Type::File, "the .gguf file (e.g. a fetch_wheel node's `file`)")],
             produces: Type::Model,
@@ -73,7 +73,7 @@ impl Op for ImportGguf {
         ctx.progress.message("converting GGUF");
         let summary = import(input, &ctx.out_dir)?;
         let info = serde_json::json!({
-            "source": input.display().to_string(),
+            "source": ctx.input_name(input),
             "architecture": summary.architecture,
             "hf_architecture": summary.hf_architecture,
             "tensors": summary.tensors,

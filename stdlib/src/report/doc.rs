@@ -3,12 +3,8 @@
 
 use super::*;
 
-pub(super) fn base_name(s: &str) -> String {
-    Path::new(s)
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_else(|| s.to_owned())
-}
+/// What the report calls a model or a result it was given no name for.
+pub(super) use crate::model::generate::short_model_name;
 
 pub(super) fn f(v: &Json) -> Option<f64> {
     v.as_f64()

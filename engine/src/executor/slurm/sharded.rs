@@ -45,7 +45,7 @@ use super::{
     fail_work, job_args, job_log, slurm_dir, submit_array_of, submit_unit, write_spec, Active,
     JobEntry, Pending, Shared, SlurmOptions,
 };
-use crate::executor::job::{params_of, run_guarded};
+use crate::executor::job::{input_ids_of, params_of, run_guarded};
 use crate::executor::{Failure, Finished, Msg, Work};
 use crate::op::{part_dir, shard_tasks, Device, NoProgress, OpContext};
 use crate::store::Store;
@@ -80,6 +80,7 @@ pub(super) fn plan(work: &Work, workdir: &Path) -> Result<Option<Plan>, String> 
         progress: &NoProgress,
         log: &log,
         cancel: &cancel,
+        input_ids: input_ids_of(&work.args),
     };
     let pieces = run_guarded(work.op.spec().name, 1, || sharded.pieces(&ctx))
         .map_err(|e| format!("cannot plan its shard tasks: {e}"))?;

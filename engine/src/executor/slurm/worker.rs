@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::super::job::{params_of, run_guarded, Shards};
+use super::super::job::{input_ids_of, params_of, run_guarded, Shards};
 use super::super::Job;
 use crate::device::{resolve_device, CudaProbe};
 use crate::keys::{unit_key, RVal, TPart, UnitKey};
@@ -221,6 +221,7 @@ fn shard_task(
         progress: &NoProgress,
         log: &log,
         cancel: &cancel,
+        input_ids: input_ids_of(args),
     };
     let t0 = std::time::Instant::now();
     let result = run_guarded(&spec.op, threads, || {

@@ -5,7 +5,7 @@ use super::*;
 
 use std::sync::{Mutex, Weak};
 
-pub(super) fn backend_from(p: &AnnotateParams) -> OpResult<Arc<dyn ChatBackend>> {
+pub(super) fn backend_from(p: &AnnotateParams, ctx: &OpContext) -> OpResult<Arc<dyn ChatBackend>> {
     match p.backend {
         Backend::Openai => {
             if p.model.is_empty() {
@@ -37,13 +37,14 @@ pub(super) fn backend_from(p: &AnnotateParams) -> OpResult<Arc<dyn ChatBackend>>
                     "parameter `model`: the local backend needs a model directory"
                 ));
             }
-            Ok(shared_local(Path::new(&p.model))
+            let dir = Path::new(&p.model);
+            Ok(shared_local(dir, &ctx.input_name(dir))
                 .map_err(|e| miette!("annotate: cannot load the local model: {e}"))?)
         }
     }
 }
 
-/// The local model of `dir`, loaded once for the shard tasks of a unit
+/// The local model of `dir` (named `name` in results), loaded once for the shard tasks of a unit
 /// that run at the same time in one process (a local run's threads): they
 /// share it while any holds it, and it is freed with the last.
 ///
@@ -52,16 +53,16 @@ pub(super) fn backend_from(p: &AnnotateParams) -> OpResult<Arc<dyn ChatBackend>>
 /// on the lock inside a rayon worker would keep that work from running, a
 /// deadlock two tests sharing the global pool once hit. A task that finds
 /// another loading the same directory runs pending rayon work while it waits.
-fn shared_local(dir: &Path) -> Result<Arc<LocalBackend>, String> {
+fn shared_local(dir: &Path, name: &str) -> Result<Arc<LocalBackend>, String> {
     enum Entry {
         Loading,
         Loaded(Weak<LocalBackend>),
     }
-    static REGISTRY: Mutex<Vec<(PathBuf, Entry)>> = Mutex::new(Vec::new());
+    static REGISTRY: Mutex<Vec<((PathBuf, String), Entry)>> = Mutex::new(Vec::new());
     let registry = || REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
 
     /// Takes the `Loading` mark away however the load ends (a panic included).
-    struct LoadingMark<'a>(&'a Path);
+    struct LoadingMark<'a>(&'a (PathBuf, String));
     impl Drop for LoadingMark<'_> {
         fn drop(&mut self) {
             REGISTRY
@@ -70,6 +71,7 @@ fn shared_local(dir: &Path) -> Result<Arc<LocalBackend>, String> {
                 .retain(|(d, e)| !(d == self.0 && matches!(e, Entry::Loading)));
         }
     }
+    let id = (dir.to_path_buf(), name.to_owned());
 
     loop {
         {
@@ -78,7 +80,7 @@ fn shared_local(dir: &Path) -> Result<Arc<LocalBackend>, String> {
                 Entry::Loading => true,
                 Entry::Loaded(w) => w.strong_count() > 0,
             });
-            match entries.iter().find(|(d, _)| d == dir).map(|(_, e)| e) {
+            match entries.iter().find(|(d, _)| *d == id).map(|(_, e)| e) {
                 Some(Entry::Loaded(w)) => {
                     if let Some(b) = w.upgrade() {
                         return Ok(b);
@@ -86,15 +88,15 @@ fn shared_local(dir: &Path) -> Result<Arc<LocalBackend>, String> {
                 }
                 Some(Entry::Loading) => {}
                 None => {
-                    entries.push((dir.to_path_buf(), Entry::Loading));
+                    entries.push((id.clone(), Entry::Loading));
                     drop(entries);
                     // On an error or a panic the mark's drop frees the directory.
-                    let mark = LoadingMark(dir);
-                    let backend = Arc::new(LocalBackend::load(dir)?);
+                    let mark = LoadingMark(&id);
+                    let backend = Arc::new(LocalBackend::load(dir, name.to_owned())?);
                     let mut entries = registry();
                     if let Some((_, e)) = entries
                         .iter_mut()
-                        .find(|(d, e)| d == dir && matches!(e, Entry::Loading))
+                        .find(|(d, e)| *d == id && matches!(e, Entry::Loading))
                     {
                         *e = Entry::Loaded(Arc::downgrade(&backend));
                     }

@@ -68,7 +68,7 @@ impl Op for Annotate {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "annotate",
-            version: 9,
+            version: 10,
             doc: "Zero-shot labelling of every document of a corpus by a chat model (OpenAI-compatible endpoint or the local runtime); writes annotations.jsonl (id, label or null when the answer named none, raw answer) and annotate.json (counts per label, unparseable, failed). Documents whose request failed are left out and counted; more than max_failures of them, or a refused key (401/403), fail the op.",
             params: vec![
                 Param::required("corpus", Type::Dir, "corpus artifact (usually a sample)"),
@@ -195,7 +195,7 @@ impl Sharded for Annotate {
             .wrap_err_with(|| format!("cannot read {}", prompt_path.display()))?;
         let template = PromptTemplate::parse(&prompt_src)
             .map_err(|e| miette!("{}: {e}", prompt_path.display()))?;
-        let backend = backend_from(&p)?;
+        let backend = backend_from(&p, ctx)?;
         let max_chars = p.max_chars;
         let schema = json!({"type": "object", "properties": {"label": {"type": "string", "enum": labels}}, "required": ["label"], "additionalProperties": false});
         let use_schema = p.json_schema && backend.supports_json_schema();

@@ -75,6 +75,15 @@ impl ErrorLog {
         Ok(())
     }
 
+    /// Names each example's place by its input's identity
+    /// ([`OpContext::input_place`]): done once, before the log goes into a
+    /// result, so the op's own messages keep the paths.
+    pub fn name_places(&mut self, ctx: &OpContext) {
+        for e in &mut self.examples {
+            *e = ctx.input_place(e);
+        }
+    }
+
     pub fn merge(&mut self, other: ErrorLog) {
         self.count += other.count;
         for e in other.examples {

@@ -515,7 +515,7 @@ impl Op for Corpus {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "corpus",
-            version: 3,
+            version: 4,
             doc: "Reads FineWeb-2 parquet shards and JSONL (plain, .gz, .zst) into a normalised corpus: zstd JSONL shards docs-NNNNN.jsonl.zst of {id, text, ...source fields} and corpus.json statistics.",
             params: vec![
                 Param::required(
@@ -704,6 +704,13 @@ impl Sharded for Corpus {
                 errors.count,
                 errors.examples.first().map(String::as_str).unwrap_or("none")
             ));
+        }
+        // The result names its inputs by identity, not by place (see
+        // `OpContext::input_name`); the log above keeps the paths.
+        errors.name_places(ctx);
+        for source in &mut sources {
+            source.path = ctx.input_place(&source.path);
+            source.broken_off = source.broken_off.take().map(|b| ctx.input_place(&b));
         }
         let stats = serde_json::json!({
             "documents": documents,

@@ -89,7 +89,7 @@ impl Op for Mcqa {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "mcqa",
-            version: 4,
+            version: 5,
             doc: "Multiple-choice accuracy by log-likelihood with lm-evaluation-harness's prompts and scoring (MMLU, openGPT-X MMLUX German, MedQA).",
             params: vec![
                 Param::required("model", Type::Model, "the model to evaluate"),
@@ -158,6 +158,14 @@ impl Op for Mcqa {
                 ctx.check_cancelled()
             },
         )?;
+        // Scored: from here the items' `file:line` places name the benchmark
+        // by its identity, as results must (see `OpContext::input_name`).
+        let (bench_at, bench_name) = (p.bench.to_string_lossy(), ctx.input_name(&p.bench));
+        for item in &mut bench {
+            if let Some(line) = item.source.strip_prefix(bench_at.as_ref()) {
+                item.source = format!("{bench_name}{line}");
+            }
+        }
         let outputs = write_results(
             &ctx.out_dir,
             format,
@@ -165,7 +173,7 @@ impl Op for Mcqa {
             &bench,
             &results,
             checkpoint,
-            model_dir,
+            &ctx.input_name(model_dir),
         )?;
         ctx.log(&format!(
             "mcqa {}: n={} acc={:.4} acc_norm={:.4}",
@@ -200,10 +208,10 @@ pub fn write_results(
     bench: &[McItem],
     results: &[ItemResult],
     checkpoint: Option<Json>,
-    model_dir: &Path,
+    model_name: &str,
 ) -> OpResult<Outputs> {
     let mut doc = report(format, shots, bench, results);
-    doc.model = Some(model_dir.display().to_string());
+    doc.model = Some(model_name.to_owned());
     doc.checkpoint = checkpoint;
     let mut lines = String::new();
     for (i, (item, r)) in bench.iter().zip(results).enumerate() {

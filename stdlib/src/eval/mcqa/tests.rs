@@ -619,7 +619,7 @@ fn write_results_copies_the_checkpoint() {
         &bench,
         &results,
         Some(ckpt.clone()),
-        Path::new("m"),
+        "m",
     )
     .unwrap();
     assert_eq!(out["acc"], Value::Float(1.0));

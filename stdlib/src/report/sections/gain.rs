@@ -43,7 +43,7 @@ pub(in crate::report) fn gain_section(
             if j.baseline.source.is_empty() {
                 "baseline".to_owned()
             } else {
-                base_name(&j.baseline.source)
+                short_model_name(&j.baseline.source)
             }
         });
         let base_acc = j.baseline.acc;

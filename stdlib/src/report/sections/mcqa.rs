@@ -34,8 +34,8 @@ pub(in crate::report) fn mcqa_section(
         let model = j
             .model
             .as_deref()
-            .map(base_name)
-            .unwrap_or_else(|| base_name(&p.display().to_string()));
+            .map(short_model_name)
+            .unwrap_or_else(|| short_model_name(&p.display().to_string()));
         let series = series_names.get(i).cloned().unwrap_or_else(|| {
             if ck.is_some() {
                 "checkpoints".into()

@@ -66,7 +66,7 @@ pub(in crate::report) fn compute_section(
         let name = names.get(i).cloned().unwrap_or_else(|| {
             ck.as_ref()
                 .and_then(|c| c["source"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| base_name(&p.display().to_string()))
+                .unwrap_or_else(|| short_model_name(&p.display().to_string()))
         });
         rows.push(vec![
             name,
@@ -131,7 +131,7 @@ pub(in crate::report) fn training_section(
         let name = names
             .get(i)
             .cloned()
-            .unwrap_or_else(|| base_name(&p.display().to_string()));
+            .unwrap_or_else(|| short_model_name(&p.display().to_string()));
         runs.push((name, rows));
     }
     if runs.is_empty() {
