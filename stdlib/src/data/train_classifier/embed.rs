@@ -71,7 +71,12 @@ fn load_embedder(
     })
 }
 
-/// Loads the embed classifier of `dir` (its model directory is recorded in classifier.json).
+/// Where an embed classifier keeps its model, inside its own directory.
+const MODEL_DIR: &str = "model";
+
+/// Loads the embed classifier of `dir`. Its model is in `dir/model`
+/// (classifier.json's `model_dir`, relative); one trained before the
+/// classifier held its model names an absolute directory instead.
 pub(super) fn load(dir: &Path, info: &ClassifierInfo) -> OpResult<EmbedModel> {
     let model_dir = info
         .model_dir
@@ -79,7 +84,7 @@ pub(super) fn load(dir: &Path, info: &ClassifierInfo) -> OpResult<EmbedModel> {
         .ok_or_else(|| miette!("classifier.json: embed classifier without model_dir"))?;
     let weights = read_f32(&dir.join(&info.weights_file))?;
     let m = load_embedder(
-        Path::new(&model_dir),
+        &dir.join(model_dir),
         weights,
         info.bias,
         info.max_tokens.unwrap_or(512),
@@ -173,6 +178,11 @@ pub(super) fn train_embed(ctx: &OpContext, common: &Common) -> OpResult<Outputs>
         .flat_map(|x| x.to_le_bytes())
         .collect();
     write_bytes_atomic(&ctx.out_dir.join("weights.f32"), &bytes)?;
+    // The classifier holds a copy of its model: a path to the model's
+    // directory would leave the artifact broken when the cache moves, and
+    // `filter`'s key, which holds the classifier's content, would not
+    // change with the model's.
+    copy_model_files(&dir, &ctx.out_dir.join(MODEL_DIR))?;
     let info = ClassifierInfo {
         method: "embed".into(),
         positive: common.positive.clone(),
@@ -181,7 +191,7 @@ pub(super) fn train_embed(ctx: &OpContext, common: &Common) -> OpResult<Outputs>
         weights_file: "weights.f32".into(),
         epochs: 500,
         seed: common.seed,
-        model_dir: Some(dir.display().to_string()),
+        model_dir: Some(MODEL_DIR.into()),
         max_tokens: Some(max_tokens),
         eval: Evaluation::default(),
     };
@@ -194,4 +204,36 @@ pub(super) fn train_embed(ctx: &OpContext, common: &Common) -> OpResult<Outputs>
             ("labelled_ids_not_in_corpus", missing.into()),
         ],
     )
+}
+
+/// Copies the files of model directory `from` into `to`: the weights,
+/// config and tokenizer files a model directory holds at its top level;
+/// its subdirectories are not part of the model. A copy, not a hard link:
+/// the source may be the user's directory, and a file edited there in
+/// place would change the artifact under its hash. (Linux copies with
+/// `copy_file_range`, which shares the blocks on copy-on-write file
+/// systems.)
+fn copy_model_files(from: &Path, to: &Path) -> OpResult<()> {
+    std::fs::create_dir_all(to)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot create {}", to.display()))?;
+    let entries = std::fs::read_dir(from)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot list model directory {}", from.display()))?;
+    for entry in entries {
+        let entry = entry.into_diagnostic()?;
+        if entry.file_type().into_diagnostic()?.is_file() {
+            let target = to.join(entry.file_name());
+            std::fs::copy(entry.path(), &target)
+                .into_diagnostic()
+                .wrap_err_with(|| {
+                    format!(
+                        "cannot copy {} to {}",
+                        entry.path().display(),
+                        target.display()
+                    )
+                })?;
+        }
+    }
+    Ok(())
 }

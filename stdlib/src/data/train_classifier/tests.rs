@@ -125,6 +125,12 @@ fn embed_classifier_is_a_logistic_head_on_the_mean_hidden_state() {
             + info["test_documents"].as_u64().unwrap()
             >= 60
     );
+    // The classifier holds its model: it still loads with the model's
+    // directory gone from where it was trained.
+    assert_eq!(info["model_dir"], "model");
+    let moved = tmp.path().join("m-moved");
+    std::fs::rename(&model_dir, &moved).unwrap();
+    let model_dir = moved;
     let (_, clf) = load_any_classifier(&out).unwrap();
     // recompute a score through flow-model directly
     let model = flow_model::Model::load(&model_dir).unwrap();
