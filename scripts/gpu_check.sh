@@ -4,7 +4,9 @@
 #   (a) every CUDA kernel and the cuBLASLt products against their CPU
 #       references, outputs poisoned first (kernels/examples/gpu_check.rs);
 #   (b) a tiny random model trained 20 steps on the CPU and the CUDA
-#       backends of the model runtime, losses and final weights compared
+#       backends of the model runtime, losses and final weights compared,
+#       then a tiny random XLM-RoBERTa classifier fine-tuned 20 steps (with
+#       dropout) on both, the same comparisons
 #       (stdlib/model/examples/gpu_train_check.rs);
 #   (c) kernel benchmarks beside PyTorch on the same GPU in the same call
 #       (kernels/examples/gpu_bench.rs, scripts/gpu_bench_torch.py).

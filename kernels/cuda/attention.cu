@@ -277,3 +277,137 @@ extern "C" __global__ void attention_backward_dkdv_d128(const bf16* q, const bf1
                                                         bf16* dk, bf16* dv, AttnDims d) {
     attention_backward_dkdv_impl<128, 32, 32>(q, k, v, doc_ids, dout, lse, delta, dk, dv, d);
 }
+
+// ---------------------------------------------------------------------------
+// Bidirectional attention of an encoder (BERT / RoBERTa) over a ragged batch,
+// with dropout on the probabilities: sequence s is rows offsets[s] ..
+// offsets[s + 1] of q, k, v, ctx ([T, heads·D], head h at columns h·D ..)
+// and attends to all of its own rows (a padding mask, without the padding).
+// The probabilities P are materialised in f32 (the dropout masks, drawn on
+// the host, multiply them), one n×n block per (sequence, head) at
+// prob_starts[s]·heads + h·n·n, rows = queries; masks (same layout, 0 or
+// 1/(1 − p)) may be null. One thread per (query or key row, head,
+// sequence); the backward needs no atomics: dq per query row, then dk, dv
+// per key row from the stored dS. Any head dim.
+// CPU reference: stdlib/model/src/encoder/attention.rs.
+
+__device__ __forceinline__ long long bidir_block(const int* prob_starts, int s, int h, int heads, int n) {
+    return (long long)prob_starts[s] * heads + (long long)h * n * n;
+}
+
+// ctx (set) and P from q, k, v.
+extern "C" __global__ void bidir_attention_forward(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                                   const bf16* __restrict__ v, const int* __restrict__ offsets,
+                                                   const int* __restrict__ prob_starts,
+                                                   const float* __restrict__ masks, int heads, int head_dim,
+                                                   float scale, float* __restrict__ probs,
+                                                   bf16* __restrict__ ctx)
+{
+    const int s = blockIdx.z, h = blockIdx.y;
+    const int r0 = offsets[s], n = offsets[s + 1] - r0;
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const long long width = (long long)heads * head_dim;
+    const long long col = (long long)h * head_dim;
+    const long long blk = bidir_block(prob_starts, s, h, heads, n);
+    float* p = probs + blk + (long long)i * n;
+    const bf16* qi = q + (r0 + i) * width + col;
+    float m = -INFINITY;
+    for (int j = 0; j < n; ++j) {
+        const bf16* kj = k + (r0 + j) * width + col;
+        float dot = 0.0f;
+        for (int x = 0; x < head_dim; ++x) dot += to_f32(qi[x]) * to_f32(kj[x]);
+        p[j] = dot * scale;
+        m = fmaxf(m, p[j]);
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < n; ++j) {
+        p[j] = expf(p[j] - m);
+        sum += p[j];
+    }
+    const float inv = 1.0f / sum;
+    for (int j = 0; j < n; ++j) p[j] *= inv;
+    const float* mrow = masks ? masks + blk + (long long)i * n : nullptr;
+    bf16* out = ctx + (r0 + i) * width + col;
+    for (int x = 0; x < head_dim; ++x) {
+        float o = 0.0f;
+        for (int j = 0; j < n; ++j) {
+            const float w = mrow ? p[j] * mrow[j] : p[j];
+            o += w * to_f32(v[(r0 + j) * width + col + x]);
+        }
+        out[x] = to_bf16(o);
+    }
+}
+
+// dS = P∘(dP − Σ_j dP∘P)·scale with dP = (dO·Vᵀ)∘M (stored in ds), and dq (set) = dS·K.
+extern "C" __global__ void bidir_attention_backward_dq(const bf16* __restrict__ dctx, const bf16* __restrict__ k,
+                                                       const bf16* __restrict__ v,
+                                                       const int* __restrict__ offsets,
+                                                       const int* __restrict__ prob_starts,
+                                                       const float* __restrict__ probs,
+                                                       const float* __restrict__ masks, int heads,
+                                                       int head_dim, float scale, float* __restrict__ ds,
+                                                       bf16* __restrict__ dq)
+{
+    const int s = blockIdx.z, h = blockIdx.y;
+    const int r0 = offsets[s], n = offsets[s + 1] - r0;
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const long long width = (long long)heads * head_dim;
+    const long long col = (long long)h * head_dim;
+    const long long row = bidir_block(prob_starts, s, h, heads, n) + (long long)i * n;
+    const float* p = probs + row;
+    const float* mrow = masks ? masks + row : nullptr;
+    float* d = ds + row;
+    const bf16* doi = dctx + (r0 + i) * width + col;
+    float dot = 0.0f;
+    for (int j = 0; j < n; ++j) {
+        const bf16* vj = v + (r0 + j) * width + col;
+        float g = 0.0f;
+        for (int x = 0; x < head_dim; ++x) g += to_f32(doi[x]) * to_f32(vj[x]);
+        if (mrow) g *= mrow[j];
+        d[j] = g;
+        dot += g * p[j];
+    }
+    for (int j = 0; j < n; ++j) d[j] = p[j] * (d[j] - dot) * scale;
+    bf16* out = dq + (r0 + i) * width + col;
+    for (int x = 0; x < head_dim; ++x) {
+        float acc = 0.0f;
+        for (int j = 0; j < n; ++j) acc += d[j] * to_f32(k[(r0 + j) * width + col + x]);
+        out[x] = to_bf16(acc);
+    }
+}
+
+// dk (set) = dSᵀ·Q and dv (set) = (P∘M)ᵀ·dO, one thread per key row; after
+// bidir_attention_backward_dq (which writes ds) on the same stream.
+extern "C" __global__ void bidir_attention_backward_dkdv(const bf16* __restrict__ q,
+                                                         const bf16* __restrict__ dctx,
+                                                         const int* __restrict__ offsets,
+                                                         const int* __restrict__ prob_starts,
+                                                         const float* __restrict__ probs,
+                                                         const float* __restrict__ masks,
+                                                         const float* __restrict__ ds, int heads,
+                                                         int head_dim, bf16* __restrict__ dk,
+                                                         bf16* __restrict__ dv)
+{
+    const int s = blockIdx.z, h = blockIdx.y;
+    const int r0 = offsets[s], n = offsets[s + 1] - r0;
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    const long long width = (long long)heads * head_dim;
+    const long long col = (long long)h * head_dim;
+    const long long blk = bidir_block(prob_starts, s, h, heads, n);
+    bf16* dkj = dk + (r0 + j) * width + col;
+    bf16* dvj = dv + (r0 + j) * width + col;
+    for (int x = 0; x < head_dim; ++x) {
+        float gk = 0.0f, gv = 0.0f;
+        for (int i = 0; i < n; ++i) {
+            const long long e = blk + (long long)i * n + j;
+            gk += ds[e] * to_f32(q[(r0 + i) * width + col + x]);
+            const float w = masks ? probs[e] * masks[e] : probs[e];
+            gv += w * to_f32(dctx[(r0 + i) * width + col + x]);
+        }
+        dkj[x] = to_bf16(gk);
+        dvj[x] = to_bf16(gv);
+    }
+}

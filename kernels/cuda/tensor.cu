@@ -50,3 +50,33 @@ extern "C" __global__ void cast_f32_bf16(const float* __restrict__ x, bf16* __re
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
         y[i] = to_bf16(x[i]);
 }
+
+// x[i] *= mask[i]: a dropout mask (0 or 1/(1 − p), kept in f32) applied to
+// an activation or its gradient. CPU reference: scale_by_mask in
+// stdlib/model/src/backend/encoder.rs.
+extern "C" __global__ void scale_by_mask_bf16(bf16* __restrict__ x, const float* __restrict__ mask, long long n)
+{
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        x[i] = to_bf16(to_f32(x[i]) * mask[i]);
+}
+
+// x[i] = tanh(x[i]) (the encoder's pooler). CPU reference: tanh_in_place in
+// stdlib/model/src/backend/encoder.rs.
+extern "C" __global__ void tanh_bf16(bf16* __restrict__ x, long long n)
+{
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        x[i] = to_bf16(tanhf(to_f32(x[i])));
+}
+
+// dy[i] *= 1 − y[i]², the backward of y = tanh(x). CPU reference:
+// tanh_backward_in_place in stdlib/model/src/backend/encoder.rs.
+extern "C" __global__ void tanh_backward_bf16(bf16* __restrict__ dy, const bf16* __restrict__ y, long long n)
+{
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const float t = to_f32(y[i]);
+        dy[i] = to_bf16(to_f32(dy[i]) * (1.0f - t * t));
+    }
+}

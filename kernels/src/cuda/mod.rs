@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 pub use blas::{column_major, load_cublaslt, locate_cublaslt, Blas};
 pub use device::Gpu;
 pub use launch::{signature, Arg, AttnDims, DeviceElem, Elem, KernelCall, Signature, SIGNATURES};
-pub use launchers::{AttentionShape, EmbeddingBuckets, SlerpElem};
+pub use launchers::{AttentionShape, BidirLayout, EmbeddingBuckets, SlerpElem};
 pub use sources::{KernelSource, SOURCES};
 
 /// Why the CUDA path is unavailable or failed.

@@ -14,6 +14,7 @@ use super::launch::{signature, KernelCall, Signature};
 use super::{CudaError, Gpu};
 
 mod attention;
+mod bidirectional;
 mod elementwise;
 mod embedding;
 mod loss;
@@ -23,6 +24,7 @@ mod slerp;
 mod tensor;
 
 pub use attention::AttentionShape;
+pub use bidirectional::BidirLayout;
 pub use embedding::EmbeddingBuckets;
 pub use slerp::SlerpElem;
 

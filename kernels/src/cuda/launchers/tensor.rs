@@ -137,4 +137,40 @@ impl Gpu {
                 .launch(grid_stride(n))
         }
     }
+
+    /// `x *= mask`, elementwise: a dropout mask (f32, so 1 / (1 − p) stays exact).
+    pub fn scale_by_mask_bf16(
+        &self,
+        x: &mut CudaSlice<bf16>,
+        mask: &CudaSlice<f32>,
+    ) -> Result<(), CudaError> {
+        self.update_from("scale_by_mask_bf16", x, mask)
+    }
+
+    /// `x = tanh(x)`.
+    pub fn tanh_bf16(&self, x: &mut CudaSlice<bf16>) -> Result<(), CudaError> {
+        const E: &str = "tanh_bf16";
+        let n = x.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let n_l = as_long(n);
+        let (f, sig) = self.kernel(E)?;
+        // SAFETY: n is x's length; grid-stride loop.
+        unsafe {
+            self.call(&f, sig)
+                .output(x)
+                .long(&n_l)
+                .launch(grid_stride(n))
+        }
+    }
+
+    /// `dy *= 1 − y²`, the backward of `y = tanh(x)`.
+    pub fn tanh_backward_bf16(
+        &self,
+        dy: &mut CudaSlice<bf16>,
+        y: &CudaSlice<bf16>,
+    ) -> Result<(), CudaError> {
+        self.update_from("tanh_backward_bf16", dy, y)
+    }
 }

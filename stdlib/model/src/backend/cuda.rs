@@ -21,6 +21,9 @@ use super::{two_mut, AdamW, AttnParams, Backend, Keys};
 use crate::error::ModelError;
 use crate::weights::Params;
 
+mod encoder;
+pub use encoder::CudaAttnProbs;
+
 /// One CUDA device with flow's kernels and a cuBLASLt handle.
 pub struct CudaBackend {
     gpu: Gpu,

@@ -14,12 +14,14 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod encoder;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
 
 pub use cpu::CpuBackend;
 pub use cuda::CudaBackend;
+pub use encoder::EncoderBackend;
 pub use flow_kernels::cpu::{AdamW, AttnParams};
 
 use crate::error::ModelError;

@@ -1,13 +1,11 @@
-//! The hand-written backward of [`super::forward::forward`]: gradients of
-//! every tensor (accumulated into `grads`) from the gradient of the logits.
+//! The hand-written backward of [`super::forward::forward_on`]: gradients
+//! of every tensor (accumulated into `grads`) from the gradient of the
+//! logits, written once over [`EncoderBackend`] ([`backward`] is the CPU's).
 
-use flow_kernels::cpu as k;
-
-use super::attention::attention_backward;
 use super::config::EncoderConfig;
-use super::dropout::{apply, masked};
-use super::forward::{Batch, Cache};
-use super::params::{l, EncoderParams};
+use super::forward::{drop_in_place, dropped, Batch, Cache, CacheOn};
+use super::params::{head_index, l, layer_index, EncoderParams};
+use crate::backend::{infallible, CpuBackend, EncoderBackend};
 
 /// Mean cross-entropy of the logits (B×2) against `labels`, and its gradient
 /// d loss / d logits — torch's `CrossEntropyLoss()` (mean reduction).
@@ -29,7 +27,7 @@ pub fn cross_entropy(logits: &[f32], labels: &[u32]) -> (f64, Vec<f32>) {
 }
 
 /// Accumulates into `grads` the gradient of a loss whose gradient with
-/// respect to the logits is `dlogits` (B×2).
+/// respect to the logits is `dlogits` (B×2), on the CPU.
 pub fn backward(
     c: &EncoderConfig,
     p: &EncoderParams,
@@ -38,150 +36,142 @@ pub fn backward(
     dlogits: &[f32],
     grads: &mut EncoderParams,
 ) {
+    infallible(backward_on(&CpuBackend, c, p, batch, cache, dlogits, grads))
+}
+
+/// [`backward`] on backend `b`.
+pub fn backward_on<B: EncoderBackend>(
+    b: &B,
+    c: &EncoderConfig,
+    p: &B::Params,
+    batch: &Batch,
+    cache: &CacheOn<B>,
+    dlogits: &[f32],
+    grads: &mut B::Grads,
+) -> Result<(), B::Error> {
+    let w = |i: usize| B::weight(p, i);
     let (h, inter) = (c.hidden_size, c.intermediate_size);
     let t = batch.tokens.len();
-    let b = batch.sequences();
-    let (i0, i1, i2, i3) = (p.hi(0), p.hi(1), p.hi(2), p.hi(3));
+    let n = batch.sequences();
+    let (i0, i1, i2, i3) = (
+        head_index(c, 0),
+        head_index(c, 1),
+        head_index(c, 2),
+        head_index(c, 3),
+    );
     // head: logits = out(dropout(pooled)); pooled = tanh(dense(cls))
-    let pooled_dropped = masked(&cache.pooled, cache.pooled_mask.as_deref());
-    let mut dpooled = vec![0.0f32; b * h];
+    let dlogits = b.upload(dlogits)?;
+    let pooled_dropped = dropped(b, &cache.pooled, cache.pooled_mask.as_ref())?;
+    let mut dpooled = b.zeros(n * h)?;
     {
-        let (dw2, rest) = grads.data.split_at_mut(i3);
-        k::linear_backward(
-            dlogits,
+        let (dw, db) = B::grad_and_bias(grads, i2, Some(i3));
+        b.linear_backward(
+            &dlogits,
             &pooled_dropped,
-            &p.data[i2],
-            b,
+            w(i2),
+            n,
             h,
             2,
             Some(&mut dpooled),
-            &mut dw2[i2],
-            Some(&mut rest[0]),
-        );
+            dw,
+            db,
+        )?;
     }
-    apply(&mut dpooled, cache.pooled_mask.as_deref());
-    for (d, &y) in dpooled.iter_mut().zip(&cache.pooled) {
-        *d *= 1.0 - y * y;
-    }
-    let mut dcls = vec![0.0f32; b * h];
+    drop_in_place(b, &mut dpooled, cache.pooled_mask.as_ref())?;
+    b.tanh_backward_in_place(&mut dpooled, &cache.pooled)?;
+    let mut dcls = b.zeros(n * h)?;
     {
-        let (a, rest) = grads.data.split_at_mut(i1);
-        k::linear_backward(
+        let (dw, db) = B::grad_and_bias(grads, i0, Some(i1));
+        b.linear_backward(
             &dpooled,
             &cache.cls,
-            &p.data[i0],
-            b,
+            w(i0),
+            n,
             h,
             h,
             Some(&mut dcls),
-            &mut a[i0],
-            Some(&mut rest[0]),
-        );
+            dw,
+            db,
+        )?;
     }
-    apply(&mut dcls, cache.cls_mask.as_deref());
-    let mut dx = vec![0.0f32; t * h];
-    for s in 0..b {
-        let o = batch.offsets[s];
-        dx[o * h..(o + 1) * h].copy_from_slice(&dcls[s * h..(s + 1) * h]);
+    drop_in_place(b, &mut dcls, cache.cls_mask.as_ref())?;
+    let mut dx = b.zeros(t * h)?;
+    for s in 0..n {
+        let row = b.gather_rows(&dcls, &[s], h)?;
+        b.write_rows(&mut dx, batch.offsets[s], h, &row)?;
     }
     for layer in (0..c.num_hidden_layers).rev() {
         let lc = &cache.layers[layer];
-        let idx = |kk: usize| EncoderParams::li(layer, kk);
-        let w = |kk: usize| &p.data[idx(kk)][..];
+        let idx = |kk: usize| layer_index(layer, kk);
+        let lw = |kk: usize| w(idx(kk));
         // out = LN2(r2)
-        let mut dr2 = vec![0.0f32; t * h];
+        let mut dr2 = b.zeros(t * h)?;
         {
-            let (a, rest) = grads.data.split_at_mut(idx(l::LN2_B));
-            k::layernorm_backward(
+            let (dw, db) = B::grad_and_bias(grads, idx(l::LN2_W), Some(idx(l::LN2_B)));
+            b.layernorm_backward(
                 &dx,
                 &lc.r2,
-                w(l::LN2_W),
+                lw(l::LN2_W),
                 &lc.m2,
                 &lc.s2,
                 t,
                 h,
                 &mut dr2,
-                &mut a[idx(l::LN2_W)],
-                &mut rest[0],
-            );
+                dw,
+                db.expect("a bias"),
+            )?;
         }
         // r2 = dropout(gelu(u)·Woᵀ + bo) + h1
-        let dz2 = masked(&dr2, lc.out_mask.as_deref());
-        let mut dgu = vec![0.0f32; t * inter];
+        let dz2 = dropped(b, &dr2, lc.out_mask.as_ref())?;
+        let mut dgu = b.zeros(t * inter)?;
         {
-            let (a, rest) = grads.data.split_at_mut(idx(l::O_B));
-            k::linear_backward(
+            let (dw, db) = B::grad_and_bias(grads, idx(l::O_W), Some(idx(l::O_B)));
+            b.linear_backward(
                 &dz2,
                 &lc.gu,
-                w(l::O_W),
+                lw(l::O_W),
                 t,
                 inter,
                 h,
                 Some(&mut dgu),
-                &mut a[idx(l::O_W)],
-                Some(&mut rest[0]),
-            );
+                dw,
+                db,
+            )?;
         }
-        let mut du = vec![0.0f32; t * inter];
-        k::gelu_backward(&dgu, &lc.u, &mut du);
-        let mut dh1 = vec![0.0f32; t * h];
+        let mut du = b.zeros(t * inter)?;
+        b.gelu_backward(&dgu, &lc.u, &mut du)?;
+        let mut dh1 = b.zeros(t * h)?;
         {
-            let (a, rest) = grads.data.split_at_mut(idx(l::I_B));
-            k::linear_backward(
-                &du,
-                &lc.h1,
-                w(l::I_W),
-                t,
-                h,
-                inter,
-                Some(&mut dh1),
-                &mut a[idx(l::I_W)],
-                Some(&mut rest[0]),
-            );
+            let (dw, db) = B::grad_and_bias(grads, idx(l::I_W), Some(idx(l::I_B)));
+            b.linear_backward(&du, &lc.h1, lw(l::I_W), t, h, inter, Some(&mut dh1), dw, db)?;
         }
-        for (a, b) in dh1.iter_mut().zip(&dr2) {
-            *a += b;
-        }
+        b.add_in_place(&mut dh1, &dr2)?;
         // h1 = LN1(r1)
-        let mut dr1 = vec![0.0f32; t * h];
+        let mut dr1 = b.zeros(t * h)?;
         {
-            let (a, rest) = grads.data.split_at_mut(idx(l::LN1_B));
-            k::layernorm_backward(
+            let (dw, db) = B::grad_and_bias(grads, idx(l::LN1_W), Some(idx(l::LN1_B)));
+            b.layernorm_backward(
                 &dh1,
                 &lc.r1,
-                w(l::LN1_W),
+                lw(l::LN1_W),
                 &lc.m1,
                 &lc.s1,
                 t,
                 h,
                 &mut dr1,
-                &mut a[idx(l::LN1_W)],
-                &mut rest[0],
-            );
+                dw,
+                db.expect("a bias"),
+            )?;
         }
         // r1 = dropout(ctx·Waoᵀ + bao) + x
-        let dz1 = masked(&dr1, lc.attn_out_mask.as_deref());
-        let mut dctx = vec![0.0f32; t * h];
+        let dz1 = dropped(b, &dr1, lc.attn_out_mask.as_ref())?;
+        let mut dctx = b.zeros(t * h)?;
         {
-            let (a, rest) = grads.data.split_at_mut(idx(l::AO_B));
-            k::linear_backward(
-                &dz1,
-                &lc.ctx,
-                w(l::AO_W),
-                t,
-                h,
-                h,
-                Some(&mut dctx),
-                &mut a[idx(l::AO_W)],
-                Some(&mut rest[0]),
-            );
+            let (dw, db) = B::grad_and_bias(grads, idx(l::AO_W), Some(idx(l::AO_B)));
+            b.linear_backward(&dz1, &lc.ctx, lw(l::AO_W), t, h, h, Some(&mut dctx), dw, db)?;
         }
-        let (mut dq, mut dk, mut dv) = (
-            vec![0.0f32; t * h],
-            vec![0.0f32; t * h],
-            vec![0.0f32; t * h],
-        );
-        attention_backward(
+        let (mut dq, mut dk, mut dv) = (b.zeros(t * h)?, b.zeros(t * h)?, b.zeros(t * h)?);
+        b.bidirectional_attention_backward(
             &dctx,
             &lc.q,
             &lc.k,
@@ -193,57 +183,46 @@ pub fn backward(
             &mut dq,
             &mut dk,
             &mut dv,
-        );
+        )?;
         let mut dnext = dr1;
-        let mut tmp = vec![0.0f32; t * h];
+        let mut tmp = b.zeros(t * h)?;
         for (dy, wk, bk) in [
             (&dq, l::Q_W, l::Q_B),
             (&dk, l::K_W, l::K_B),
             (&dv, l::V_W, l::V_B),
         ] {
-            let (a, rest) = grads.data.split_at_mut(idx(bk));
-            k::linear_backward(
-                dy,
-                &lc.x,
-                w(wk),
-                t,
-                h,
-                h,
-                Some(&mut tmp),
-                &mut a[idx(wk)],
-                Some(&mut rest[0]),
-            );
-            for (a, b) in dnext.iter_mut().zip(&tmp) {
-                *a += b;
-            }
+            let (dw, db) = B::grad_and_bias(grads, idx(wk), Some(idx(bk)));
+            b.linear_backward(dy, &lc.x, lw(wk), t, h, h, Some(&mut tmp), dw, db)?;
+            b.add_in_place(&mut dnext, &tmp)?;
         }
         dx = dnext;
     }
     // embeddings: x = dropout(LN(word + position + type))
-    apply(&mut dx, cache.emb_mask.as_deref());
-    let mut de = vec![0.0f32; t * h];
+    drop_in_place(b, &mut dx, cache.emb_mask.as_ref())?;
+    let mut de = b.zeros(t * h)?;
     {
-        let (a, rest) = grads.data.split_at_mut(4);
-        k::layernorm_backward(
+        let (dw, db) = B::grad_and_bias(grads, 3, Some(4));
+        b.layernorm_backward(
             &dx,
             &cache.emb,
-            &p.data[3],
+            w(3),
             &cache.m0,
             &cache.s0,
             t,
             h,
             &mut de,
-            &mut a[3],
-            &mut rest[0],
-        );
+            dw,
+            db.expect("a bias"),
+        )?;
     }
-    for (i, row) in de.chunks_exact(h).enumerate() {
-        let wt = batch.tokens[i] as usize * h;
-        let ps = batch.positions[i] as usize * h;
-        for (j, &g) in row.iter().enumerate() {
-            grads.data[0][wt + j] += g;
-            grads.data[1][ps + j] += g;
-            grads.data[2][j] += g;
-        }
+    // each table's rows summed in token order, as the forward gathered them
+    for (ids, table) in [
+        (&batch.tokens[..], 0),
+        (&batch.positions[..], 1),
+        (&vec![0; t][..], 2),
+    ] {
+        let (dtable, _) = B::grad_and_bias(grads, table, None);
+        b.embedding_backward(ids, &de, h, dtable)?;
     }
+    Ok(())
 }

@@ -1,13 +1,12 @@
 //! The encoder's forward pass over a ragged batch (sequences concatenated,
 //! no padding), post-LayerNorm blocks as in BERT / RoBERTa, and the
-//! classification head on each sequence's first token.
+//! classification head on each sequence's first token, written once over
+//! [`EncoderBackend`] ([`forward`] is the CPU's).
 
-use flow_kernels::cpu as k;
-
-use super::attention::{attention_forward, AttnCache};
 use super::config::{EncoderConfig, Family};
-use super::dropout::{apply, masked, Dropout, Site};
-use super::params::{l, EncoderParams};
+use super::dropout::{Dropout, Site};
+use super::params::{head_index, l, layer_index, EncoderParams};
+use crate::backend::{infallible, CpuBackend, EncoderBackend};
 use crate::error::ModelError;
 
 /// Sequences of token ids (each starting with `<s>` / `[CLS]`), concatenated.
@@ -126,50 +125,53 @@ impl Batch {
 }
 
 /// Activations of one layer kept for the backward.
-#[derive(Clone, Debug, Default)]
-pub struct LayerCache {
-    pub x: Vec<f32>,
-    pub q: Vec<f32>,
-    pub k: Vec<f32>,
-    pub v: Vec<f32>,
-    pub attn: AttnCache,
-    pub ctx: Vec<f32>,
-    pub r1: Vec<f32>,
-    pub m1: Vec<f32>,
-    pub s1: Vec<f32>,
-    pub h1: Vec<f32>,
-    pub u: Vec<f32>,
-    pub gu: Vec<f32>,
-    pub r2: Vec<f32>,
-    pub m2: Vec<f32>,
-    pub s2: Vec<f32>,
+pub struct LayerCacheOn<B: EncoderBackend> {
+    pub x: B::Buf,
+    pub q: B::Buf,
+    pub k: B::Buf,
+    pub v: B::Buf,
+    pub attn: B::AttnProbs,
+    pub ctx: B::Buf,
+    pub r1: B::Buf,
+    pub m1: B::Stats,
+    pub s1: B::Stats,
+    pub h1: B::Buf,
+    pub u: B::Buf,
+    pub gu: B::Buf,
+    pub r2: B::Buf,
+    pub m2: B::Stats,
+    pub s2: B::Stats,
     /// Dropout masks of the attention output and of the output projection.
-    pub attn_out_mask: Option<Vec<f32>>,
-    pub out_mask: Option<Vec<f32>>,
+    pub attn_out_mask: Option<B::Stats>,
+    pub out_mask: Option<B::Stats>,
 }
 
 /// Everything the backward needs.
-#[derive(Clone, Debug, Default)]
-pub struct Cache {
-    pub emb: Vec<f32>,
-    pub m0: Vec<f32>,
-    pub s0: Vec<f32>,
+pub struct CacheOn<B: EncoderBackend> {
+    pub emb: B::Buf,
+    pub m0: B::Stats,
+    pub s0: B::Stats,
     /// Dropout mask of the embeddings' output.
-    pub emb_mask: Option<Vec<f32>>,
-    pub layers: Vec<LayerCache>,
+    pub emb_mask: Option<B::Stats>,
+    pub layers: Vec<LayerCacheOn<B>>,
     /// First-token rows of the last layer (B×H), after the head's input
     /// dropout (RoBERTa): the input of the dense layer.
-    pub cls: Vec<f32>,
+    pub cls: B::Buf,
     /// Dropout mask of the head's input (RoBERTa only).
-    pub cls_mask: Option<Vec<f32>>,
+    pub cls_mask: Option<B::Stats>,
     /// tanh(dense(cls)) (B×H), before dropout.
-    pub pooled: Vec<f32>,
+    pub pooled: B::Buf,
     /// Dropout mask of the pooled vector.
-    pub pooled_mask: Option<Vec<f32>>,
+    pub pooled_mask: Option<B::Stats>,
 }
 
-/// Logits (B×2) of `batch`; with `keep` also the activations for the
-/// backward. `dropout` is training mode's (None: the eval forward).
+/// The activations of a CPU forward.
+pub type Cache = CacheOn<CpuBackend>;
+/// One layer's activations of a CPU forward.
+pub type LayerCache = LayerCacheOn<CpuBackend>;
+
+/// Logits (B×2) of `batch` on the CPU; with `keep` also the activations for
+/// the backward. `dropout` is training mode's (None: the eval forward).
 pub fn forward(
     c: &EncoderConfig,
     p: &EncoderParams,
@@ -177,46 +179,83 @@ pub fn forward(
     keep: bool,
     dropout: Option<&Dropout>,
 ) -> (Vec<f32>, Option<Cache>) {
-    let mask = |site: Site, n: usize, prob: fn(&Dropout) -> f32| {
-        dropout.and_then(|d| d.mask(site, n, prob(d)))
-    };
+    infallible(forward_on(&CpuBackend, c, p, batch, keep, dropout))
+}
+
+/// `x` dropped by `mask` (`x` itself without one).
+pub(crate) fn drop_in_place<B: EncoderBackend>(
+    b: &B,
+    x: &mut B::Buf,
+    mask: Option<&B::Stats>,
+) -> Result<(), B::Error> {
+    match mask {
+        Some(m) => b.scale_by_mask(x, m),
+        None => Ok(()),
+    }
+}
+
+/// A copy of `x` dropped by `mask`: for a value needed both dropped and not.
+pub(crate) fn dropped<B: EncoderBackend>(
+    b: &B,
+    x: &B::Buf,
+    mask: Option<&B::Stats>,
+) -> Result<B::Buf, B::Error> {
+    let mut y = b.duplicate(x)?;
+    drop_in_place(b, &mut y, mask)?;
+    Ok(y)
+}
+
+/// The logits (B×2, on the host) and, when kept, the activations.
+pub type Forward<B> = (Vec<f32>, Option<CacheOn<B>>);
+
+/// [`forward`] on backend `b`, whose parameters `p` are.
+pub fn forward_on<B: EncoderBackend>(
+    b: &B,
+    c: &EncoderConfig,
+    p: &B::Params,
+    batch: &Batch,
+    keep: bool,
+    dropout: Option<&Dropout>,
+) -> Result<Forward<B>, B::Error> {
+    // masks are drawn on the host (a function of the seed and the site) and
+    // placed on the backend
+    let mask =
+        |site: Site, n: usize, prob: fn(&Dropout) -> f32| -> Result<Option<B::Stats>, B::Error> {
+            dropout
+                .and_then(|d| d.mask(site, n, prob(d)))
+                .map(|m| b.upload_stats(&m))
+                .transpose()
+        };
+    let w = |i: usize| B::weight(p, i);
     let (h, inter) = (c.hidden_size, c.intermediate_size);
     let t = batch.tokens.len();
     let eps = c.layer_norm_eps;
-    let mut cache = Cache::default();
-    // embeddings: word + position + token type 0, then LayerNorm
-    let mut e = vec![0.0f32; t * h];
-    let (word, pos, typ) = (&p.data[0], &p.data[1], &p.data[2]);
-    for (i, row) in e.chunks_exact_mut(h).enumerate() {
-        let w = &word[batch.tokens[i] as usize * h..][..h];
-        let ps = &pos[batch.positions[i] as usize * h..][..h];
-        for j in 0..h {
-            row[j] = w[j] + typ[j] + ps[j];
-        }
-    }
-    let mut x = vec![0.0f32; t * h];
-    let (mut m0, mut s0) = (vec![0.0; t], vec![0.0; t]);
-    k::layernorm_forward(
-        &e, &p.data[3], &p.data[4], eps, t, h, &mut x, &mut m0, &mut s0,
-    );
-    let emb_mask = mask(Site::Embeddings, t * h, |d| d.hidden);
-    apply(&mut x, emb_mask.as_deref());
-    if keep {
-        cache.emb = e;
-        cache.m0 = m0;
-        cache.s0 = s0;
-        cache.emb_mask = emb_mask;
-    }
+    // embeddings: word + token type 0 + position, then LayerNorm
+    let gather = |ids: &[u32], table: usize| -> Result<B::Buf, B::Error> {
+        let ids = b.upload_ids(ids)?;
+        let mut out = b.zeros(t * h)?;
+        b.embedding_forward(&ids, w(table), h, &mut out)?;
+        Ok(out)
+    };
+    let mut e = gather(&batch.tokens, 0)?;
+    b.add_in_place(&mut e, &gather(&vec![0; t], 2)?)?;
+    b.add_in_place(&mut e, &gather(&batch.positions, 1)?)?;
+    let mut x = b.zeros(t * h)?;
+    let (mut m0, mut s0) = (b.zeros_stats(t)?, b.zeros_stats(t)?);
+    b.layernorm_forward(&e, w(3), w(4), eps, t, h, &mut x, &mut m0, &mut s0)?;
+    let emb_mask = mask(Site::Embeddings, t * h, |d| d.hidden)?;
+    drop_in_place(b, &mut x, emb_mask.as_ref())?;
+    let mut layers = Vec::new();
     for layer in 0..c.num_hidden_layers {
-        let w = |kk: usize| &p.data[EncoderParams::li(layer, kk)][..];
-        let mut q = vec![0.0f32; t * h];
-        let mut kk = vec![0.0f32; t * h];
-        let mut v = vec![0.0f32; t * h];
-        k::linear_forward(&x, w(l::Q_W), Some(w(l::Q_B)), t, h, h, &mut q);
-        k::linear_forward(&x, w(l::K_W), Some(w(l::K_B)), t, h, h, &mut kk);
-        k::linear_forward(&x, w(l::V_W), Some(w(l::V_B)), t, h, h, &mut v);
-        let mut ctx = vec![0.0f32; t * h];
-        let attn = attention_forward(
+        let lw = |kk: usize| w(layer_index(layer, kk));
+        let mut q = b.zeros(t * h)?;
+        let mut kk = b.zeros(t * h)?;
+        let mut v = b.zeros(t * h)?;
+        b.linear_forward(&x, lw(l::Q_W), Some(lw(l::Q_B)), t, h, h, &mut q)?;
+        b.linear_forward(&x, lw(l::K_W), Some(lw(l::K_B)), t, h, h, &mut kk)?;
+        b.linear_forward(&x, lw(l::V_W), Some(lw(l::V_B)), t, h, h, &mut v)?;
+        let mut ctx = b.zeros(t * h)?;
+        let attn = b.bidirectional_attention_forward(
             &q,
             &kk,
             &v,
@@ -226,54 +265,50 @@ pub fn forward(
             &mut ctx,
             keep,
             dropout.map(|d| (d, layer)),
-        );
-        let mut r1 = vec![0.0f32; t * h];
-        k::linear_forward(&ctx, w(l::AO_W), Some(w(l::AO_B)), t, h, h, &mut r1);
-        let attn_out_mask = mask(Site::AttentionOutput { layer }, t * h, |d| d.hidden);
-        apply(&mut r1, attn_out_mask.as_deref());
-        for (a, b) in r1.iter_mut().zip(&x) {
-            *a += b;
-        }
-        let mut h1 = vec![0.0f32; t * h];
-        let (mut m1, mut s1) = (vec![0.0; t], vec![0.0; t]);
-        k::layernorm_forward(
+        )?;
+        let mut r1 = b.zeros(t * h)?;
+        b.linear_forward(&ctx, lw(l::AO_W), Some(lw(l::AO_B)), t, h, h, &mut r1)?;
+        let attn_out_mask = mask(Site::AttentionOutput { layer }, t * h, |d| d.hidden)?;
+        drop_in_place(b, &mut r1, attn_out_mask.as_ref())?;
+        b.add_in_place(&mut r1, &x)?;
+        let mut h1 = b.zeros(t * h)?;
+        let (mut m1, mut s1) = (b.zeros_stats(t)?, b.zeros_stats(t)?);
+        b.layernorm_forward(
             &r1,
-            w(l::LN1_W),
-            w(l::LN1_B),
+            lw(l::LN1_W),
+            lw(l::LN1_B),
             eps,
             t,
             h,
             &mut h1,
             &mut m1,
             &mut s1,
-        );
-        let mut u = vec![0.0f32; t * inter];
-        k::linear_forward(&h1, w(l::I_W), Some(w(l::I_B)), t, h, inter, &mut u);
-        let mut gu = vec![0.0f32; t * inter];
-        k::gelu_forward(&u, &mut gu);
-        let mut r2 = vec![0.0f32; t * h];
-        k::linear_forward(&gu, w(l::O_W), Some(w(l::O_B)), t, inter, h, &mut r2);
-        let out_mask = mask(Site::Output { layer }, t * h, |d| d.hidden);
-        apply(&mut r2, out_mask.as_deref());
-        for (a, b) in r2.iter_mut().zip(&h1) {
-            *a += b;
-        }
-        let mut out = vec![0.0f32; t * h];
-        let (mut m2, mut s2) = (vec![0.0; t], vec![0.0; t]);
-        k::layernorm_forward(
+        )?;
+        let mut u = b.zeros(t * inter)?;
+        b.linear_forward(&h1, lw(l::I_W), Some(lw(l::I_B)), t, h, inter, &mut u)?;
+        let mut gu = b.zeros(t * inter)?;
+        b.gelu_forward(&u, &mut gu)?;
+        let mut r2 = b.zeros(t * h)?;
+        b.linear_forward(&gu, lw(l::O_W), Some(lw(l::O_B)), t, inter, h, &mut r2)?;
+        let out_mask = mask(Site::Output { layer }, t * h, |d| d.hidden)?;
+        drop_in_place(b, &mut r2, out_mask.as_ref())?;
+        b.add_in_place(&mut r2, &h1)?;
+        let mut out = b.zeros(t * h)?;
+        let (mut m2, mut s2) = (b.zeros_stats(t)?, b.zeros_stats(t)?);
+        b.layernorm_forward(
             &r2,
-            w(l::LN2_W),
-            w(l::LN2_B),
+            lw(l::LN2_W),
+            lw(l::LN2_B),
             eps,
             t,
             h,
             &mut out,
             &mut m2,
             &mut s2,
-        );
+        )?;
         let prev = std::mem::replace(&mut x, out);
         if keep {
-            cache.layers.push(LayerCache {
+            layers.push(LayerCacheOn {
                 x: prev,
                 q,
                 k: kk,
@@ -295,50 +330,48 @@ pub fn forward(
         }
     }
     // head on the first token: dense + tanh, then the 2-way projection
-    let b = batch.sequences();
-    let mut cls = vec![0.0f32; b * h];
-    for s in 0..b {
-        let o = batch.offsets[s];
-        cls[s * h..(s + 1) * h].copy_from_slice(&x[o * h..(o + 1) * h]);
-    }
+    let n = batch.sequences();
+    let mut cls = b.gather_rows(&x, &batch.offsets[..n], h)?;
     // RoBERTa's head drops its input; BERT's pooler does not
     let cls_mask = match c.family {
-        Family::Roberta => mask(Site::HeadInput, b * h, |d| d.classifier),
+        Family::Roberta => mask(Site::HeadInput, n * h, |d| d.classifier)?,
         Family::Bert => None,
     };
-    apply(&mut cls, cls_mask.as_deref());
-    let mut pooled = vec![0.0f32; b * h];
-    k::linear_forward(
+    drop_in_place(b, &mut cls, cls_mask.as_ref())?;
+    let mut pooled = b.zeros(n * h)?;
+    b.linear_forward(
         &cls,
-        &p.data[p.hi(0)],
-        Some(&p.data[p.hi(1)]),
-        b,
+        w(head_index(c, 0)),
+        Some(w(head_index(c, 1))),
+        n,
         h,
         h,
         &mut pooled,
-    );
-    for z in pooled.iter_mut() {
-        *z = z.tanh();
-    }
-    let pooled_mask = mask(Site::HeadPooled, b * h, |d| d.classifier);
-    let pooled_dropped = masked(&pooled, pooled_mask.as_deref());
-    let mut logits = vec![0.0f32; b * 2];
-    k::linear_forward(
+    )?;
+    b.tanh_in_place(&mut pooled)?;
+    let pooled_mask = mask(Site::HeadPooled, n * h, |d| d.classifier)?;
+    let pooled_dropped = dropped(b, &pooled, pooled_mask.as_ref())?;
+    let mut logits = b.zeros(n * 2)?;
+    b.linear_forward(
         &pooled_dropped,
-        &p.data[p.hi(2)],
-        Some(&p.data[p.hi(3)]),
-        b,
+        w(head_index(c, 2)),
+        Some(w(head_index(c, 3))),
+        n,
         h,
         2,
         &mut logits,
-    );
-    if keep {
-        cache.cls = cls;
-        cache.cls_mask = cls_mask;
-        cache.pooled = pooled;
-        cache.pooled_mask = pooled_mask;
-        (logits, Some(cache))
-    } else {
-        (logits, None)
-    }
+    )?;
+    let logits = b.download(logits)?;
+    let cache = keep.then(|| CacheOn {
+        emb: e,
+        m0,
+        s0,
+        emb_mask,
+        layers,
+        cls,
+        cls_mask,
+        pooled,
+        pooled_mask,
+    });
+    Ok((logits, cache))
 }

@@ -8,6 +8,12 @@
 //! GELU, the head on the first token), `dropout` (training mode's masks),
 //! `backward` (every tensor's gradient), `train` (AdamW fine-tuning). The logits and gradients are checked against
 //! transformers in `tests/encoder.rs`.
+//!
+//! The forward, backward and optimizer step are written once over
+//! [`EncoderBackend`] (the decoder's [`crate::Backend`] and the encoder's
+//! few extra calls): [`EncoderOn`] is an encoder on any backend, [`Encoder`]
+//! the one on the CPU; `tests/encoder_backend.rs` runs the passes through a
+//! second backend and gets the CPU's bits.
 
 pub mod attention;
 pub mod backward;
@@ -25,18 +31,124 @@ pub use dropout::Dropout;
 pub use forward::Batch;
 pub use params::{EncoderParams, LoadReport};
 pub use tokenize::EncoderTokenizer;
-pub use train::{FineTuneConfig, FineTuner, StepInfo};
+pub use train::{FineTuneConfig, FineTuner, FineTunerOn, StepInfo};
 
+pub use crate::backend::EncoderBackend;
+use crate::backend::{infallible, model_error, CpuBackend};
 use crate::error::{write_atomic, ModelError};
 
-/// An encoder with a 2-way classification head.
-#[derive(Clone, Debug)]
-pub struct Encoder {
+/// An encoder with a 2-way classification head, its tensors on backend `B`.
+pub struct EncoderOn<B: EncoderBackend> {
     pub config: EncoderConfig,
-    pub params: EncoderParams,
+    /// Every tensor, in [`params::zeros`] order.
+    pub params: B::Params,
+    pub(crate) backend: B,
+}
+
+/// An encoder with a 2-way classification head on the CPU (f32 tensors).
+pub type Encoder = EncoderOn<CpuBackend>;
+
+impl Clone for Encoder {
+    fn clone(&self) -> Encoder {
+        Encoder {
+            config: self.config.clone(),
+            params: self.params.clone(),
+            backend: CpuBackend,
+        }
+    }
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("config", &self.config)
+            .field("tensors", &self.params.names.len())
+            .finish()
+    }
+}
+
+impl<B: EncoderBackend> EncoderOn<B> {
+    /// A CPU encoder's tensors placed on `backend`.
+    pub fn place(backend: B, encoder: Encoder) -> Result<EncoderOn<B>, ModelError> {
+        Ok(EncoderOn {
+            params: backend
+                .params_from_host(encoder.params)
+                .map_err(model_error)?,
+            config: encoder.config,
+            backend,
+        })
+    }
+
+    /// The backend the tensors live on.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The same encoder on the CPU (the f32 master weights where the backend keeps two copies).
+    pub fn to_cpu(&self) -> Result<Encoder, ModelError> {
+        let params = self
+            .backend
+            .params_to_host(&self.params)
+            .map_err(model_error)?
+            .into_owned();
+        Ok(Encoder {
+            config: self.config.clone(),
+            params,
+            backend: CpuBackend,
+        })
+    }
+
+    /// Logits (B×2) of a batch.
+    pub fn try_logits(&self, batch: &Batch) -> Result<Vec<f32>, ModelError> {
+        Ok(forward::forward_on(
+            &self.backend,
+            &self.config,
+            &self.params,
+            batch,
+            false,
+            None,
+        )
+        .map_err(model_error)?
+        .0)
+    }
+
+    /// P(label 1) of each sequence: softmax of the two logits.
+    pub fn probabilities(&self, seqs: &[Vec<u32>]) -> Result<Vec<f32>, ModelError> {
+        let batch = Batch::new(&self.config, seqs)?;
+        Ok(self
+            .try_logits(&batch)?
+            .chunks_exact(2)
+            .map(|z| 1.0 / (1.0 + (z[0] - z[1]).exp()))
+            .collect())
+    }
 }
 
 impl Encoder {
+    /// An encoder from its config and tensors (in [`params::zeros`] order).
+    pub fn from_params(
+        config: EncoderConfig,
+        params: EncoderParams,
+    ) -> Result<Encoder, ModelError> {
+        let want = params::zeros(&config);
+        if want.names != params.names
+            || want.shapes != params.shapes
+            || params
+                .data
+                .iter()
+                .zip(&params.shapes)
+                .any(|(d, s)| d.len() != s.iter().product::<usize>())
+        {
+            return Err(ModelError::Input(
+                "the tensors do not match the encoder config's names and shapes".into(),
+            ));
+        }
+        Ok(Encoder {
+            config,
+            params,
+            backend: CpuBackend,
+        })
+    }
+
     /// Loads `dir`; a missing classification head is initialised from `seed`
     /// (listed in the report, as transformers warns).
     pub fn load(dir: &Path, seed: u64) -> Result<(Encoder, LoadReport), ModelError> {
@@ -61,22 +173,27 @@ impl Encoder {
             ));
         }
         let (params, report) = params::load_params(dir, &config, seed)?;
-        Ok((Encoder { config, params }, report))
+        Ok((
+            Encoder {
+                config,
+                params,
+                backend: CpuBackend,
+            },
+            report,
+        ))
     }
 
     /// Logits (B×2) of a batch.
     pub fn logits(&self, batch: &Batch) -> Vec<f32> {
-        forward::forward(&self.config, &self.params, batch, false, None).0
-    }
-
-    /// P(label 1) of each sequence: softmax of the two logits.
-    pub fn probabilities(&self, seqs: &[Vec<u32>]) -> Result<Vec<f32>, ModelError> {
-        let batch = Batch::new(&self.config, seqs)?;
-        Ok(self
-            .logits(&batch)
-            .chunks_exact(2)
-            .map(|z| 1.0 / (1.0 + (z[0] - z[1]).exp()))
-            .collect())
+        infallible(forward::forward_on(
+            &self.backend,
+            &self.config,
+            &self.params,
+            batch,
+            false,
+            None,
+        ))
+        .0
     }
 
     /// Writes an HF `*ForSequenceClassification` directory: config.json

@@ -44,13 +44,10 @@ pub mod l {
     pub const LN2_B: usize = 15;
 }
 
-/// All tensors of an encoder classifier, in a fixed order.
-#[derive(Clone, Debug)]
-pub struct EncoderParams {
-    pub names: Vec<String>,
-    pub shapes: Vec<Vec<usize>>,
-    pub data: Vec<Vec<f32>>,
-}
+/// All tensors of an encoder classifier, in a fixed order (that of [`zeros`]):
+/// the runtime's parameter set, so that every backend holds an encoder as it
+/// holds a decoder.
+pub type EncoderParams = crate::weights::Params;
 
 const LAYER_SUFFIXES: [&str; PER_LAYER] = [
     "attention.self.query.weight",
@@ -71,102 +68,79 @@ const LAYER_SUFFIXES: [&str; PER_LAYER] = [
     "output.LayerNorm.bias",
 ];
 
-impl EncoderParams {
-    /// Zero tensors with the names and shapes of `config`'s classifier (2 labels).
-    pub fn zeros(c: &EncoderConfig) -> EncoderParams {
-        let p = c.prefix();
-        let (h, i) = (c.hidden_size, c.intermediate_size);
-        let mut names = Vec::new();
-        let mut shapes = Vec::new();
-        let mut add = |n: String, s: Vec<usize>| {
-            names.push(n);
-            shapes.push(s);
-        };
-        add(
-            format!("{p}.embeddings.word_embeddings.weight"),
-            vec![c.vocab_size, h],
-        );
-        add(
-            format!("{p}.embeddings.position_embeddings.weight"),
-            vec![c.max_position_embeddings, h],
-        );
-        add(
-            format!("{p}.embeddings.token_type_embeddings.weight"),
-            vec![c.type_vocab_size, h],
-        );
-        add(format!("{p}.embeddings.LayerNorm.weight"), vec![h]);
-        add(format!("{p}.embeddings.LayerNorm.bias"), vec![h]);
-        for layer in 0..c.num_hidden_layers {
-            for (k, suf) in LAYER_SUFFIXES.iter().enumerate() {
-                let shape = match k {
-                    l::I_W => vec![i, h],
-                    l::I_B => vec![i],
-                    l::O_W => vec![h, i],
-                    _ if suf.ends_with("weight") && !suf.contains("LayerNorm") => vec![h, h],
-                    _ => vec![h],
-                };
-                add(format!("{p}.encoder.layer.{layer}.{suf}"), shape);
-            }
-        }
-        let head: [&str; HEAD] = match c.family {
-            Family::Bert => [
-                "bert.pooler.dense.weight",
-                "bert.pooler.dense.bias",
-                "classifier.weight",
-                "classifier.bias",
-            ],
-            Family::Roberta => [
-                "classifier.dense.weight",
-                "classifier.dense.bias",
-                "classifier.out_proj.weight",
-                "classifier.out_proj.bias",
-            ],
-        };
-        add(head[0].into(), vec![h, h]);
-        add(head[1].into(), vec![h]);
-        add(head[2].into(), vec![2, h]);
-        add(head[3].into(), vec![2]);
-        let data = shapes
-            .iter()
-            .map(|s| vec![0.0; s.iter().product()])
-            .collect();
-        EncoderParams {
-            names,
-            shapes,
-            data,
+/// Zero tensors with the names and shapes of `config`'s classifier (2 labels).
+pub fn zeros(c: &EncoderConfig) -> EncoderParams {
+    let p = c.prefix();
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let mut names = Vec::new();
+    let mut shapes = Vec::new();
+    let mut add = |n: String, s: Vec<usize>| {
+        names.push(n);
+        shapes.push(s);
+    };
+    add(
+        format!("{p}.embeddings.word_embeddings.weight"),
+        vec![c.vocab_size, h],
+    );
+    add(
+        format!("{p}.embeddings.position_embeddings.weight"),
+        vec![c.max_position_embeddings, h],
+    );
+    add(
+        format!("{p}.embeddings.token_type_embeddings.weight"),
+        vec![c.type_vocab_size, h],
+    );
+    add(format!("{p}.embeddings.LayerNorm.weight"), vec![h]);
+    add(format!("{p}.embeddings.LayerNorm.bias"), vec![h]);
+    for layer in 0..c.num_hidden_layers {
+        for (k, suf) in LAYER_SUFFIXES.iter().enumerate() {
+            let shape = match k {
+                l::I_W => vec![i, h],
+                l::I_B => vec![i],
+                l::O_W => vec![h, i],
+                _ if suf.ends_with("weight") && !suf.contains("LayerNorm") => vec![h, h],
+                _ => vec![h],
+            };
+            add(format!("{p}.encoder.layer.{layer}.{suf}"), shape);
         }
     }
-
-    pub fn zeros_like(&self) -> EncoderParams {
-        EncoderParams {
-            names: self.names.clone(),
-            shapes: self.shapes.clone(),
-            data: self.data.iter().map(|d| vec![0.0; d.len()]).collect(),
-        }
+    let head: [&str; HEAD] = match c.family {
+        Family::Bert => [
+            "bert.pooler.dense.weight",
+            "bert.pooler.dense.bias",
+            "classifier.weight",
+            "classifier.bias",
+        ],
+        Family::Roberta => [
+            "classifier.dense.weight",
+            "classifier.dense.bias",
+            "classifier.out_proj.weight",
+            "classifier.out_proj.bias",
+        ],
+    };
+    add(head[0].into(), vec![h, h]);
+    add(head[1].into(), vec![h]);
+    add(head[2].into(), vec![2, h]);
+    add(head[3].into(), vec![2]);
+    let data = shapes
+        .iter()
+        .map(|s| vec![0.0; s.iter().product()])
+        .collect();
+    EncoderParams {
+        names,
+        shapes,
+        data,
     }
+}
 
-    /// Index of tensor `k` of layer `layer`.
-    pub fn li(layer: usize, k: usize) -> usize {
-        EMB + layer * PER_LAYER + k
-    }
+/// Index of tensor `k` of layer `layer`.
+pub fn layer_index(layer: usize, k: usize) -> usize {
+    EMB + layer * PER_LAYER + k
+}
 
-    /// Index of head tensor `k` (0..4).
-    pub fn hi(&self, k: usize) -> usize {
-        self.data.len() - HEAD + k
-    }
-
-    pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.names.iter().position(|n| n == name)
-    }
-
-    /// Number of scalars.
-    pub fn len(&self) -> usize {
-        self.data.iter().map(Vec::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+/// Index of head tensor `k` (0..4).
+pub fn head_index(c: &EncoderConfig, k: usize) -> usize {
+    EMB + c.num_hidden_layers * PER_LAYER + k
 }
 
 fn view_to_f32(view: &TensorView, name: &str, file: &Path) -> Result<Vec<f32>, ModelError> {
@@ -189,7 +163,7 @@ pub fn load_params(
     c: &EncoderConfig,
     seed: u64,
 ) -> Result<(EncoderParams, LoadReport), ModelError> {
-    let mut params = EncoderParams::zeros(c);
+    let mut params = zeros(c);
     let prefix = format!("{}.", c.prefix());
     let wanted: HashMap<String, usize> = params
         .names

@@ -5,15 +5,16 @@
 //! (transformers' `get_linear_schedule_with_warmup`), and dropout with the
 //! config's probabilities as `model.train()` applies it. The masks of step
 //! n come from (dropout seed, n), so a run is reproducible for a given seed
-//! and data order.
+//! and data order. Written once over [`EncoderBackend`]: [`FineTuner`] is
+//! the CPU's.
 
-use flow_kernels::cpu::{adamw_step, AdamW};
+use flow_kernels::cpu::AdamW;
 
-use super::backward::{backward, cross_entropy};
+use super::backward::{backward_on, cross_entropy};
 use super::dropout::Dropout;
-use super::forward::{forward, Batch};
-use super::params::EncoderParams;
-use super::Encoder;
+use super::forward::{forward_on, Batch};
+use super::{EncoderOn, EncoderParams};
+use crate::backend::{infallible, CpuBackend, EncoderBackend};
 use crate::train::Schedule;
 
 #[derive(Clone, Debug)]
@@ -48,41 +49,75 @@ impl Default for FineTuneConfig {
     }
 }
 
-pub struct FineTuner {
-    pub encoder: Encoder,
+/// Fine-tuning state of an encoder on backend `B`: gradients and AdamW moments beside the
+/// parameters.
+pub struct FineTunerOn<B: EncoderBackend> {
+    pub encoder: EncoderOn<B>,
     pub cfg: FineTuneConfig,
-    grads: EncoderParams,
-    m: EncoderParams,
-    v: EncoderParams,
+    grads: B::Grads,
+    m: B::Grads,
+    v: B::Grads,
     pub step: u64,
 }
 
+/// Fine-tuning on the CPU.
+pub type FineTuner = FineTunerOn<CpuBackend>;
+
 /// What one step did.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepInfo {
     pub loss: f64,
     pub grad_norm: f64,
     pub lr: f64,
 }
 
+/// Whether HF Trainer decays parameter `name`: every one but biases and
+/// LayerNorm weights.
+pub fn decays(name: &str) -> bool {
+    !(name.ends_with(".bias") || name.contains("LayerNorm"))
+}
+
 impl FineTuner {
-    pub fn new(encoder: Encoder, cfg: FineTuneConfig) -> FineTuner {
-        let grads = encoder.params.zeros_like();
-        FineTuner {
-            m: grads.clone(),
-            v: grads.clone(),
-            grads,
-            encoder,
-            cfg,
-            step: 0,
-        }
+    pub fn new(encoder: super::Encoder, cfg: FineTuneConfig) -> FineTuner {
+        infallible(FineTunerOn::open(encoder, cfg))
     }
 
     /// Loss and gradients (into `grads`, zeroed first) of one batch.
     pub fn gradients(&mut self, batch: &Batch, labels: &[u32]) -> f64 {
-        for g in self.grads.data.iter_mut() {
-            g.fill(0.0);
-        }
+        infallible(self.try_gradients(batch, labels))
+    }
+
+    /// One optimizer step on one batch.
+    pub fn step(&mut self, batch: &Batch, labels: &[u32]) -> StepInfo {
+        infallible(self.try_step(batch, labels))
+    }
+
+    pub fn grads(&self) -> &EncoderParams {
+        &self.grads
+    }
+}
+
+impl<B: EncoderBackend> FineTunerOn<B> {
+    /// Zeroed gradients and moments for `encoder`, on its backend.
+    pub fn open(encoder: EncoderOn<B>, cfg: FineTuneConfig) -> Result<FineTunerOn<B>, B::Error> {
+        let b = encoder.backend();
+        let grads = b.grads_zeroed(&encoder.params)?;
+        let m = b.grads_zeroed(&encoder.params)?;
+        let v = b.grads_zeroed(&encoder.params)?;
+        Ok(FineTunerOn {
+            grads,
+            m,
+            v,
+            encoder,
+            cfg,
+            step: 0,
+        })
+    }
+
+    /// Loss and gradients (into the gradients, zeroed first) of one batch.
+    pub fn try_gradients(&mut self, batch: &Batch, labels: &[u32]) -> Result<f64, B::Error> {
+        let b = &self.encoder.backend;
+        b.zero_grads(&mut self.grads)?;
         let dropout = self.cfg.dropout_seed.map(|seed| {
             // one seed a step, mixed so that neighbouring steps' masks are
             // unrelated streams
@@ -93,46 +128,44 @@ impl FineTuner {
                     .wrapping_mul(0x9e37_79b9_7f4a_7c15);
             Dropout::from_config(&self.encoder.config, step_seed)
         });
-        let (logits, cache) = forward(
+        let (logits, cache) = forward_on(
+            b,
             &self.encoder.config,
             &self.encoder.params,
             batch,
             true,
             dropout.as_ref(),
-        );
+        )?;
+        // the head's B×2 logits: the loss on the host
         let (loss, dlogits) = cross_entropy(&logits, labels);
-        backward(
-            &self.encoder.config,
-            &self.encoder.params,
-            batch,
-            &cache.expect("kept"),
-            &dlogits,
-            &mut self.grads,
-        );
-        loss
+        if let Some(cache) = cache {
+            backward_on(
+                b,
+                &self.encoder.config,
+                &self.encoder.params,
+                batch,
+                &cache,
+                &dlogits,
+                &mut self.grads,
+            )?;
+        }
+        Ok(loss)
     }
 
-    pub fn grads(&self) -> &EncoderParams {
-        &self.grads
+    /// The gradients of the last [`FineTunerOn::try_gradients`], as f32 on the host.
+    pub fn grads_to_host(&self) -> Result<std::borrow::Cow<'_, EncoderParams>, B::Error> {
+        self.encoder.backend.grads_to_host(&self.grads)
     }
 
     /// One optimizer step on one batch.
-    pub fn step(&mut self, batch: &Batch, labels: &[u32]) -> StepInfo {
-        let loss = self.gradients(batch, labels);
-        let norm = self
-            .grads
-            .data
-            .iter()
-            .flatten()
-            .map(|&g| (g as f64) * (g as f64))
-            .sum::<f64>()
-            .sqrt();
+    pub fn try_step(&mut self, batch: &Batch, labels: &[u32]) -> Result<StepInfo, B::Error> {
+        let loss = self.try_gradients(batch, labels)?;
+        let b = &self.encoder.backend;
+        let norm = b.grad_norm_in_element_order(&self.grads)?;
         if self.cfg.max_grad_norm > 0.0 {
             let coef = (self.cfg.max_grad_norm / (norm + 1e-6)).min(1.0) as f32;
             if coef < 1.0 {
-                for g in self.grads.data.iter_mut().flatten() {
-                    *g *= coef;
-                }
+                b.scale_grads(&mut self.grads, coef)?;
             }
         }
         let lr = self.cfg.lr
@@ -142,33 +175,57 @@ impl FineTuner {
                 self.cfg.total_steps,
             );
         self.step += 1;
-        for i in 0..self.grads.data.len() {
-            let name = &self.encoder.params.names[i];
-            let decay = !(name.ends_with(".bias") || name.contains("LayerNorm"));
-            let hp = AdamW {
-                lr: lr as f32,
-                beta1: self.cfg.beta1 as f32,
-                beta2: self.cfg.beta2 as f32,
-                eps: self.cfg.eps as f32,
-                weight_decay: if decay {
-                    self.cfg.weight_decay as f32
-                } else {
-                    0.0
-                },
-            };
-            adamw_step(
-                &hp,
-                self.step,
-                &mut self.encoder.params.data[i],
-                &self.grads.data[i],
-                &mut self.m.data[i],
-                &mut self.v.data[i],
-            );
-        }
-        StepInfo {
+        let hp = |weight_decay: f64| AdamW {
+            lr: lr as f32,
+            beta1: self.cfg.beta1 as f32,
+            beta2: self.cfg.beta2 as f32,
+            eps: self.cfg.eps as f32,
+            weight_decay: weight_decay as f32,
+        };
+        // the backend decays tensors of 2 or more dimensions: for an encoder
+        // classifier exactly those `decays` names (checked by a test)
+        b.adamw(
+            &hp(self.cfg.weight_decay),
+            &hp(0.0),
+            self.step,
+            &mut self.encoder.params,
+            &self.grads,
+            &mut self.m,
+            &mut self.v,
+        )?;
+        Ok(StepInfo {
             loss,
             grad_norm: norm,
             lr,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::EncoderConfig;
+    use super::super::params::zeros;
+    use super::decays;
+
+    /// The backend's AdamW decays tensors of 2 or more dimensions; HF Trainer
+    /// decays by name. For both families' classifiers the two rules agree.
+    #[test]
+    fn the_backends_decay_rule_is_hf_trainers_for_encoder_classifiers() {
+        for model_type in ["bert", "xlm-roberta"] {
+            let raw = serde_json::json!({
+                "model_type": model_type, "vocab_size": 10, "hidden_size": 8,
+                "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 16,
+                "max_position_embeddings": 20, "type_vocab_size": 1, "pad_token_id": 1
+            });
+            let c = EncoderConfig::from_raw(
+                raw.as_object().cloned().unwrap(),
+                std::path::Path::new("config.json"),
+            )
+            .unwrap();
+            let p = zeros(&c);
+            for (name, shape) in p.names.iter().zip(&p.shapes) {
+                assert_eq!(decays(name), shape.len() >= 2, "{model_type}: {name}");
+            }
         }
     }
 }

@@ -1,15 +1,23 @@
 //! `method: "encoder"`: a BERT / RoBERTa / XLM-RoBERTa encoder fine-tuned
 //! whole with its sequence-classification head (flow-model's
-//! `encoder::FineTuner`: cross-entropy, AdamW, linear warmup then linear
+//! `encoder::FineTunerOn`: cross-entropy, AdamW, linear warmup then linear
 //! decay, clipping at norm 1, the config's dropout), as transformers' Trainer would
 //! fine-tune `XLMRobertaForSequenceClassification`. The artifact is that
 //! classifier's Hugging Face directory (config.json with id2label,
 //! model.safetensors, tokenizer files) with classifier.json and
 //! train_log.jsonl beside it.
+//!
+//! The fine-tuning runs on the node's device as `train` does: on the CUDA
+//! backend when the device is `cuda` and it opens, else (with a notice) on
+//! the CPU. Scoring (the splits' evaluation here, and `filter` with an
+//! encoder classifier) runs on the CPU.
 
 use std::path::{Path, PathBuf};
 
-use flow_model::encoder::{Batch, Encoder, EncoderTokenizer, FineTuneConfig, FineTuner};
+use flow_model::encoder::{
+    Batch, Encoder, EncoderBackend, EncoderOn, EncoderTokenizer, FineTuneConfig, FineTuner,
+    FineTunerOn,
+};
 use miette::{miette, IntoDiagnostic, WrapErr};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -190,40 +198,30 @@ pub(super) fn train_encoder(ctx: &OpContext, common: &Common) -> OpResult<Output
         total_steps,
         ..FineTuneConfig::default()
     };
-    let mut tuner = FineTuner::new(encoder, cfg);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(common.seed ^ 0x0e0c);
-    let mut order = train.clone();
-    let mut log = String::new();
-    let mut epoch_losses = Vec::new();
     ctx.progress.set_total(total_steps as u64, "steps");
-    for epoch in 0..epochs {
-        order.shuffle(&mut rng);
-        let mut sum = 0.0;
-        for chunk in order.chunks(batch_size) {
-            ctx.check_cancelled()?;
-            let seqs: Vec<Vec<u32>> = chunk.iter().map(|&i| examples[i].1.clone()).collect();
-            let labels: Vec<u32> = chunk.iter().map(|&i| examples[i].2 as u32).collect();
-            let batch = Batch::new(&tuner.encoder.config, &seqs)
-                .map_err(|e| miette!("training batch: {e}"))?;
-            let s = tuner.step(&batch, &labels);
-            sum += s.loss;
-            log.push_str(
-                &serde_json::json!({"step": tuner.step, "epoch": epoch + 1, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm})
-                    .to_string(),
-            );
-            log.push('\n');
-            ctx.progress.inc(1);
+    let run = FineTuneRun {
+        examples: &examples,
+        train: &train,
+        batch_size,
+        epochs,
+        steps_per_epoch,
+        seed: common.seed,
+    };
+    let weight_decay = cfg.weight_decay;
+    let (trained, log, epoch_losses) = match crate::model::runtime::cuda_backend(ctx) {
+        Some(gpu) => {
+            ctx.log(&format!("fine-tuning on CUDA device {}", gpu.ordinal()));
+            let device =
+                |e: flow_model::ModelError| miette!("placing the encoder on the device: {e}");
+            let tuner = FineTunerOn::open(EncoderOn::place(gpu, encoder).map_err(device)?, cfg)
+                .map_err(device)?;
+            run.fine_tune(ctx, tuner)?
         }
-        let mean = sum / steps_per_epoch as f64;
-        ctx.log(&format!(
-            "epoch {}: mean training loss {mean:.4}",
-            epoch + 1
-        ));
-        epoch_losses.push(mean);
-    }
+        None => run.fine_tune(ctx, FineTuner::new(encoder, cfg))?,
+    };
     write_bytes_atomic(&ctx.out_dir.join("train_log.jsonl"), log.as_bytes())?;
     let clf = EncoderClassifier {
-        encoder: tuner.encoder,
+        encoder: trained,
         tokenizer,
         max_len,
     };
@@ -267,7 +265,7 @@ pub(super) fn train_encoder(ctx: &OpContext, common: &Common) -> OpResult<Output
             ("lr", lr.into()),
             ("warmup_steps", warmup_steps.into()),
             ("total_steps", total_steps.into()),
-            ("weight_decay", tuner.cfg.weight_decay.into()),
+            ("weight_decay", weight_decay.into()),
             ("epoch_losses", epoch_losses.into()),
             ("initialised", report.initialised.into()),
             ("tokenization_failures", failed.into()),
@@ -275,4 +273,66 @@ pub(super) fn train_encoder(ctx: &OpContext, common: &Common) -> OpResult<Output
             ("train_seconds", start.elapsed().as_secs_f64().into()),
         ],
     )
+}
+
+/// The data and schedule of one fine-tuning run.
+struct FineTuneRun<'a> {
+    examples: &'a [(Split, Vec<u32>, bool)],
+    train: &'a [usize],
+    batch_size: usize,
+    epochs: u32,
+    steps_per_epoch: usize,
+    seed: u64,
+}
+
+impl FineTuneRun<'_> {
+    /// Trains `tuner` for the epochs (the training documents shuffled each
+    /// epoch); the encoder (on the CPU), train_log.jsonl's text and each
+    /// epoch's mean loss.
+    fn fine_tune<B: EncoderBackend>(
+        &self,
+        ctx: &OpContext,
+        mut tuner: FineTunerOn<B>,
+    ) -> OpResult<(Encoder, String, Vec<f64>)> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ 0x0e0c);
+        let mut order = self.train.to_vec();
+        let mut log = String::new();
+        let mut epoch_losses = Vec::new();
+        for epoch in 0..self.epochs {
+            order.shuffle(&mut rng);
+            let mut sum = 0.0;
+            for chunk in order.chunks(self.batch_size) {
+                ctx.check_cancelled()?;
+                let seqs: Vec<Vec<u32>> =
+                    chunk.iter().map(|&i| self.examples[i].1.clone()).collect();
+                let labels: Vec<u32> = chunk.iter().map(|&i| self.examples[i].2 as u32).collect();
+                let batch = Batch::new(&tuner.encoder.config, &seqs)
+                    .map_err(|e| miette!("training batch: {e}"))?;
+                let step = tuner.step + 1;
+                let s = tuner.try_step(&batch, &labels).map_err(|e| {
+                    let e: flow_model::ModelError = e.into();
+                    miette!("training step {step}: {e}")
+                })?;
+                sum += s.loss;
+                log.push_str(
+                    &serde_json::json!({"step": tuner.step, "epoch": epoch + 1, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm})
+                        .to_string(),
+                );
+                log.push('\n');
+                ctx.progress.inc(1);
+            }
+            let mean = sum / self.steps_per_epoch as f64;
+            ctx.log(&format!(
+                "epoch {}: mean training loss {mean:.4}",
+                epoch + 1
+            ));
+            epoch_losses.push(mean);
+        }
+        // the gradients and moments go before the weights are copied
+        let FineTunerOn { encoder, .. } = tuner;
+        let encoder = encoder
+            .to_cpu()
+            .map_err(|e| miette!("reading the trained weights back: {e}"))?;
+        Ok((encoder, log, epoch_losses))
+    }
 }

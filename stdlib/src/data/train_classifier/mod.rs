@@ -341,7 +341,11 @@ impl Op for TrainClassifier {
             ],
             produces: Type::Dir,
             outputs: vec![Output { name: "info", ty: Type::File, doc: "classifier.json" }],
-            resources: Resources::ONE_THREAD,
+            // method "encoder" fine-tunes on the node's CUDA device when there is one
+            resources: Resources {
+                gpu: true,
+                ..Resources::ONE_THREAD
+            },
         }
     }
 
