@@ -1,6 +1,8 @@
 //! Shared helpers: the HF transformers goldens of tests/golden (made by make_golden.py).
 #![allow(dead_code)]
 
+pub mod counting;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
