@@ -28,7 +28,9 @@ pub mod eval;
 mod ordered;
 #[cfg(test)]
 mod tests;
+pub mod train;
 
+pub use flow_model::train::CheckpointLineage;
 pub use ordered::OrderedMap;
 
 /// A `[low, high]` interval whose ends may be non-finite (`null`); `None`

@@ -220,7 +220,7 @@ fn signatures(
                     Ok(d) => docs.push(d),
                     Err(e) => {
                         let (place, what) = e.split_once(": ").unwrap_or(("?", e.as_str()));
-                        errors.record(policy, place, what)?;
+                        policy.record(&mut errors, place, what)?;
                     }
                 }
             }

@@ -224,7 +224,7 @@ pub fn filter_shard(
                 }
                 Err(e) => {
                     let (place, what) = e.split_once(": ").unwrap_or(("?", e.as_str()));
-                    stats.errors.record(s.policy, place, what)?;
+                    s.policy.record(&mut stats.errors, place, what)?;
                 }
             }
         }

@@ -325,7 +325,7 @@ fn tokenise_shards(
                     Ok(ids) => each(&ids)?,
                     Err(e) => {
                         let (place, what) = e.split_once(": ").unwrap_or(("?", e.as_str()));
-                        errors.record(policy, place, what)?;
+                        policy.record(errors, place, what)?;
                     }
                 }
             }

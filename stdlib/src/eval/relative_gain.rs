@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use miette::{miette, WrapErr};
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
 use crate::artifacts::eval::{GainBaseline, GainScore, RelativeGainResult};
-use crate::artifacts::JsonFile;
+use crate::artifacts::{CheckpointLineage, JsonFile};
 use crate::eval::mcqa::McqaResult;
 use crate::op::{
     variant_name, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources,
@@ -48,7 +47,11 @@ struct RelativeGainParams {
     metric: GainMetric,
 }
 
-fn read_score(value: &Score, metric: &str, what: &str) -> OpResult<(String, f64, Option<Json>)> {
+fn read_score(
+    value: &Score,
+    metric: &str,
+    what: &str,
+) -> OpResult<(String, f64, Option<CheckpointLineage>)> {
     match value {
         Score::Float(f) => Ok((format!("{f}"), *f, None)),
         Score::Int(i) => Ok((format!("{i}"), *i as f64, None)),
@@ -161,7 +164,7 @@ impl Op for RelativeGain {
 mod tests {
     use super::*;
     use crate::op::testing::{full_params, with_context, RunOptions};
-    use serde_json::json;
+    use serde_json::Value as Json;
     use std::path::Path;
     use std::path::PathBuf;
 
@@ -172,7 +175,7 @@ mod tests {
     }
 
     /// An `mcqa.json` as the mcqa op writes it, with accuracy `acc`.
-    fn mcqa_json(acc: f64, checkpoint: Option<Json>) -> String {
+    fn mcqa_json(acc: f64, checkpoint: Option<CheckpointLineage>) -> String {
         let doc = McqaResult {
             format: "mmlu".into(),
             shots: 1,
@@ -214,7 +217,13 @@ mod tests {
         write(
             &ck,
             "mcqa.json",
-            &mcqa_json(0.5, Some(json!({"tokens_seen": 100}))),
+            &mcqa_json(
+                0.5,
+                Some(CheckpointLineage {
+                    tokens_seen: Some(100),
+                    ..Default::default()
+                }),
+            ),
         );
         let out_dir = dir.path().join("out");
         let params = full_params(

@@ -21,6 +21,7 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
+use crate::artifacts::CheckpointLineage;
 use crate::eval::mcqa::write_atomic;
 use crate::model::runtime::{self, ChatMessage, FinishReason, GenerateOptions, LanguageModel};
 use crate::op::{
@@ -274,7 +275,7 @@ pub fn write_outputs(
     items: &[PromptItem],
     responses: &[Response],
     settings: &GenerateSettings,
-    checkpoint: Option<Json>,
+    checkpoint: Option<CheckpointLineage>,
     model_dir: &Path,
 ) -> OpResult<Outputs> {
     let mut lines = String::new();
@@ -318,7 +319,7 @@ pub fn write_outputs(
         "model": model_dir.display().to_string(),
     });
     if let Some(c) = checkpoint {
-        summary["checkpoint"] = c;
+        summary["checkpoint"] = serde_json::to_value(c).into_diagnostic()?;
     }
     write_atomic(
         out_dir,
@@ -376,7 +377,7 @@ pub struct GeneratedResponses {
     pub file: PathBuf,
     pub records: Vec<ResponseRecord>,
     /// `checkpoint` of `generate.json` (absent, or the file given directly: `None`).
-    pub checkpoint: Option<Json>,
+    pub checkpoint: Option<CheckpointLineage>,
     /// `model` of `generate.json`.
     pub model: Option<String>,
 }
@@ -390,12 +391,7 @@ impl GeneratedResponses {
         if !given.is_empty() {
             return given.to_owned();
         }
-        if let Some(step) = self
-            .checkpoint
-            .as_ref()
-            .and_then(|c| c.get("step"))
-            .and_then(Json::as_u64)
-        {
+        if let Some(step) = self.checkpoint.as_ref().and_then(|c| c.step) {
             return format!("step-{step}");
         }
         let from = self.model.as_deref().map(Path::new).unwrap_or(&self.path);
@@ -497,7 +493,15 @@ pub fn read_responses(path: &Path) -> OpResult<GeneratedResponses> {
             .wrap_err_with(|| format!("reading {}", s.display()))?;
         let v: Json = serde_json::from_str(&text)
             .map_err(|e| miette!("{}: invalid JSON: {e}", s.display()))?;
-        checkpoint = v.get("checkpoint").cloned().filter(|c| !c.is_null());
+        checkpoint = match v.get("checkpoint").filter(|c| !c.is_null()) {
+            Some(c) => Some(CheckpointLineage::deserialize(c).map_err(|e| {
+                miette!(
+                    "{}: `checkpoint` is not a checkpoint lineage: {e}",
+                    s.display()
+                )
+            })?),
+            None => None,
+        };
         model = v.get("model").and_then(Json::as_str).map(str::to_owned);
     }
     Ok(GeneratedResponses {
@@ -811,7 +815,10 @@ mod tests {
             &items,
             &responses,
             &settings(0.0, 1),
-            Some(json!({"step": 3})),
+            Some(CheckpointLineage {
+                step: Some(3),
+                ..Default::default()
+            }),
             Path::new("m"),
         )
         .unwrap();
@@ -864,13 +871,16 @@ mod tests {
             &items,
             &responses,
             &settings(0.0, 1),
-            Some(json!({"step": 5})),
+            Some(CheckpointLineage {
+                step: Some(5),
+                ..Default::default()
+            }),
             Path::new("/models/m"),
         )
         .unwrap();
         let got = read_responses(&out_dir).unwrap();
         assert_eq!(got.file, out_dir.join("responses.jsonl"));
-        assert_eq!(got.checkpoint, Some(json!({"step": 5})));
+        assert_eq!(got.checkpoint.as_ref().and_then(|c| c.step), Some(5));
         assert_eq!(got.model.as_deref(), Some("/models/m"));
         assert_eq!(got.records.len(), 2);
         let (a, b) = (&got.records[0], &got.records[1]);

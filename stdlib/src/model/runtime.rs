@@ -12,6 +12,8 @@
 
 use std::path::Path;
 
+use crate::artifacts::CheckpointLineage;
+
 pub use flow_model::{
     ChatMessage, FinishReason, GenerateOptions, Generation, LogLikelihood, TokenLogprob,
 };
@@ -177,15 +179,8 @@ pub fn cuda_backend(ctx: &crate::op::OpContext) -> Option<flow_model::backend::C
 
 /// Reads `flow_checkpoint.json` of a model directory, when there is one, so
 /// that results can say which training checkpoint they measure.
-pub fn read_checkpoint(model_dir: &Path) -> Result<Option<serde_json::Value>, String> {
-    let path = model_dir.join("flow_checkpoint.json");
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let value = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: not valid JSON: {e}", path.display()))?;
-    Ok(Some(value))
+pub fn read_checkpoint(model_dir: &Path) -> Result<Option<CheckpointLineage>, String> {
+    CheckpointLineage::read(model_dir).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

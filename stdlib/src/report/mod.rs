@@ -30,11 +30,13 @@ use miette::{miette, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use crate::artifacts::train::TrainRunFacts;
+use crate::artifacts::{CheckpointLineage, JsonFile};
 use crate::eval::mcqa::McqaResult;
-use crate::merge::slerp::tensors::{read_json, write_atomic};
+use crate::merge::slerp::tensors::write_atomic;
 use crate::op::{
     variant_name, NodeItem, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape,
-    Resources, Type, Value,
+    Resources, Type, Value, RUN_FACTS_DIR,
 };
 
 mod doc;
@@ -136,7 +138,7 @@ impl Op for Report {
         };
         OpSpec {
             name: "report",
-            version: 6,
+            version: 7,
             doc: "Markdown (report.md) and self-contained HTML (report.html) report with PNG/SVG charts: MCQA accuracy per model and its trajectory over tokens and FLOPs, G_rel per benchmark and baseline, CPT vs CPT + SLERP, win rate against the larger model and per-prompt verdict flows, Davidson scores and trajectories, win/tie/loss distributions, failure modes, training loss and learning rate, held-out loss, curation statistics and a compute table. Every list may be empty.",
             params: vec![
                 Param::optional("mcqa", dirs(), Value::List(vec![]), "mcqa nodes"),

@@ -35,8 +35,8 @@ pub(in crate::report) fn failure_section(
             rp.flagged_share.unwrap_or(0.0),
         ]);
     }
-    doc.table(&Table {
-        header: [
+    doc.table(
+        &[
             "model",
             "responses with language mixing",
             "foreign word share",
@@ -44,11 +44,9 @@ pub(in crate::report) fn failure_section(
             "longer than baseline",
             "truncated",
             "repetitive",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
         rows,
-    });
+    );
     let chart = Chart::Bars(BarChart {
         title: "Failure modes: share of responses".into(),
         x_label: "share of responses".into(),

@@ -34,8 +34,8 @@ pub(in crate::report) fn judge_section(
         cats.push(name);
         values.push(vec![w / total, t / total, l / total]);
     }
-    doc.table(&Table {
-        header: [
+    doc.table(
+        &[
             "pair (A vs B)",
             "A wins",
             "ties",
@@ -43,11 +43,9 @@ pub(in crate::report) fn judge_section(
             "unparseable",
             "inconsistent orders",
             "win rate",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
         rows,
-    });
+    );
     order_flows(doc, paths)?;
     let chart = Chart::Bars(BarChart {
         title: "Win / tie / loss distribution (model A's view)".into(),
@@ -110,18 +108,16 @@ pub(in crate::report) fn order_flows(doc: &mut Doc, paths: &[PathBuf]) -> OpResu
         return Ok(());
     }
     doc.para("Per-prompt flows between the two orders, in model A's view: each prompt is judged with A shown first and with B shown first. Rule combining them (the verdict Davidson is fed): both orders agree → that verdict; they disagree → a tie; either unreadable → no verdict (counted unparseable, left out of the fit).");
-    doc.table(&Table {
-        header: [
+    doc.table(
+        &[
             "pair (A vs B)",
             "A shown first",
             "→ B first: win",
             "tie",
             "loss",
             "unreadable",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
         rows,
-    });
+    );
     Ok(())
 }
