@@ -174,6 +174,24 @@ mod tests {
         path
     }
 
+    /// Runs the op on `scores` against `baseline` (metric acc) into
+    /// `out_dir`; returns the relative_gain.json it wrote.
+    fn run_acc(out_dir: &Path, scores: Vec<Value>, baseline: PathBuf) -> Json {
+        let params = full_params(
+            &RelativeGain,
+            &[
+                ("scores", Value::List(scores)),
+                ("baseline", Value::Path(baseline)),
+                ("metric", Value::Str("acc".into())),
+            ],
+        );
+        with_context(params, out_dir, one_thread(), |ctx| RelativeGain.run(ctx))
+            .0
+            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("relative_gain.json")).unwrap())
+            .unwrap()
+    }
+
     /// An `mcqa.json` as the mcqa op writes it, with accuracy `acc`.
     fn mcqa_json(acc: f64, checkpoint: Option<CheckpointLineage>) -> String {
         let doc = McqaResult {
@@ -226,24 +244,8 @@ mod tests {
             ),
         );
         let out_dir = dir.path().join("out");
-        let params = full_params(
-            &RelativeGain,
-            &[
-                (
-                    "scores",
-                    Value::List(vec![Value::Path(ck.clone()), Value::Float(0.2)]),
-                ),
-                ("baseline", Value::Path(base.clone())),
-                ("metric", Value::Str("acc".into())),
-            ],
-        );
-        with_context(params, &out_dir, one_thread(), |ctx| RelativeGain.run(ctx))
-            .0
-            .unwrap();
-        let doc: Json = serde_json::from_str(
-            &std::fs::read_to_string(out_dir.join("relative_gain.json")).unwrap(),
-        )
-        .unwrap();
+        let scores = vec![Value::Path(ck.clone()), Value::Float(0.2)];
+        let doc = run_acc(&out_dir, scores, base.clone());
         assert!((doc["scores"][0]["g_rel"].as_f64().unwrap() - 1.25).abs() < 1e-12);
         assert!((doc["scores"][1]["g_rel"].as_f64().unwrap() - 0.5).abs() < 1e-12);
         assert_eq!(doc["scores"][0]["checkpoint"]["tokens_seen"], 100);
@@ -265,24 +267,11 @@ mod tests {
         std::fs::create_dir_all(&base).unwrap();
         write(&base, "mcqa.json", &mcqa_json(0.0, None));
         let out_dir = dir.path().join("out");
-        let params = full_params(
-            &RelativeGain,
-            &[
-                (
-                    "scores",
-                    Value::List(vec![Value::Float(1.0 / 6.0), Value::Float(0.0)]),
-                ),
-                ("baseline", Value::Path(base)),
-                ("metric", Value::Str("acc".into())),
-            ],
+        let doc = run_acc(
+            &out_dir,
+            vec![Value::Float(1.0 / 6.0), Value::Float(0.0)],
+            base,
         );
-        with_context(params, &out_dir, one_thread(), |ctx| RelativeGain.run(ctx))
-            .0
-            .unwrap();
-        let doc: Json = serde_json::from_str(
-            &std::fs::read_to_string(out_dir.join("relative_gain.json")).unwrap(),
-        )
-        .unwrap();
         assert_eq!(doc["undefined"], 2, "{doc}");
         for s in doc["scores"].as_array().unwrap() {
             assert!(s["g_rel"].is_null(), "{doc}");

@@ -21,7 +21,7 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
-use crate::artifacts::CheckpointLineage;
+use crate::artifacts::{read_object_lines, CheckpointLineage, ObjectLine};
 use crate::eval::mcqa::write_atomic;
 use crate::model::runtime::{self, ChatMessage, FinishReason, GenerateOptions, LanguageModel};
 use crate::op::{
@@ -74,21 +74,12 @@ fn message_list(value: &Json, at: &str) -> OpResult<Vec<ChatMessage>> {
 /// Reads the prompt file. `system`, when not empty, opens every chat that
 /// has no system message of its own.
 pub fn load_prompts(path: &Path, system: &str) -> OpResult<Vec<PromptItem>> {
-    let text = std::fs::read_to_string(path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("reading {}", path.display()))?;
     let mut items = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = format!("{}:{}", path.display(), i + 1);
-        let value: Json =
-            serde_json::from_str(line).map_err(|e| miette!("{at}: not valid JSON: {e}"))?;
-        let Json::Object(obj) = value else {
-            return Err(miette!("{at}: each line must be a JSON object"));
-        };
+    for ObjectLine {
+        at, object: obj, ..
+    } in read_object_lines(path)?
+    {
         let id = obj
             .get("id")
             .cloned()
@@ -407,7 +398,11 @@ impl GeneratedResponses {
     }
 }
 
-fn optional_count(v: &Json, key: &str, at: &str) -> OpResult<Option<usize>> {
+fn optional_count(
+    v: &serde_json::Map<String, Json>,
+    key: &str,
+    at: &str,
+) -> OpResult<Option<usize>> {
     match v.get(key) {
         None | Some(Json::Null) => Ok(None),
         Some(x) => x
@@ -428,26 +423,20 @@ pub fn read_responses(path: &Path) -> OpResult<GeneratedResponses> {
     } else {
         (path.to_owned(), None)
     };
-    let text = std::fs::read_to_string(&file)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("reading {}", file.display()))?;
     let mut records = Vec::new();
     let mut seen = std::collections::HashMap::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = format!("{}:{}", file.display(), i + 1);
-        let v: Json = serde_json::from_str(line).map_err(|e| miette!("{at}: invalid JSON: {e}"))?;
-        if !v.is_object() {
-            return Err(miette!("{at}: each line must be a JSON object"));
-        }
+    for ObjectLine {
+        line,
+        at,
+        object: v,
+    } in read_object_lines(&file)?
+    {
         let id = match v.get("id") {
             Some(Json::String(s)) => s.clone(),
             Some(other) if !other.is_null() => other.to_string(),
             _ => return Err(miette!("{at}: missing `id`")),
         };
-        if let Some(first) = seen.insert(id.clone(), i + 1) {
+        if let Some(first) = seen.insert(id.clone(), line) {
             return Err(miette!(
                 "{at}: id {id} appears twice (first on line {first})"
             ));
@@ -797,6 +786,34 @@ mod tests {
         );
     }
 
+    /// Writes `responses` into `<dir>/out` as the generate node of the model
+    /// `model` at checkpoint `step`; returns the node's directory.
+    fn write_node(
+        dir: &Path,
+        items: &[PromptItem],
+        responses: &[Response],
+        step: u64,
+        model: &str,
+    ) -> PathBuf {
+        let out_dir = dir.join("out");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let lineage = CheckpointLineage {
+            step: Some(step),
+            ..Default::default()
+        };
+        let settings = settings(0.0, 1);
+        write_outputs(
+            &out_dir,
+            items,
+            responses,
+            &settings,
+            Some(lineage),
+            Path::new(model),
+        )
+        .unwrap();
+        out_dir
+    }
+
     #[test]
     fn writes_responses_and_summary() {
         let dir = tempfile::tempdir().unwrap();
@@ -808,20 +825,7 @@ mod tests {
             tokens: 3,
             finish_reason: FinishReason::Stop,
         }];
-        let out_dir = dir.path().join("out");
-        std::fs::create_dir_all(&out_dir).unwrap();
-        write_outputs(
-            &out_dir,
-            &items,
-            &responses,
-            &settings(0.0, 1),
-            Some(CheckpointLineage {
-                step: Some(3),
-                ..Default::default()
-            }),
-            Path::new("m"),
-        )
-        .unwrap();
+        let out_dir = write_node(dir.path(), &items, &responses, 3, "m");
         let line: Json = serde_json::from_str(
             std::fs::read_to_string(out_dir.join("responses.jsonl"))
                 .unwrap()
@@ -864,20 +868,7 @@ mod tests {
                 finish_reason: FinishReason::Length,
             },
         ];
-        let out_dir = dir.path().join("out");
-        std::fs::create_dir_all(&out_dir).unwrap();
-        write_outputs(
-            &out_dir,
-            &items,
-            &responses,
-            &settings(0.0, 1),
-            Some(CheckpointLineage {
-                step: Some(5),
-                ..Default::default()
-            }),
-            Path::new("/models/m"),
-        )
-        .unwrap();
+        let out_dir = write_node(dir.path(), &items, &responses, 5, "/models/m");
         let got = read_responses(&out_dir).unwrap();
         assert_eq!(got.file, out_dir.join("responses.jsonl"));
         assert_eq!(got.checkpoint.as_ref().and_then(|c| c.step), Some(5));
@@ -910,7 +901,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let good = "{\"id\": \"a\", \"prompt\": \"p\", \"response\": \"r\"}\n";
         let cases = [
-            ("{not json\n", ":2: invalid JSON"),
+            ("{not json\n", ":2: not valid JSON"),
             (
                 "{\"prompt\": \"p\", \"response\": \"r\"}\n",
                 ":2: missing `id`",

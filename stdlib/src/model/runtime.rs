@@ -49,14 +49,7 @@ pub trait LanguageModel: Send + Sync {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Generation {
-        let mut generation = self
-            .generate(&[prompt.to_vec()], opts)
-            .pop()
-            .unwrap_or(Generation {
-                tokens: Vec::new(),
-                finish_reason: FinishReason::Stop,
-                logprobs: Vec::new(),
-            });
+        let mut generation = only_generation(self.generate(&[prompt.to_vec()], opts));
         if let Some(cut) = generation.tokens.iter().position(|&t| !on_token(t)) {
             generation.tokens.truncate(cut + 1);
             generation.logprobs.truncate(cut + 1);
@@ -70,6 +63,16 @@ pub trait LanguageModel: Send + Sync {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, String>;
+}
+
+/// The generation of a one-prompt call; an empty one (stopped at once)
+/// where the runtime returned none.
+fn only_generation(mut generations: Vec<Generation>) -> Generation {
+    generations.pop().unwrap_or(Generation {
+        tokens: Vec::new(),
+        finish_reason: FinishReason::Stop,
+        logprobs: Vec::new(),
+    })
 }
 
 /// Opens the model directory `model_dir` (config.json, safetensors weights,
@@ -132,14 +135,10 @@ impl LanguageModel for FlowModel {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Generation {
-        self.model
-            .generate_each(&[prompt.to_vec()], opts, &mut |_, t| on_token(t))
-            .pop()
-            .unwrap_or(Generation {
-                tokens: Vec::new(),
-                finish_reason: FinishReason::Stop,
-                logprobs: Vec::new(),
-            })
+        only_generation(
+            self.model
+                .generate_each(&[prompt.to_vec()], opts, &mut |_, t| on_token(t)),
+        )
     }
     fn generate(&self, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Vec<Generation> {
         self.model.generate(prompts, opts)

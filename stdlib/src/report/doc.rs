@@ -14,6 +14,14 @@ pub(super) fn f(v: &Json) -> Option<f64> {
     v.as_f64()
 }
 
+/// The artifacts given to the report parameter `param`, read in order.
+pub(super) fn read_param<T: JsonFile>(paths: &[PathBuf], param: &str) -> OpResult<Vec<T>> {
+    paths
+        .iter()
+        .map(|p| T::read(p).wrap_err_with(|| format!("report: parameter `{param}`")))
+        .collect()
+}
+
 /// The optimizer step of a result's training lineage.
 pub(super) fn step_of(ck: Option<&CheckpointLineage>) -> Option<u64> {
     ck?.step

@@ -3,37 +3,39 @@
 
 use super::*;
 use crate::artifacts::eval::{JudgeSummary, OrderVerdict, Verdict};
-use crate::artifacts::{JsonFile, JsonLines};
+use crate::artifacts::JsonLines;
 
 pub(in crate::report) fn judge_section(
     doc: &mut Doc,
     dir: &Path,
     paths: &[PathBuf],
 ) -> OpResult<()> {
-    if paths.is_empty() {
+    let runs: Vec<JudgeSummary> = read_param(paths, "judge")?;
+    if runs.is_empty() {
         return Ok(());
     }
     doc.heading("Pairwise judgements: wins, ties, losses");
-    let mut rows = Vec::new();
-    let mut cats = Vec::new();
-    let mut values = Vec::new();
-    for p in paths {
-        let j = JudgeSummary::read(p).wrap_err("report: parameter `judge`")?;
+    let name = |j: &JudgeSummary| format!("{} vs {}", j.model_a, j.model_b);
+    // Shares of the judged prompts (at least one, so an empty run is 0s).
+    let shares = |j: &JudgeSummary| {
         let (w, t, l) = (j.wins as f64, j.ties as f64, j.losses as f64);
         let total = (w + t + l).max(1.0);
-        let name = format!("{} vs {}", j.model_a, j.model_b);
-        rows.push(vec![
-            name.clone(),
-            format!("{w}"),
-            format!("{t}"),
-            format!("{l}"),
-            format!("{}", j.unparseable),
-            format!("{}", j.inconsistent),
-            format!("{:.3}", w / total),
-        ]);
-        cats.push(name);
-        values.push(vec![w / total, t / total, l / total]);
-    }
+        [w / total, t / total, l / total]
+    };
+    let rows = runs
+        .iter()
+        .map(|j| {
+            vec![
+                name(j),
+                j.wins.to_string(),
+                j.ties.to_string(),
+                j.losses.to_string(),
+                j.unparseable.to_string(),
+                j.inconsistent.to_string(),
+                format!("{:.3}", shares(j)[0]),
+            ]
+        })
+        .collect();
     doc.table(
         &[
             "pair (A vs B)",
@@ -50,9 +52,9 @@ pub(in crate::report) fn judge_section(
     let chart = Chart::Bars(BarChart {
         title: "Win / tie / loss distribution (model A's view)".into(),
         x_label: "share of judged prompts".into(),
-        categories: cats,
+        categories: runs.iter().map(name).collect(),
         groups: vec!["win".into(), "tie".into(), "loss".into()],
-        values,
+        values: runs.iter().map(|j| shares(j).to_vec()).collect(),
         stacked: true,
     });
     doc.figure(
