@@ -11,6 +11,7 @@ use serde_json::Value as Json;
 use super::{JsonFile, OrderedMap};
 use crate::data::agreement::Prf;
 use crate::data::corpus::ErrorLog;
+pub use flow_model::train::PackInfo;
 
 /// One output shard of a corpus artifact and its document count.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -175,25 +176,8 @@ impl JsonFile for DedupStats {
     const FINAL_NEWLINE: bool = true;
 }
 
-/// `pack.json`: the packed token dataset's shape (read by `train`, whose
-/// runtime has its own reader, `heldout_loss` and `report`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PackInfo {
-    pub seq_len: usize,
-    pub sequences: u64,
-    /// Tokens that are not padding.
-    pub tokens: u64,
-    pub documents: u64,
-    pub eos_id: u32,
-    pub pad_id: u32,
-    /// blake3 of the tokenizer.json the corpus was packed with.
-    pub tokenizer_hash: String,
-    /// Tokens of the last, incomplete sequence dropped by `drop_last`.
-    pub dropped_tokens: u64,
-    pub errors: ErrorLog,
-}
-
+/// `pack.json` ([`PackInfo`]) is the training runtime's format, so its
+/// struct is flow-model's, which reads it without this crate.
 impl JsonFile for PackInfo {
     const NAME: &'static str = "pack.json";
     const WHAT: &'static str = "a pack info file";

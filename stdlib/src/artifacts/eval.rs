@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::{Interval, JsonFile, JsonLines, OrderedMap};
+use super::{CheckpointLineage, Interval, JsonFile, JsonLines, OrderedMap};
 
 /// `davidson.json`: the joint Davidson fit of a set of verdicts (written by
 /// `davidson`, read by `report`). Per-model maps follow `models`' order.
@@ -36,7 +36,7 @@ pub struct DavidsonResult {
     pub converged: bool,
     /// Each model's training lineage (`flow_checkpoint.json`), as the
     /// verdicts carried it.
-    pub checkpoints: BTreeMap<String, Json>,
+    pub checkpoints: BTreeMap<String, CheckpointLineage>,
 }
 
 /// Bootstrap percentile intervals of one model's figures.
@@ -106,8 +106,8 @@ pub struct JudgeSummary {
     pub score: Option<f64>,
     /// The judge backend's description.
     pub judge: Json,
-    pub checkpoint_a: Option<Json>,
-    pub checkpoint_b: Option<Json>,
+    pub checkpoint_a: Option<CheckpointLineage>,
+    pub checkpoint_b: Option<CheckpointLineage>,
 }
 
 impl JsonFile for JudgeSummary {
@@ -138,9 +138,9 @@ pub struct Verdict {
     #[serde(default)]
     pub b_first: OrderVerdict,
     #[serde(default)]
-    pub checkpoint_a: Option<Json>,
+    pub checkpoint_a: Option<CheckpointLineage>,
     #[serde(default)]
-    pub checkpoint_b: Option<Json>,
+    pub checkpoint_b: Option<CheckpointLineage>,
 }
 
 /// The judge's answer for one order of a pair.
@@ -171,7 +171,7 @@ pub struct FailureModesResult {
     pub language_mixing: LanguageMixing,
     pub verbosity: Verbosity,
     pub repetition: Repetition,
-    pub checkpoint: Option<Json>,
+    pub checkpoint: Option<CheckpointLineage>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -237,7 +237,7 @@ pub struct GainBaseline {
     /// The mcqa artifact (or the number) the accuracy came from.
     pub source: String,
     pub acc: Option<f64>,
-    pub checkpoint: Option<Json>,
+    pub checkpoint: Option<CheckpointLineage>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -250,7 +250,7 @@ pub struct GainScore {
     /// Why `g_rel` is undefined; absent when it is a number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub undefined: Option<String>,
-    pub checkpoint: Option<Json>,
+    pub checkpoint: Option<CheckpointLineage>,
 }
 
 impl JsonFile for RelativeGainResult {
@@ -273,7 +273,7 @@ pub struct HeldoutLossResult {
     pub pieces: usize,
     pub model: String,
     /// The model's training lineage (`flow_checkpoint.json`), if any.
-    pub checkpoint: Option<Json>,
+    pub checkpoint: Option<CheckpointLineage>,
 }
 
 impl JsonFile for HeldoutLossResult {

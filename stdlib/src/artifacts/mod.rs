@@ -28,7 +28,9 @@ pub mod eval;
 mod ordered;
 #[cfg(test)]
 mod tests;
+pub mod train;
 
+pub use flow_model::train::CheckpointLineage;
 pub use ordered::OrderedMap;
 
 /// A `[low, high]` interval whose ends may be non-finite (`null`); `None`
@@ -106,6 +108,42 @@ pub trait JsonFile: Serialize + DeserializeOwned {
             Ok(None)
         }
     }
+}
+
+/// One line of a JSONL input file read as a JSON object.
+pub struct ObjectLine {
+    /// The 1-based line number.
+    pub line: usize,
+    /// `file:line`, for errors.
+    pub at: String,
+    pub object: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The JSON objects of a hand-made JSONL input (prompts, benchmark items,
+/// responses): blank lines are skipped; a line that is not a JSON object is
+/// an error naming its file and line.
+pub fn read_object_lines(path: &Path) -> OpResult<Vec<ObjectLine>> {
+    let text = std::fs::read_to_string(path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", path.display(), i + 1);
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| miette!("{at}: not valid JSON: {e}"))?;
+        let serde_json::Value::Object(object) = value else {
+            return Err(miette!("{at}: each line must be a JSON object"));
+        };
+        out.push(ObjectLine {
+            line: i + 1,
+            at,
+            object,
+        });
+    }
+    Ok(out)
 }
 
 /// A JSONL artifact file: one compact JSON object a line.

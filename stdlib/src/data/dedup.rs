@@ -220,7 +220,7 @@ fn signatures(
                     Ok(d) => docs.push(d),
                     Err(e) => {
                         let (place, what) = e.split_once(": ").unwrap_or(("?", e.as_str()));
-                        errors.record(policy, place, what)?;
+                        policy.record(&mut errors, place, what)?;
                     }
                 }
             }
@@ -324,7 +324,7 @@ fn cluster_and_copy(
     mut errors: ErrorLog,
     shards: &[PathBuf],
 ) -> OpResult<Outputs> {
-    errors.name_places(ctx);
+    super::corpus::name_error_places(&mut errors, ctx);
     let DedupParams {
         on_error: policy,
         bands,

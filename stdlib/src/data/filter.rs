@@ -224,7 +224,7 @@ pub fn filter_shard(
                 }
                 Err(e) => {
                     let (place, what) = e.split_once(": ").unwrap_or(("?", e.as_str()));
-                    stats.errors.record(s.policy, place, what)?;
+                    s.policy.record(&mut stats.errors, place, what)?;
                 }
             }
         }
@@ -363,7 +363,7 @@ impl Sharded for Filter {
             per_shard.extend(p.per_shard);
         }
         for s in &mut per_shard {
-            s.errors.name_places(ctx);
+            super::corpus::name_error_places(&mut s.errors, ctx);
         }
         let (threshold, positive) =
             head.ok_or_else(|| miette!("internal: filter merged no parts"))?;
@@ -399,7 +399,7 @@ impl Sharded for Filter {
 mod tests {
     use super::super::corpus::testutil::*;
     use super::super::corpus::Corpus;
-    use super::super::train_classifier::TrainClassifier;
+    use super::super::train_classifier::tests::{golden_xlmr, train_demo_classifier};
     use super::*;
 
     #[test]
@@ -473,16 +473,7 @@ mod tests {
         )
         .unwrap();
         let clf = dir.join("clf");
-        run_op(
-            &TrainClassifier,
-            &[
-                ("corpus", Value::Path(corpus.clone())),
-                ("labels", Value::Path(demo_dir().join("labels.csv"))),
-                ("positive", Value::Str("medizinisch".into())),
-            ],
-            &clf,
-        )
-        .unwrap();
+        train_demo_classifier(&corpus, &clf, &[]);
         (corpus, clf)
     }
 
@@ -581,23 +572,17 @@ mod tests {
         )
         .unwrap();
         let clf = tmp.path().join("clf");
-        let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("model/tests/golden/encoder/xlmr/model");
-        run_op(
-            &TrainClassifier,
+        train_demo_classifier(
+            &corpus,
+            &clf,
             &[
-                ("corpus", Value::Path(corpus.clone())),
-                ("labels", Value::Path(demo_dir().join("labels.csv"))),
-                ("positive", Value::Str("medizinisch".into())),
                 ("method", Value::Str("encoder".into())),
-                ("encoder", Value::Path(golden)),
+                ("encoder", Value::Path(golden_xlmr())),
                 ("max_len", Value::Int(24)),
                 ("epochs", Value::Int(1)),
                 ("lr", Value::Float(1e-3)),
             ],
-            &clf,
-        )
-        .unwrap();
+        );
         let out = tmp.path().join("f");
         run_op(
             &Filter,
@@ -647,16 +632,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let corpus = demo_corpus(&tmp.path().join("c"));
         let clf = tmp.path().join("clf");
-        run_op(
-            &TrainClassifier,
-            &[
-                ("corpus", Value::Path(corpus.clone())),
-                ("labels", Value::Path(demo_dir().join("labels.csv"))),
-                ("positive", Value::Str("medizinisch".into())),
-            ],
-            &clf,
-        )
-        .unwrap();
+        train_demo_classifier(&corpus, &clf, &[]);
         let bad = write_corpus_shards(
             &tmp.path().join("bad"),
             &["{\"id\":\"a\",\"text\":\"Fieber und Husten\"}\n{\"id\":\"b\"}\n"],

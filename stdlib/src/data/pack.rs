@@ -325,7 +325,7 @@ fn tokenise_shards(
                     Ok(ids) => each(&ids)?,
                     Err(e) => {
                         let (place, what) = e.split_once(": ").unwrap_or(("?", e.as_str()));
-                        errors.record(policy, place, what)?;
+                        policy.record(errors, place, what)?;
                     }
                 }
             }
@@ -420,7 +420,7 @@ impl Sharded for Pack {
             }
             errors.merge(read_json_file(&part.join("part.json"))?);
         }
-        errors.name_places(ctx);
+        super::corpus::name_error_places(&mut errors, ctx);
         let documents = packer.documents;
         let (seqs, tokens, dropped_tokens) =
             packer.finish(&ctx.out_dir, setup.pad_id, setup.params.drop_last)?;

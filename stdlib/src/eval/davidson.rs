@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
 use crate::artifacts::eval::{Bootstrap, Counts, DavidsonIntervals, DavidsonResult};
-use crate::artifacts::{finite, Interval, JsonFile, OrderedMap};
+use crate::artifacts::{finite, CheckpointLineage, Interval, JsonFile, OrderedMap};
 use crate::op::{
     NodeItem, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources,
     Type, Value,
@@ -258,7 +258,7 @@ pub fn connected(n: usize, data: &[Comparison]) -> bool {
 pub struct VerdictSet {
     pub models: Vec<String>,
     pub comparisons: Vec<Comparison>,
-    pub checkpoints: BTreeMap<String, serde_json::Value>,
+    pub checkpoints: BTreeMap<String, CheckpointLineage>,
     /// Lines without a usable winner (unparseable judge answers).
     pub skipped: usize,
 }
@@ -300,9 +300,14 @@ impl VerdictSet {
             let (a, b) = (self.index(&ma), self.index(&mb));
             for (m, key) in [(&ma, "checkpoint_a"), (&mb, "checkpoint_b")] {
                 if let Some(c) = v.get(key).filter(|c| !c.is_null()) {
-                    self.checkpoints
-                        .entry(m.clone())
-                        .or_insert_with(|| c.clone());
+                    let c = CheckpointLineage::deserialize(c).map_err(|e| {
+                        miette!(
+                            "{}:{}: `{key}` is not a checkpoint lineage: {e}",
+                            path.display(),
+                            lineno + 1
+                        )
+                    })?;
+                    self.checkpoints.entry(m.clone()).or_insert(c);
                 }
             }
             self.comparisons.push(Comparison { a, b, outcome });
@@ -521,7 +526,7 @@ impl Op for Davidson {
             );
         }
         let models: BTreeSet<&String> = set.models.iter().collect();
-        let checkpoints: BTreeMap<String, serde_json::Value> = set
+        let checkpoints: BTreeMap<String, CheckpointLineage> = set
             .checkpoints
             .iter()
             .filter(|(k, _)| models.contains(k))

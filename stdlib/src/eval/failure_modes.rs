@@ -19,11 +19,11 @@ use std::sync::Arc;
 
 use miette::miette;
 use serde::Deserialize;
-use serde_json::{json, Value as Json};
+use serde_json::json;
 use whatlang::{Detector, Lang};
 
 use crate::artifacts::eval::{FailureModesResult, LanguageMixing, Repetition, Verbosity};
-use crate::artifacts::JsonFile;
+use crate::artifacts::{CheckpointLineage, JsonFile};
 use crate::merge::slerp::tensors::write_atomic;
 use crate::model::generate::read_responses;
 use crate::op::{
@@ -139,7 +139,7 @@ struct Row {
 
 /// The rows of a generate artifact (or responses file), its lineage, and the
 /// model's name (`given`, else derived from the artifact).
-fn read_rows(path: &Path, given: &str) -> OpResult<(Vec<Row>, Option<Json>, String)> {
+fn read_rows(path: &Path, given: &str) -> OpResult<(Vec<Row>, Option<CheckpointLineage>, String)> {
     let generated = read_responses(path)?;
     let name = generated.display_name(given);
     let rows = generated
@@ -356,6 +356,7 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 mod tests {
     use super::*;
     use crate::op::testing::run_op;
+    use serde_json::Value as Json;
 
     fn de_en() -> Detector {
         Detector::with_allowlist(vec![Lang::Deu, Lang::Eng])

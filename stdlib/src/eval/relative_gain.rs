@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use miette::{miette, WrapErr};
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
 use crate::artifacts::eval::{GainBaseline, GainScore, RelativeGainResult};
-use crate::artifacts::JsonFile;
+use crate::artifacts::{CheckpointLineage, JsonFile};
 use crate::eval::mcqa::McqaResult;
 use crate::op::{
     variant_name, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources,
@@ -54,7 +53,7 @@ fn read_score(
     value: &Score,
     metric: &str,
     what: &str,
-) -> OpResult<(String, f64, Option<Json>)> {
+) -> OpResult<(String, f64, Option<CheckpointLineage>)> {
     match value {
         Score::Float(f) => Ok((format!("{f}"), *f, None)),
         Score::Int(i) => Ok((format!("{i}"), *i as f64, None)),
@@ -167,7 +166,7 @@ impl Op for RelativeGain {
 mod tests {
     use super::*;
     use crate::op::testing::{full_params, with_context, RunOptions};
-    use serde_json::json;
+    use serde_json::Value as Json;
     use std::path::Path;
     use std::path::PathBuf;
 
@@ -177,8 +176,26 @@ mod tests {
         path
     }
 
+    /// Runs the op on `scores` against `baseline` (metric acc) into
+    /// `out_dir`; returns the relative_gain.json it wrote.
+    fn run_acc(out_dir: &Path, scores: Vec<Value>, baseline: PathBuf) -> Json {
+        let params = full_params(
+            &RelativeGain,
+            &[
+                ("scores", Value::List(scores)),
+                ("baseline", Value::Path(baseline)),
+                ("metric", Value::Str("acc".into())),
+            ],
+        );
+        with_context(params, out_dir, one_thread(), |ctx| RelativeGain.run(ctx))
+            .0
+            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("relative_gain.json")).unwrap())
+            .unwrap()
+    }
+
     /// An `mcqa.json` as the mcqa op writes it, with accuracy `acc`.
-    fn mcqa_json(acc: f64, checkpoint: Option<Json>) -> String {
+    fn mcqa_json(acc: f64, checkpoint: Option<CheckpointLineage>) -> String {
         let doc = McqaResult {
             format: "mmlu".into(),
             shots: 1,
@@ -220,27 +237,17 @@ mod tests {
         write(
             &ck,
             "mcqa.json",
-            &mcqa_json(0.5, Some(json!({"tokens_seen": 100}))),
+            &mcqa_json(
+                0.5,
+                Some(CheckpointLineage {
+                    tokens_seen: Some(100),
+                    ..Default::default()
+                }),
+            ),
         );
         let out_dir = dir.path().join("out");
-        let params = full_params(
-            &RelativeGain,
-            &[
-                (
-                    "scores",
-                    Value::List(vec![Value::Path(ck.clone()), Value::Float(0.2)]),
-                ),
-                ("baseline", Value::Path(base.clone())),
-                ("metric", Value::Str("acc".into())),
-            ],
-        );
-        with_context(params, &out_dir, one_thread(), |ctx| RelativeGain.run(ctx))
-            .0
-            .unwrap();
-        let doc: Json = serde_json::from_str(
-            &std::fs::read_to_string(out_dir.join("relative_gain.json")).unwrap(),
-        )
-        .unwrap();
+        let scores = vec![Value::Path(ck.clone()), Value::Float(0.2)];
+        let doc = run_acc(&out_dir, scores, base.clone());
         assert!((doc["scores"][0]["g_rel"].as_f64().unwrap() - 1.25).abs() < 1e-12);
         assert!((doc["scores"][1]["g_rel"].as_f64().unwrap() - 0.5).abs() < 1e-12);
         assert_eq!(doc["scores"][0]["checkpoint"]["tokens_seen"], 100);
@@ -262,24 +269,11 @@ mod tests {
         std::fs::create_dir_all(&base).unwrap();
         write(&base, "mcqa.json", &mcqa_json(0.0, None));
         let out_dir = dir.path().join("out");
-        let params = full_params(
-            &RelativeGain,
-            &[
-                (
-                    "scores",
-                    Value::List(vec![Value::Float(1.0 / 6.0), Value::Float(0.0)]),
-                ),
-                ("baseline", Value::Path(base)),
-                ("metric", Value::Str("acc".into())),
-            ],
+        let doc = run_acc(
+            &out_dir,
+            vec![Value::Float(1.0 / 6.0), Value::Float(0.0)],
+            base,
         );
-        with_context(params, &out_dir, one_thread(), |ctx| RelativeGain.run(ctx))
-            .0
-            .unwrap();
-        let doc: Json = serde_json::from_str(
-            &std::fs::read_to_string(out_dir.join("relative_gain.json")).unwrap(),
-        )
-        .unwrap();
         assert_eq!(doc["undefined"], 2, "{doc}");
         for s in doc["scores"].as_array().unwrap() {
             assert!(s["g_rel"].is_null(), "{doc}");

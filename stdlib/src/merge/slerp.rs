@@ -21,6 +21,7 @@ use miette::miette;
 use safetensors::Dtype;
 use serde::Deserialize;
 
+use crate::artifacts::CheckpointLineage;
 use crate::op::{
     Device, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type,
     Value,
@@ -474,10 +475,10 @@ pub(crate) fn run_merge(
         .map_err(|e| miette!("copying the tokenizer: {e}"))?;
     copy_tokenizer_files(&dirs[0], &ctx.out_dir)?;
     if let Some(src) = lineage_from {
-        let lineage = src.join("flow_checkpoint.json");
-        if lineage.is_file() {
-            let v = read_json(&lineage)?;
-            write_json(&ctx.out_dir.join("flow_checkpoint.json"), &v)?;
+        if let Some(lineage) = CheckpointLineage::read(src).map_err(|e| miette!("{e}"))? {
+            lineage
+                .write(&ctx.out_dir)
+                .map_err(|e| miette!("writing the lineage: {e}"))?;
         }
     }
     Ok(names.len())

@@ -21,6 +21,7 @@ use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
+use crate::artifacts::{read_object_lines, CheckpointLineage, ObjectLine};
 use crate::eval::mcqa::write_atomic;
 use crate::model::runtime::{self, ChatMessage, FinishReason, GenerateOptions, LanguageModel};
 use crate::op::{
@@ -73,21 +74,12 @@ fn message_list(value: &Json, at: &str) -> OpResult<Vec<ChatMessage>> {
 /// Reads the prompt file. `system`, when not empty, opens every chat that
 /// has no system message of its own.
 pub fn load_prompts(path: &Path, system: &str) -> OpResult<Vec<PromptItem>> {
-    let text = std::fs::read_to_string(path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("reading {}", path.display()))?;
     let mut items = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = format!("{}:{}", path.display(), i + 1);
-        let value: Json =
-            serde_json::from_str(line).map_err(|e| miette!("{at}: not valid JSON: {e}"))?;
-        let Json::Object(obj) = value else {
-            return Err(miette!("{at}: each line must be a JSON object"));
-        };
+    for ObjectLine {
+        at, object: obj, ..
+    } in read_object_lines(path)?
+    {
         let id = obj
             .get("id")
             .cloned()
@@ -274,7 +266,7 @@ pub fn write_outputs(
     items: &[PromptItem],
     responses: &[Response],
     settings: &GenerateSettings,
-    checkpoint: Option<Json>,
+    checkpoint: Option<CheckpointLineage>,
     model_name: &str,
 ) -> OpResult<Outputs> {
     let mut lines = String::new();
@@ -318,7 +310,7 @@ pub fn write_outputs(
         "model": model_name,
     });
     if let Some(c) = checkpoint {
-        summary["checkpoint"] = c;
+        summary["checkpoint"] = serde_json::to_value(c).into_diagnostic()?;
     }
     write_atomic(
         out_dir,
@@ -376,7 +368,7 @@ pub struct GeneratedResponses {
     pub file: PathBuf,
     pub records: Vec<ResponseRecord>,
     /// `checkpoint` of `generate.json` (absent, or the file given directly: `None`).
-    pub checkpoint: Option<Json>,
+    pub checkpoint: Option<CheckpointLineage>,
     /// `model` of `generate.json`.
     pub model: Option<String>,
 }
@@ -390,12 +382,7 @@ impl GeneratedResponses {
         if !given.is_empty() {
             return given.to_owned();
         }
-        if let Some(step) = self
-            .checkpoint
-            .as_ref()
-            .and_then(|c| c.get("step"))
-            .and_then(Json::as_u64)
-        {
+        if let Some(step) = self.checkpoint.as_ref().and_then(|c| c.step) {
             return format!("step-{step}");
         }
         match &self.model {
@@ -427,7 +414,11 @@ pub fn short_model_name(name: &str) -> String {
     }
 }
 
-fn optional_count(v: &Json, key: &str, at: &str) -> OpResult<Option<usize>> {
+fn optional_count(
+    v: &serde_json::Map<String, Json>,
+    key: &str,
+    at: &str,
+) -> OpResult<Option<usize>> {
     match v.get(key) {
         None | Some(Json::Null) => Ok(None),
         Some(x) => x
@@ -448,26 +439,20 @@ pub fn read_responses(path: &Path) -> OpResult<GeneratedResponses> {
     } else {
         (path.to_owned(), None)
     };
-    let text = std::fs::read_to_string(&file)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("reading {}", file.display()))?;
     let mut records = Vec::new();
     let mut seen = std::collections::HashMap::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = format!("{}:{}", file.display(), i + 1);
-        let v: Json = serde_json::from_str(line).map_err(|e| miette!("{at}: invalid JSON: {e}"))?;
-        if !v.is_object() {
-            return Err(miette!("{at}: each line must be a JSON object"));
-        }
+    for ObjectLine {
+        line,
+        at,
+        object: v,
+    } in read_object_lines(&file)?
+    {
         let id = match v.get("id") {
             Some(Json::String(s)) => s.clone(),
             Some(other) if !other.is_null() => other.to_string(),
             _ => return Err(miette!("{at}: missing `id`")),
         };
-        if let Some(first) = seen.insert(id.clone(), i + 1) {
+        if let Some(first) = seen.insert(id.clone(), line) {
             return Err(miette!(
                 "{at}: id {id} appears twice (first on line {first})"
             ));
@@ -513,7 +498,15 @@ pub fn read_responses(path: &Path) -> OpResult<GeneratedResponses> {
             .wrap_err_with(|| format!("reading {}", s.display()))?;
         let v: Json = serde_json::from_str(&text)
             .map_err(|e| miette!("{}: invalid JSON: {e}", s.display()))?;
-        checkpoint = v.get("checkpoint").cloned().filter(|c| !c.is_null());
+        checkpoint = match v.get("checkpoint").filter(|c| !c.is_null()) {
+            Some(c) => Some(CheckpointLineage::deserialize(c).map_err(|e| {
+                miette!(
+                    "{}: `checkpoint` is not a checkpoint lineage: {e}",
+                    s.display()
+                )
+            })?),
+            None => None,
+        };
         model = v.get("model").and_then(Json::as_str).map(str::to_owned);
     }
     Ok(GeneratedResponses {
@@ -809,6 +802,26 @@ mod tests {
         );
     }
 
+    /// Writes `responses` into `<dir>/out` as the generate node of the model
+    /// `model` at checkpoint `step`; returns the node's directory.
+    fn write_node(
+        dir: &Path,
+        items: &[PromptItem],
+        responses: &[Response],
+        step: u64,
+        model: &str,
+    ) -> PathBuf {
+        let out_dir = dir.join("out");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let lineage = CheckpointLineage {
+            step: Some(step),
+            ..Default::default()
+        };
+        let settings = settings(0.0, 1);
+        write_outputs(&out_dir, items, responses, &settings, Some(lineage), model).unwrap();
+        out_dir
+    }
+
     #[test]
     fn writes_responses_and_summary() {
         let dir = tempfile::tempdir().unwrap();
@@ -820,17 +833,7 @@ mod tests {
             tokens: 3,
             finish_reason: FinishReason::Stop,
         }];
-        let out_dir = dir.path().join("out");
-        std::fs::create_dir_all(&out_dir).unwrap();
-        write_outputs(
-            &out_dir,
-            &items,
-            &responses,
-            &settings(0.0, 1),
-            Some(json!({"step": 3})),
-            "m",
-        )
-        .unwrap();
+        let out_dir = write_node(dir.path(), &items, &responses, 3, "m");
         let line: Json = serde_json::from_str(
             std::fs::read_to_string(out_dir.join("responses.jsonl"))
                 .unwrap()
@@ -896,20 +899,10 @@ mod tests {
                 finish_reason: FinishReason::Length,
             },
         ];
-        let out_dir = dir.path().join("out");
-        std::fs::create_dir_all(&out_dir).unwrap();
-        write_outputs(
-            &out_dir,
-            &items,
-            &responses,
-            &settings(0.0, 1),
-            Some(json!({"step": 5})),
-            "/models/m",
-        )
-        .unwrap();
+        let out_dir = write_node(dir.path(), &items, &responses, 5, "/models/m");
         let got = read_responses(&out_dir).unwrap();
         assert_eq!(got.file, out_dir.join("responses.jsonl"));
-        assert_eq!(got.checkpoint, Some(json!({"step": 5})));
+        assert_eq!(got.checkpoint.as_ref().and_then(|c| c.step), Some(5));
         assert_eq!(got.model.as_deref(), Some("/models/m"));
         assert_eq!(got.records.len(), 2);
         let (a, b) = (&got.records[0], &got.records[1]);
@@ -939,7 +932,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let good = "{\"id\": \"a\", \"prompt\": \"p\", \"response\": \"r\"}\n";
         let cases = [
-            ("{not json\n", ":2: invalid JSON"),
+            ("{not json\n", ":2: not valid JSON"),
             (
                 "{\"prompt\": \"p\", \"response\": \"r\"}\n",
                 ":2: missing `id`",

@@ -12,6 +12,8 @@
 
 use std::path::Path;
 
+use crate::artifacts::CheckpointLineage;
+
 pub use flow_model::{
     ChatMessage, FinishReason, GenerateOptions, Generation, LogLikelihood, TokenLogprob,
 };
@@ -47,14 +49,7 @@ pub trait LanguageModel: Send + Sync {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Generation {
-        let mut generation = self
-            .generate(&[prompt.to_vec()], opts)
-            .pop()
-            .unwrap_or(Generation {
-                tokens: Vec::new(),
-                finish_reason: FinishReason::Stop,
-                logprobs: Vec::new(),
-            });
+        let mut generation = only_generation(self.generate(&[prompt.to_vec()], opts));
         if let Some(cut) = generation.tokens.iter().position(|&t| !on_token(t)) {
             generation.tokens.truncate(cut + 1);
             generation.logprobs.truncate(cut + 1);
@@ -68,6 +63,16 @@ pub trait LanguageModel: Send + Sync {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, String>;
+}
+
+/// The generation of a one-prompt call; an empty one (stopped at once)
+/// where the runtime returned none.
+fn only_generation(mut generations: Vec<Generation>) -> Generation {
+    generations.pop().unwrap_or(Generation {
+        tokens: Vec::new(),
+        finish_reason: FinishReason::Stop,
+        logprobs: Vec::new(),
+    })
 }
 
 /// Opens the model directory `model_dir` (config.json, safetensors weights,
@@ -130,14 +135,10 @@ impl LanguageModel for FlowModel {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Generation {
-        self.model
-            .generate_each(&[prompt.to_vec()], opts, &mut |_, t| on_token(t))
-            .pop()
-            .unwrap_or(Generation {
-                tokens: Vec::new(),
-                finish_reason: FinishReason::Stop,
-                logprobs: Vec::new(),
-            })
+        only_generation(
+            self.model
+                .generate_each(&[prompt.to_vec()], opts, &mut |_, t| on_token(t)),
+        )
     }
     fn generate(&self, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Vec<Generation> {
         self.model.generate(prompts, opts)
@@ -177,15 +178,8 @@ pub fn cuda_backend(ctx: &crate::op::OpContext) -> Option<flow_model::backend::C
 
 /// Reads `flow_checkpoint.json` of a model directory, when there is one, so
 /// that results can say which training checkpoint they measure.
-pub fn read_checkpoint(model_dir: &Path) -> Result<Option<serde_json::Value>, String> {
-    let path = model_dir.join("flow_checkpoint.json");
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let value = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: not valid JSON: {e}", path.display()))?;
-    Ok(Some(value))
+pub fn read_checkpoint(model_dir: &Path) -> Result<Option<CheckpointLineage>, String> {
+    CheckpointLineage::read(model_dir).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -10,6 +10,29 @@ pub(super) fn f(v: &Json) -> Option<f64> {
     v.as_f64()
 }
 
+/// The artifacts given to the report parameter `param`, read in order.
+pub(super) fn read_param<T: JsonFile>(paths: &[PathBuf], param: &str) -> OpResult<Vec<T>> {
+    paths
+        .iter()
+        .map(|p| T::read(p).wrap_err_with(|| format!("report: parameter `{param}`")))
+        .collect()
+}
+
+/// The optimizer step of a result's training lineage.
+pub(super) fn step_of(ck: Option<&CheckpointLineage>) -> Option<u64> {
+    ck?.step
+}
+
+/// The tokens seen of a result's training lineage.
+pub(super) fn tokens_of(ck: Option<&CheckpointLineage>) -> Option<f64> {
+    ck?.tokens_seen.map(|t| t as f64)
+}
+
+/// The training FLOPs of a result's training lineage.
+pub(super) fn flops_of(ck: Option<&CheckpointLineage>) -> Option<f64> {
+    ck?.flops
+}
+
 pub(super) fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".to_owned(), |x| format!("{x:.digits$}"))
 }
@@ -84,7 +107,12 @@ impl Doc {
         let _ = writeln!(self.md, "{text}\n");
         let _ = writeln!(self.html, "<p>{}</p>", esc(text));
     }
-    pub(super) fn table(&mut self, t: &Table) {
+    /// A table of `header` and `rows` (one cell per header).
+    pub(super) fn table(&mut self, header: &[&str], rows: Vec<Vec<String>>) {
+        let t = Table {
+            header: header.iter().map(|h| h.to_string()).collect(),
+            rows,
+        };
         self.md.push_str(&t.markdown());
         self.md.push('\n');
         self.html.push_str(&t.html());

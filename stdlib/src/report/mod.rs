@@ -30,11 +30,13 @@ use miette::{miette, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use crate::artifacts::train::TrainRunFacts;
+use crate::artifacts::{CheckpointLineage, JsonFile};
 use crate::eval::mcqa::McqaResult;
-use crate::merge::slerp::tensors::{read_json, write_atomic};
+use crate::merge::slerp::tensors::write_atomic;
 use crate::op::{
     variant_name, NodeItem, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape,
-    Resources, Type, Value,
+    Resources, Type, Value, RUN_FACTS_DIR,
 };
 
 mod doc;

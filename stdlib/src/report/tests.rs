@@ -23,7 +23,7 @@ fn mcqa_result(acc: f64, model: &str, checkpoint: Option<Json>) -> Json {
         averaging: String::new(),
         subjects: Default::default(),
         model: Some(model.to_owned()),
-        checkpoint,
+        checkpoint: checkpoint.map(|c| serde_json::from_value(c).unwrap()),
     })
     .unwrap()
 }

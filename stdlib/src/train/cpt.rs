@@ -12,6 +12,8 @@ use flow_model::SaveDtype;
 use miette::miette;
 use serde::Deserialize;
 
+use crate::artifacts::train::TrainRunFacts;
+use crate::artifacts::JsonFile;
 use crate::op::{
     Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
 };
@@ -234,17 +236,14 @@ impl Op for Train {
         // so they are run facts, outside the artifact's content hash: a
         // rerun (locally or on a cluster) that trains the same weights gives
         // the same hash, and its dependents stay cached.
-        let record = serde_json::json!({
-            "wall_s": started.elapsed().as_secs_f64(),
-            "devices": 1,
-            "device": cpu_name(rayon::current_num_threads()),
-            "steps": total,
-        });
-        std::fs::write(
-            ctx.run_facts_dir()?.join("train.json"),
-            serde_json::to_string_pretty(&record).unwrap_or_default(),
-        )
-        .map_err(|e| miette!("writing train.json: {e}"))?;
+        TrainRunFacts {
+            wall_s: Some(started.elapsed().as_secs_f64()),
+            devices: Some(1),
+            device: Some(cpu_name(rayon::current_num_threads())),
+            steps: Some(total as u64),
+            ..TrainRunFacts::default()
+        }
+        .write(&ctx.run_facts_dir()?)?;
         let mut out = Outputs::new();
         out.insert(
             "checkpoints".into(),

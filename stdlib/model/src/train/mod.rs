@@ -2,13 +2,17 @@
 //! transformers' schedules, gradient accumulation, checkpoints and resume.
 
 pub mod backward;
+pub mod lineage;
 pub mod optim;
+pub mod packed;
 pub mod run;
 
 pub use backward::Sequence;
+pub use lineage::CheckpointLineage;
 pub use optim::{OptimConfig, Schedule, StepStats, Trainer, TrainerOn};
+pub use packed::{ErrorLog, PackInfo, PackedData};
 pub use run::warmup_steps;
 pub use run::{
-    checkpoint_steps, total_steps, train, train_on, NoMonitor, PackedData, TrainConfig,
-    TrainMonitor, TrainSummary,
+    checkpoint_steps, total_steps, train, train_on, NoMonitor, TrainConfig, TrainMonitor,
+    TrainSummary,
 };

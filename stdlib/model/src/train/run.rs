@@ -12,81 +12,14 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use crate::backend::{model_error, Backend, CpuBackend};
-use crate::error::{read_to_string, write_atomic, ModelError};
+use crate::error::ModelError;
 use crate::model::{Model, ModelOn};
 use crate::tokenizer::copy_tokenizer_files;
 use crate::train::backward::Sequence;
+use crate::train::lineage::CheckpointLineage;
 use crate::train::optim::{OptimConfig, Schedule, TrainerOn};
+use crate::train::packed::PackedData;
 use crate::weights::SaveDtype;
-
-/// A packed token dataset (see the `pack` op): `tokens.bin`, `doc_ids.bin`, `pack.json`.
-pub struct PackedData {
-    pub seq_len: usize,
-    pub sequences: usize,
-    tokens: Vec<u32>,
-    doc_ids: Vec<u32>,
-}
-
-fn read_u32s(path: &Path) -> Result<Vec<u32>, ModelError> {
-    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
-    if bytes.len() % 4 != 0 {
-        return Err(ModelError::invalid(
-            path,
-            "length is not a multiple of 4 bytes (u32 little-endian expected)",
-        ));
-    }
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
-}
-
-impl PackedData {
-    /// Reads and checks a packed dataset directory.
-    pub fn load(dir: &Path) -> Result<PackedData, ModelError> {
-        let meta_path = dir.join("pack.json");
-        let meta: serde_json::Value = serde_json::from_str(&read_to_string(&meta_path)?)
-            .map_err(|e| ModelError::invalid(&meta_path, format!("not valid JSON: {e}")))?;
-        let field = |k: &str| {
-            meta.get(k)
-                .and_then(|v| v.as_u64())
-                .map(|v| v as usize)
-                .ok_or_else(|| {
-                    ModelError::invalid(&meta_path, format!("missing integer field `{k}`"))
-                })
-        };
-        let seq_len = field("seq_len")?;
-        let sequences = field("sequences")?;
-        if seq_len == 0 {
-            return Err(ModelError::invalid(&meta_path, "seq_len must be positive"));
-        }
-        let tokens = read_u32s(&dir.join("tokens.bin"))?;
-        let doc_ids = read_u32s(&dir.join("doc_ids.bin"))?;
-        for (name, v) in [("tokens.bin", &tokens), ("doc_ids.bin", &doc_ids)] {
-            if v.len() != seq_len * sequences {
-                return Err(ModelError::invalid(
-                    &dir.join(name),
-                    format!(
-                        "holds {} values but pack.json says {sequences} sequences × {seq_len}",
-                        v.len()
-                    ),
-                ));
-            }
-        }
-        Ok(PackedData {
-            seq_len,
-            sequences,
-            tokens,
-            doc_ids,
-        })
-    }
-
-    /// Training sequence `i` (padding positions get no target and their own doc id).
-    pub fn sequence(&self, i: usize) -> Sequence {
-        let r = i * self.seq_len..(i + 1) * self.seq_len;
-        Sequence::packed(&self.tokens[r.clone()], &self.doc_ids[r])
-    }
-}
 
 /// Everything the `train` op sets.
 #[derive(Clone, Debug)]
@@ -439,17 +372,12 @@ fn write_model_dir<B: Backend>(
 ) -> Result<(), ModelError> {
     trainer.model.save(dir, cfg.save_dtype)?;
     copy_tokenizer_files(tokenizer_from, dir)?;
-    let lineage = json!({
-        "step": step,
-        "tokens_seen": tokens_seen,
-        "flops": 6.0 * n_params as f64 * tokens_seen as f64,
-        "loss": if loss.is_finite() { json!(loss) } else { json!(null) },
-        "source": rel.display().to_string(),
-    });
-    write_atomic(
-        &dir.join("flow_checkpoint.json"),
-        serde_json::to_string_pretty(&lineage)
-            .expect("JSON")
-            .as_bytes(),
-    )
+    CheckpointLineage {
+        step: Some(step as u64),
+        tokens_seen: Some(tokens_seen),
+        flops: Some(6.0 * n_params as f64 * tokens_seen as f64),
+        loss: Some(loss.is_finite().then_some(loss)),
+        source: Some(rel.display().to_string()),
+    }
+    .write(dir)
 }

@@ -49,48 +49,29 @@ pub fn on_error_param() -> Param {
     )
 }
 
-/// Bad records seen so far: a count and the first few, each with its place.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ErrorLog {
-    pub count: u64,
-    /// The first [`ErrorLog::KEEP`] problems, as "place: what".
-    pub examples: Vec<String>,
-}
+/// Bad records seen so far (flow-model's, as `pack.json` records them).
+pub use flow_model::train::ErrorLog;
 
-impl ErrorLog {
-    pub const KEEP: usize = 50;
-
-    /// Records a bad record at `place` (file:line or document id), or fails
-    /// with it under [`OnError::Fail`].
-    pub fn record(&mut self, policy: OnError, place: &str, what: &str) -> OpResult<()> {
-        if policy == OnError::Fail {
+impl OnError {
+    /// Records a bad record at `place` (file:line or document id) in `log`,
+    /// or fails with it under [`OnError::Fail`].
+    pub fn record(self, log: &mut ErrorLog, place: &str, what: &str) -> OpResult<()> {
+        if self == OnError::Fail {
             return Err(miette!("{place}: {what}")).wrap_err(
                 "bad input (on_error: \"fail\"; use on_error: \"skip\" to count and skip it)",
             );
         }
-        self.count += 1;
-        if self.examples.len() < Self::KEEP {
-            self.examples.push(format!("{place}: {what}"));
-        }
+        log.push(place, what);
         Ok(())
     }
+}
 
-    /// Names each example's place by its input's identity
-    /// ([`OpContext::input_place`]): done once, before the log goes into a
-    /// result, so the op's own messages keep the paths.
-    pub fn name_places(&mut self, ctx: &OpContext) {
-        for e in &mut self.examples {
-            *e = ctx.input_place(e);
-        }
-    }
-
-    pub fn merge(&mut self, other: ErrorLog) {
-        self.count += other.count;
-        for e in other.examples {
-            if self.examples.len() < Self::KEEP {
-                self.examples.push(e);
-            }
-        }
+/// Names each example's place in `log` by its input's identity
+/// ([`OpContext::input_place`]): done once, before the log goes into a
+/// result, so the op's own messages keep the paths.
+pub fn name_error_places(log: &mut ErrorLog, ctx: &OpContext) {
+    for e in &mut log.examples {
+        *e = ctx.input_place(e);
     }
 }
 

@@ -144,7 +144,7 @@ impl Normaliser<'_> {
     /// A bad record: the error under `on_error: "fail"`, else an event.
     fn bad(&mut self, place: &str, what: &str) -> OpResult<()> {
         if self.policy == OnError::Fail {
-            return ErrorLog::default().record(self.policy, place, what);
+            return self.policy.record(&mut ErrorLog::default(), place, what);
         }
         self.events.push(Event::Bad {
             at: place.to_string(),
@@ -662,7 +662,7 @@ impl Sharded for Corpus {
                     let e: Event = serde_json::from_str(e)
                         .map_err(|_| corrupt(&format!("{events_file} is corrupt")))?;
                     match e {
-                        Event::Bad { at, what } => errors.record(policy, &at, &what)?,
+                        Event::Bad { at, what } => policy.record(&mut errors, &at, &what)?,
                         Event::Doc { id, at, chars: n } => {
                             line.clear();
                             let read = docs
@@ -675,7 +675,7 @@ impl Sharded for Corpus {
                             }
                             if !seen_ids.insert(id.clone()) {
                                 stats.duplicate_ids += 1;
-                                errors.record(policy, &at, &format!("duplicate id {id:?}"))?;
+                                policy.record(&mut errors, &at, &format!("duplicate id {id:?}"))?;
                                 continue;
                             }
                             stats.documents += 1;
@@ -707,7 +707,7 @@ impl Sharded for Corpus {
         }
         // The result names its inputs by identity, not by place (see
         // `OpContext::input_name`); the log above keeps the paths.
-        errors.name_places(ctx);
+        name_error_places(&mut errors, ctx);
         for source in &mut sources {
             source.path = ctx.input_place(&source.path);
             source.broken_off = source.broken_off.take().map(|b| ctx.input_place(&b));

@@ -6,7 +6,7 @@ use std::path::Path;
 use miette::{miette, IntoDiagnostic, WrapErr};
 
 use super::super::corpus::write_bytes_atomic;
-use super::{read_f32, sigmoid, ClassifierInfo, Common, Evaluation, Split};
+use super::{read_f32, sigmoid, ClassifierInfo, Common, EmbedFacts, MethodFacts, Split};
 use crate::op::{OpContext, OpResult, Outputs};
 
 /// A logistic head on a model's mean final hidden state.
@@ -86,7 +86,7 @@ pub(super) fn load(dir: &Path, info: &ClassifierInfo) -> OpResult<EmbedModel> {
     let m = load_embedder(
         &dir.join(model_dir),
         weights,
-        info.bias,
+        info.bias as f32,
         info.max_tokens.unwrap_or(512),
     )?;
     if m.weights.len() != m.model.config.hidden_size {
@@ -185,25 +185,19 @@ pub(super) fn train_embed(ctx: &OpContext, common: &Common) -> OpResult<Outputs>
     copy_model_files(&dir, &ctx.out_dir.join(MODEL_DIR))?;
     let info = ClassifierInfo {
         method: "embed".into(),
-        positive: common.positive.clone(),
-        features: None,
-        bias: b,
+        bias: b as f64,
         weights_file: "weights.f32".into(),
         epochs: 500,
         seed: common.seed,
         model_dir: Some(MODEL_DIR.into()),
         max_tokens: Some(max_tokens),
-        eval: Evaluation::default(),
+        training: Some(MethodFacts::Embed(EmbedFacts {
+            embedding_failures: failed,
+            labelled_ids_not_in_corpus: missing,
+        })),
+        ..common.info()
     };
-    common.finish(
-        ctx,
-        &scored,
-        info,
-        vec![
-            ("embedding_failures", failed.into()),
-            ("labelled_ids_not_in_corpus", missing.into()),
-        ],
-    )
+    common.finish(ctx, &scored, info)
 }
 
 /// Copies the files of model directory `from` into `to`: the weights,

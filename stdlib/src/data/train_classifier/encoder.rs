@@ -24,7 +24,7 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 
 use super::super::corpus::write_bytes_atomic;
-use super::{ClassifierInfo, Common, Evaluation, Split};
+use super::{ClassifierInfo, Common, EncoderFacts, MethodFacts, Split};
 use crate::op::{OpContext, OpResult, Outputs};
 
 /// Tokens scored together in one forward pass when filtering.
@@ -241,38 +241,26 @@ pub(super) fn train_encoder(ctx: &OpContext, common: &Common) -> OpResult<Output
         .map_err(|e| miette!("saving the classifier: {e}"))?;
     let info = ClassifierInfo {
         method: "encoder".into(),
-        positive: common.positive.clone(),
-        features: None,
-        bias: 0.0,
         weights_file: "model.safetensors".into(),
         epochs,
-        seed: common.seed,
-        model_dir: None,
         max_tokens: Some(max_len),
-        eval: Evaluation::default(),
+        training: Some(MethodFacts::Encoder(EncoderFacts {
+            architecture: clf.encoder.config.classifier_class().into(),
+            labels: vec![common.negative.clone(), common.positive.clone()],
+            batch: batch_size,
+            lr,
+            warmup_steps,
+            total_steps,
+            weight_decay,
+            epoch_losses,
+            initialised: report.initialised,
+            tokenization_failures: failed,
+            labelled_ids_not_in_corpus: missing,
+            train_seconds: start.elapsed().as_secs_f64(),
+        })),
+        ..common.info()
     };
-    common.finish(
-        ctx,
-        &scored,
-        info,
-        vec![
-            ("architecture", clf.encoder.config.classifier_class().into()),
-            (
-                "labels",
-                serde_json::json!([common.negative, common.positive]),
-            ),
-            ("batch", batch_size.into()),
-            ("lr", lr.into()),
-            ("warmup_steps", warmup_steps.into()),
-            ("total_steps", total_steps.into()),
-            ("weight_decay", weight_decay.into()),
-            ("epoch_losses", epoch_losses.into()),
-            ("initialised", report.initialised.into()),
-            ("tokenization_failures", failed.into()),
-            ("labelled_ids_not_in_corpus", missing.into()),
-            ("train_seconds", start.elapsed().as_secs_f64().into()),
-        ],
-    )
+    common.finish(ctx, &scored, info)
 }
 
 /// The data and schedule of one fine-tuning run.

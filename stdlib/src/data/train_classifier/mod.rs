@@ -17,7 +17,7 @@ mod encoder;
 mod ngram;
 mod split;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -28,7 +28,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::agreement::{majority, read_labels};
-use super::corpus::{corpus_shards, for_each_doc, write_bytes_atomic, write_json_atomic};
+use super::corpus::{corpus_shards, for_each_doc, write_bytes_atomic};
+use crate::artifacts::JsonFile;
 use crate::op::{
     Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
 };
@@ -74,27 +75,89 @@ impl Classifier {
     }
 }
 
-/// What `classifier.json` holds: the method's settings and, flattened, the
-/// threshold and metrics of [`Evaluation`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// `classifier.json`: the trained classifier's settings, its threshold and
+/// metrics ([`Evaluation`], flattened), the split and what only its method
+/// records (written by `train_classifier`, every method; read by `filter`
+/// through [`load_any_classifier`] and by the report's curation section).
+/// Readers are lenient: a field a hand-written file lacks takes its default.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ClassifierInfo {
     pub method: String,
     pub positive: String,
     pub features: Option<NgramFeatures>,
-    pub bias: f32,
+    /// The logistic output's bias (0 for encoder): an f32 widened to f64,
+    /// as the file has always held it.
+    pub bias: f64,
     /// File holding the weights, relative to the directory (little-endian
     /// f32 for ngram/embed, `model.safetensors` for encoder).
     pub weights_file: String,
     pub epochs: u32,
     pub seed: u64,
     /// `embed`: the model directory; `encoder`: the base model fine-tuned.
-    #[serde(default)]
     pub model_dir: Option<String>,
     /// Tokens read per document (embed, encoder).
-    #[serde(default)]
     pub max_tokens: Option<usize>,
     #[serde(flatten)]
     pub eval: Evaluation,
+    /// Label rows without a label.
+    pub unlabelled_rows: u64,
+    pub valid_fraction: f64,
+    pub test_fraction: f64,
+    /// What the method records of its training; `None` for a file without.
+    #[serde(flatten)]
+    pub training: Option<MethodFacts>,
+}
+
+/// The figures only one method records, after the shared ones.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MethodFacts {
+    // Tried in this order on reading: each has a field the ones after lack.
+    Encoder(EncoderFacts),
+    Embed(EmbedFacts),
+    Ngram(NgramFacts),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NgramFacts {
+    pub labelled_ids_not_in_corpus: usize,
+    /// The SGD learning rate: an f32 widened to f64.
+    pub lr: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EmbedFacts {
+    /// Documents the model could not embed (left out).
+    pub embedding_failures: u64,
+    pub labelled_ids_not_in_corpus: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EncoderFacts {
+    /// The transformers class of the saved classifier.
+    pub architecture: String,
+    /// The class names, index 0 negative and 1 positive.
+    pub labels: Vec<String>,
+    pub batch: usize,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub total_steps: usize,
+    pub weight_decay: f64,
+    /// Mean training loss of each epoch.
+    pub epoch_losses: Vec<f64>,
+    /// Head tensors that were freshly initialised.
+    pub initialised: Vec<String>,
+    /// Documents the tokenizer failed on (left out).
+    pub tokenization_failures: u64,
+    pub labelled_ids_not_in_corpus: usize,
+    pub train_seconds: f64,
+}
+
+impl JsonFile for ClassifierInfo {
+    const NAME: &'static str = "classifier.json";
+    const WHAT: &'static str = "a train_classifier info file";
+    const FINAL_NEWLINE: bool = true;
 }
 
 impl ClassifierInfo {
@@ -106,7 +169,14 @@ impl ClassifierInfo {
 pub(crate) fn read_f32(path: &Path) -> OpResult<Vec<f32>> {
     let bytes = std::fs::read(path)
         .into_diagnostic()
-        .wrap_err("cannot read classifier weights")?;
+        .wrap_err_with(|| format!("cannot read classifier weights {}", path.display()))?;
+    if bytes.len() % 4 != 0 {
+        return Err(miette!(
+            "{}: {} bytes, not a whole number of little-endian f32 weights",
+            path.display(),
+            bytes.len()
+        ));
+    }
     Ok(bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -114,13 +184,15 @@ pub(crate) fn read_f32(path: &Path) -> OpResult<Vec<f32>> {
 }
 
 fn read_info(dir: &Path) -> OpResult<ClassifierInfo> {
-    let info_path = dir.join("classifier.json");
-    let text = std::fs::read_to_string(&info_path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("{} is not a train_classifier artifact", dir.display()))?;
-    serde_json::from_str(&text)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("{}: malformed", info_path.display()))
+    if !dir.join(ClassifierInfo::NAME).is_file() {
+        return Err(miette!(
+            help = "pass a train_classifier node",
+            "{} is not a train_classifier artifact (no {})",
+            dir.display(),
+            ClassifierInfo::NAME
+        ));
+    }
+    ClassifierInfo::read(dir)
 }
 
 /// Loads a classifier directory written by `train_classifier` (any method).
@@ -136,7 +208,7 @@ pub fn load_any_classifier(dir: &Path) -> OpResult<(ClassifierInfo, Classifier)>
             Ok((info, Classifier::Encoder(Box::new(m))))
         }
         _ => {
-            let (info, m) = load_classifier(dir)?;
+            let m = ngram_model(dir, &info)?;
             Ok((info, Classifier::Ngram(m)))
         }
     }
@@ -144,45 +216,34 @@ pub fn load_any_classifier(dir: &Path) -> OpResult<(ClassifierInfo, Classifier)>
 
 /// Loads an n-gram classifier directory written by `train_classifier`.
 pub fn load_classifier(dir: &Path) -> OpResult<(ClassifierInfo, NgramModel)> {
-    let info_path = dir.join("classifier.json");
-    let info: ClassifierInfo = serde_json::from_str(
-        &std::fs::read_to_string(&info_path)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("{} is not a train_classifier artifact", dir.display()))?,
-    )
-    .into_diagnostic()
-    .wrap_err_with(|| format!("{}: malformed", info_path.display()))?;
+    let info = read_info(dir)?;
+    let m = ngram_model(dir, &info)?;
+    Ok((info, m))
+}
+
+/// The n-gram model of `dir`, whose `classifier.json` is `info`.
+fn ngram_model(dir: &Path, info: &ClassifierInfo) -> OpResult<NgramModel> {
     let Some(features) = info.features.clone() else {
         return Err(miette!(
             "{}: method {:?} has no n-gram features",
-            info_path.display(),
+            dir.join(ClassifierInfo::NAME).display(),
             info.method
         ));
     };
-    let bytes = std::fs::read(dir.join(&info.weights_file))
-        .into_diagnostic()
-        .wrap_err("cannot read classifier weights")?;
-    if bytes.len() != features.buckets as usize * 4 || !features.buckets.is_power_of_two() {
+    let weights = read_f32(&dir.join(&info.weights_file))?;
+    if weights.len() != features.buckets as usize || !features.buckets.is_power_of_two() {
         return Err(miette!(
-            "{}: weights file has {} bytes, expected {} buckets × 4",
+            "{}: weights file has {} values, expected {} buckets of f32",
             dir.display(),
-            bytes.len(),
+            weights.len(),
             features.buckets
         ));
     }
-    let weights = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    let bias = info.bias;
-    Ok((
-        info,
-        NgramModel {
-            features,
-            weights,
-            bias,
-        },
-    ))
+    Ok(NgramModel {
+        features,
+        weights,
+        bias: info.bias as f32,
+    })
 }
 
 /// A labelled document: id, text, split, is positive.
@@ -270,14 +331,23 @@ impl Common {
         Ok((out, missing))
     }
 
+    /// The fields of `classifier.json` every method fills the same way.
+    pub fn info(&self) -> ClassifierInfo {
+        ClassifierInfo {
+            positive: self.positive.clone(),
+            seed: self.seed,
+            ..ClassifierInfo::default()
+        }
+    }
+
     /// Chooses the threshold, measures the splits, writes classifier.json
-    /// (with `extra` fields) and logs the test scores.
+    /// (`info` with the evaluation and the split filled in) and logs the
+    /// test scores.
     pub fn finish(
         &self,
         ctx: &OpContext,
         scored: &[(Split, f32, bool)],
         mut info: ClassifierInfo,
-        extra: Vec<(&str, serde_json::Value)>,
     ) -> OpResult<Outputs> {
         info.eval = evaluate(scored, self.target_precision);
         if !info.eval.target_reached {
@@ -286,14 +356,10 @@ impl Common {
                 self.target_precision
             ));
         }
-        let mut json = serde_json::to_value(&info).into_diagnostic()?;
-        json["unlabelled_rows"] = self.unlabelled.into();
-        json["valid_fraction"] = self.splitter.valid_fraction.into();
-        json["test_fraction"] = self.splitter.test_fraction.into();
-        for (k, v) in extra {
-            json[k] = v;
-        }
-        write_json_atomic(&ctx.out_dir.join("classifier.json"), &json)?;
+        info.unlabelled_rows = self.unlabelled;
+        info.valid_fraction = self.splitter.valid_fraction;
+        info.test_fraction = self.splitter.test_fraction;
+        info.write(&ctx.out_dir)?;
         let e = &info.eval;
         ctx.log(&format!(
             "{}: threshold {:.3} ({}); validation P {:.3} R {:.3} F1 {:.3} on {}; test P {:.3} R {:.3} F1 {:.3} on {} documents",
@@ -302,7 +368,7 @@ impl Common {
         ));
         Ok(BTreeMap::from([(
             "info".to_string(),
-            Value::Path("classifier.json".into()),
+            Value::Path(ClassifierInfo::NAME.into()),
         )]))
     }
 }
@@ -463,23 +529,15 @@ fn run_ngram(ctx: &OpContext, common: &Common) -> OpResult<Outputs> {
     write_bytes_atomic(&ctx.out_dir.join("weights.f32"), &bytes)?;
     let info = ClassifierInfo {
         method: "ngram".into(),
-        positive: common.positive.clone(),
         features: Some(features),
-        bias: model.bias,
+        bias: model.bias as f64,
         weights_file: "weights.f32".into(),
         epochs,
-        seed: common.seed,
-        model_dir: None,
-        max_tokens: None,
-        eval: Evaluation::default(),
+        training: Some(MethodFacts::Ngram(NgramFacts {
+            labelled_ids_not_in_corpus: missing,
+            lr: lr as f64,
+        })),
+        ..common.info()
     };
-    common.finish(
-        ctx,
-        &scored,
-        info,
-        vec![
-            ("labelled_ids_not_in_corpus", missing.into()),
-            ("lr", (lr as f64).into()),
-        ],
-    )
+    common.finish(ctx, &scored, info)
 }

@@ -102,19 +102,15 @@ fn embed_classifier_is_a_logistic_head_on_the_mean_hidden_state() {
     let model_dir = tiny_model(&tmp.path().join("m"), &demo_words());
     let corpus = demo_corpus(&tmp.path().join("c"));
     let out = tmp.path().join("clf");
-    run_op(
-        &TrainClassifier,
+    train_demo_classifier(
+        &corpus,
+        &out,
         &[
-            ("corpus", Value::Path(corpus.clone())),
-            ("labels", Value::Path(demo_dir().join("labels.csv"))),
-            ("positive", Value::Str("medizinisch".into())),
             ("method", Value::Str("embed".into())),
             ("model", Value::Path(model_dir.clone())),
             ("max_tokens", Value::Int(64)),
         ],
-        &out,
-    )
-    .unwrap();
+    );
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("classifier.json")).unwrap())
             .unwrap();
@@ -179,9 +175,21 @@ fn embed_classifier_is_a_logistic_head_on_the_mean_hidden_state() {
     );
 }
 
+/// Trains a classifier of the demo labels (positive `medizinisch`) on
+/// `corpus` into `out`, with `extra` params besides those.
+pub(crate) fn train_demo_classifier(corpus: &Path, out: &Path, extra: &[(&str, Value)]) {
+    let mut params = vec![
+        ("corpus", Value::Path(corpus.to_path_buf())),
+        ("labels", Value::Path(demo_dir().join("labels.csv"))),
+        ("positive", Value::Str("medizinisch".into())),
+    ];
+    params.extend(extra.iter().cloned());
+    run_op(&TrainClassifier, &params, out).unwrap();
+}
+
 /// The tiny XLM-R made by transformers (scripts/make_encoder_golden.py),
 /// its tokenizer trained on the demo texts.
-fn golden_xlmr() -> std::path::PathBuf {
+pub(crate) fn golden_xlmr() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("model/tests/golden/encoder/xlmr/model")
 }
 
@@ -190,12 +198,10 @@ fn encoder_classifier_fine_tunes_and_saves_a_transformers_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = demo_corpus(&tmp.path().join("c"));
     let out = tmp.path().join("clf");
-    run_op(
-        &TrainClassifier,
+    train_demo_classifier(
+        &corpus,
+        &out,
         &[
-            ("corpus", Value::Path(corpus.clone())),
-            ("labels", Value::Path(demo_dir().join("labels.csv"))),
-            ("positive", Value::Str("medizinisch".into())),
             ("method", Value::Str("encoder".into())),
             ("encoder", Value::Path(golden_xlmr())),
             ("max_len", Value::Int(32)),
@@ -203,9 +209,7 @@ fn encoder_classifier_fine_tunes_and_saves_a_transformers_directory() {
             ("epochs", Value::Int(10)),
             ("lr", Value::Float(5e-3)),
         ],
-        &out,
-    )
-    .unwrap();
+    );
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("classifier.json")).unwrap())
             .unwrap();
@@ -272,12 +276,10 @@ fn export_encoder_classifier_for_transformers_check() {
     let clf = out.join("clf");
     let _ = std::fs::remove_dir_all(&clf);
     let t = std::time::Instant::now();
-    run_op(
-        &TrainClassifier,
+    train_demo_classifier(
+        &corpus,
+        &clf,
         &[
-            ("corpus", Value::Path(corpus.clone())),
-            ("labels", Value::Path(demo_dir().join("labels.csv"))),
-            ("positive", Value::Str("medizinisch".into())),
             ("method", Value::Str("encoder".into())),
             ("encoder", Value::Path(encoder)),
             (
@@ -288,22 +290,11 @@ fn export_encoder_classifier_for_transformers_check() {
             ("epochs", Value::Int(num("FLOW_CHECK_EPOCHS", 10.0) as i64)),
             ("lr", Value::Float(num("FLOW_CHECK_LR", 5e-3))),
         ],
-        &clf,
-    )
-    .unwrap();
+    );
     let train_secs = t.elapsed().as_secs_f64();
     let ngram = out.join("ngram");
     let _ = std::fs::remove_dir_all(&ngram);
-    run_op(
-        &TrainClassifier,
-        &[
-            ("corpus", Value::Path(corpus.clone())),
-            ("labels", Value::Path(demo_dir().join("labels.csv"))),
-            ("positive", Value::Str("medizinisch".into())),
-        ],
-        &ngram,
-    )
-    .unwrap();
+    train_demo_classifier(&corpus, &ngram, &[]);
     let (info, model) = load_any_classifier(&clf).unwrap();
     let splitter = Splitter::new(0, 0.2, 0.2).unwrap();
     let (rows, _) = read_labels(&demo_dir().join("labels.csv")).unwrap();

@@ -35,7 +35,7 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use crate::artifacts::eval::{JudgeSummary, OrderVerdict, Verdict};
-use crate::artifacts::{JsonFile, JsonLines};
+use crate::artifacts::{CheckpointLineage, JsonFile, JsonLines};
 use crate::llm::{
     ChatBackend, ChatError, ChatMessage, ChatRequest, LocalBackend, OpenAiBackend, OpenAiSettings,
 };

@@ -15,7 +15,7 @@ pub struct ResponseItem {
 pub struct Responses {
     pub ids: Vec<String>,
     pub items: BTreeMap<String, ResponseItem>,
-    pub checkpoint: Option<Json>,
+    pub checkpoint: Option<CheckpointLineage>,
     /// The name verdicts use ([`GeneratedResponses::display_name`]).
     pub name: String,
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use miette::{miette, IntoDiagnostic, WrapErr};
 use serde_json::Value as Json;
 
+use crate::artifacts::read_object_lines;
 use crate::op::OpResult;
 
 use super::*;
@@ -104,9 +105,9 @@ pub(super) fn item_from_json(
         Json::String(s) => s.clone(),
         other => other.to_string(),
     });
-    match format {
+    let question = str_field(obj, "question", at)?;
+    let (choices, gold, subject) = match format {
         Format::Mmlu | Format::Mmlux => {
-            let question = str_field(obj, "question", at)?;
             let choices = match field(obj, "choices", at)? {
                 Json::Array(a) => a
                     .iter()
@@ -135,17 +136,9 @@ pub(super) fn item_from_json(
                     _ => file_subject.to_string(),
                 },
             };
-            Ok(McItem {
-                id,
-                subject,
-                question,
-                choices,
-                gold,
-                source: at.to_string(),
-            })
+            (choices, gold, subject)
         }
         Format::Medqa => {
-            let question = str_field(obj, "question", at)?;
             let choices: Vec<String> = match field(obj, "options", at)? {
                 Json::Object(map) => {
                     let mut entries: Vec<(&String, &Json)> = map.iter().collect();
@@ -183,37 +176,25 @@ pub(super) fn item_from_json(
                 Some(Json::String(s)) if !s.is_empty() => s.clone(),
                 _ => "medqa".to_string(),
             };
-            Ok(McItem {
-                id,
-                subject,
-                question,
-                choices,
-                gold,
-                source: at.to_string(),
-            })
+            (choices, gold, subject)
         }
-    }
+    };
+    Ok(McItem {
+        id,
+        subject,
+        question,
+        choices,
+        gold,
+        source: at.to_string(),
+    })
 }
 
 pub(super) fn load_jsonl(path: &Path, format: Format) -> OpResult<Vec<McItem>> {
-    let text = std::fs::read_to_string(path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("reading {}", path.display()))?;
     let file_subject = subject_from_file(path);
-    let mut items = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = format!("{}:{}", path.display(), i + 1);
-        let value: Json =
-            serde_json::from_str(line).map_err(|e| miette!("{at}: not valid JSON: {e}"))?;
-        let Json::Object(obj) = value else {
-            return Err(miette!("{at}: each line must be a JSON object"));
-        };
-        items.push(item_from_json(format, &obj, &at, &file_subject)?);
-    }
-    Ok(items)
+    read_object_lines(path)?
+        .iter()
+        .map(|l| item_from_json(format, &l.object, &l.at, &file_subject))
+        .collect()
 }
 
 /// CSV: Hendrycks' headerless `question,A,B,C,D,answer` files (the subject

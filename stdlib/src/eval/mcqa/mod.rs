@@ -30,8 +30,9 @@ use std::sync::Arc;
 
 use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::Deserialize;
-use serde_json::{json, Value as Json};
+use serde_json::json;
 
+use crate::artifacts::CheckpointLineage;
 use crate::model::runtime;
 use crate::op::{
     Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
@@ -207,7 +208,7 @@ pub fn write_results(
     shots: usize,
     bench: &[McItem],
     results: &[ItemResult],
-    checkpoint: Option<Json>,
+    checkpoint: Option<CheckpointLineage>,
     model_name: &str,
 ) -> OpResult<Outputs> {
     let mut doc = report(format, shots, bench, results);

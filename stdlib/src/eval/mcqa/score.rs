@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use miette::miette;
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
 use crate::model::runtime::{LanguageModel, LogLikelihood};
 use crate::op::OpResult;
@@ -272,7 +271,7 @@ pub struct McqaResult {
     /// The model's `flow_checkpoint.json` lineage (step, tokens, FLOPs), for
     /// checkpoints and merges of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint: Option<Json>,
+    pub checkpoint: Option<CheckpointLineage>,
 }
 
 impl McqaResult {

@@ -2,6 +2,7 @@ use super::*;
 use crate::model::runtime::LogLikelihood;
 use crate::model::runtime::ToyModel;
 use crate::op::testing::{full_params, with_context, RunOptions};
+use serde_json::Value as Json;
 use std::collections::BTreeMap;
 
 fn one_thread() -> RunOptions {
@@ -618,7 +619,7 @@ fn write_results_copies_the_checkpoint() {
         1,
         &bench,
         &results,
-        Some(ckpt.clone()),
+        Some(serde_json::from_value(ckpt.clone()).unwrap()),
         "m",
     )
     .unwrap();

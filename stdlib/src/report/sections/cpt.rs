@@ -10,8 +10,8 @@ fn scored(paths: &[PathBuf], metric: &str, param: &str) -> OpResult<Vec<Scored>>
     let mut out = Vec::new();
     for p in paths {
         let j = McqaResult::read(p).wrap_err_with(|| format!("report: parameter `{param}`"))?;
-        let ck = j.checkpoint.as_ref().filter(|c| c.is_object());
-        let Some(step) = ck.and_then(|c| c.get("step")).and_then(Json::as_u64) else {
+        let ck = j.checkpoint.as_ref();
+        let Some(step) = step_of(ck) else {
             return Err(miette!(
                 help = "pass the mcqa nodes of training checkpoints (or of their merges), not of the source",
                 "report: parameter `{param}`: {} has no checkpoint step (flow_checkpoint.json lineage)",
@@ -21,12 +21,7 @@ fn scored(paths: &[PathBuf], metric: &str, param: &str) -> OpResult<Vec<Scored>>
         let (value, _) = j
             .metric(metric)
             .ok_or_else(|| miette!("report: no metric `{metric}` in an mcqa result"))?;
-        out.push((
-            step,
-            ck.and_then(|c| f(&c["tokens_seen"])),
-            ck.and_then(|c| f(&c["flops"])),
-            value,
-        ));
+        out.push((step, tokens_of(ck), flops_of(ck), value));
     }
     out.sort_by_key(|s| s.0);
     Ok(out)
@@ -98,19 +93,17 @@ pub(in crate::report) fn cpt_vs_merged_section(
             });
         }
     }
-    doc.table(&Table {
-        header: [
+    doc.table(
+        &[
             "benchmark",
             "step",
             "tokens seen",
             "CPT",
             "CPT + SLERP",
             "Δ",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
         rows,
-    });
+    );
     trajectories(
         doc,
         dir,

@@ -3,6 +3,7 @@
 use super::*;
 use crate::artifacts::data::{AgreementReport, AnnotateStats, DedupStats, FilterStats, PackInfo};
 use crate::artifacts::JsonFile;
+use crate::data::train_classifier::ClassifierInfo;
 use crate::heldout::split::HoldoutStats;
 
 /// Curation statistics (004 Appendix C; 002's filtering pipeline): one row
@@ -21,16 +22,8 @@ pub(in crate::report) fn curation_section(doc: &mut Doc, paths: &[PathBuf]) -> O
             human(x)
         }
     };
-    let frac = |v: &Json| fmt_opt(f(v), 3);
+    let frac = |x: f64| fmt_opt(Some(x), 3);
     for p in paths {
-        let read = |name: &str| -> OpResult<Option<Json>> {
-            let q = p.join(name);
-            if q.is_file() {
-                Ok(Some(read_json(&q)?))
-            } else {
-                Ok(None)
-            }
-        };
         let mut known = false;
         if let Some(j) = AnnotateStats::read_if_present(p)? {
             known = true;
@@ -64,29 +57,28 @@ pub(in crate::report) fn curation_section(doc: &mut Doc, paths: &[PathBuf]) -> O
                 "",
             );
         }
-        if let Some(j) = read("classifier.json")? {
+        if let Some(j) = ClassifierInfo::read_if_present(p)? {
             known = true;
-            let (split, m) = if j["test"].is_object() {
-                ("test", &j["test"])
+            // The test split's figures; a run without test documents (or
+            // a file without them) has only the validation split's.
+            let e = &j.eval;
+            let (split, m) = if e.test_documents > 0 {
+                ("test", &e.test)
             } else {
-                ("validation", &j["valid"])
+                ("validation", &e.valid)
             };
             row(
                 &format!("classifier precision ({split} split)"),
-                frac(&m["precision"]),
+                frac(m.precision),
                 "0.95 (test set)",
             );
             row(
                 &format!("classifier recall ({split} split)"),
-                frac(&m["recall"]),
+                frac(m.recall),
                 "0.80 (test set)",
             );
-            row(
-                &format!("classifier F1 ({split} split)"),
-                frac(&m["f1"]),
-                "",
-            );
-            row("classifier threshold", frac(&j["threshold"]), "");
+            row(&format!("classifier F1 ({split} split)"), frac(m.f1), "");
+            row("classifier threshold", frac(e.threshold), "");
         }
         if let Some(j) = FilterStats::read_if_present(p)? {
             known = true;
@@ -156,11 +148,6 @@ pub(in crate::report) fn curation_section(doc: &mut Doc, paths: &[PathBuf]) -> O
     }
     doc.heading("Curation");
     doc.para("From web corpus to domain corpus: LLM annotation of a sample, its agreement with human labels, the classifier trained on it, the filtered, deduplicated and packed corpus. The paper column gives the training-dynamics paper's Appendix C (and DeFineMed's 428M classified documents).");
-    doc.table(&Table {
-        header: ["statistic", "this run", "paper"]
-            .map(String::from)
-            .to_vec(),
-        rows,
-    });
+    doc.table(&["statistic", "this run", "paper"], rows);
     Ok(())
 }

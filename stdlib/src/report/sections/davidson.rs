@@ -48,7 +48,7 @@ pub(in crate::report) fn davidson_section(
                 "relative_strength"
             };
             let ci = j.ci.get(m).and_then(|i| interval_ends(i.of(key)));
-            let ck = j.checkpoints.get(m.as_str()).filter(|c| c.is_object());
+            let ck = j.checkpoints.get(m.as_str());
             let c = j.counts.get(m).copied().unwrap_or_default();
             wins += c.wins as f64;
             losses += c.losses as f64;
@@ -60,14 +60,13 @@ pub(in crate::report) fn davidson_section(
                 fmt_opt(score, 3),
                 ci.map_or("–".into(), |(a, b)| format!("[{a:.3}, {b:.3}]")),
                 format!("{}/{}/{}", c.wins, c.ties, c.losses),
-                ck.and_then(|c| f(&c["tokens_seen"]))
-                    .map_or("–".into(), human),
+                tokens_of(ck).map_or("–".into(), human),
             ]);
             if m == &baseline {
                 continue;
             }
             let v = if metric == "score" { score } else { rel };
-            let tokens = ck.and_then(|c| f(&c["tokens_seen"]));
+            let tokens = tokens_of(ck);
             match (v, tokens) {
                 (Some(v), None) => start = Some((m.clone(), v)),
                 (Some(v), Some(t))
@@ -81,8 +80,8 @@ pub(in crate::report) fn davidson_section(
                 points.push(Point {
                     series: series.clone(),
                     label: m.clone(),
-                    tokens: ck.and_then(|c| f(&c["tokens_seen"])),
-                    flops: ck.and_then(|c| f(&c["flops"])),
+                    tokens: tokens_of(ck),
+                    flops: flops_of(ck),
                     value: v,
                     interval: ci,
                 });
@@ -112,8 +111,8 @@ pub(in crate::report) fn davidson_section(
             ));
         }
     }
-    doc.table(&Table {
-        header: [
+    doc.table(
+        &[
             "model",
             "baseline",
             "strength π",
@@ -129,11 +128,9 @@ pub(in crate::report) fn davidson_section(
             ),
             "W/T/L",
             "tokens seen",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
         rows,
-    });
+    );
     trajectories(
         doc,
         dir,

@@ -56,10 +56,10 @@ pub(in crate::report) fn gain_section(
         };
         let mut bench_undefined = 0;
         for g in &j.scores {
-            let ck = g.checkpoint.as_ref().and_then(Json::as_object);
-            let step = ck.and_then(|c| c.get("step")).and_then(Json::as_u64);
-            let tokens = ck.and_then(|c| c.get("tokens_seen")).and_then(f);
-            let flops = ck.and_then(|c| c.get("flops")).and_then(f);
+            let ck = g.checkpoint.as_ref();
+            let step = step_of(ck);
+            let tokens = tokens_of(ck);
+            let flops = flops_of(ck);
             let label = match step {
                 Some(s) => format!("{bench} @ step {s}"),
                 None => bench.clone(),
@@ -141,19 +141,17 @@ pub(in crate::report) fn gain_section(
             });
         }
     }
-    doc.table(&Table {
-        header: [
+    doc.table(
+        &[
             "checkpoint",
             "baseline",
             "acc",
             "baseline acc",
             "G_rel",
             "tokens seen",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
         rows,
-    });
+    );
     if !undefined.is_empty() {
         doc.para(&format!(
             "**G_rel is undefined for {} benchmark(s)**: {}. These are left out of the figures and of the means (a mean names how many benchmarks it averages). A baseline that answers no item correctly happens on a handful of demo items; on the full benchmarks it would mean a broken baseline.",

@@ -26,9 +26,9 @@ pub(in crate::report) fn heldout_section(
             .unwrap_or_else(|| format!("series {}", i + 1));
         for p in group {
             let j = HeldoutLossResult::read(p).wrap_err("report: parameter `heldout`")?;
-            let ck = j.checkpoint.as_ref().filter(|c| c.is_object());
-            let step = ck.and_then(|c| c.get("step")).and_then(Json::as_u64);
-            let tokens = ck.and_then(|c| f(&c["tokens_seen"]));
+            let ck = j.checkpoint.as_ref();
+            let step = step_of(ck);
+            let tokens = tokens_of(ck);
             let label = match step {
                 Some(s) => format!("{series} @ step {s}"),
                 None => series.clone(),
@@ -45,25 +45,23 @@ pub(in crate::report) fn heldout_section(
                     series: series.clone(),
                     label,
                     tokens,
-                    flops: ck.and_then(|c| f(&c["flops"])),
+                    flops: flops_of(ck),
                     value,
                     interval: None,
                 });
             }
         }
     }
-    doc.table(&Table {
-        header: [
+    doc.table(
+        &[
             "model",
             "tokens seen",
             "held-out loss",
             "perplexity",
             "tokens scored",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
         rows,
-    });
+    );
     trajectories(
         doc,
         dir,

@@ -3,39 +3,41 @@
 
 use super::*;
 use crate::artifacts::eval::{JudgeSummary, OrderVerdict, Verdict};
-use crate::artifacts::{JsonFile, JsonLines};
+use crate::artifacts::JsonLines;
 
 pub(in crate::report) fn judge_section(
     doc: &mut Doc,
     dir: &Path,
     paths: &[PathBuf],
 ) -> OpResult<()> {
-    if paths.is_empty() {
+    let runs: Vec<JudgeSummary> = read_param(paths, "judge")?;
+    if runs.is_empty() {
         return Ok(());
     }
     doc.heading("Pairwise judgements: wins, ties, losses");
-    let mut rows = Vec::new();
-    let mut cats = Vec::new();
-    let mut values = Vec::new();
-    for p in paths {
-        let j = JudgeSummary::read(p).wrap_err("report: parameter `judge`")?;
+    let name = |j: &JudgeSummary| format!("{} vs {}", j.model_a, j.model_b);
+    // Shares of the judged prompts (at least one, so an empty run is 0s).
+    let shares = |j: &JudgeSummary| {
         let (w, t, l) = (j.wins as f64, j.ties as f64, j.losses as f64);
         let total = (w + t + l).max(1.0);
-        let name = format!("{} vs {}", j.model_a, j.model_b);
-        rows.push(vec![
-            name.clone(),
-            format!("{w}"),
-            format!("{t}"),
-            format!("{l}"),
-            format!("{}", j.unparseable),
-            format!("{}", j.inconsistent),
-            format!("{:.3}", w / total),
-        ]);
-        cats.push(name);
-        values.push(vec![w / total, t / total, l / total]);
-    }
-    doc.table(&Table {
-        header: [
+        [w / total, t / total, l / total]
+    };
+    let rows = runs
+        .iter()
+        .map(|j| {
+            vec![
+                name(j),
+                j.wins.to_string(),
+                j.ties.to_string(),
+                j.losses.to_string(),
+                j.unparseable.to_string(),
+                j.inconsistent.to_string(),
+                format!("{:.3}", shares(j)[0]),
+            ]
+        })
+        .collect();
+    doc.table(
+        &[
             "pair (A vs B)",
             "A wins",
             "ties",
@@ -43,18 +45,16 @@ pub(in crate::report) fn judge_section(
             "unparseable",
             "inconsistent orders",
             "win rate",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
         rows,
-    });
+    );
     order_flows(doc, paths)?;
     let chart = Chart::Bars(BarChart {
         title: "Win / tie / loss distribution (model A's view)".into(),
         x_label: "share of judged prompts".into(),
-        categories: cats,
+        categories: runs.iter().map(name).collect(),
         groups: vec!["win".into(), "tie".into(), "loss".into()],
-        values,
+        values: runs.iter().map(|j| shares(j).to_vec()).collect(),
         stacked: true,
     });
     doc.figure(
@@ -110,18 +110,16 @@ pub(in crate::report) fn order_flows(doc: &mut Doc, paths: &[PathBuf]) -> OpResu
         return Ok(());
     }
     doc.para("Per-prompt flows between the two orders, in model A's view: each prompt is judged with A shown first and with B shown first. Rule combining them (the verdict Davidson is fed): both orders agree → that verdict; they disagree → a tie; either unreadable → no verdict (counted unparseable, left out of the fit).");
-    doc.table(&Table {
-        header: [
+    doc.table(
+        &[
             "pair (A vs B)",
             "A shown first",
             "→ B first: win",
             "tie",
             "loss",
             "unreadable",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
         rows,
-    });
+    );
     Ok(())
 }

@@ -100,9 +100,9 @@ pub(in crate::report) fn larger_section(
         let mut last: Option<Latest> = None;
         for p in group {
             let j = JudgeSummary::read(p).wrap_err("report: parameter `larger_judge`")?;
-            let ck = j.checkpoint_a.as_ref().filter(|c| c.is_object());
-            let tokens = ck.and_then(|c| f(&c["tokens_seen"]));
-            let flops = ck.and_then(|c| f(&c["flops"]));
+            let ck = j.checkpoint_a.as_ref();
+            let tokens = tokens_of(ck);
+            let flops = flops_of(ck);
             let rate = win_rate(&j);
             decisive += j.wins + j.losses;
             rows.push(vec![
@@ -145,26 +145,24 @@ pub(in crate::report) fn larger_section(
             }
         }
     }
-    doc.table(&Table {
-        header: [
+    doc.table(
+        &[
             "series",
             "model",
             "tokens seen",
             "win rate",
             "score",
             "W/T/L",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
         rows,
-    });
+    );
     if decisive == 0 {
         doc.para("**The judge could not discriminate against the larger model: every verdict is a tie** (or unreadable), so every win rate is 0 and every prompt flows tie → tie — this says nothing about the models. Use a judge that can tell responses apart (see the Davidson section).");
     }
     if !summary.is_empty() {
         doc.para("Before and after adaptation (the source, then the last checkpoint):");
-        doc.table(&Table {
-            header: [
+        doc.table(
+            &[
                 "series",
                 "win rate before",
                 "after",
@@ -173,11 +171,9 @@ pub(in crate::report) fn larger_section(
                 "after",
                 "ratio",
                 "last checkpoint",
-            ]
-            .map(String::from)
-            .to_vec(),
-            rows: summary,
-        });
+            ],
+            summary,
+        );
     }
     let mut with_start: Vec<Point> = points;
     // The sources' win rates are the dashed starting lines.
@@ -224,8 +220,8 @@ fn flow_figures(
             rows.push(row);
         }
     }
-    doc.table(&Table {
-        header: [
+    doc.table(
+        &[
             "series",
             "FT model",
             "BL (source) verdict",
@@ -233,11 +229,9 @@ fn flow_figures(
             "tie",
             "loss",
             "no verdict",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
         rows,
-    });
+    );
     let mut stems = std::collections::BTreeSet::new();
     for (k, (name, model, counts)) in flows.iter().enumerate() {
         let mut stem = format!("flow_{}", slug(name));

@@ -30,7 +30,7 @@ pub(in crate::report) fn mcqa_section(
     let mut by_model: BTreeMap<(String, Option<u64>), Vec<Scored>> = BTreeMap::new();
     for (i, p) in paths.iter().enumerate() {
         let j = McqaResult::read(p).wrap_err("report: parameter `mcqa`")?;
-        let ck = j.checkpoint.as_ref().filter(|c| c.is_object());
+        let ck = j.checkpoint.as_ref();
         let model = j
             .model
             .as_deref()
@@ -43,12 +43,12 @@ pub(in crate::report) fn mcqa_section(
                 model.clone()
             }
         });
-        let label = match ck.and_then(|c| c.get("step")).and_then(Json::as_u64) {
+        let label = match step_of(ck) {
             Some(step) => format!("{series} @ step {step}"),
             None => series.clone(),
         };
-        let tokens = ck.and_then(|c| f(&c["tokens_seen"]));
-        let flops = ck.and_then(|c| f(&c["flops"]));
+        let tokens = tokens_of(ck);
+        let flops = flops_of(ck);
         let (value, stderr) = j
             .metric(metric)
             .ok_or_else(|| miette!("report: no metric `{metric}` in an mcqa result"))?;
@@ -64,7 +64,7 @@ pub(in crate::report) fn mcqa_section(
         by_model
             .entry((
                 j.model.clone().unwrap_or_else(|| p.display().to_string()),
-                ck.and_then(|c| c.get("step")).and_then(Json::as_u64),
+                step_of(ck),
             ))
             .or_default()
             .push((j.format.clone(), value, label.clone()));
@@ -78,8 +78,8 @@ pub(in crate::report) fn mcqa_section(
             interval: stderr.map(|s| (value - s, value + s)),
         });
     }
-    doc.table(&Table {
-        header: [
+    doc.table(
+        &[
             "model",
             "tokens seen",
             "FLOPs",
@@ -87,11 +87,9 @@ pub(in crate::report) fn mcqa_section(
             "acc_norm",
             &format!("{metric} stderr"),
             "n",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
         rows,
-    });
+    );
     let mut avg_rows = Vec::new();
     for ((_, step), entries) in &by_model {
         let formats: std::collections::BTreeSet<&str> =
@@ -110,17 +108,15 @@ pub(in crate::report) fn mcqa_section(
     }
     if !avg_rows.is_empty() {
         doc.para(&format!("Average {metric} over the benchmarks each model was scored on (the DeFineMed paper's average-accuracy table, in percent; e.g. Qwen2.5-7B-Instruct 59.08 → DeFineMed-Qwen2.5-7B 64.91):"));
-        doc.table(&Table {
-            header: [
+        doc.table(
+            &[
                 "model",
                 "step",
                 "benchmarks",
                 &format!("average {metric} (%)"),
-            ]
-            .map(String::from)
-            .to_vec(),
-            rows: avg_rows,
-        });
+            ],
+            avg_rows,
+        );
     }
     let chart = Chart::Bars(BarChart {
         title: format!("MCQA {metric} per model and checkpoint"),

@@ -15,12 +15,7 @@ pub(in crate::report) fn compute_section(
     doc.heading("Compute");
     let mut rows = Vec::new();
     for (i, p) in paths.iter().enumerate() {
-        let lineage = p.join("flow_checkpoint.json");
-        let ck = if lineage.is_file() {
-            Some(read_json(&lineage)?)
-        } else {
-            None
-        };
+        let ck = CheckpointLineage::read(p).map_err(|e| miette!("report: {e}"))?;
         let losses = p.join("losses.jsonl");
         let last: Option<Json> = std::fs::read_to_string(&losses).ok().and_then(|t| {
             t.lines()
@@ -30,32 +25,52 @@ pub(in crate::report) fn compute_section(
         });
         // flow's train writes its timing as run facts; older artifacts and
         // other tools' runs have it at the top.
-        let meta = ["run-facts/train.json", "train.json", "metadata.json"]
-            .iter()
-            .map(|n| p.join(n))
-            .find(|q| q.is_file())
-            .map(|q| read_json(&q))
-            .transpose()?;
-        let pick = |k: &str| -> Option<f64> {
-            [meta.as_ref(), last.as_ref(), ck.as_ref()]
-                .into_iter()
-                .flatten()
-                .find_map(|v| f(&v[k]))
-        };
-        let tokens = pick("tokens_seen");
-        let flops = pick("flops");
+        let facts = [
+            Path::new(RUN_FACTS_DIR).join(TrainRunFacts::NAME),
+            "train.json".into(),
+            "metadata.json".into(),
+        ]
+        .iter()
+        .map(|n| p.join(n))
+        .find(|q| q.is_file())
+        .map(|q| TrainRunFacts::read(&q))
+        .transpose()
+        .wrap_err("report: parameter `train`")?
+        .unwrap_or_default();
+        // The run's facts first, then the last losses.jsonl line, then the
+        // lineage (which has no timing).
+        let in_last = |k: &str| last.as_ref().and_then(|v| f(&v[k]));
+        let tokens = facts
+            .tokens_seen
+            .or_else(|| in_last("tokens_seen"))
+            .or_else(|| tokens_of(ck.as_ref()));
+        let flops = facts
+            .flops
+            .or_else(|| in_last("flops"))
+            .or_else(|| flops_of(ck.as_ref()));
         let params = match (flops, tokens) {
             (Some(fl), Some(t)) if t > 0.0 => Some(fl / (6.0 * t)),
-            _ => pick("params"),
+            _ => facts.params.or_else(|| in_last("params")),
         };
-        let wall = pick("wall_s")
-            .or_else(|| pick("elapsed_s"))
-            .or_else(|| pick("seconds"));
-        let devices = pick("devices").unwrap_or(1.0);
-        let device = [meta.as_ref(), last.as_ref()]
-            .into_iter()
-            .flatten()
-            .find_map(|v| v["device"].as_str().map(str::to_owned))
+        let wall = facts
+            .wall_s
+            .or_else(|| in_last("wall_s"))
+            .or(facts.elapsed_s)
+            .or_else(|| in_last("elapsed_s"))
+            .or(facts.seconds)
+            .or_else(|| in_last("seconds"));
+        let devices = facts
+            .devices
+            .map(|d| d as f64)
+            .or_else(|| in_last("devices"))
+            .unwrap_or(1.0);
+        let device = facts
+            .device
+            .clone()
+            .or_else(|| {
+                last.as_ref()
+                    .and_then(|v| v["device"].as_str().map(str::to_owned))
+            })
             .unwrap_or_else(|| {
                 if default_device.is_empty() {
                     "–".into()
@@ -65,7 +80,7 @@ pub(in crate::report) fn compute_section(
             });
         let name = names.get(i).cloned().unwrap_or_else(|| {
             ck.as_ref()
-                .and_then(|c| c["source"].as_str().map(str::to_owned))
+                .and_then(|c| c.source.clone())
                 .unwrap_or_else(|| short_model_name(&p.display().to_string()))
         });
         rows.push(vec![
@@ -80,8 +95,8 @@ pub(in crate::report) fn compute_section(
             device,
         ]);
     }
-    doc.table(&Table {
-        header: [
+    doc.table(
+        &[
             "run",
             "parameters",
             "tokens",
@@ -89,11 +104,9 @@ pub(in crate::report) fn compute_section(
             "wall-clock × devices",
             "device-hours",
             "device",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
         rows,
-    });
+    );
     doc.para("FLOPs = 6 · parameters · tokens seen. Device-hours = wall-clock time × number of devices (– where the run recorded no timing).");
     Ok(())
 }
@@ -160,8 +173,8 @@ pub(in crate::report) fn training_section(
             peak_step,
         ]);
     }
-    doc.table(&Table {
-        header: [
+    doc.table(
+        &[
             "run",
             "steps",
             "first loss",
@@ -170,11 +183,9 @@ pub(in crate::report) fn training_section(
             "change",
             "peak lr",
             "peak at step",
-        ]
-        .map(String::from)
-        .to_vec(),
-        rows: table,
-    });
+        ],
+        table,
+    );
     let loss = Chart::Lines(LineChart {
         title: "Training loss".into(),
         x_label: "Optimizer step".into(),
