@@ -57,6 +57,9 @@ pub struct ServeArgs {
     /// The model name clients send (default: the directory's name).
     #[arg(long)]
     pub name: Option<String>,
+    /// auto, cpu, cuda or cuda:N: where the model computes.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }
 
 fn fail(what: impl std::fmt::Display) -> i32 {
@@ -157,10 +160,19 @@ pub fn serve(a: ServeArgs) -> i32 {
     } else {
         format!("{host}:{}", a.port)
     };
+    let request = match flow_engine::device::parse_device(&a.device) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let (device, notice) = flow_engine::device::resolve_device(request, super::cuda_probe);
+    if let Some(notice) = notice {
+        eprintln!("{notice}");
+    }
     eprintln!("flow: serving {} on http://{addr}/v1", a.model.display());
     let opts = flow_stdlib::serve::ServeOptions {
         model_name: a.name,
         allow_non_loopback: a.host.is_some(),
+        device,
     };
     match flow_stdlib::serve::serve(&a.model, &addr, &opts) {
         Ok(()) => 0,

@@ -231,9 +231,10 @@ pub struct OpSpec {
     pub resources: Resources,
 }
 
-/// The device the engine chose for a node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The device the engine chose for a node (the CPU unless one was chosen).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Device {
+    #[default]
     Cpu,
     Cuda(usize),
 }

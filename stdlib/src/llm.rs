@@ -8,12 +8,13 @@
 //! never printed by `Debug` or [`ChatBackend::describe`], and never goes into
 //! an error message.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 
 pub use flow_model::ChatMessage;
+
+use crate::model::runtime::LanguageModel;
 
 /// One chat completion request.
 #[derive(Clone, Debug)]
@@ -377,9 +378,8 @@ impl ChatBackend for OpenAiBackend {
 /// The local model runtime: the model's chat template, then greedy
 /// generation (temperature from the request) until EOS or `max_tokens`.
 pub struct LocalBackend {
-    model: flow_model::Model,
-    tokenizer: flow_model::Tokenizer,
-    template: flow_model::ChatTemplate,
+    /// The model on the node's device (`runtime::load_for`).
+    model: Box<dyn LanguageModel>,
     /// How results name the model (see `OpContext::input_name`).
     name: String,
     /// Log-likelihoods of the options after a content-free prompt, by that
@@ -391,16 +391,17 @@ pub struct LocalBackend {
 type ContinuationRequest = (Vec<u32>, Vec<u32>);
 
 impl LocalBackend {
-    /// The model in `model_dir`, which results call `name` (its identity,
-    /// `OpContext::input_name`, never its place in the cache).
-    pub fn load(model_dir: &Path, name: String) -> Result<LocalBackend, String> {
-        let model = flow_model::Model::load(model_dir).map_err(|e| e.to_string())?;
-        let tokenizer = flow_model::Tokenizer::load(model_dir).map_err(|e| e.to_string())?;
-        let template = flow_model::ChatTemplate::load(model_dir).map_err(|e| e.to_string())?;
+    /// `model`, which results call `name` (its identity,
+    /// `OpContext::input_name`, never its place in the cache). A model
+    /// without a chat template cannot be asked: an error here.
+    pub fn new(model: Box<dyn LanguageModel>, name: String) -> Result<LocalBackend, String> {
+        let probe = [ChatMessage {
+            role: "user".into(),
+            content: String::new(),
+        }];
+        model.render_chat(&probe, true)?;
         Ok(LocalBackend {
             model,
-            tokenizer,
-            template,
             name,
             content_free: Default::default(),
         })
@@ -413,45 +414,62 @@ impl LocalBackend {
         messages: &[ChatMessage],
         options: &[String],
     ) -> Result<Vec<ContinuationRequest>, ChatError> {
-        let model_err = |e: flow_model::ModelError| ChatError::Model(e.to_string());
-        let prompt = self.template.render(messages, true).map_err(model_err)?;
-        let context = self.tokenizer.encode(&prompt, false).map_err(model_err)?;
+        let prompt = self
+            .model
+            .render_chat(messages, true)
+            .map_err(ChatError::Model)?;
+        let context = self
+            .model
+            .encode(&prompt, false)
+            .map_err(ChatError::Model)?;
         options
             .iter()
             .map(|o| {
                 Ok((
                     context.clone(),
-                    self.tokenizer.encode(o, false).map_err(model_err)?,
+                    self.model.encode(o, false).map_err(ChatError::Model)?,
                 ))
             })
             .collect()
+    }
+
+    /// The summed log-probability of each request's continuation.
+    fn logprobs(&self, requests: &[ContinuationRequest]) -> Result<Vec<f64>, ChatError> {
+        let scored = self
+            .model
+            .loglikelihood(requests)
+            .map_err(ChatError::Model)?;
+        Ok(scored.iter().map(|s| s.logprob).collect())
     }
 }
 
 impl ChatBackend for LocalBackend {
     fn chat(&self, req: &ChatRequest) -> Result<String, ChatError> {
         let prompt = self
-            .template
-            .render(&req.messages, true)
-            .map_err(|e| ChatError::Model(e.to_string()))?;
+            .model
+            .render_chat(&req.messages, true)
+            .map_err(ChatError::Model)?;
         // the template already holds the special tokens (BOS etc.)
         let ids = self
-            .tokenizer
+            .model
             .encode(&prompt, false)
-            .map_err(|e| ChatError::Model(e.to_string()))?;
+            .map_err(ChatError::Model)?;
         let opts = flow_model::GenerateOptions {
             max_tokens: req.max_tokens,
             temperature: req.temperature,
             ..Default::default()
         };
-        let out = self.model.generate(&[ids], &opts);
+        let out = self
+            .model
+            .generate(&[ids], &opts)
+            .map_err(ChatError::Model)?;
         let generation = out
             .into_iter()
             .next()
             .ok_or_else(|| ChatError::Model("no generation".into()))?;
-        self.tokenizer
+        self.model
             .decode(&generation.tokens, true)
-            .map_err(|e| ChatError::Model(e.to_string()))
+            .map_err(ChatError::Model)
     }
 
     fn choose(
@@ -459,10 +477,9 @@ impl ChatBackend for LocalBackend {
         messages: &[ChatMessage],
         options: &[String],
     ) -> Option<Result<String, ChatError>> {
-        let model_err = |e: flow_model::ModelError| ChatError::Model(e.to_string());
         let scored = (|| {
             let requests = self.option_requests(messages, options)?;
-            let scores = self.model.loglikelihood(&requests);
+            let scores = self.logprobs(&requests)?;
             // Calibrated against a content-free prompt (the same messages
             // with every user message emptied): log P(option | prompt) −
             // log P(option | content-free prompt), the domain-conditional
@@ -481,7 +498,10 @@ impl ChatBackend for LocalBackend {
                     },
                 })
                 .collect();
-            let free_prompt = self.template.render(&empty, true).map_err(model_err)?;
+            let free_prompt = self
+                .model
+                .render_chat(&empty, true)
+                .map_err(ChatError::Model)?;
             let cache_key = format!("{free_prompt}\u{0}{}", options.join("\u{0}"));
             let cached = self
                 .content_free
@@ -492,19 +512,14 @@ impl ChatBackend for LocalBackend {
                 Some(b) => b,
                 None => {
                     let free = self
-                        .tokenizer
+                        .model
                         .encode(&free_prompt, false)
-                        .map_err(model_err)?;
+                        .map_err(ChatError::Model)?;
                     let free_requests: Vec<_> = requests
                         .iter()
                         .map(|(_, option)| (free.clone(), option.clone()))
                         .collect();
-                    let b: Vec<f64> = self
-                        .model
-                        .loglikelihood(&free_requests)
-                        .iter()
-                        .map(|s| s.logprob)
-                        .collect();
+                    let b = self.logprobs(&free_requests)?;
                     if let Ok(mut c) = self.content_free.lock() {
                         c.insert(cache_key, b.clone());
                     }
@@ -515,7 +530,7 @@ impl ChatBackend for LocalBackend {
             let best = scores
                 .iter()
                 .zip(&baseline)
-                .map(|(s, b)| s.logprob - b)
+                .map(|(s, b)| s - b)
                 .enumerate()
                 .fold(None::<(usize, f64)>, |best, (i, s)| match best {
                     Some((_, b)) if b >= s || s.is_nan() => best,
@@ -533,13 +548,9 @@ impl ChatBackend for LocalBackend {
         messages: &[ChatMessage],
         options: &[String],
     ) -> Option<Result<Vec<f64>, ChatError>> {
-        let scored = self.option_requests(messages, options).map(|requests| {
-            self.model
-                .loglikelihood(&requests)
-                .iter()
-                .map(|s| s.logprob)
-                .collect()
-        });
+        let scored = self
+            .option_requests(messages, options)
+            .and_then(|requests| self.logprobs(&requests));
         Some(scored)
     }
 

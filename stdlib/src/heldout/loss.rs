@@ -107,7 +107,7 @@ impl Op for HeldoutLoss {
         };
         let checkpoint =
             runtime::read_checkpoint(&model_dir).map_err(|e| miette!("heldout_loss: {e}"))?;
-        let model = runtime::load(&model_dir).map_err(|e| miette!("heldout_loss: {e}"))?;
+        let model = runtime::load_for(ctx, &model_dir).map_err(|e| miette!("heldout_loss: {e}"))?;
         if data.seq_len > model.max_context() {
             return Err(miette!(
                 help = "pack the held-out corpus with a seq_len the model takes",
@@ -135,7 +135,10 @@ impl Op for HeldoutLoss {
                 }
             }
             pieces += requests.len();
-            for r in model.loglikelihood(&requests) {
+            let scored = model
+                .loglikelihood(&requests)
+                .map_err(|e| miette!("heldout_loss: scoring failed: {e}"))?;
+            for r in scored {
                 if !r.logprob.is_finite() {
                     return Err(miette!(
                         help = "pack the held-out corpus with this model's tokenizer",

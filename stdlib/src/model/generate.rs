@@ -231,7 +231,9 @@ pub fn generate_all(
             },
             stop_tokens: Vec::new(),
         };
-        let gens = model.generate(&prompts[start..end], &opts);
+        let gens = model
+            .generate(&prompts[start..end], &opts)
+            .map_err(|e| miette!("generate: {e}"))?;
         if gens.len() != end - start {
             return Err(miette!(
                 "internal: the model returned {} generations for {} prompts",
@@ -558,7 +560,7 @@ impl Op for Generate {
         let items = load_prompts(&p.prompts, &p.system)?;
         let checkpoint =
             runtime::read_checkpoint(model_dir).map_err(|e| miette!("generate: {e}"))?;
-        let model = runtime::load(model_dir).map_err(|e| miette!("generate: {e}"))?;
+        let model = runtime::load_for(ctx, model_dir).map_err(|e| miette!("generate: {e}"))?;
         ctx.progress.set_total(items.len() as u64, "prompts");
         let responses = generate_all(model.as_ref(), &items, &settings, &mut |n| {
             ctx.progress.inc(n as u64);
@@ -779,16 +781,18 @@ mod tests {
             .unwrap();
         assert!(text.contains("<|im_start|>user"), "{text}");
         let ids = model.encode(&text, false).unwrap();
-        let g = &model.generate(
-            std::slice::from_ref(&ids),
-            &GenerateOptions {
-                max_tokens: 6,
-                temperature: 0.0,
-                top_p: 1.0,
-                seed: 0,
-                stop_tokens: vec![],
-            },
-        )[0];
+        let g = &model
+            .generate(
+                std::slice::from_ref(&ids),
+                &GenerateOptions {
+                    max_tokens: 6,
+                    temperature: 0.0,
+                    top_p: 1.0,
+                    seed: 0,
+                    stop_tokens: vec![],
+                },
+            )
+            .unwrap()[0];
         assert_eq!(line["id"], 7);
         assert_eq!(line["tokens"], g.tokens.len());
         assert_eq!(line["prompt_tokens"], ids.len());

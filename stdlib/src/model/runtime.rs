@@ -12,6 +12,11 @@
 
 use std::path::Path;
 
+use flow_model::backend::{Backend, CpuBackend, CudaBackend};
+use flow_model::{ModelError, ModelOn};
+
+use crate::op::{Device, OpContext};
+
 use crate::artifacts::CheckpointLineage;
 
 pub use flow_model::{
@@ -33,12 +38,24 @@ pub trait LanguageModel: Send + Sync {
     /// The longest sequence (prompt and generated tokens) the model takes.
     fn max_context(&self) -> usize;
     /// Summed log-probability of each continuation given its context.
-    fn loglikelihood(&self, requests: &[(Vec<u32>, Vec<u32>)]) -> Vec<LogLikelihood>;
+    /// The scoring and generation calls fail only when the device does.
+    fn loglikelihood(
+        &self,
+        requests: &[(Vec<u32>, Vec<u32>)],
+    ) -> Result<Vec<LogLikelihood>, String>;
     /// The log-probability of every token of `tokens` given those before it
     /// (position 0 gets `None`), with the `top_k` most likely alternatives.
-    fn token_logprobs(&self, tokens: &[u32], top_k: usize) -> Vec<Option<TokenLogprob>>;
+    fn token_logprobs(
+        &self,
+        tokens: &[u32],
+        top_k: usize,
+    ) -> Result<Vec<Option<TokenLogprob>>, String>;
     /// One generation per prompt.
-    fn generate(&self, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Vec<Generation>;
+    fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        opts: &GenerateOptions,
+    ) -> Result<Vec<Generation>, String>;
     /// One generation of `prompt`, `on_token` called with each new token as
     /// it is made; generation ends early (`FinishReason::Length`) when it
     /// returns false. The default generates in full, then replays the tokens;
@@ -48,14 +65,14 @@ pub trait LanguageModel: Send + Sync {
         prompt: &[u32],
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(u32) -> bool,
-    ) -> Generation {
-        let mut generation = only_generation(self.generate(&[prompt.to_vec()], opts));
+    ) -> Result<Generation, String> {
+        let mut generation = only_generation(self.generate(&[prompt.to_vec()], opts)?);
         if let Some(cut) = generation.tokens.iter().position(|&t| !on_token(t)) {
             generation.tokens.truncate(cut + 1);
             generation.logprobs.truncate(cut + 1);
             generation.finish_reason = FinishReason::Length;
         }
-        generation
+        Ok(generation)
     }
     /// The chat template applied to `messages`.
     fn render_chat(
@@ -76,8 +93,24 @@ fn only_generation(mut generations: Vec<Generation>) -> Generation {
 }
 
 /// Opens the model directory `model_dir` (config.json, safetensors weights,
-/// tokenizer.json, and a chat template when there is one) with flow's runtime.
+/// tokenizer.json, and a chat template when there is one) with flow's
+/// runtime, on the CPU.
 pub fn load(model_dir: &Path) -> Result<Box<dyn LanguageModel>, String> {
+    load_on(model_dir, None)
+}
+
+/// [`load`] on the node's device: with `Device::Cuda(n)` the weights go to
+/// that GPU and every pass runs there; a device that does not open says so
+/// in the node's log and the model runs on the CPU.
+pub fn load_for(ctx: &OpContext, model_dir: &Path) -> Result<Box<dyn LanguageModel>, String> {
+    load_on(model_dir, cuda_backend(ctx.device, &|line| ctx.log(line)))
+}
+
+/// [`load`] on `gpu` when given, else on the CPU.
+pub fn load_on(
+    model_dir: &Path,
+    gpu: Option<CudaBackend>,
+) -> Result<Box<dyn LanguageModel>, String> {
     if !model_dir.join("config.json").is_file() {
         return Err(format!(
             "{}: not a model directory (no config.json); pass a directory written by a model op or a Hugging Face model directory",
@@ -88,22 +121,38 @@ pub fn load(model_dir: &Path) -> Result<Box<dyn LanguageModel>, String> {
     let tokenizer = flow_model::Tokenizer::load(model_dir).map_err(|e| e.to_string())?;
     // A model without a chat template still scores and completes text.
     let template = flow_model::ChatTemplate::load(model_dir).map_err(|e| e.to_string());
-    Ok(Box::new(FlowModel {
-        model,
-        tokenizer,
-        template,
-    }))
+    Ok(match gpu {
+        None => Box::new(FlowModel {
+            model,
+            tokenizer,
+            template,
+        }),
+        Some(gpu) => Box::new(FlowModel {
+            model: ModelOn::place(gpu, model).map_err(|e| e.to_string())?,
+            tokenizer,
+            template,
+        }),
+    })
 }
 
-/// flow-model's runtime behind [`LanguageModel`].
-pub struct FlowModel {
-    pub model: flow_model::Model,
+/// flow-model's runtime behind [`LanguageModel`], on backend `B` (the CPU
+/// unless said otherwise).
+pub struct FlowModel<B: Backend = CpuBackend> {
+    pub model: ModelOn<B>,
     pub tokenizer: flow_model::Tokenizer,
     /// The chat template, or why there is none.
     pub template: Result<flow_model::ChatTemplate, String>,
 }
 
-impl LanguageModel for FlowModel {
+/// A backend error as the ops report it.
+fn device_error<E: Into<ModelError>>(e: E) -> String {
+    e.into().to_string()
+}
+
+impl<B: Backend + Send + Sync> LanguageModel for FlowModel<B>
+where
+    ModelOn<B>: Send + Sync,
+{
     fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, String> {
         self.tokenizer
             .encode(text, add_special_tokens)
@@ -123,25 +172,41 @@ impl LanguageModel for FlowModel {
     fn max_context(&self) -> usize {
         self.model.config.max_position_embeddings
     }
-    fn loglikelihood(&self, requests: &[(Vec<u32>, Vec<u32>)]) -> Vec<LogLikelihood> {
-        self.model.loglikelihood(requests)
+    fn loglikelihood(
+        &self,
+        requests: &[(Vec<u32>, Vec<u32>)],
+    ) -> Result<Vec<LogLikelihood>, String> {
+        self.model.try_loglikelihood(requests).map_err(device_error)
     }
-    fn token_logprobs(&self, tokens: &[u32], top_k: usize) -> Vec<Option<TokenLogprob>> {
-        self.model.token_logprobs(tokens, top_k)
+    fn token_logprobs(
+        &self,
+        tokens: &[u32],
+        top_k: usize,
+    ) -> Result<Vec<Option<TokenLogprob>>, String> {
+        self.model
+            .try_token_logprobs(tokens, top_k)
+            .map_err(device_error)
     }
     fn generate_each(
         &self,
         prompt: &[u32],
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(u32) -> bool,
-    ) -> Generation {
-        only_generation(
-            self.model
-                .generate_each(&[prompt.to_vec()], opts, &mut |_, t| on_token(t)),
-        )
+    ) -> Result<Generation, String> {
+        let generations = self
+            .model
+            .try_generate_each(&[prompt.to_vec()], opts, &mut |_, t| on_token(t))
+            .map_err(device_error)?;
+        Ok(only_generation(generations))
     }
-    fn generate(&self, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Vec<Generation> {
-        self.model.generate(prompts, opts)
+    fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        opts: &GenerateOptions,
+    ) -> Result<Vec<Generation>, String> {
+        self.model
+            .try_generate_each(prompts, opts, &mut |_, _| true)
+            .map_err(device_error)
     }
     fn render_chat(
         &self,
@@ -158,16 +223,16 @@ impl LanguageModel for FlowModel {
     }
 }
 
-/// The CUDA backend of the node's device, or `None` on the CPU: a node on
-/// `Device::Cuda(n)` whose device does not open (no driver, no NVRTC, no
-/// cuBLASLt) says so once in its log and runs on the CPU.
-pub fn cuda_backend(ctx: &crate::op::OpContext) -> Option<flow_model::backend::CudaBackend> {
-    match ctx.device {
-        crate::op::Device::Cpu => None,
-        crate::op::Device::Cuda(ordinal) => match flow_model::backend::CudaBackend::open(ordinal) {
+/// The CUDA backend of `device`, or `None` on the CPU: a device that does
+/// not open (no driver, no NVRTC, no cuBLASLt) is said once through
+/// `notice` (the node's log), and the work runs on the CPU.
+pub fn cuda_backend(device: Device, notice: &dyn Fn(&str)) -> Option<CudaBackend> {
+    match device {
+        Device::Cpu => None,
+        Device::Cuda(ordinal) => match CudaBackend::open(ordinal) {
             Ok(backend) => Some(backend),
             Err(e) => {
-                ctx.log(&format!(
+                notice(&format!(
                     "notice: CUDA device {ordinal} did not open ({e}); running on the CPU"
                 ));
                 None

@@ -71,12 +71,24 @@ pub(super) fn generate_each(
     prompt: &[u32],
     opts: &GenerateOptions,
     on_token: &mut dyn FnMut(u32) -> bool,
-) -> runtime::Generation {
+) -> Result<runtime::Generation, ApiError> {
     let _turn = state.compute.lock().unwrap_or_else(|e| e.into_inner());
-    state.model.generate_each(prompt, opts, &mut |token| {
-        state.generated_tokens.fetch_add(1, Ordering::Relaxed);
-        on_token(token)
-    })
+    state
+        .model
+        .generate_each(prompt, opts, &mut |token| {
+            state.generated_tokens.fetch_add(1, Ordering::Relaxed);
+            on_token(token)
+        })
+        .map_err(model_failed)
+}
+
+/// A model call that failed (the device did): the server's fault, said.
+pub(super) fn model_failed(e: String) -> ApiError {
+    ApiError {
+        status: 500,
+        message: format!("the model failed: {e}"),
+        param: None,
+    }
 }
 
 pub(super) fn run_generation(
@@ -97,7 +109,7 @@ pub(super) fn run_generation(
         return Err(client_gone());
     }
     let opts = generate_options(s, max_tokens);
-    let generation = generate_each(state, prompt, &opts, &mut |_| !client.is_gone());
+    let generation = generate_each(state, prompt, &opts, &mut |_| !client.is_gone())?;
     if client.is_gone() {
         return Err(client_gone());
     }
@@ -159,7 +171,7 @@ pub(super) fn logprobs_object(
     seq.extend_from_slice(completion);
     let scored = {
         let _guard = state.compute.lock().unwrap_or_else(|e| e.into_inner());
-        state.model.token_logprobs(&seq, k)
+        state.model.token_logprobs(&seq, k).map_err(model_failed)?
     };
     if scored.len() != seq.len() {
         return Err(ApiError {

@@ -56,6 +56,8 @@ pub struct ServeOptions {
     pub model_name: Option<String>,
     /// Allow an address other than loopback (an explicit `--host`).
     pub allow_non_loopback: bool,
+    /// Where the model computes (a device that does not open: the CPU, said).
+    pub device: crate::op::Device,
 }
 
 /// How a [`Server`] listens.
@@ -81,7 +83,8 @@ impl Default for ServerConfig {
 /// Loads `model_dir` and serves it at `addr` (`127.0.0.1:PORT`; other
 /// addresses only with `allow_non_loopback`) until the process ends.
 pub fn serve(model_dir: &Path, addr: &str, opts: &ServeOptions) -> Result<(), String> {
-    let model = runtime::load(model_dir)?;
+    let gpu = runtime::cuda_backend(opts.device, &|line| eprintln!("flow serve: {line}"));
+    let model = runtime::load_on(model_dir, gpu)?;
     let name = opts.model_name.clone().unwrap_or_else(|| {
         model_dir
             .file_name()

@@ -112,6 +112,17 @@ pub(super) fn stream_answer(
         if client_left {
             return;
         }
+        // A model that failed mid-stream: an error event, as OpenAI-compatible
+        // servers send, and no `[DONE]`, so the client cannot take the text
+        // sent so far for a whole answer.
+        let generation = match generation.transpose() {
+            Ok(g) => g,
+            Err(e) => {
+                let error = json!({"error": {"message": e.message, "type": "server_error", "code": e.status}});
+                sink.send(sse(&error));
+                return;
+            }
+        };
         let finish_reason = match &generation {
             _ if stopped_by_string => "stop",
             Some(g) => g.finish_reason.as_str(),

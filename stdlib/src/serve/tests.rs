@@ -67,18 +67,20 @@ fn echo_logprobs_equal_the_model_and_give_lm_eval_loglikelihoods() {
     assert!(token_logprobs[0].is_null());
     assert!(lp["top_logprobs"][0].is_null());
     let mut full = whole.clone();
-    let generated = model.generate(
-        std::slice::from_ref(&whole),
-        &GenerateOptions {
-            max_tokens: 1,
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: 0,
-            stop_tokens: vec![],
-        },
-    );
+    let generated = model
+        .generate(
+            std::slice::from_ref(&whole),
+            &GenerateOptions {
+                max_tokens: 1,
+                temperature: 0.0,
+                top_p: 1.0,
+                seed: 0,
+                stop_tokens: vec![],
+            },
+        )
+        .unwrap();
     full.extend(&generated[0].tokens);
-    let expected = model.token_logprobs(&full, 1);
+    let expected = model.token_logprobs(&full, 1).unwrap();
     for i in 1..full.len() {
         let want = expected[i].as_ref().unwrap().logprob as f64;
         assert!(
@@ -92,7 +94,7 @@ fn echo_logprobs_equal_the_model_and_give_lm_eval_loglikelihoods() {
         .iter()
         .map(|v| v.as_f64().unwrap())
         .sum();
-    let ll = model.loglikelihood(&[(ctx.clone(), cont.clone())])[0];
+    let ll = model.loglikelihood(&[(ctx.clone(), cont.clone())]).unwrap()[0];
     assert!(
         (summed - ll.logprob).abs() < 1e-5,
         "{summed} vs {}",
@@ -134,7 +136,7 @@ fn max_tokens_zero_echoes_only_the_prompt() {
     assert_eq!(choice["text"], "Hallo Welt");
     assert_eq!(choice["finish_reason"], "length");
     let ids = LanguageModel::encode(model.as_ref(), "Hallo Welt", true).unwrap();
-    let expected = model.token_logprobs(&ids, 2);
+    let expected = model.token_logprobs(&ids, 2).unwrap();
     let lp = &choice["logprobs"];
     assert_eq!(lp["tokens"].as_array().unwrap().len(), ids.len());
     for i in 1..ids.len() {
@@ -160,16 +162,18 @@ fn completion_without_echo_and_with_stop_string() {
     let (server, model) = toy_server();
     let prompt = "abc";
     let ids = LanguageModel::encode(model.as_ref(), prompt, true).unwrap();
-    let greedy = model.generate(
-        std::slice::from_ref(&ids),
-        &GenerateOptions {
-            max_tokens: 8,
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: 0,
-            stop_tokens: vec![],
-        },
-    );
+    let greedy = model
+        .generate(
+            std::slice::from_ref(&ids),
+            &GenerateOptions {
+                max_tokens: 8,
+                temperature: 0.0,
+                top_p: 1.0,
+                seed: 0,
+                stop_tokens: vec![],
+            },
+        )
+        .unwrap();
     let mut shown = greedy[0].tokens.clone();
     if greedy[0].finish_reason == FinishReason::Stop {
         shown.pop();
@@ -221,16 +225,18 @@ fn chat_completion_renders_the_template_and_generates() {
         )
         .unwrap();
     let ids = LanguageModel::encode(model.as_ref(), &text, false).unwrap();
-    let g = model.generate(
-        std::slice::from_ref(&ids),
-        &GenerateOptions {
-            max_tokens: 6,
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: 0,
-            stop_tokens: vec![],
-        },
-    );
+    let g = model
+        .generate(
+            std::slice::from_ref(&ids),
+            &GenerateOptions {
+                max_tokens: 6,
+                temperature: 0.0,
+                top_p: 1.0,
+                seed: 0,
+                stop_tokens: vec![],
+            },
+        )
+        .unwrap();
     let mut shown = g[0].tokens.clone();
     if g[0].finish_reason == FinishReason::Stop {
         shown.pop();
@@ -504,13 +510,24 @@ impl LanguageModel for SlowModel {
     fn max_context(&self) -> usize {
         1 << 20
     }
-    fn loglikelihood(&self, r: &[(Vec<u32>, Vec<u32>)]) -> Vec<runtime::LogLikelihood> {
+    fn loglikelihood(
+        &self,
+        r: &[(Vec<u32>, Vec<u32>)],
+    ) -> Result<Vec<runtime::LogLikelihood>, String> {
         self.0.loglikelihood(r)
     }
-    fn token_logprobs(&self, t: &[u32], k: usize) -> Vec<Option<runtime::TokenLogprob>> {
+    fn token_logprobs(
+        &self,
+        t: &[u32],
+        k: usize,
+    ) -> Result<Vec<Option<runtime::TokenLogprob>>, String> {
         self.0.token_logprobs(t, k)
     }
-    fn generate(&self, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Vec<runtime::Generation> {
+    fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        opts: &GenerateOptions,
+    ) -> Result<Vec<runtime::Generation>, String> {
         prompts
             .iter()
             .map(|p| self.generate_each(p, opts, &mut |_| true))
@@ -521,7 +538,7 @@ impl LanguageModel for SlowModel {
         _prompt: &[u32],
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(u32) -> bool,
-    ) -> runtime::Generation {
+    ) -> Result<runtime::Generation, String> {
         let mut tokens = Vec::new();
         while tokens.len() < opts.max_tokens {
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -530,11 +547,11 @@ impl LanguageModel for SlowModel {
                 break;
             }
         }
-        runtime::Generation {
+        Ok(runtime::Generation {
             logprobs: vec![0.0; tokens.len()],
             tokens,
             finish_reason: FinishReason::Length,
-        }
+        })
     }
     fn render_chat(&self, m: &[ChatMessage], add: bool) -> Result<String, String> {
         self.0.render_chat(m, add)

@@ -223,14 +223,15 @@ impl Op for Train {
         let monitor = Monitor { ctx };
         let started = std::time::Instant::now();
         let out = &ctx.out_dir;
-        let summary = match crate::model::runtime::cuda_backend(ctx) {
-            Some(gpu) => train::train_on(gpu, &model_dir, &data_dir, out, &cfg, None, &monitor),
-            None => train::train(&model_dir, &data_dir, out, &cfg, None, &monitor),
-        }
-        .map_err(|e| match e {
-            flow_model::ModelError::Cancelled => miette!("cancelled"),
-            other => miette!("{other}"),
-        })?;
+        let summary =
+            match crate::model::runtime::cuda_backend(ctx.device, &|line| ctx.log(line)) {
+                Some(gpu) => train::train_on(gpu, &model_dir, &data_dir, out, &cfg, None, &monitor),
+                None => train::train(&model_dir, &data_dir, out, &cfg, None, &monitor),
+            }
+            .map_err(|e| match e {
+                flow_model::ModelError::Cancelled => miette!("cancelled"),
+                other => miette!("{other}"),
+            })?;
         // The compute table of the report (the papers' Table 2) reads this.
         // Wall time and device differ between two runs of the same inputs,
         // so they are run facts, outside the artifact's content hash: a

@@ -5,6 +5,8 @@ use super::*;
 
 use std::sync::{Mutex, Weak};
 
+use crate::op::Device;
+
 pub(super) fn backend_from(p: &AnnotateParams, ctx: &OpContext) -> OpResult<Arc<dyn ChatBackend>> {
     match p.backend {
         Backend::Openai => {
@@ -38,7 +40,7 @@ pub(super) fn backend_from(p: &AnnotateParams, ctx: &OpContext) -> OpResult<Arc<
                 ));
             }
             let dir = Path::new(&p.model);
-            Ok(shared_local(dir, &ctx.input_name(dir))
+            Ok(shared_local(dir, &ctx.input_name(dir), ctx)
                 .map_err(|e| miette!("annotate: cannot load the local model: {e}"))?)
         }
     }
@@ -53,16 +55,18 @@ pub(super) fn backend_from(p: &AnnotateParams, ctx: &OpContext) -> OpResult<Arc<
 /// on the lock inside a rayon worker would keep that work from running, a
 /// deadlock two tests sharing the global pool once hit. A task that finds
 /// another loading the same directory runs pending rayon work while it waits.
-fn shared_local(dir: &Path, name: &str) -> Result<Arc<LocalBackend>, String> {
+fn shared_local(dir: &Path, name: &str, ctx: &OpContext) -> Result<Arc<LocalBackend>, String> {
     enum Entry {
         Loading,
         Loaded(Weak<LocalBackend>),
     }
-    static REGISTRY: Mutex<Vec<((PathBuf, String), Entry)>> = Mutex::new(Vec::new());
+    /// A loaded model: its directory, its name in results, its device.
+    type Id = (PathBuf, String, Device);
+    static REGISTRY: Mutex<Vec<(Id, Entry)>> = Mutex::new(Vec::new());
     let registry = || REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
 
     /// Takes the `Loading` mark away however the load ends (a panic included).
-    struct LoadingMark<'a>(&'a (PathBuf, String));
+    struct LoadingMark<'a>(&'a Id);
     impl Drop for LoadingMark<'_> {
         fn drop(&mut self) {
             REGISTRY
@@ -71,7 +75,7 @@ fn shared_local(dir: &Path, name: &str) -> Result<Arc<LocalBackend>, String> {
                 .retain(|(d, e)| !(d == self.0 && matches!(e, Entry::Loading)));
         }
     }
-    let id = (dir.to_path_buf(), name.to_owned());
+    let id = (dir.to_path_buf(), name.to_owned(), ctx.device);
 
     loop {
         {
@@ -92,7 +96,8 @@ fn shared_local(dir: &Path, name: &str) -> Result<Arc<LocalBackend>, String> {
                     drop(entries);
                     // On an error or a panic the mark's drop frees the directory.
                     let mark = LoadingMark(&id);
-                    let backend = Arc::new(LocalBackend::load(dir, name.to_owned())?);
+                    let model = crate::model::runtime::load_for(ctx, dir)?;
+                    let backend = Arc::new(LocalBackend::new(model, name.to_owned())?);
                     let mut entries = registry();
                     if let Some((_, e)) = entries
                         .iter_mut()

@@ -208,17 +208,18 @@ pub(super) fn train_encoder(ctx: &OpContext, common: &Common) -> OpResult<Output
         seed: common.seed,
     };
     let weight_decay = cfg.weight_decay;
-    let (trained, log, epoch_losses) = match crate::model::runtime::cuda_backend(ctx) {
-        Some(gpu) => {
-            ctx.log(&format!("fine-tuning on CUDA device {}", gpu.ordinal()));
-            let device =
-                |e: flow_model::ModelError| miette!("placing the encoder on the device: {e}");
-            let tuner = FineTunerOn::open(EncoderOn::place(gpu, encoder).map_err(device)?, cfg)
-                .map_err(device)?;
-            run.fine_tune(ctx, tuner)?
-        }
-        None => run.fine_tune(ctx, FineTuner::new(encoder, cfg))?,
-    };
+    let (trained, log, epoch_losses) =
+        match crate::model::runtime::cuda_backend(ctx.device, &|line| ctx.log(line)) {
+            Some(gpu) => {
+                ctx.log(&format!("fine-tuning on CUDA device {}", gpu.ordinal()));
+                let device =
+                    |e: flow_model::ModelError| miette!("placing the encoder on the device: {e}");
+                let tuner = FineTunerOn::open(EncoderOn::place(gpu, encoder).map_err(device)?, cfg)
+                    .map_err(device)?;
+                run.fine_tune(ctx, tuner)?
+            }
+            None => run.fine_tune(ctx, FineTuner::new(encoder, cfg))?,
+        };
     write_bytes_atomic(&ctx.out_dir.join("train_log.jsonl"), log.as_bytes())?;
     let clf = EncoderClassifier {
         encoder: trained,

@@ -144,7 +144,8 @@ impl Op for Judge {
         let (max_failures, max_tokens) = (p.max_failures, p.max_tokens);
         let backend: Box<dyn ChatBackend> = match &p.judge {
             PathOrStr::Path(dir) => Box::new(
-                LocalBackend::load(dir, ctx.input_name(dir))
+                crate::model::runtime::load_for(ctx, dir)
+                    .and_then(|model| LocalBackend::new(model, ctx.input_name(dir)))
                     .map_err(|e| miette!("judge model {}: {e}", dir.display()))?,
             ),
             PathOrStr::Str(name) if !name.is_empty() => {

@@ -144,7 +144,7 @@ impl Op for Mcqa {
             (Fewshot::LmEval, _) => Sampler::FirstN,
         };
         let checkpoint = runtime::read_checkpoint(model_dir).map_err(|e| miette!("mcqa: {e}"))?;
-        let model = runtime::load(model_dir).map_err(|e| miette!("mcqa: {e}"))?;
+        let model = runtime::load_for(ctx, model_dir).map_err(|e| miette!("mcqa: {e}"))?;
         ctx.progress.set_total(bench.len() as u64, "items");
         let results = score_items(
             model.as_ref(),

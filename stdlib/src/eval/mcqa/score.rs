@@ -17,7 +17,11 @@ pub trait Scorer {
     /// Tokens of `text` without special tokens (lm-eval's `tok_encode` for
     /// causal models).
     fn encode(&self, text: &str) -> Result<Vec<u32>, String>;
-    fn loglikelihood(&self, requests: &[(Vec<u32>, Vec<u32>)]) -> Vec<LogLikelihood>;
+    /// Fails only when the device does.
+    fn loglikelihood(
+        &self,
+        requests: &[(Vec<u32>, Vec<u32>)],
+    ) -> Result<Vec<LogLikelihood>, String>;
     /// The longest input; longer requests lose context tokens on the left.
     fn max_context(&self) -> usize;
 }
@@ -26,7 +30,10 @@ impl<M: LanguageModel + ?Sized> Scorer for M {
     fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
         LanguageModel::encode(self, text, false)
     }
-    fn loglikelihood(&self, requests: &[(Vec<u32>, Vec<u32>)]) -> Vec<LogLikelihood> {
+    fn loglikelihood(
+        &self,
+        requests: &[(Vec<u32>, Vec<u32>)],
+    ) -> Result<Vec<LogLikelihood>, String> {
         LanguageModel::loglikelihood(self, requests)
     }
     fn max_context(&self) -> usize {
@@ -175,7 +182,9 @@ pub fn score_items<S: Scorer + ?Sized>(
                 requests.push((ctx, cont_enc));
             }
         }
-        let lls = scorer.loglikelihood(&requests);
+        let lls = scorer
+            .loglikelihood(&requests)
+            .map_err(|e| miette!("mcqa: scoring failed: {e}"))?;
         if lls.len() != requests.len() {
             return Err(miette!(
                 "internal: the model returned {} scores for {} requests",

@@ -283,8 +283,11 @@ impl Scorer for TableScorer {
     fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
         Ok(text.bytes().map(u32::from).collect())
     }
-    fn loglikelihood(&self, requests: &[(Vec<u32>, Vec<u32>)]) -> Vec<LogLikelihood> {
-        requests
+    fn loglikelihood(
+        &self,
+        requests: &[(Vec<u32>, Vec<u32>)],
+    ) -> Result<Vec<LogLikelihood>, String> {
+        Ok(requests
             .iter()
             .map(|(ctx, cont)| {
                 let text = String::from_utf8(ctx.iter().map(|&b| b as u8).collect()).unwrap();
@@ -303,7 +306,7 @@ impl Scorer for TableScorer {
                     is_greedy: false,
                 }
             })
-            .collect()
+            .collect())
     }
     fn max_context(&self) -> usize {
         1 << 20
@@ -415,9 +418,12 @@ impl Scorer for RecordingScorer {
     fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
         Ok(text.bytes().map(u32::from).collect())
     }
-    fn loglikelihood(&self, requests: &[(Vec<u32>, Vec<u32>)]) -> Vec<LogLikelihood> {
+    fn loglikelihood(
+        &self,
+        requests: &[(Vec<u32>, Vec<u32>)],
+    ) -> Result<Vec<LogLikelihood>, String> {
         self.0.lock().unwrap().extend(requests.iter().cloned());
-        requests
+        Ok(requests
             .iter()
             .map(|(_, cont)| LogLikelihood {
                 // -1 for " A", -2 for " B", ...: which answer belongs to
@@ -425,7 +431,7 @@ impl Scorer for RecordingScorer {
                 logprob: -((*cont.last().unwrap() as u8 - b'A') as f64 + 1.0),
                 is_greedy: false,
             })
-            .collect()
+            .collect())
     }
     fn max_context(&self) -> usize {
         4096
@@ -703,7 +709,7 @@ fn mcqa_op_on_the_golden_model() {
             let excess = (ctx_ids.len() + cont_ids.len()).saturating_sub(model.max_context());
             ctx_ids.drain(..excess);
             let all: Vec<u32> = ctx_ids.iter().chain(&cont_ids).copied().collect();
-            let per_token = model.token_logprobs(&all, 1);
+            let per_token = model.token_logprobs(&all, 1).unwrap();
             let expected: f64 = per_token[ctx_ids.len()..]
                 .iter()
                 .map(|t| t.as_ref().unwrap().logprob as f64)

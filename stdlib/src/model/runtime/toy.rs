@@ -110,8 +110,11 @@ impl LanguageModel for ToyModel {
         self.context
     }
 
-    fn loglikelihood(&self, requests: &[(Vec<u32>, Vec<u32>)]) -> Vec<LogLikelihood> {
-        requests
+    fn loglikelihood(
+        &self,
+        requests: &[(Vec<u32>, Vec<u32>)],
+    ) -> Result<Vec<LogLikelihood>, String> {
+        Ok(requests
             .iter()
             .map(|(ctx, cont)| {
                 let mut prev = ctx.last().copied().unwrap_or(Self::EOS);
@@ -125,10 +128,14 @@ impl LanguageModel for ToyModel {
                 }
                 LogLikelihood { logprob, is_greedy }
             })
-            .collect()
+            .collect())
     }
 
-    fn token_logprobs(&self, tokens: &[u32], top_k: usize) -> Vec<Option<TokenLogprob>> {
+    fn token_logprobs(
+        &self,
+        tokens: &[u32],
+        top_k: usize,
+    ) -> Result<Vec<Option<TokenLogprob>>, String> {
         let mut out = Vec::with_capacity(tokens.len());
         for (i, &t) in tokens.iter().enumerate() {
             if i == 0 {
@@ -149,11 +156,15 @@ impl LanguageModel for ToyModel {
                 top,
             }));
         }
-        out
+        Ok(out)
     }
 
-    fn generate(&self, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Vec<Generation> {
-        prompts
+    fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        opts: &GenerateOptions,
+    ) -> Result<Vec<Generation>, String> {
+        Ok(prompts
             .iter()
             .map(|prompt| {
                 let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
@@ -179,7 +190,7 @@ impl LanguageModel for ToyModel {
                     logprobs,
                 }
             })
-            .collect()
+            .collect())
     }
 
     fn render_chat(
