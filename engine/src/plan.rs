@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::executor::pipeline_id;
 use crate::graph::{arg_refs, Graph};
-use crate::ir::{Arg, Node, Pipeline, TemplatePart};
+use crate::ir::{Arg, Node, Pipeline};
 use crate::keys::{unit_key, KeyParts};
 use crate::memo::InputMemo;
 use crate::resolve::{NodeValue, Resolver, UnitSpec};
@@ -226,31 +226,19 @@ fn short(text: &str) -> String {
 }
 
 fn inputs_in(arg: &Arg, out: &mut Vec<String>) {
-    match arg {
-        Arg::Input { path, .. } => out.push(path.display().to_string()),
-        Arg::List(items) => items.iter().for_each(|a| inputs_in(a, out)),
-        Arg::Record(f) => f.values().for_each(|a| inputs_in(a, out)),
-        Arg::Template(parts) => parts.iter().for_each(|p| {
-            if let TemplatePart::Arg(a) = p {
-                inputs_in(a, out)
-            }
-        }),
-        _ => {}
-    }
+    arg.for_each_leaf(&mut |a| {
+        if let Arg::Input { path, .. } = a {
+            out.push(path.display().to_string())
+        }
+    })
 }
 
 fn params_in(arg: &Arg, out: &mut Vec<String>) {
-    match arg {
-        Arg::Param { name, .. } => out.push(name.clone()),
-        Arg::List(items) => items.iter().for_each(|a| params_in(a, out)),
-        Arg::Record(f) => f.values().for_each(|a| params_in(a, out)),
-        Arg::Template(parts) => parts.iter().for_each(|p| {
-            if let TemplatePart::Arg(a) = p {
-                params_in(a, out)
-            }
-        }),
-        _ => {}
-    }
+    arg.for_each_leaf(&mut |a| {
+        if let Arg::Param { name, .. } = a {
+            out.push(name.clone())
+        }
+    })
 }
 
 fn describe(node: &Node, label: &str, old: Option<&str>, new: Option<&str>) -> String {

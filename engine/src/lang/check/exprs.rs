@@ -88,29 +88,11 @@ impl<'a> Checker<'a> {
                 if !matches!(ty, Type::Record | Type::Any) {
                     return self.mistyped(file, expr, ty, what);
                 }
-                let mut out = BTreeMap::new();
-                let mut ok = true;
-                for (key, value) in fields {
-                    if out.contains_key(&key.text) {
-                        self.error(
-                            file,
-                            key.span,
-                            format!("duplicate field `{}`", key.text),
-                            "repeated here",
-                            "each field of a record appears once",
-                        );
-                        ok = false;
-                        continue;
-                    }
-                    let what = format!("field `{}` of {what}", key.text);
-                    match self.expr(file, value, &Type::Any, map, &what) {
-                        Some(a) => {
-                            out.insert(key.text.clone(), a);
-                        }
-                        None => ok = false,
-                    }
-                }
-                ok.then(|| fold_record(out))
+                self.record_fields(file, fields, |c, key, value| {
+                    let what = format!("field `{key}` of {what}");
+                    c.expr(file, value, &Type::Any, map, &what)
+                })
+                .map(fold_record)
             }
             ExprKind::Input { dir, path } => {
                 let fits = if *dir {
@@ -122,13 +104,7 @@ impl<'a> Checker<'a> {
                     return self.mistyped(file, expr, ty, what);
                 }
                 if path.value.is_empty() {
-                    self.error(
-                        file,
-                        path.span,
-                        "empty input path",
-                        "empty",
-                        "give the path of a file or directory, relative to this .flow file",
-                    );
+                    self.empty_input_path(file, path.span);
                     return None;
                 }
                 let base = self.files[file].path.parent().unwrap_or(Path::new("/"));
@@ -471,17 +447,9 @@ pub(super) fn fold_record(fields: BTreeMap<String, Arg>) -> Arg {
 
 /// Calls `f` with every node an argument refers to.
 pub fn collect_nodes(arg: &Arg, f: &mut impl FnMut(&str)) {
-    match arg {
-        Arg::Node { node, .. } => f(node),
-        Arg::List(items) => items.iter().for_each(|a| collect_nodes(a, f)),
-        Arg::Record(fields) => fields.values().for_each(|a| collect_nodes(a, f)),
-        Arg::Template(parts) => {
-            for part in parts {
-                if let TemplatePart::Arg(a) = part {
-                    collect_nodes(a, f);
-                }
-            }
+    arg.for_each_leaf(&mut |a| {
+        if let Arg::Node { node, .. } = a {
+            f(node)
         }
-        Arg::Lit(_) | Arg::Param { .. } | Arg::Input { .. } | Arg::MapVar => {}
-    }
+    })
 }
