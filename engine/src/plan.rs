@@ -65,6 +65,19 @@ pub fn previous_nodes(store: &Store, pipeline: &Pipeline) -> BTreeMap<String, Ru
     prev
 }
 
+impl PlanEntry {
+    /// A node that cannot be planned, and why.
+    fn failed(node: &Node, why: String) -> PlanEntry {
+        PlanEntry {
+            node: node.name.clone(),
+            op: node.op.clone(),
+            status: "failed",
+            key: None,
+            why: vec![why],
+        }
+    }
+}
+
 /// Computes the plan. `store` may not exist yet (nothing is cached then).
 pub fn plan(p: &Pipeline, registry: &Registry, store: &Store) -> miette::Result<Vec<PlanEntry>> {
     let graph = Graph::build(p)?;
@@ -96,13 +109,7 @@ pub fn plan(p: &Pipeline, registry: &Registry, store: &Store) -> miette::Result<
         }
         let Some(op) = registry.get(&node.op) else {
             will_run.insert(i);
-            entries.push(PlanEntry {
-                node: node.name.clone(),
-                op: node.op.clone(),
-                status: "failed",
-                key: None,
-                why: vec![format!("unknown op `{}`", node.op)],
-            });
+            entries.push(PlanEntry::failed(node, format!("unknown op `{}`", node.op)));
             continue;
         };
         let spec = op.spec();
@@ -112,13 +119,7 @@ pub fn plan(p: &Pipeline, registry: &Registry, store: &Store) -> miette::Result<
             Ok(u) => u,
             Err(report) => {
                 will_run.insert(i);
-                entries.push(PlanEntry {
-                    node: node.name.clone(),
-                    op: node.op.clone(),
-                    status: "failed",
-                    key: None,
-                    why: vec![report.to_string()],
-                });
+                entries.push(PlanEntry::failed(node, report.to_string()));
                 continue;
             }
         };

@@ -767,10 +767,7 @@ mod tests {
             std::slice::from_ref(&ids),
             &GenerateOptions {
                 max_tokens: 6,
-                temperature: 0.0,
-                top_p: 1.0,
-                seed: 0,
-                stop_tokens: vec![],
+                ..Default::default()
             },
         )[0];
         assert_eq!(line["id"], 7);

@@ -71,10 +71,7 @@ fn echo_logprobs_equal_the_model_and_give_lm_eval_loglikelihoods() {
         std::slice::from_ref(&whole),
         &GenerateOptions {
             max_tokens: 1,
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: 0,
-            stop_tokens: vec![],
+            ..Default::default()
         },
     );
     full.extend(&generated[0].tokens);
@@ -164,10 +161,7 @@ fn completion_without_echo_and_with_stop_string() {
         std::slice::from_ref(&ids),
         &GenerateOptions {
             max_tokens: 8,
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: 0,
-            stop_tokens: vec![],
+            ..Default::default()
         },
     );
     let mut shown = greedy[0].tokens.clone();
@@ -225,10 +219,7 @@ fn chat_completion_renders_the_template_and_generates() {
         std::slice::from_ref(&ids),
         &GenerateOptions {
             max_tokens: 6,
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: 0,
-            stop_tokens: vec![],
+            ..Default::default()
         },
     );
     let mut shown = g[0].tokens.clone();

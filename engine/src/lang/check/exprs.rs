@@ -403,21 +403,18 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// The value of an argument the caller found to be a literal.
+fn into_literal(arg: Arg) -> Value {
+    match arg {
+        Arg::Lit(v) => v,
+        _ => unreachable!("checked to be a literal"),
+    }
+}
+
 /// A list whose elements are all literals is itself a literal.
 pub(super) fn fold_list(items: Vec<Arg>) -> Arg {
     if items.iter().all(|a| matches!(a, Arg::Lit(_))) {
-        Arg::Lit(Value::List(
-            items
-                .into_iter()
-                .map(|a| {
-                    if let Arg::Lit(v) = a {
-                        v
-                    } else {
-                        unreachable!()
-                    }
-                })
-                .collect(),
-        ))
+        Arg::Lit(Value::List(items.into_iter().map(into_literal).collect()))
     } else {
         Arg::List(items)
     }
@@ -428,16 +425,7 @@ pub(super) fn fold_record(fields: BTreeMap<String, Arg>) -> Arg {
         Arg::Lit(Value::Record(
             fields
                 .into_iter()
-                .map(|(k, a)| {
-                    (
-                        k,
-                        if let Arg::Lit(v) = a {
-                            v
-                        } else {
-                            unreachable!()
-                        },
-                    )
-                })
+                .map(|(k, a)| (k, into_literal(a)))
                 .collect(),
         ))
     } else {
