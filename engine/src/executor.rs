@@ -559,18 +559,8 @@ impl<'a> Executor<'a> {
         }
     }
 
+    /// Reports a unit's status (`job`: the cluster job that ran it).
     fn event(
-        &mut self,
-        name: &str,
-        status: &'static str,
-        key: Option<&str>,
-        seconds: f64,
-        parts: Option<&UnitKey>,
-    ) {
-        self.event_job(name, status, key, seconds, parts, None)
-    }
-
-    fn event_job(
         &mut self,
         name: &str,
         status: &'static str,
@@ -643,7 +633,7 @@ impl<'a> Executor<'a> {
             let key = unit_key(spec.name, spec.version, &args, element.as_ref());
             if let Some(meta) = self.store.lookup(&key.key) {
                 let value = NodeValue::from_meta(self.store, &meta);
-                self.event(&display, "cached", Some(&key.key), 0.0, Some(&key));
+                self.event(&display, "cached", Some(&key.key), 0.0, Some(&key), None);
                 self.unit_done(i, elem, Some(value));
             } else {
                 self.units.push(Unit {
@@ -747,7 +737,7 @@ impl<'a> Executor<'a> {
                 let value = NodeValue::from_meta(self.store, &meta);
                 self.display
                     .println(&format!("ran     {display} ({:.2}s{on})", f.seconds));
-                self.event_job(
+                self.event(
                     &display,
                     "ran",
                     Some(&key.key),
@@ -786,7 +776,7 @@ impl<'a> Executor<'a> {
                         }
                     }
                 }
-                self.event_job(
+                self.event(
                     &display,
                     "failed",
                     Some(&key.key),
@@ -857,7 +847,7 @@ impl<'a> Executor<'a> {
         self.display.println(&format!("FAILED  {name}"));
         self.display.println(&format!("{report:?}"));
         self.state[i] = NState::Failed;
-        self.event(&name, "failed", None, 0.0, None);
+        self.event(&name, "failed", None, 0.0, None, None);
         self.skip_downstream(i);
     }
 
@@ -869,7 +859,7 @@ impl<'a> Executor<'a> {
                 let name = self.p.nodes[d].name.clone();
                 self.display
                     .println(&format!("skipped {name} (upstream {cause} failed)"));
-                self.event(&name, "skipped", None, 0.0, None);
+                self.event(&name, "skipped", None, 0.0, None, None);
             }
         }
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::ir::{Arg, Node, Pipeline, TemplatePart};
+use crate::ir::{Arg, Node, Pipeline};
 
 /// The graph, with the nodes in a topological order.
 pub struct Graph {
@@ -33,21 +33,11 @@ pub enum GraphError {
 
 /// Names of the nodes an argument refers to.
 pub fn arg_refs<'a>(arg: &'a Arg, out: &mut BTreeSet<&'a str>) {
-    match arg {
-        Arg::Node { node, .. } => {
+    arg.for_each_leaf(&mut |a| {
+        if let Arg::Node { node, .. } = a {
             out.insert(node.as_str());
         }
-        Arg::List(items) => items.iter().for_each(|a| arg_refs(a, out)),
-        Arg::Record(fields) => fields.values().for_each(|a| arg_refs(a, out)),
-        Arg::Template(parts) => {
-            for p in parts {
-                if let TemplatePart::Arg(a) = p {
-                    arg_refs(a, out);
-                }
-            }
-        }
-        Arg::Lit(_) | Arg::Param { .. } | Arg::Input { .. } | Arg::MapVar => {}
-    }
+    })
 }
 
 /// Names of the nodes a node refers to.

@@ -160,6 +160,29 @@ pub enum Arg {
     Template(Vec<TemplatePart>),
 }
 
+impl Arg {
+    /// Calls `leaf` with every argument inside this one that holds no
+    /// others (lists, records and templates are walked into, in order).
+    pub fn for_each_leaf<'a>(&'a self, leaf: &mut impl FnMut(&'a Arg)) {
+        match self {
+            Arg::List(items) => items.iter().for_each(|a| a.for_each_leaf(leaf)),
+            Arg::Record(fields) => fields.values().for_each(|a| a.for_each_leaf(leaf)),
+            Arg::Template(parts) => {
+                for part in parts {
+                    if let TemplatePart::Arg(a) = part {
+                        a.for_each_leaf(leaf);
+                    }
+                }
+            }
+            Arg::Lit(_)
+            | Arg::Param { .. }
+            | Arg::Node { .. }
+            | Arg::Input { .. }
+            | Arg::MapVar => leaf(self),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InputKind {
     File,

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::executor::pipeline_id;
 use crate::graph::{arg_refs, Graph};
-use crate::ir::{Arg, Node, Pipeline, TemplatePart};
+use crate::ir::{Arg, Node, Pipeline};
 use crate::keys::{unit_key, KeyParts};
 use crate::memo::InputMemo;
 use crate::resolve::{NodeValue, Resolver, UnitSpec};
@@ -65,6 +65,19 @@ pub fn previous_nodes(store: &Store, pipeline: &Pipeline) -> BTreeMap<String, Ru
     prev
 }
 
+impl PlanEntry {
+    /// A node that cannot be planned, and why.
+    fn failed(node: &Node, why: String) -> PlanEntry {
+        PlanEntry {
+            node: node.name.clone(),
+            op: node.op.clone(),
+            status: "failed",
+            key: None,
+            why: vec![why],
+        }
+    }
+}
+
 /// Computes the plan. `store` may not exist yet (nothing is cached then).
 pub fn plan(p: &Pipeline, registry: &Registry, store: &Store) -> miette::Result<Vec<PlanEntry>> {
     let graph = Graph::build(p)?;
@@ -96,13 +109,7 @@ pub fn plan(p: &Pipeline, registry: &Registry, store: &Store) -> miette::Result<
         }
         let Some(op) = registry.get(&node.op) else {
             will_run.insert(i);
-            entries.push(PlanEntry {
-                node: node.name.clone(),
-                op: node.op.clone(),
-                status: "failed",
-                key: None,
-                why: vec![format!("unknown op `{}`", node.op)],
-            });
+            entries.push(PlanEntry::failed(node, format!("unknown op `{}`", node.op)));
             continue;
         };
         let spec = op.spec();
@@ -112,13 +119,7 @@ pub fn plan(p: &Pipeline, registry: &Registry, store: &Store) -> miette::Result<
             Ok(u) => u,
             Err(report) => {
                 will_run.insert(i);
-                entries.push(PlanEntry {
-                    node: node.name.clone(),
-                    op: node.op.clone(),
-                    status: "failed",
-                    key: None,
-                    why: vec![report.to_string()],
-                });
+                entries.push(PlanEntry::failed(node, report.to_string()));
                 continue;
             }
         };
@@ -226,31 +227,19 @@ fn short(text: &str) -> String {
 }
 
 fn inputs_in(arg: &Arg, out: &mut Vec<String>) {
-    match arg {
-        Arg::Input { path, .. } => out.push(path.display().to_string()),
-        Arg::List(items) => items.iter().for_each(|a| inputs_in(a, out)),
-        Arg::Record(f) => f.values().for_each(|a| inputs_in(a, out)),
-        Arg::Template(parts) => parts.iter().for_each(|p| {
-            if let TemplatePart::Arg(a) = p {
-                inputs_in(a, out)
-            }
-        }),
-        _ => {}
-    }
+    arg.for_each_leaf(&mut |a| {
+        if let Arg::Input { path, .. } = a {
+            out.push(path.display().to_string())
+        }
+    })
 }
 
 fn params_in(arg: &Arg, out: &mut Vec<String>) {
-    match arg {
-        Arg::Param { name, .. } => out.push(name.clone()),
-        Arg::List(items) => items.iter().for_each(|a| params_in(a, out)),
-        Arg::Record(f) => f.values().for_each(|a| params_in(a, out)),
-        Arg::Template(parts) => parts.iter().for_each(|p| {
-            if let TemplatePart::Arg(a) = p {
-                params_in(a, out)
-            }
-        }),
-        _ => {}
-    }
+    arg.for_each_leaf(&mut |a| {
+        if let Arg::Param { name, .. } = a {
+            out.push(name.clone())
+        }
+    })
 }
 
 fn describe(node: &Node, label: &str, old: Option<&str>, new: Option<&str>) -> String {

@@ -112,21 +112,20 @@ fn slerp_above_dot_threshold_is_linear_in_the_original_tensors() {
     let (a, b) = pair_with_cos(0.9997);
     let mut out = vec![0.0f32; 3];
     cpu::slerp(t, &a, &b, &mut out);
-    let want: Vec<f64> = a
-        .iter()
-        .zip(&b)
-        .map(|(&x, &y)| (1.0 - t as f64) * x as f64 + t as f64 * y as f64)
-        .collect();
-    assert_close("slerp near-colinear → lerp", &out, &want, 1e-6);
+    assert_close("slerp near-colinear → lerp", &out, &lerp64(t, &a, &b), 1e-6);
     // antipodal: |dot| = 1 also falls back to lerp
     let neg: Vec<f32> = a.iter().map(|x| -x / 2.0).collect();
     cpu::slerp(t, &a, &neg, &mut out);
-    let want: Vec<f64> = a
-        .iter()
-        .zip(&neg)
-        .map(|(&x, &y)| (1.0 - t as f64) * x as f64 + t as f64 * y as f64)
-        .collect();
-    assert_close("slerp antipodal → lerp", &out, &want, 1e-6);
+    assert_close("slerp antipodal → lerp", &out, &lerp64(t, &a, &neg), 1e-6);
+}
+
+/// (1 − t)·a + t·b in f64.
+fn lerp64(t: f32, a: &[f32], b: &[f32]) -> Vec<f64> {
+    let t = t as f64;
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (1.0 - t) * x as f64 + t * y as f64)
+        .collect()
 }
 
 #[test]

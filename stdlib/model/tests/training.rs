@@ -328,7 +328,8 @@ fn resume_is_bit_exact() {
     };
     let model_dir = golden_dir("qwen3");
     let full = tempfile::tempdir().unwrap();
-    let a = flow_model::train::train(
+    let a = flow_model::train::train_on(
+        flow_model::CpuBackend,
         &model_dir,
         data.path(),
         full.path(),
@@ -347,7 +348,8 @@ fn resume_is_bit_exact() {
             .unwrap();
     assert_eq!(lineage["step"], 2);
     assert!(ck.join("tokenizer.json").is_file());
-    let b = flow_model::train::train(
+    let b = flow_model::train::train_on(
+        flow_model::CpuBackend,
         &model_dir,
         data.path(),
         resumed.path(),

@@ -107,12 +107,9 @@ pub struct FilterStats {
     /// What was kept: the positive class, or the rest.
     pub keep: String,
     pub positive: String,
-    pub documents_in: u64,
-    pub documents_out: u64,
-    pub tokens_in: u64,
-    pub tokens_out: u64,
-    pub chars_in: u64,
-    pub chars_out: u64,
+    /// The whole corpus's.
+    #[serde(flatten)]
+    pub counts: KeptCounts,
     /// Bad records skipped.
     pub errors: u64,
     /// Each shard's figures.
@@ -123,16 +120,51 @@ pub struct FilterStats {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShardStats {
     pub file: String,
+    #[serde(flatten)]
+    pub counts: KeptCounts,
+    /// Histogram of scores in ten bins [0, 0.1), ..., [0.9, 1].
+    pub score_histogram: [u64; 10],
+    pub errors: ErrorLog,
+}
+
+/// Documents, whitespace-separated tokens and characters into and out of
+/// the filter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KeptCounts {
     pub documents_in: u64,
     pub documents_out: u64,
-    /// Whitespace-separated tokens.
     pub tokens_in: u64,
     pub tokens_out: u64,
     pub chars_in: u64,
     pub chars_out: u64,
-    /// Histogram of scores in ten bins [0, 0.1), ..., [0.9, 1].
-    pub score_histogram: [u64; 10],
-    pub errors: ErrorLog,
+}
+
+impl KeptCounts {
+    /// Counts a document of `tokens` and `chars`, in and, when `kept`, out.
+    pub fn add(&mut self, tokens: u64, chars: u64, kept: bool) {
+        self.documents_in += 1;
+        self.tokens_in += tokens;
+        self.chars_in += chars;
+        if kept {
+            self.documents_out += 1;
+            self.tokens_out += tokens;
+            self.chars_out += chars;
+        }
+    }
+
+    /// The sum of `all`.
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a KeptCounts>) -> KeptCounts {
+        all.into_iter()
+            .fold(KeptCounts::default(), |a, b| KeptCounts {
+                documents_in: a.documents_in + b.documents_in,
+                documents_out: a.documents_out + b.documents_out,
+                tokens_in: a.tokens_in + b.tokens_in,
+                tokens_out: a.tokens_out + b.tokens_out,
+                chars_in: a.chars_in + b.chars_in,
+                chars_out: a.chars_out + b.chars_out,
+            })
+    }
 }
 
 impl JsonFile for FilterStats {

@@ -9,11 +9,13 @@
 //! NaN and infinities as `null`).
 //!
 //! `mcqa.json` is [`crate::eval::mcqa::McqaResult`], beside the scoring
-//! that fills it; `holdout.json` is [`crate::heldout::split::HoldoutStats`].
-//! [`eval`] holds the evaluation ops' files, [`data`] the data ops'
-//! statistics; each is written and read through its struct, except
-//! `filter.json`, whose writer (`data/filter.rs`, being rewritten) still
-//! writes its own `json!` in the same field order.
+//! that fills it; `holdout.json` is [`crate::heldout::split::HoldoutStats`];
+//! `classifier.json` is [`crate::data::train_classifier::ClassifierInfo`].
+//! `pack.json` ([`data::PackInfo`]) and `flow_checkpoint.json`
+//! ([`CheckpointLineage`]) are the training runtime's formats, so their
+//! structs are flow-model's, re-exported here. [`eval`] holds the
+//! evaluation ops' files, [`data`] the data ops' statistics, [`train`] the
+//! training run's facts; each is written and read through its struct.
 
 use std::path::{Path, PathBuf};
 

@@ -48,3 +48,24 @@ fn ordered_map_keeps_the_file_order() {
     assert_eq!(map.get("a"), Some(&2));
     assert_eq!(serde_json::to_string(&map).unwrap(), text);
 }
+
+/// `filter.json` as the op wrote it before its counts were one struct
+/// (flattened back in place: the same keys in the same order), compact.
+const FILTER: &str = concat!(
+    r#"{"threshold":0.5,"keep":"positive","positive":"med","documents_in":3,"documents_out":1,"#,
+    r#""tokens_in":30,"tokens_out":12,"chars_in":300,"chars_out":120,"errors":0,"per_shard":["#,
+    r#"{"file":"docs-00000.jsonl.zst","documents_in":3,"documents_out":1,"tokens_in":30,"#,
+    r#""tokens_out":12,"chars_in":300,"chars_out":120,"score_histogram":[1,0,0,0,0,1,0,0,0,1],"#,
+    r#""errors":{"count":0,"examples":[]}}]}"#
+);
+
+#[test]
+fn filter_json_reads_and_writes_back_in_its_field_order() {
+    use super::data::FilterStats;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("filter.json"), FILTER).unwrap();
+    let doc = FilterStats::read(dir.path()).unwrap();
+    assert_eq!(doc.counts.tokens_out, 12);
+    assert_eq!(doc.per_shard[0].counts.chars_in, 300);
+    assert_eq!(serde_json::to_string(&doc).unwrap(), FILTER);
+}

@@ -558,15 +558,7 @@ mod tests {
         let corpus = tmp.path().join("c");
         // 6 shards: the planted copies fall in other shards than their
         // originals, so clusters cross the shard tasks.
-        run_op(
-            &super::super::corpus::Corpus,
-            &[
-                ("input", Value::Path(demo_dir().join("fineweb2-demo.jsonl"))),
-                ("docs_per_shard", Value::Int(60)),
-            ],
-            &corpus,
-        )
-        .unwrap();
+        demo_corpus_in_shards(&corpus, 60);
         let out = assert_same_bytes_for_task_counts(
             &Dedup,
             &[("corpus", Value::Path(corpus.clone()))],

@@ -30,7 +30,7 @@ use super::corpus::{
 use super::train_classifier::{load_any_classifier, Classifier};
 #[cfg(test)]
 use super::train_classifier::{load_classifier, NgramModel};
-use crate::artifacts::data::FilterStats;
+use crate::artifacts::data::{FilterStats, KeptCounts};
 use crate::artifacts::JsonFile;
 use crate::op::{
     run_in_parts, Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources,
@@ -205,14 +205,9 @@ pub fn filter_shard(
         for ((_, line), d) in pending.iter().zip(decided) {
             match d {
                 Ok(d) => {
-                    stats.documents_in += 1;
-                    stats.tokens_in += d.tokens;
-                    stats.chars_in += d.chars;
+                    stats.counts.add(d.tokens, d.chars, d.keep);
                     stats.score_histogram[((d.score * 10.0) as usize).min(9)] += 1;
                     if d.keep {
-                        stats.documents_out += 1;
-                        stats.tokens_out += d.tokens;
-                        stats.chars_out += d.chars;
                         let text = if s.score_field.is_empty() {
                             line
                         } else {
@@ -328,9 +323,8 @@ impl Sharded for Filter {
             })
             .collect();
         let per_shard: Vec<ShardStats> = results.into_iter().collect::<OpResult<_>>()?;
-        let (docs_in, docs_out) = per_shard.iter().fold((0, 0), |(i, o), s| {
-            (i + s.documents_in, o + s.documents_out)
-        });
+        let total = KeptCounts::sum(per_shard.iter().map(|s| &s.counts));
+        let (docs_in, docs_out) = (total.documents_in, total.documents_out);
         let secs = start.elapsed().as_secs_f64();
         // Timing goes to the log only: the artifact's bytes must not
         // depend on the machine.
@@ -367,26 +361,19 @@ impl Sharded for Filter {
         }
         let (threshold, positive) =
             head.ok_or_else(|| miette!("internal: filter merged no parts"))?;
-        let sum = |f: fn(&ShardStats) -> u64| per_shard.iter().map(f).sum::<u64>();
-        let docs_in = sum(|s| s.documents_in);
         let p: FilterParams = ctx.params()?;
         let stats = FilterStats {
             threshold: threshold as f64,
             keep: p.keep.name().to_string(),
             positive,
-            documents_in: docs_in,
-            documents_out: sum(|s| s.documents_out),
-            tokens_in: sum(|s| s.tokens_in),
-            tokens_out: sum(|s| s.tokens_out),
-            chars_in: sum(|s| s.chars_in),
-            chars_out: sum(|s| s.chars_out),
-            errors: sum(|s| s.errors.count),
+            counts: KeptCounts::sum(per_shard.iter().map(|s| &s.counts)),
+            errors: per_shard.iter().map(|s| s.errors.count).sum(),
             per_shard,
         };
         stats.write(&ctx.out_dir)?;
         ctx.log(&format!(
-            "kept {} of {docs_in} documents",
-            stats.documents_out
+            "kept {} of {} documents",
+            stats.counts.documents_out, stats.counts.documents_in
         ));
         Ok(BTreeMap::from([(
             "stats".to_string(),
@@ -398,7 +385,6 @@ impl Sharded for Filter {
 #[cfg(test)]
 mod tests {
     use super::super::corpus::testutil::*;
-    use super::super::corpus::Corpus;
     use super::super::train_classifier::tests::{golden_xlmr, train_demo_classifier};
     use super::*;
 
@@ -463,15 +449,7 @@ mod tests {
     /// The demo corpus in 6 shards and an n-gram classifier trained on it.
     fn demo_corpus_and_classifier(dir: &Path) -> (PathBuf, PathBuf) {
         let corpus = dir.join("c");
-        run_op(
-            &Corpus,
-            &[
-                ("input", Value::Path(demo_dir().join("fineweb2-demo.jsonl"))),
-                ("docs_per_shard", Value::Int(60)),
-            ],
-            &corpus,
-        )
-        .unwrap();
+        demo_corpus_in_shards(&corpus, 60);
         let clf = dir.join("clf");
         train_demo_classifier(&corpus, &clf, &[]);
         (corpus, clf)
@@ -562,15 +540,7 @@ mod tests {
     fn filter_scores_with_an_encoder_classifier_in_batches() {
         let tmp = tempfile::tempdir().unwrap();
         let corpus = tmp.path().join("c");
-        run_op(
-            &Corpus,
-            &[
-                ("input", Value::Path(demo_dir().join("fineweb2-demo.jsonl"))),
-                ("docs_per_shard", Value::Int(90)),
-            ],
-            &corpus,
-        )
-        .unwrap();
+        demo_corpus_in_shards(&corpus, 90);
         let clf = tmp.path().join("clf");
         train_demo_classifier(
             &corpus,

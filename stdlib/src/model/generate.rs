@@ -786,10 +786,7 @@ mod tests {
                 std::slice::from_ref(&ids),
                 &GenerateOptions {
                     max_tokens: 6,
-                    temperature: 0.0,
-                    top_p: 1.0,
-                    seed: 0,
-                    stop_tokens: vec![],
+                    ..Default::default()
                 },
             )
             .unwrap()[0];

@@ -72,10 +72,7 @@ fn echo_logprobs_equal_the_model_and_give_lm_eval_loglikelihoods() {
             std::slice::from_ref(&whole),
             &GenerateOptions {
                 max_tokens: 1,
-                temperature: 0.0,
-                top_p: 1.0,
-                seed: 0,
-                stop_tokens: vec![],
+                ..Default::default()
             },
         )
         .unwrap();
@@ -167,10 +164,7 @@ fn completion_without_echo_and_with_stop_string() {
             std::slice::from_ref(&ids),
             &GenerateOptions {
                 max_tokens: 8,
-                temperature: 0.0,
-                top_p: 1.0,
-                seed: 0,
-                stop_tokens: vec![],
+                ..Default::default()
             },
         )
         .unwrap();
@@ -230,10 +224,7 @@ fn chat_completion_renders_the_template_and_generates() {
             std::slice::from_ref(&ids),
             &GenerateOptions {
                 max_tokens: 6,
-                temperature: 0.0,
-                top_p: 1.0,
-                seed: 0,
-                stop_tokens: vec![],
+                ..Default::default()
             },
         )
         .unwrap();

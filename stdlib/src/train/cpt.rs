@@ -226,7 +226,15 @@ impl Op for Train {
         let summary =
             match crate::model::runtime::cuda_backend(ctx.device, &|line| ctx.log(line)) {
                 Some(gpu) => train::train_on(gpu, &model_dir, &data_dir, out, &cfg, None, &monitor),
-                None => train::train(&model_dir, &data_dir, out, &cfg, None, &monitor),
+                None => train::train_on(
+                    flow_model::CpuBackend,
+                    &model_dir,
+                    &data_dir,
+                    out,
+                    &cfg,
+                    None,
+                    &monitor,
+                ),
             }
             .map_err(|e| match e {
                 flow_model::ModelError::Cancelled => miette!("cancelled"),

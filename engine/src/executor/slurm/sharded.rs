@@ -135,6 +135,20 @@ pub(super) struct ShardedUnit {
 }
 
 impl ShardedUnit {
+    /// Shows the unit's progress line: its shard tasks done, then `more`.
+    fn show_progress(&self, more: &str) {
+        crate::op::Progress::message(
+            &self.merge.work.progress,
+            &format!(
+                "{} of {} shard tasks done{more}",
+                self.tasks - self.remaining.len(),
+                self.tasks
+            ),
+        );
+    }
+}
+
+impl ShardedUnit {
     /// The unit ended by Ctrl-C.
     pub(super) fn cancelled(self, unit: usize) -> Msg {
         let seconds = self.since.elapsed().as_secs_f64();
@@ -451,14 +465,7 @@ fn submit_tasks(
         );
         actives.push((task.clone(), task_active(store, s, *i, spec, 1, log)));
     }
-    crate::op::Progress::message(
-        &s.merge.work.progress,
-        &format!(
-            "{} of {} shard tasks done, slurm job array {job}",
-            s.tasks - s.remaining.len(),
-            s.tasks
-        ),
-    );
+    s.show_progress(&format!(", slurm job array {job}"));
     sh.active.extend(actives);
 }
 
@@ -475,14 +482,7 @@ pub(super) fn part_built(
         return;
     };
     s.remaining.remove(&part.index);
-    crate::op::Progress::message(
-        &s.merge.work.progress,
-        &format!(
-            "{} of {} shard tasks done",
-            s.tasks - s.remaining.len(),
-            s.tasks
-        ),
-    );
+    s.show_progress("");
     if !s.remaining.is_empty() {
         return;
     }

@@ -88,29 +88,11 @@ impl<'a> Checker<'a> {
                 if !matches!(ty, Type::Record | Type::Any) {
                     return self.mistyped(file, expr, ty, what);
                 }
-                let mut out = BTreeMap::new();
-                let mut ok = true;
-                for (key, value) in fields {
-                    if out.contains_key(&key.text) {
-                        self.error(
-                            file,
-                            key.span,
-                            format!("duplicate field `{}`", key.text),
-                            "repeated here",
-                            "each field of a record appears once",
-                        );
-                        ok = false;
-                        continue;
-                    }
-                    let what = format!("field `{}` of {what}", key.text);
-                    match self.expr(file, value, &Type::Any, map, &what) {
-                        Some(a) => {
-                            out.insert(key.text.clone(), a);
-                        }
-                        None => ok = false,
-                    }
-                }
-                ok.then(|| fold_record(out))
+                self.record_fields(file, fields, |c, key, value| {
+                    let what = format!("field `{key}` of {what}");
+                    c.expr(file, value, &Type::Any, map, &what)
+                })
+                .map(fold_record)
             }
             ExprKind::Input { dir, path } => {
                 let fits = if *dir {
@@ -122,13 +104,7 @@ impl<'a> Checker<'a> {
                     return self.mistyped(file, expr, ty, what);
                 }
                 if path.value.is_empty() {
-                    self.error(
-                        file,
-                        path.span,
-                        "empty input path",
-                        "empty",
-                        "give the path of a file or directory, relative to this .flow file",
-                    );
+                    self.empty_input_path(file, path.span);
                     return None;
                 }
                 let base = self.files[file].path.parent().unwrap_or(Path::new("/"));
@@ -427,21 +403,18 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// The value of an argument the caller found to be a literal.
+fn into_literal(arg: Arg) -> Value {
+    match arg {
+        Arg::Lit(v) => v,
+        _ => unreachable!("checked to be a literal"),
+    }
+}
+
 /// A list whose elements are all literals is itself a literal.
 pub(super) fn fold_list(items: Vec<Arg>) -> Arg {
     if items.iter().all(|a| matches!(a, Arg::Lit(_))) {
-        Arg::Lit(Value::List(
-            items
-                .into_iter()
-                .map(|a| {
-                    if let Arg::Lit(v) = a {
-                        v
-                    } else {
-                        unreachable!()
-                    }
-                })
-                .collect(),
-        ))
+        Arg::Lit(Value::List(items.into_iter().map(into_literal).collect()))
     } else {
         Arg::List(items)
     }
@@ -452,16 +425,7 @@ pub(super) fn fold_record(fields: BTreeMap<String, Arg>) -> Arg {
         Arg::Lit(Value::Record(
             fields
                 .into_iter()
-                .map(|(k, a)| {
-                    (
-                        k,
-                        if let Arg::Lit(v) = a {
-                            v
-                        } else {
-                            unreachable!()
-                        },
-                    )
-                })
+                .map(|(k, a)| (k, into_literal(a)))
                 .collect(),
         ))
     } else {
@@ -471,17 +435,9 @@ pub(super) fn fold_record(fields: BTreeMap<String, Arg>) -> Arg {
 
 /// Calls `f` with every node an argument refers to.
 pub fn collect_nodes(arg: &Arg, f: &mut impl FnMut(&str)) {
-    match arg {
-        Arg::Node { node, .. } => f(node),
-        Arg::List(items) => items.iter().for_each(|a| collect_nodes(a, f)),
-        Arg::Record(fields) => fields.values().for_each(|a| collect_nodes(a, f)),
-        Arg::Template(parts) => {
-            for part in parts {
-                if let TemplatePart::Arg(a) = part {
-                    collect_nodes(a, f);
-                }
-            }
+    arg.for_each_leaf(&mut |a| {
+        if let Arg::Node { node, .. } = a {
+            f(node)
         }
-        Arg::Lit(_) | Arg::Param { .. } | Arg::Input { .. } | Arg::MapVar => {}
-    }
+    })
 }

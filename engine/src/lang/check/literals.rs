@@ -18,29 +18,9 @@ impl<'a> Checker<'a> {
                     .collect::<Option<Vec<_>>>()
                     .map(Value::List)
             }
-            ExprKind::Record(fields) => {
-                let mut map = BTreeMap::new();
-                let mut ok = true;
-                for (key, value) in fields {
-                    if map.contains_key(&key.text) {
-                        self.error(
-                            file,
-                            key.span,
-                            format!("duplicate field `{}`", key.text),
-                            "repeated here",
-                            "each field of a record appears once",
-                        );
-                        ok = false;
-                    }
-                    match self.literal(file, value) {
-                        Some(v) => {
-                            map.insert(key.text.clone(), v);
-                        }
-                        None => ok = false,
-                    }
-                }
-                ok.then_some(Value::Record(map))
-            }
+            ExprKind::Record(fields) => self
+                .record_fields(file, fields, |c, _, value| c.literal(file, value))
+                .map(Value::Record),
             ExprKind::Ref { name, .. } => {
                 self.error(
                     file,

@@ -282,6 +282,49 @@ impl<'a> Checker<'a> {
         let diag = self.src(file).error(span, message, label).help(help);
         self.errors.push(diag);
     }
+
+    fn empty_input_path(&mut self, file: FileId, span: SourceSpan) {
+        self.error(
+            file,
+            span,
+            "empty input path",
+            "empty",
+            "give the path of a file or directory, relative to this .flow file",
+        );
+    }
+
+    /// The fields of a record expression, each value through `value`
+    /// (given the field's name); a field given twice is an error, its
+    /// second value left unchecked. `None` when any field failed.
+    fn record_fields<T>(
+        &mut self,
+        file: FileId,
+        fields: &[(crate::lang::ast::Ident, Expr)],
+        mut value: impl FnMut(&mut Self, &str, &Expr) -> Option<T>,
+    ) -> Option<BTreeMap<String, T>> {
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (key, expr) in fields {
+            if out.contains_key(&key.text) {
+                self.error(
+                    file,
+                    key.span,
+                    format!("duplicate field `{}`", key.text),
+                    "repeated here",
+                    "each field of a record appears once",
+                );
+                ok = false;
+                continue;
+            }
+            match value(self, &key.text, expr) {
+                Some(v) => {
+                    out.insert(key.text.clone(), v);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
 }
 
 /// Removes `.` and resolves `..` without touching the file system.

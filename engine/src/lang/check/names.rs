@@ -63,13 +63,7 @@ impl<'a> Checker<'a> {
                             continue;
                         };
                         if path.value.is_empty() {
-                            self.error(
-                                file,
-                                path.span,
-                                "empty input path",
-                                "empty",
-                                "give the path of a file or directory, relative to this .flow file",
-                            );
+                            self.empty_input_path(file, path.span);
                             continue;
                         }
                         let decl = Decl::Input {

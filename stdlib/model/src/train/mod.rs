@@ -13,6 +13,5 @@ pub use optim::{OptimConfig, Schedule, StepStats, Trainer, TrainerOn};
 pub use packed::{ErrorLog, PackInfo, PackedData};
 pub use run::warmup_steps;
 pub use run::{
-    checkpoint_steps, total_steps, train, train_on, NoMonitor, TrainConfig, TrainMonitor,
-    TrainSummary,
+    checkpoint_steps, total_steps, train_on, NoMonitor, TrainConfig, TrainMonitor, TrainSummary,
 };

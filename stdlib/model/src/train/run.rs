@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use crate::backend::{model_error, Backend, CpuBackend};
+use crate::backend::{model_error, Backend};
 use crate::error::ModelError;
 use crate::model::{Model, ModelOn};
 use crate::tokenizer::copy_tokenizer_files;
@@ -208,23 +208,12 @@ fn step_batches(data: &PackedData, cfg: &TrainConfig, step: usize) -> Vec<Vec<us
         .collect()
 }
 
-/// Trains `model_dir` on `data_dir`, writing checkpoints under `out_dir/checkpoints/step-NNNNNN/`,
-/// the final model into `out_dir` itself, and `out_dir/losses.jsonl` (one line per step). With
-/// `resume`, continues from a checkpoint directory this function wrote (its optimizer.safetensors).
-pub fn train(
-    model_dir: &Path,
-    data_dir: &Path,
-    out_dir: &Path,
-    cfg: &TrainConfig,
-    resume: Option<&Path>,
-    monitor: &dyn TrainMonitor,
-) -> Result<TrainSummary, ModelError> {
-    train_on(
-        CpuBackend, model_dir, data_dir, out_dir, cfg, resume, monitor,
-    )
-}
-
-/// [`train`] with the model, its gradients and the optimizer state on `backend`.
+/// Trains `model_dir` on `data_dir` with the model, its gradients and the
+/// optimizer state on `backend` ([`crate::CpuBackend`] or a GPU's), writing
+/// checkpoints under `out_dir/checkpoints/step-NNNNNN/`, the final model
+/// into `out_dir` itself, and `out_dir/losses.jsonl` (one line per step).
+/// With `resume`, continues from a checkpoint directory this function
+/// wrote (its optimizer.safetensors).
 pub fn train_on<B: Backend>(
     backend: B,
     model_dir: &Path,

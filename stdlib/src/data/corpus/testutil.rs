@@ -20,6 +20,20 @@ pub fn demo_corpus(out: &Path) -> PathBuf {
     out.to_path_buf()
 }
 
+/// The demo corpus at `out` in shards of `docs_per_shard` documents.
+pub fn demo_corpus_in_shards(out: &Path, docs_per_shard: i64) -> PathBuf {
+    run_op(
+        &super::Corpus,
+        &[
+            ("input", Value::Path(demo_dir().join("fineweb2-demo.jsonl"))),
+            ("docs_per_shard", Value::Int(docs_per_shard)),
+        ],
+        out,
+    )
+    .unwrap();
+    out.to_path_buf()
+}
+
 /// A corpus directory `dir` of one zstd JSONL shard a text (`docs-00000.jsonl.zst`, ...),
 /// written as the corpus op names its shards; for tests of malformed lines.
 pub fn write_corpus_shards(dir: &Path, shards: &[&str]) -> PathBuf {

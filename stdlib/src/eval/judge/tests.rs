@@ -153,10 +153,7 @@ fn write_responses(dir: &Path, rows: &[(&str, &str)], checkpoint: Json) {
 /// contains "good", answers "A" when both or neither do (position bias),
 /// and answers nonsense for question q4.
 fn mock_endpoint() -> (crate::http::HttpServer, Arc<std::sync::atomic::AtomicUsize>) {
-    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = Arc::clone(&served);
-    let handler: crate::http::Handler = Arc::new(move |req: &crate::http::Request| {
-        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    counting_server(|req| {
         let v: Json = serde_json::from_slice(&req.body).unwrap();
         assert_eq!(v["model"], "judge-model");
         let user = v["messages"][1]["content"].as_str().unwrap().to_owned();
@@ -172,6 +169,18 @@ fn mock_endpoint() -> (crate::http::HttpServer, Arc<std::sync::atomic::AtomicUsi
         };
         let resp = json!({"choices": [{"message": {"role": "assistant", "content": answer}}]});
         crate::http::Response::json(200, &resp)
+    })
+}
+
+/// A server answering each request with `respond`, counting the requests.
+fn counting_server(
+    respond: impl Fn(&crate::http::Request) -> crate::http::Response + Send + Sync + 'static,
+) -> (crate::http::HttpServer, Arc<std::sync::atomic::AtomicUsize>) {
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&served);
+    let handler: crate::http::Handler = Arc::new(move |req: &crate::http::Request| {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        respond(req)
     });
     let server = crate::http::HttpServer::start(
         "127.0.0.1:0".parse().unwrap(),
@@ -299,24 +308,14 @@ fn ten_prompts(tmp: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 fn endpoint(
     answer: impl Fn(&str, &str) -> crate::http::Response + Send + Sync + 'static,
 ) -> (crate::http::HttpServer, Arc<std::sync::atomic::AtomicUsize>) {
-    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = Arc::clone(&served);
-    let handler: crate::http::Handler = Arc::new(move |req: &crate::http::Request| {
-        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    counting_server(move |req| {
         let v: Json = serde_json::from_slice(&req.body).unwrap_or(Json::Null);
         let user = v["messages"][1]["content"]
             .as_str()
             .unwrap_or("")
             .to_owned();
         answer(&user, req.header("authorization").unwrap_or(""))
-    });
-    let server = crate::http::HttpServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        crate::http::Limits::default(),
-        handler,
-    )
-    .unwrap();
-    (server, served)
+    })
 }
 
 fn judge_params(

@@ -53,44 +53,41 @@ pub(in crate::report) fn cpt_vs_merged_section(
             .unwrap_or_else(|| format!("benchmark {}", i + 1));
         let raw = scored(c, metric, "cpt")?;
         let mer = scored(m, metric, "cpt_merged")?;
-        for &(step, tokens, flops, a) in &raw {
-            let merged_acc = mer.iter().find(|x| x.0 == step).map(|x| x.3);
+        let merged_at = |step: u64| mer.iter().find(|x| x.0 == step).map(|x| x.3);
+        // A row per raw checkpoint beside its merge, then one per merge
+        // without a raw checkpoint of its step.
+        let raw_rows = raw
+            .iter()
+            .map(|&(step, tokens, _, a)| (step, tokens, Some(a), merged_at(step)));
+        let merged_only = mer
+            .iter()
+            .filter(|x| !raw.iter().any(|r| r.0 == x.0))
+            .map(|&(step, tokens, _, b)| (step, tokens, None, Some(b)));
+        for (step, tokens, a, b) in raw_rows.chain(merged_only) {
+            let delta = match (a, b) {
+                (Some(a), Some(b)) => format!("{:+.4}", b - a),
+                _ => "–".into(),
+            };
             rows.push(vec![
                 bench.clone(),
                 step.to_string(),
                 tokens.map_or("–".into(), human),
-                format!("{a:.4}"),
-                fmt_opt(merged_acc, 4),
-                merged_acc.map_or("–".into(), |b| format!("{:+.4}", b - a)),
+                fmt_opt(a, 4),
+                fmt_opt(b, 4),
+                delta,
             ]);
-            points.push(Point {
-                series: format!("{bench} CPT"),
-                label: format!("{bench} CPT @ step {step}"),
-                tokens,
-                flops,
-                value: a,
-                interval: None,
-            });
         }
-        for &(step, tokens, flops, b) in &mer {
-            if !raw.iter().any(|x| x.0 == step) {
-                rows.push(vec![
-                    bench.clone(),
-                    step.to_string(),
-                    tokens.map_or("–".into(), human),
-                    "–".into(),
-                    format!("{b:.4}"),
-                    "–".into(),
-                ]);
+        for (series, list) in [("CPT", &raw), ("CPT + SLERP", &mer)] {
+            for &(step, tokens, flops, value) in list {
+                points.push(Point {
+                    series: format!("{bench} {series}"),
+                    label: format!("{bench} {series} @ step {step}"),
+                    tokens,
+                    flops,
+                    value,
+                    interval: None,
+                });
             }
-            points.push(Point {
-                series: format!("{bench} CPT + SLERP"),
-                label: format!("{bench} CPT + SLERP @ step {step}"),
-                tokens,
-                flops,
-                value: b,
-                interval: None,
-            });
         }
     }
     doc.table(

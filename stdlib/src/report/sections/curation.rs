@@ -84,12 +84,12 @@ pub(in crate::report) fn curation_section(doc: &mut Doc, paths: &[PathBuf]) -> O
             known = true;
             row(
                 "documents classified",
-                num(j.documents_in as f64),
+                num(j.counts.documents_in as f64),
                 "428M (German FineWeb-2)",
             );
             row(
                 "documents kept as medical",
-                num(j.documents_out as f64),
+                num(j.counts.documents_out as f64),
                 "7.3M",
             );
         }
