@@ -4,57 +4,16 @@
 //! parameter's gradient of the cross-entropy loss, the state dict's tensor
 //! names and shapes and tokenizations.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+mod common;
+use common::encoder_golden::{golden, golden_dir, labels, padded_batch};
 
-use flow_model::encoder::{backward, forward, Batch, Dropout, Encoder, EncoderTokenizer};
-use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use flow_model::encoder::{backward, forward, Dropout, Encoder, EncoderTokenizer};
+use rand::SeedableRng;
 use safetensors::SafeTensors;
 use serde_json::Value;
-
-fn golden_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/encoder")
-        .join(name)
-}
-
-fn golden(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(golden_dir(name).join("golden.json")).unwrap())
-        .unwrap()
-}
-
-fn rows(v: &Value) -> Vec<Vec<u32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect()
-}
-
-/// The golden's right-padded batch, as transformers saw it.
-fn padded_batch(enc: &Encoder, g: &Value) -> Batch {
-    Batch::from_padded(
-        &enc.config,
-        &rows(&g["input_ids"]),
-        &rows(&g["attention_mask"]),
-    )
-    .unwrap()
-}
-
-fn labels(g: &Value) -> Vec<u32> {
-    g["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
 
 fn read_tensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path).unwrap();
@@ -195,15 +154,7 @@ fn check_dropout_gradients_by_finite_differences(name: &str) {
         if n.ends_with("key.bias") {
             continue; // 0 up to rounding: softmax ignores a per-row constant
         }
-        let len = grads.data[pi].len();
-        let ei = (0..8)
-            .map(|_| rng.random_range(0..len))
-            .max_by(|a, b| {
-                grads.data[pi][*a]
-                    .abs()
-                    .total_cmp(&grads.data[pi][*b].abs())
-            })
-            .unwrap();
+        let ei = common::large_gradient_entry(&grads.data[pi], &mut rng);
         let analytic = grads.data[pi][ei] as f64;
         let eps = 1e-2f32;
         let orig = enc.params.data[pi][ei];

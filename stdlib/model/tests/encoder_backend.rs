@@ -7,31 +7,9 @@
 
 mod common;
 use common::counting::Counting;
-
-use std::path::{Path, PathBuf};
+use common::encoder_golden::{golden, golden_dir, labels, padded_batch};
 
 use flow_model::encoder::{Batch, Encoder, EncoderOn, FineTuneConfig, FineTuner, FineTunerOn};
-use serde_json::Value;
-
-fn golden_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/encoder")
-        .join(name)
-}
-
-fn rows(v: &Value) -> Vec<Vec<u32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect()
-}
 
 fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()
@@ -39,23 +17,8 @@ fn bits(x: &[f32]) -> Vec<u32> {
 
 /// The golden's batch and labels (right-padded rows, as transformers saw them).
 fn golden_batch(enc: &Encoder, name: &str) -> (Batch, Vec<u32>) {
-    let g: Value = serde_json::from_str(
-        &std::fs::read_to_string(golden_dir(name).join("golden.json")).unwrap(),
-    )
-    .unwrap();
-    let batch = Batch::from_padded(
-        &enc.config,
-        &rows(&g["input_ids"]),
-        &rows(&g["attention_mask"]),
-    )
-    .unwrap();
-    let labels = g["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect();
-    (batch, labels)
+    let g = golden(name);
+    (padded_batch(enc, &g), labels(&g))
 }
 
 #[test]

@@ -143,16 +143,7 @@ fn finite_differences_agree_with_backward() {
             } else {
                 rng.random_range(0..n)
             };
-            let len = grads.data[pi].len();
-            // the entry of largest gradient among a few random ones, so the difference is well above noise
-            let ei = (0..8)
-                .map(|_| rng.random_range(0..len))
-                .max_by(|a, b| {
-                    grads.data[pi][*a]
-                        .abs()
-                        .total_cmp(&grads.data[pi][*b].abs())
-                })
-                .unwrap();
+            let ei = large_gradient_entry(&grads.data[pi], &mut rng);
             let analytic = grads.data[pi][ei] as f64;
             let eps = 1e-2f32;
             let orig = tr.model.params.data[pi][ei];

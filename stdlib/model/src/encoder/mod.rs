@@ -100,16 +100,21 @@ impl<B: EncoderBackend> EncoderOn<B> {
 
     /// Logits (B×2) of a batch.
     pub fn try_logits(&self, batch: &Batch) -> Result<Vec<f32>, ModelError> {
-        Ok(forward::forward_on(
+        self.logits_on_backend(batch).map_err(model_error)
+    }
+
+    /// Logits (B×2) of a batch (inference: no dropout, nothing recorded),
+    /// failing as the backend does.
+    fn logits_on_backend(&self, batch: &Batch) -> Result<Vec<f32>, B::Error> {
+        let (logits, _) = forward::forward_on(
             &self.backend,
             &self.config,
             &self.params,
             batch,
             false,
             None,
-        )
-        .map_err(model_error)?
-        .0)
+        )?;
+        Ok(logits)
     }
 
     /// P(label 1) of each sequence: softmax of the two logits.
@@ -185,15 +190,7 @@ impl Encoder {
 
     /// Logits (B×2) of a batch.
     pub fn logits(&self, batch: &Batch) -> Vec<f32> {
-        infallible(forward::forward_on(
-            &self.backend,
-            &self.config,
-            &self.params,
-            batch,
-            false,
-            None,
-        ))
-        .0
+        infallible(self.logits_on_backend(batch))
     }
 
     /// Writes an HF `*ForSequenceClassification` directory: config.json

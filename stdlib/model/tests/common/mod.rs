@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod counting;
+pub mod encoder_golden;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -58,4 +59,13 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
         .zip(b)
         .fold(0.0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()));
     diff / scale
+}
+
+/// The entry of largest gradient magnitude among 8 drawn at random: a
+/// finite-difference check there stands well above the rounding noise.
+pub fn large_gradient_entry(grad: &[f32], rng: &mut impl rand::Rng) -> usize {
+    (0..8)
+        .map(|_| rng.random_range(0..grad.len()))
+        .max_by(|a, b| grad[*a].abs().total_cmp(&grad[*b].abs()))
+        .unwrap()
 }
