@@ -9,7 +9,11 @@
 #       dropout) on both, the same comparisons
 #       (stdlib/model/examples/gpu_train_check.rs);
 #   (c) kernel benchmarks beside PyTorch on the same GPU in the same call
-#       (kernels/examples/gpu_bench.rs, scripts/gpu_bench_torch.py).
+#       (kernels/examples/gpu_bench.rs, scripts/gpu_bench_torch.py);
+#   (d) when the flow binary and the tiny project were carried too: the
+#       tiny DeFineMed pipeline whole with --device cuda and --device cpu,
+#       every model op on the device, losses compared
+#       (scripts/gpu_tiny_definemed.py).
 # Not yet here: the whole-step and decoding benchmarks against HF
 # transformers.
 #
@@ -17,6 +21,9 @@
 #   cargo build --release -p flow-kernels --example gpu_check --example gpu_bench
 #   cargo build --release -p flow-model --example gpu_train_check
 #   mkdir -p .carry && cp target/release/examples/gpu_{check,bench,train_check} .carry/ && strip .carry/gpu_*
+# and for (d), about 27 MB more:
+#   cargo build --release --bin flow && cp target/release/flow .carry/ && strip .carry/flow
+#   FLOW_TINY_PROJECT=$PWD/.carry/tiny-project cargo test --test e2e_definemed -- --ignored tiny_project
 # On the device machine:
 #   bash scripts/gpu_check.sh .carry
 # Writes the benchmark table to $OUT/gpu-performance.md when OUT is set.
@@ -52,4 +59,7 @@ print(table)
 if sys.argv[3]:
     open(sys.argv[3] + "/gpu-performance.md", "w").write(table + "\n")
 PY
+if [ -x "$bin/flow" ] && [ -d "$bin/tiny-project" ]; then
+  python3 scripts/gpu_tiny_definemed.py "$bin/flow" "$bin/tiny-project" || status=1
+fi
 exit "$status"

@@ -39,12 +39,21 @@ fn artifact(p: &Project, node: &str) -> PathBuf {
 /// and the tiny model, importing `pipelines/definemed.flow` by a relative
 /// path: nothing it reads lies outside its directory.
 fn self_contained_project(annotator_url: &str) -> Project {
+    let p = Project::new("");
+    write_self_contained_project(p.path(), annotator_url);
+    p
+}
+
+/// Writes the self-contained tiny project (`p.flow`, `pipelines/`,
+/// `data/demo/`, `tiny/`) into `dir`.
+fn write_self_contained_project(dir: &Path, annotator_url: &str) {
     let text = pipeline(annotator_url).replace(&format!("{ROOT}/pipelines/"), "pipelines/");
-    let p = Project::new(&text);
-    for dir in ["pipelines", "data/demo"] {
-        for e in walkdir::WalkDir::new(Path::new(ROOT).join(dir)) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("p.flow"), text).unwrap();
+    for sub in ["pipelines", "data/demo"] {
+        for e in walkdir::WalkDir::new(Path::new(ROOT).join(sub)) {
             let e = e.unwrap();
-            let to = p.path().join(e.path().strip_prefix(ROOT).unwrap());
+            let to = dir.join(e.path().strip_prefix(ROOT).unwrap());
             if e.file_type().is_dir() {
                 std::fs::create_dir_all(&to).unwrap();
             } else {
@@ -52,8 +61,20 @@ fn self_contained_project(annotator_url: &str) -> Project {
             }
         }
     }
-    tiny_model("qwen2", &p.path().join("tiny"));
-    p
+    tiny_model("qwen2", &dir.join("tiny"));
+}
+
+/// Not a check: writes the tiny project for the device check
+/// (`scripts/gpu_check.sh`, which runs it with `--device cuda` and
+/// `--device cpu` beside a keyword annotator on `FLOW_TINY_ANNOTATOR`,
+/// default `http://127.0.0.1:18080/v1`) into `FLOW_TINY_PROJECT`.
+#[test]
+#[ignore = "run by hand: FLOW_TINY_PROJECT=DIR cargo test --test e2e_definemed -- --ignored tiny_project"]
+fn write_the_tiny_project_for_the_device_check() {
+    let dir = std::env::var("FLOW_TINY_PROJECT").expect("FLOW_TINY_PROJECT names the directory");
+    let url = std::env::var("FLOW_TINY_ANNOTATOR")
+        .unwrap_or_else(|_| "http://127.0.0.1:18080/v1".to_owned());
+    write_self_contained_project(Path::new(&dir), &url);
 }
 
 /// Every file of every artifact in `cache` (run facts left out: they are
