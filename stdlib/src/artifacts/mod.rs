@@ -14,7 +14,8 @@
 //! `pack.json` ([`data::PackInfo`]) and `flow_checkpoint.json`
 //! ([`CheckpointLineage`]) are the training runtime's formats, so their
 //! structs are flow-model's, re-exported here. [`eval`] holds the
-//! evaluation ops' files, [`data`] the data ops' statistics, [`train`] the
+//! evaluation ops' files, [`model`] the model ops' (`generate`,
+//! `import_gguf`, `fetch_wheel`), [`data`] the data ops' statistics, [`train`] the
 //! training run's facts; each is written and read through its struct.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use crate::op::OpResult;
 
 pub mod data;
 pub mod eval;
+pub mod model;
 mod ordered;
 #[cfg(test)]
 mod tests;

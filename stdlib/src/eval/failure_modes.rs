@@ -150,7 +150,7 @@ fn read_rows(path: &Path, given: &str) -> OpResult<(Vec<Row>, Option<CheckpointL
                 .tokens
                 .map_or_else(|| words(&r.response).len() as f64, |t| t as f64),
             truncated: r.finish_reason.as_deref() == Some("length"),
-            id: r.id,
+            id: r.id_text(),
             response: r.response,
         })
         .collect();

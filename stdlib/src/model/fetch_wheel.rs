@@ -21,10 +21,10 @@ use std::sync::Arc;
 
 use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::Deserialize;
-use serde_json::json;
 use sha2::Digest;
 
-use crate::eval::mcqa::write_atomic;
+use crate::artifacts::model::FetchInfo;
+use crate::artifacts::JsonFile;
 use crate::op::{
     Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
 };
@@ -339,21 +339,15 @@ impl Op for FetchWheel {
             request.package, request.version
         ));
         let fetched = fetch(&request, &ctx.out_dir)?;
-        let info = json!({
-            "package": request.package,
-            "version": request.version,
-            "member": request.member,
-            "bytes": fetched.bytes,
-            "sha256": fetched.sha256,
-            "blake3": fetched.blake3,
-        });
-        write_atomic(
-            &ctx.out_dir,
-            "fetch.json",
-            serde_json::to_string_pretty(&info)
-                .into_diagnostic()?
-                .as_bytes(),
-        )?;
+        FetchInfo {
+            package: request.package.clone(),
+            version: request.version.clone(),
+            member: request.member.clone(),
+            bytes: fetched.bytes,
+            sha256: fetched.sha256.clone(),
+            blake3: fetched.blake3.clone(),
+        }
+        .write(&ctx.out_dir)?;
         ctx.log(&format!(
             "fetched {} ({} bytes, sha256 {})",
             request.member, fetched.bytes, fetched.sha256
@@ -365,7 +359,7 @@ impl Op for FetchWheel {
             .unwrap_or_default();
         let mut out = Outputs::new();
         out.insert("file".into(), Value::Path(name));
-        out.insert("info".into(), Value::Path("fetch.json".into()));
+        out.insert("info".into(), Value::Path(FetchInfo::NAME.into()));
         Ok(out)
     }
 }

@@ -17,11 +17,12 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use miette::{miette, IntoDiagnostic, WrapErr};
+use miette::miette;
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
-use crate::artifacts::{read_object_lines, CheckpointLineage, ObjectLine};
+use crate::artifacts::model::{FinishReasons, GenerateSummary, ResponseLine};
+use crate::artifacts::{read_object_lines, CheckpointLineage, JsonFile, JsonLines, ObjectLine};
 use crate::eval::mcqa::write_atomic;
 use crate::model::runtime::{self, ChatMessage, FinishReason, GenerateOptions, LanguageModel};
 use crate::op::{
@@ -271,93 +272,57 @@ pub fn write_outputs(
     checkpoint: Option<CheckpointLineage>,
     model_name: &str,
 ) -> OpResult<Outputs> {
-    let mut lines = String::new();
-    for (item, r) in items.iter().zip(responses) {
-        let mut line = json!({
-            "id": item.id,
-            "prompt": item.prompt,
-            "response": r.text,
-            "tokens": r.tokens,
-            "prompt_tokens": r.prompt_tokens,
-            "finish_reason": r.finish_reason.as_str(),
-        });
-        if item.messages.len() > 1 {
-            line["messages"] = json!(item
-                .messages
-                .iter()
-                .map(|m| json!({"role": m.role, "content": m.content}))
-                .collect::<Vec<_>>());
-        }
-        lines.push_str(&line.to_string());
-        lines.push('\n');
-    }
-    write_atomic(out_dir, "responses.jsonl", lines.as_bytes())?;
+    let lines: Vec<ResponseLine> = items
+        .iter()
+        .zip(responses)
+        .map(|(item, r)| ResponseLine {
+            id: item.id.clone(),
+            prompt: Some(item.prompt.clone()),
+            response: r.text.clone(),
+            tokens: Some(r.tokens),
+            prompt_tokens: Some(r.prompt_tokens),
+            finish_reason: Some(r.finish_reason.as_str().to_owned()),
+            messages: if item.messages.len() > 1 {
+                item.messages.clone()
+            } else {
+                Vec::new()
+            },
+            source: String::new(),
+        })
+        .collect();
+    write_atomic(
+        out_dir,
+        ResponseLine::NAME,
+        ResponseLine::to_text(&lines)?.as_bytes(),
+    )?;
     let prompt_tokens: usize = responses.iter().map(|r| r.prompt_tokens).sum();
     let completion_tokens: usize = responses.iter().map(|r| r.tokens).sum();
     let stopped = responses
         .iter()
         .filter(|r| r.finish_reason == FinishReason::Stop)
         .count();
-    let mut summary = json!({
-        "n": responses.len(),
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-        "finish_reasons": {"stop": stopped, "length": responses.len() - stopped},
-        "max_tokens": settings.max_tokens,
-        "temperature": settings.temperature,
-        "top_p": settings.top_p,
-        "seed": settings.seed,
-        "chat_template": settings.chat,
-        "model": model_name,
-    });
-    if let Some(c) = checkpoint {
-        summary["checkpoint"] = serde_json::to_value(c).into_diagnostic()?;
+    GenerateSummary {
+        n: responses.len(),
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+        finish_reasons: FinishReasons {
+            stop: stopped,
+            length: responses.len() - stopped,
+        },
+        max_tokens: settings.max_tokens,
+        temperature: f64::from(settings.temperature),
+        top_p: f64::from(settings.top_p),
+        seed: settings.seed,
+        chat_template: settings.chat,
+        model: model_name.to_owned(),
+        checkpoint,
     }
-    write_atomic(
-        out_dir,
-        "generate.json",
-        serde_json::to_string_pretty(&summary)
-            .into_diagnostic()?
-            .as_bytes(),
-    )?;
+    .write(out_dir)?;
     let mut out = Outputs::new();
-    out.insert("responses".into(), Value::Path("responses.jsonl".into()));
-    out.insert("summary".into(), Value::Path("generate.json".into()));
+    out.insert("responses".into(), Value::Path(ResponseLine::NAME.into()));
+    out.insert("summary".into(), Value::Path(GenerateSummary::NAME.into()));
     Ok(out)
-}
-
-/// One line of `responses.jsonl` read back (what [`write_outputs`] writes).
-#[derive(Clone, Debug, PartialEq)]
-pub struct ResponseRecord {
-    /// The `id` field as text: a string as it is, another JSON value in its
-    /// JSON form (`1`, `[1, 2]`).
-    pub id: String,
-    /// The prompt text (the last user message); `generate` always writes it,
-    /// other producers of responses files may leave it out.
-    pub prompt: Option<String>,
-    pub response: String,
-    /// Generated tokens, the stop token included.
-    pub tokens: Option<usize>,
-    pub prompt_tokens: Option<usize>,
-    /// `stop` or `length` from `generate`; kept as written.
-    pub finish_reason: Option<String>,
-    /// The whole chat, when it was more than the one user prompt.
-    pub messages: Vec<ChatMessage>,
-    /// `file:line`, for messages.
-    pub source: String,
-}
-
-impl ResponseRecord {
-    /// The messages before the last user turn (the query's context).
-    pub fn context(&self) -> &[ChatMessage] {
-        let last_user = self
-            .messages
-            .iter()
-            .rposition(|m| m.role == "user")
-            .unwrap_or(self.messages.len());
-        &self.messages[..last_user]
-    }
 }
 
 /// A `generate` artifact read back: its responses in file order and the
@@ -368,7 +333,7 @@ pub struct GeneratedResponses {
     pub path: PathBuf,
     /// The `responses.jsonl` that was read.
     pub file: PathBuf,
-    pub records: Vec<ResponseRecord>,
+    pub records: Vec<ResponseLine>,
     /// `checkpoint` of `generate.json` (absent, or the file given directly: `None`).
     pub checkpoint: Option<CheckpointLineage>,
     /// `model` of `generate.json`.
@@ -416,101 +381,38 @@ pub fn short_model_name(name: &str) -> String {
     }
 }
 
-fn optional_count(
-    v: &serde_json::Map<String, Json>,
-    key: &str,
-    at: &str,
-) -> OpResult<Option<usize>> {
-    match v.get(key) {
-        None | Some(Json::Null) => Ok(None),
-        Some(x) => x
-            .as_u64()
-            .map(|n| Some(n as usize))
-            .ok_or_else(|| miette!("{at}: `{key}` must be a whole number of tokens, found {x}")),
-    }
-}
-
 /// Reads a `generate` artifact directory (`responses.jsonl` and, when
 /// present, `generate.json`) or a responses file. Ids must be unique.
 pub fn read_responses(path: &Path) -> OpResult<GeneratedResponses> {
     let (file, summary) = if path.is_dir() {
         (
-            path.join("responses.jsonl"),
-            Some(path.join("generate.json")),
+            path.join(ResponseLine::NAME),
+            GenerateSummary::read_if_present(path)?,
         )
     } else {
         (path.to_owned(), None)
     };
     let mut records = Vec::new();
     let mut seen = std::collections::HashMap::new();
-    for ObjectLine {
-        line,
-        at,
-        object: v,
-    } in read_object_lines(&file)?
-    {
-        let id = match v.get("id") {
-            Some(Json::String(s)) => s.clone(),
-            Some(other) if !other.is_null() => other.to_string(),
-            _ => return Err(miette!("{at}: missing `id`")),
-        };
+    for ObjectLine { line, at, object } in read_object_lines(&file)? {
+        let mut record: ResponseLine = serde_json::from_value(Json::Object(object))
+            .map_err(|e| miette!("{at}: not {} ({e})", ResponseLine::WHAT))?;
+        if record.id.is_null() {
+            return Err(miette!("{at}: `id` is null; every response needs an id"));
+        }
+        let id = record.id_text();
         if let Some(first) = seen.insert(id.clone(), line) {
             return Err(miette!(
                 "{at}: id {id} appears twice (first on line {first})"
             ));
         }
-        let prompt = match v.get("prompt") {
-            None | Some(Json::Null) => None,
-            Some(Json::String(s)) => Some(s.clone()),
-            Some(other) => return Err(miette!("{at}: `prompt` must be a string, found {other}")),
-        };
-        let response = v
-            .get("response")
-            .and_then(Json::as_str)
-            .ok_or_else(|| miette!("{at}: missing string `response`"))?
-            .to_owned();
-        let finish_reason = match v.get("finish_reason") {
-            None | Some(Json::Null) => None,
-            Some(Json::String(s)) => Some(s.clone()),
-            Some(other) => {
-                return Err(miette!(
-                    "{at}: `finish_reason` must be a string, found {other}"
-                ))
-            }
-        };
-        let messages = match v.get("messages") {
-            None | Some(Json::Null) => Vec::new(),
-            Some(m) => message_list(m, &at)?,
-        };
-        records.push(ResponseRecord {
-            id,
-            prompt,
-            response,
-            tokens: optional_count(&v, "tokens", &at)?,
-            prompt_tokens: optional_count(&v, "prompt_tokens", &at)?,
-            finish_reason,
-            messages,
-            source: at,
-        });
+        record.source = at;
+        records.push(record);
     }
-    let (mut checkpoint, mut model) = (None, None);
-    if let Some(s) = summary.filter(|s| s.is_file()) {
-        let text = std::fs::read_to_string(&s)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("reading {}", s.display()))?;
-        let v: Json = serde_json::from_str(&text)
-            .map_err(|e| miette!("{}: invalid JSON: {e}", s.display()))?;
-        checkpoint = match v.get("checkpoint").filter(|c| !c.is_null()) {
-            Some(c) => Some(CheckpointLineage::deserialize(c).map_err(|e| {
-                miette!(
-                    "{}: `checkpoint` is not a checkpoint lineage: {e}",
-                    s.display()
-                )
-            })?),
-            None => None,
-        };
-        model = v.get("model").and_then(Json::as_str).map(str::to_owned);
-    }
+    let (checkpoint, model) = match summary {
+        Some(s) => (s.checkpoint, Some(s.model).filter(|m| !m.is_empty())),
+        None => (None, None),
+    };
     Ok(GeneratedResponses {
         path: path.to_owned(),
         file,
@@ -907,7 +809,7 @@ mod tests {
         assert_eq!(got.model.as_deref(), Some("/models/m"));
         assert_eq!(got.records.len(), 2);
         let (a, b) = (&got.records[0], &got.records[1]);
-        assert_eq!(a.id, "7");
+        assert_eq!(a.id_text(), "7");
         assert_eq!(a.prompt.as_deref(), Some("Was ist Fieber?"));
         assert_eq!(a.response, "Erhöhte Temperatur.");
         assert_eq!((a.tokens, a.prompt_tokens), (Some(4), Some(11)));
@@ -916,7 +818,7 @@ mod tests {
         assert_eq!(a.messages, items[0].messages);
         assert_eq!(a.context().len(), 1);
         assert_eq!(a.source, format!("{}:1", got.file.display()));
-        assert_eq!(b.id, "b");
+        assert_eq!(b.id_text(), "b");
         assert_eq!(b.prompt.as_deref(), Some("Und?"));
         assert_eq!(b.finish_reason.as_deref(), Some("length"));
         assert_eq!(b.messages, items[1].messages);
@@ -932,15 +834,17 @@ mod tests {
     fn read_responses_errors_name_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let good = "{\"id\": \"a\", \"prompt\": \"p\", \"response\": \"r\"}\n";
+        // What was wrong, after the file and line.
         let cases = [
             ("{not json\n", ":2: not valid JSON"),
             (
                 "{\"prompt\": \"p\", \"response\": \"r\"}\n",
-                ":2: missing `id`",
+                "missing field `id`",
             ),
+            ("{\"id\": null, \"response\": \"r\"}\n", ":2: `id` is null"),
             (
                 "{\"id\": \"b\", \"prompt\": \"p\"}\n",
-                ":2: missing string `response`",
+                "missing field `response`",
             ),
             (
                 "{\"id\": \"a\", \"response\": \"r\"}\n",
@@ -948,15 +852,15 @@ mod tests {
             ),
             (
                 "{\"id\": \"b\", \"response\": \"r\", \"tokens\": 2.5}\n",
-                ":2: `tokens` must be a whole number",
+                "invalid type: floating point `2.5`",
             ),
             (
                 "{\"id\": \"b\", \"response\": \"r\", \"prompt\": 3}\n",
-                ":2: `prompt` must be a string",
+                "invalid type: integer `3`, expected a string",
             ),
             (
                 "{\"id\": \"b\", \"response\": \"r\", \"messages\": [{\"role\": \"user\"}]}\n",
-                ":2: message 0 needs",
+                "missing field `content`",
             ),
             ("[1, 2]\n", ":2: each line must be a JSON object"),
         ];
@@ -964,7 +868,8 @@ mod tests {
             let p = dir.path().join("responses.jsonl");
             std::fs::write(&p, format!("{good}{second}")).unwrap();
             let err = format!("{}", read_responses(&p).unwrap_err());
-            assert!(err.contains(&format!("responses.jsonl{want}")), "{err}");
+            assert!(err.contains("responses.jsonl:2: "), "{err}");
+            assert!(err.contains(want), "{err}");
         }
         let err = format!(
             "{:?}",

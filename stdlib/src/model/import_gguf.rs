@@ -13,6 +13,8 @@ use std::sync::Arc;
 use miette::miette;
 use serde::Deserialize;
 
+use crate::artifacts::model::ImportInfo;
+use crate::artifacts::JsonFile;
 use crate::op::{Op, OpContext, OpResult, OpSpec, Outputs, Param, ParamsShape, Resources, Type};
 
 pub fn ops() -> Vec<Arc<dyn Op>> {
@@ -72,18 +74,17 @@ impl Op for ImportGguf {
         let input = p.input.as_path();
         ctx.progress.message("converting GGUF");
         let summary = import(input, &ctx.out_dir)?;
-        let info = serde_json::json!({
-            "source": ctx.input_name(input),
-            "architecture": summary.architecture,
-            "hf_architecture": summary.hf_architecture,
-            "tensors": summary.tensors,
-            "parameters": summary.parameters,
-            "source_types": summary.source_types,
-            "vocab_size": summary.vocab_size,
-            "tied_embeddings": summary.tied_embeddings,
-        });
-        let text = serde_json::to_string_pretty(&info).map_err(|e| miette!("import_gguf: {e}"))?;
-        crate::eval::mcqa::write_atomic(&ctx.out_dir, "import.json", text.as_bytes())?;
+        ImportInfo {
+            source: ctx.input_name(input),
+            architecture: summary.architecture.clone(),
+            hf_architecture: summary.hf_architecture.clone(),
+            tensors: summary.tensors,
+            parameters: summary.parameters,
+            source_types: summary.source_types.clone(),
+            vocab_size: summary.vocab_size,
+            tied_embeddings: summary.tied_embeddings,
+        }
+        .write(&ctx.out_dir)?;
         ctx.log(&format!(
             "imported {} ({}, {} parameters, {} tensors)",
             input.display(),

@@ -33,17 +33,11 @@ pub fn load_responses(path: &Path, name: &str) -> OpResult<Responses> {
             .prompt
             .clone()
             .ok_or_else(|| miette!("{}: missing string `prompt`", r.source))?;
-        let context = r
-            .context()
-            .iter()
-            .map(|m| ChatMessage {
-                role: m.role.clone(),
-                content: m.content.clone(),
-            })
-            .collect();
-        ids.push(r.id.clone());
+        let context = r.context().to_vec();
+        let id = r.id_text();
+        ids.push(id.clone());
         items.insert(
-            r.id,
+            id,
             ResponseItem {
                 prompt,
                 response: r.response,

@@ -28,11 +28,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use miette::{miette, IntoDiagnostic, WrapErr};
+use miette::miette;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::artifacts::CheckpointLineage;
+use crate::artifacts::{finite, CheckpointLineage, JsonFile, JsonLines};
 use crate::model::runtime;
 use crate::op::{
     Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
@@ -214,29 +214,32 @@ pub fn write_results(
     let mut doc = report(format, shots, bench, results);
     doc.model = Some(model_name.to_owned());
     doc.checkpoint = checkpoint;
-    let mut lines = String::new();
-    for (i, (item, r)) in bench.iter().zip(results).enumerate() {
-        let line = json!({
-            "index": i,
-            "id": item.id,
-            "subject": item.subject,
-            "source": item.source,
-            "gold": item.gold,
-            "pred": r.pred,
-            "pred_norm": r.pred_norm,
-            "correct": r.pred == item.gold,
-            "loglikelihoods": r.loglikelihoods,
-            "is_greedy": r.is_greedy,
-        });
-        lines.push_str(&line.to_string());
-        lines.push('\n');
-    }
-    write_atomic(out_dir, "items.jsonl", lines.as_bytes())?;
-    let text = serde_json::to_string_pretty(&doc).into_diagnostic()?;
-    write_atomic(out_dir, "mcqa.json", text.as_bytes())?;
+    let lines: Vec<McqaItemLine> = bench
+        .iter()
+        .zip(results)
+        .enumerate()
+        .map(|(i, (item, r))| McqaItemLine {
+            index: i,
+            id: item.id.clone(),
+            subject: item.subject.clone(),
+            source: item.source.clone(),
+            gold: item.gold,
+            pred: r.pred,
+            pred_norm: r.pred_norm,
+            correct: r.pred == item.gold,
+            loglikelihoods: r.loglikelihoods.iter().map(|&x| finite(x)).collect(),
+            is_greedy: r.is_greedy.clone(),
+        })
+        .collect();
+    write_atomic(
+        out_dir,
+        McqaItemLine::NAME,
+        McqaItemLine::to_text(&lines)?.as_bytes(),
+    )?;
+    doc.write(out_dir)?;
     let mut out = Outputs::new();
-    out.insert("result".into(), Value::Path("mcqa.json".into()));
-    out.insert("items".into(), Value::Path("items.jsonl".into()));
+    out.insert("result".into(), Value::Path(McqaResult::NAME.into()));
+    out.insert("items".into(), Value::Path(McqaItemLine::NAME.into()));
     out.insert("acc".into(), Value::Float(doc.acc));
     out.insert("acc_norm".into(), Value::Float(doc.acc_norm));
     Ok(out)

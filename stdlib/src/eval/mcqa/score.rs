@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use miette::miette;
 use serde::{Deserialize, Serialize};
 
+use crate::artifacts::{JsonFile, JsonLines};
 use crate::model::runtime::{LanguageModel, LogLikelihood};
 use crate::op::OpResult;
 
@@ -295,24 +296,36 @@ impl McqaResult {
             _ => None,
         }
     }
+}
 
-    /// Reads `mcqa.json` (or the `mcqa.json` in a directory).
-    pub fn read(path: &Path) -> OpResult<McqaResult> {
-        let file = if path.is_dir() {
-            path.join("mcqa.json")
-        } else {
-            path.to_path_buf()
-        };
-        let text = std::fs::read_to_string(&file)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("reading {}", file.display()))?;
-        serde_json::from_str(&text).map_err(|e| {
-            miette!(
-                "{}: not an mcqa result ({e}); pass the artifact of an mcqa node",
-                file.display()
-            )
-        })
-    }
+impl JsonFile for McqaResult {
+    const NAME: &'static str = "mcqa.json";
+    const WHAT: &'static str = "an mcqa result (pass the artifact of an mcqa node)";
+    const FINAL_NEWLINE: bool = false;
+}
+
+/// One line of `items.jsonl`: a scored item (written by `mcqa`, for
+/// comparing item by item with lm-eval's samples).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct McqaItemLine {
+    /// The item's place in the benchmark file (after `limit`).
+    pub index: usize,
+    pub id: Option<String>,
+    pub subject: String,
+    /// `file:line` of the item.
+    pub source: String,
+    pub gold: usize,
+    pub pred: usize,
+    pub pred_norm: usize,
+    pub correct: bool,
+    /// One per choice; a non-finite one is `null`.
+    pub loglikelihoods: Vec<Option<f64>>,
+    pub is_greedy: Vec<bool>,
+}
+
+impl JsonLines for McqaItemLine {
+    const NAME: &'static str = "items.jsonl";
+    const WHAT: &'static str = "a scored mcqa item";
 }
 
 /// The `mcqa.json` document of scored items.
