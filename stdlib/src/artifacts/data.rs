@@ -1,7 +1,9 @@
 //! The data ops' statistics files: `annotate.json`, `agreement.json`,
 //! `filter.json`, `dedup.json`, `pack.json` (written by their ops, read by
-//! `report`'s curation section and, for `pack.json`, by `heldout_loss`).
-//! Each ends in a line break, as the data ops always wrote them.
+//! `report`'s curation section and, for `pack.json`, by `heldout_loss`),
+//! `corpus.json` ([`CorpusStats`]) and `sample.json` ([`SampleStats`]).
+//! Each ends in a line break, as the data ops always wrote them. Also
+//! `annotate`'s labels, `annotations.jsonl` ([`Annotation`], one a line).
 
 use std::collections::BTreeMap;
 

@@ -14,7 +14,8 @@
 //! `pack.json` ([`data::PackInfo`]) and `flow_checkpoint.json`
 //! ([`CheckpointLineage`]) are the training runtime's formats, so their
 //! structs are flow-model's, re-exported here. [`eval`] holds the
-//! evaluation ops' files, [`data`] the data ops' statistics, [`train`] the
+//! evaluation ops' files, [`data`] the data ops' statistics (`corpus.json`,
+//! `sample.json`, ...) and `annotate`'s `annotations.jsonl`, [`train`] the
 //! training run's facts; each is written and read through its struct.
 
 use std::path::{Path, PathBuf};

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
 use super::corpus::for_each_line;
 use crate::artifacts::data::{AgreementReport, Annotation, AnnotatorAgreement};
@@ -288,6 +287,8 @@ impl Op for Agreement {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value as Json;
+
     use super::super::corpus::testutil::*;
     use super::*;
 
