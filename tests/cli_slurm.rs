@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use cli_common::definemed::{keyword_annotator, pipeline_with, tiny_model, TARGETS};
 use cli_common::{assert_same_units, content_hash, Project};
+use flow_stdlib::artifacts::data::CorpusStats;
+use flow_stdlib::artifacts::JsonFile;
 
 fn enabled() -> bool {
     if std::env::var("FLOW_SLURM_TESTS").is_ok_and(|v| v != "0") {
@@ -920,16 +922,9 @@ fn a_sharded_corpus_over_several_files_runs_as_a_job_array_and_matches_the_local
     };
     let (s, ev, _, _) = sharded_run_matches_local(pipeline, "c", 1, 4);
     let key = &ev.keys["c"];
-    let stats = std::fs::read_to_string(
-        s.cache()
-            .join("artifacts")
-            .join(key)
-            .join("out/corpus.json"),
-    )
-    .unwrap();
-    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
-    assert_eq!(stats["documents"], lines.len() as u64);
-    assert_eq!(stats["duplicate_ids"], 1);
+    let stats = CorpusStats::read(&s.cache().join("artifacts").join(key).join("out")).unwrap();
+    assert_eq!(stats.documents, lines.len() as u64);
+    assert_eq!(stats.duplicate_ids, 1);
 }
 
 /// Names of a corpus artifact's shards (`docs-*.jsonl.zst` in `out/`):

@@ -1,14 +1,16 @@
 //! The data ops' statistics files: `annotate.json`, `agreement.json`,
 //! `filter.json`, `dedup.json`, `pack.json` (written by their ops, read by
-//! `report`'s curation section and, for `pack.json`, by `heldout_loss`).
-//! Each ends in a line break, as the data ops always wrote them.
+//! `report`'s curation section and, for `pack.json`, by `heldout_loss`),
+//! `corpus.json` ([`CorpusStats`]) and `sample.json` ([`SampleStats`]).
+//! Each ends in a line break, as the data ops always wrote them. Also
+//! `annotate`'s labels, `annotations.jsonl` ([`Annotation`], one a line).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::{JsonFile, OrderedMap};
+use super::{JsonFile, JsonLines, OrderedMap};
 use crate::data::agreement::Prf;
 use crate::data::corpus::ErrorLog;
 pub use flow_model::train::PackInfo;
@@ -214,4 +216,133 @@ impl JsonFile for PackInfo {
     const NAME: &'static str = "pack.json";
     const WHAT: &'static str = "a pack info file";
     const FINAL_NEWLINE: bool = true;
+}
+
+/// `corpus.json`: what `corpus` read. Written by `corpus` (by its merge, so
+/// one reader and any number of shard tasks write the same bytes); read by
+/// the corpus tests and the cluster test of a sharded corpus.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CorpusStats {
+    pub documents: u64,
+    pub characters: u64,
+    /// The sums of the sources' figures.
+    pub empty_text: u64,
+    pub duplicate_ids: u64,
+    pub documents_lost: u64,
+    /// Sources whose stream broke off ([`CorpusSource::broken_off`]).
+    pub broken_off_files: usize,
+    pub errors: ErrorLog,
+    /// Each input file, in input order.
+    pub sources: Vec<CorpusSource>,
+    pub shards: Vec<ShardCount>,
+}
+
+/// One input file of `corpus.json`, also what a shard task of `corpus`
+/// hands the merge (its `part.json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CorpusSource {
+    /// The file, named by identity (`OpContext::input_place`) in
+    /// `corpus.json`, by path in a part.
+    pub path: String,
+    /// "jsonl" or "parquet".
+    pub format: String,
+    pub bytes: u64,
+    /// blake3 of the file's bytes, so the artifact says exactly what it read.
+    pub blake3: String,
+    pub documents: u64,
+    pub empty_text: u64,
+    pub duplicate_ids: u64,
+    pub errors: u64,
+    /// Documents known to be lost: the unreadable rest of a parquet row group.
+    pub documents_lost: u64,
+    /// A compressed or broken stream ended early: what was read is kept,
+    /// and this says where it broke off. Absent when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broken_off: Option<String>,
+}
+
+impl JsonFile for CorpusStats {
+    const NAME: &'static str = "corpus.json";
+    const WHAT: &'static str = "a corpus statistics file";
+    const FINAL_NEWLINE: bool = true;
+}
+
+/// `sample.json`: what `sample` drew. Written by `sample`; no op reads it
+/// (it is the artifact's record, and its tests').
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SampleStats {
+    /// Documents of the corpus.
+    pub seen: u64,
+    /// Documents drawn.
+    pub documents: usize,
+    /// The seed's two's-complement bits (a negative seed is a large number).
+    pub seed: u64,
+    /// How the documents were drawn: [`SampleStats::METHOD`].
+    pub method: String,
+    pub shards: Vec<ShardCount>,
+}
+
+impl SampleStats {
+    /// The `method` `sample` writes.
+    pub const METHOD: &'static str = "bottom-k of blake3(seed le64 || id)";
+}
+
+impl JsonFile for SampleStats {
+    const NAME: &'static str = "sample.json";
+    const WHAT: &'static str = "a sample statistics file";
+    const FINAL_NEWLINE: bool = true;
+}
+
+/// One line of `annotations.jsonl`: a document's label. Written by
+/// `annotate` (`{id, label, raw}` in corpus order, `label` null when the
+/// answer named none); read through [`crate::data::agreement::read_labels`]
+/// by `agreement` and `train_classifier`, which also take hand-made label
+/// files: there `id` may be a number (read as its text), `label` and `raw`
+/// may be missing (null), and `annotator` names the labeller (`model` when
+/// it is missing or not a string; `annotate` never writes it). Other keys
+/// are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Annotation {
+    #[serde(deserialize_with = "id_text")]
+    pub id: String,
+    /// The parsed label; `None` (null) if the answer named none.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// The model's raw answer (ignored when it is not a string).
+    #[serde(default, deserialize_with = "string_or_none")]
+    pub raw: Option<String>,
+    /// Who labelled the document, in a hand-made file.
+    #[serde(
+        default,
+        deserialize_with = "string_or_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub annotator: Option<String>,
+}
+
+impl JsonLines for Annotation {
+    const NAME: &'static str = "annotations.jsonl";
+    const WHAT: &'static str = "an annotation line";
+}
+
+/// A document id: a string, or a number read as its text.
+fn id_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Json::deserialize(d)? {
+        Json::String(s) => Ok(s),
+        Json::Number(x) => Ok(x.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "`id` is not a string or number but {other}"
+        ))),
+    }
+}
+
+/// A string, or `None` for anything else (null included).
+fn string_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Json::deserialize(d)? {
+        Json::String(s) => Some(s),
+        _ => None,
+    })
 }

@@ -8,14 +8,17 @@
 //! a number that may be non-finite is an `Option<f64>` (serde_json writes
 //! NaN and infinities as `null`).
 //!
-//! `mcqa.json` is [`crate::eval::mcqa::McqaResult`], beside the scoring
-//! that fills it; `holdout.json` is [`crate::heldout::split::HoldoutStats`];
+//! `mcqa.json` and `items.jsonl` are [`crate::eval::mcqa::McqaResult`]
+//! and [`crate::eval::mcqa::McqaItemLine`], beside the scoring that fills
+//! them; `holdout.json` is [`crate::heldout::split::HoldoutStats`];
 //! `classifier.json` is [`crate::data::train_classifier::ClassifierInfo`].
 //! `pack.json` ([`data::PackInfo`]) and `flow_checkpoint.json`
 //! ([`CheckpointLineage`]) are the training runtime's formats, so their
 //! structs are flow-model's, re-exported here. [`eval`] holds the
-//! evaluation ops' files, [`model`] the model ops' (`generate`,
-//! `import_gguf`, `fetch_wheel`), [`data`] the data ops' statistics, [`train`] the
+//! evaluation ops' files, [`model`] the model
+//! ops' (`generate`, `import_gguf`, `fetch_wheel`), [`data`] the data ops'
+//! statistics (`corpus.json`, `sample.json`, ...) and `annotate`'s
+//! `annotations.jsonl`, [`train`] the
 //! training run's facts; each is written and read through its struct.
 
 use std::path::{Path, PathBuf};

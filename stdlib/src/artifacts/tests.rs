@@ -180,4 +180,163 @@ fn import_and_fetch_json_read_and_write_back_byte_for_byte() {
     let fetch = FetchInfo::read(dir.path()).unwrap();
     assert_eq!(fetch.bytes, 98_362_432);
     assert_eq!(String::from_utf8(fetch.to_bytes().unwrap()).unwrap(), FETCH);
+/// `corpus.json` as the op wrote it before it was typed (its `json!`
+/// value through `write_json_atomic`): two sources of two runs, one whose
+/// `.gz` broke off, the temporary directories' paths shortened.
+const CORPUS: &str = r#"{
+  "documents": 13162,
+  "characters": 120541,
+  "empty_text": 1,
+  "duplicate_ids": 1,
+  "documents_lost": 0,
+  "broken_off_files": 1,
+  "errors": {
+    "count": 2,
+    "examples": [
+      "/in/f0.jsonl:2: malformed JSON: key must be a string at line 1 column 2",
+      "/in/a.jsonl.gz: /in/a.jsonl.gz:13160: the file breaks off after 13159 complete lines (truncated or corrupt): incomplete deflate stream"
+    ]
+  },
+  "sources": [
+    {
+      "path": "/in/f0.jsonl",
+      "format": "jsonl",
+      "bytes": 116,
+      "blake3": "62de7c6cb9a3d30bf168bcacddfd1ae56cb946a96325367eaf460d96cab4944e",
+      "documents": 3,
+      "empty_text": 0,
+      "duplicate_ids": 0,
+      "errors": 1,
+      "documents_lost": 0
+    },
+    {
+      "path": "/in/a.jsonl.gz",
+      "format": "jsonl",
+      "bytes": 56730,
+      "blake3": "66bac55d6334d098a7cba54cf980a5dff075a2b69cc059b717bd8041c52153ee",
+      "documents": 13159,
+      "empty_text": 0,
+      "duplicate_ids": 0,
+      "errors": 1,
+      "documents_lost": 0,
+      "broken_off": "/in/a.jsonl.gz:13160: the file breaks off after 13159 complete lines (truncated or corrupt): incomplete deflate stream"
+    }
+  ],
+  "shards": [
+    {
+      "file": "docs-00000.jsonl.zst",
+      "documents": 3
+    },
+    {
+      "file": "docs-00001.jsonl.zst",
+      "documents": 13159
+    }
+  ]
+}
+"#;
+
+#[test]
+fn corpus_json_reads_and_writes_back_byte_for_byte() {
+    use super::data::CorpusStats;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("corpus.json"), CORPUS).unwrap();
+    let doc = CorpusStats::read(dir.path()).unwrap();
+    assert_eq!(doc.sources[0].broken_off, None);
+    assert!(doc.sources[1]
+        .broken_off
+        .as_ref()
+        .unwrap()
+        .contains("breaks off"));
+    assert_eq!(doc.shards[1].documents, 13159);
+    assert_eq!(String::from_utf8(doc.to_bytes().unwrap()).unwrap(), CORPUS);
+}
+
+/// `sample.json` as the op wrote it before it was typed (seed -3, whose
+/// two's-complement bits it always wrote).
+const SAMPLE: &str = r#"{
+  "seen": 10,
+  "documents": 4,
+  "seed": 18446744073709551613,
+  "method": "bottom-k of blake3(seed le64 || id)",
+  "shards": [
+    {
+      "file": "docs-00000.jsonl.zst",
+      "documents": 3
+    },
+    {
+      "file": "docs-00001.jsonl.zst",
+      "documents": 1
+    }
+  ]
+}
+"#;
+
+#[test]
+fn sample_json_reads_and_writes_back_byte_for_byte() {
+    use super::data::SampleStats;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sample.json"), SAMPLE).unwrap();
+    let doc = SampleStats::read(dir.path()).unwrap();
+    assert_eq!(doc.seed, -3i64 as u64);
+    assert_eq!(doc.method, SampleStats::METHOD);
+    assert_eq!(String::from_utf8(doc.to_bytes().unwrap()).unwrap(), SAMPLE);
+}
+
+/// `annotations.jsonl` as `annotate` wrote it before it was typed (each
+/// line `json!({"id", "label", "raw"})`, compact).
+const ANNOTATIONS: &str = concat!(
+    r#"{"id":"d1","label":"medizinisch","raw":"Medizinisch \"ja\" – ü"}"#,
+    "\n",
+    r#"{"id":"d2","label":null,"raw":"weiß nicht"}"#,
+    "\n",
+    r#"{"id":"d3","label":null,"raw":null}"#,
+    "\n",
+);
+
+#[test]
+fn annotations_jsonl_reads_and_writes_back_byte_for_byte() {
+    use super::data::Annotation;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("annotations.jsonl"), ANNOTATIONS).unwrap();
+    let lines = Annotation::read_all(dir.path()).unwrap();
+    assert_eq!(lines[0].label.as_deref(), Some("medizinisch"));
+    assert_eq!(lines[1].label, None);
+    assert_eq!(lines[2].raw, None);
+    assert_eq!(Annotation::to_text(&lines).unwrap(), ANNOTATIONS);
+}
+
+/// A hand-made label file, read as leniently as before it was typed: a
+/// numeric id is its text, a missing label or raw is null, an annotator
+/// that is not a string is none; a label that is not a string is an error
+/// naming the file and line.
+#[test]
+fn annotation_lines_of_hand_made_files_are_read_leniently() {
+    use super::data::Annotation;
+    let file = Path::new("labels.jsonl");
+    let text = concat!(
+        r#"{"id":7,"label":"med","annotator":"ann1","note":"x"}"#,
+        "\n\n",
+        r#"{"id":"b","annotator":3,"raw":{"x":1}}"#,
+        "\n",
+    );
+    let lines = Annotation::parse_all(text, file).unwrap();
+    assert_eq!(lines[0].id, "7");
+    assert_eq!(lines[0].annotator.as_deref(), Some("ann1"));
+    assert_eq!(
+        (lines[1].label.as_ref(), lines[1].raw.as_ref()),
+        (None, None)
+    );
+    assert_eq!(lines[1].annotator, None);
+    for bad in [
+        r#"{"id":"a","label":3}"#,
+        r#"{"label":"med"}"#,
+        r#"{"id":null}"#,
+    ] {
+        let err = Annotation::parse_all(&format!("\n{bad}\n"), file).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("labels.jsonl:2: not an annotation line"),
+            "{err}"
+        );
+    }
 }

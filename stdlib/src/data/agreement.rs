@@ -9,11 +9,10 @@ use std::sync::Arc;
 
 use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
 use super::corpus::for_each_line;
-use crate::artifacts::data::{AgreementReport, AnnotatorAgreement};
-use crate::artifacts::JsonFile;
+use crate::artifacts::data::{AgreementReport, Annotation, AnnotatorAgreement};
+use crate::artifacts::{JsonFile, JsonLines};
 use crate::op::{
     Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
 };
@@ -33,7 +32,7 @@ pub struct LabelRow {
 /// If `path` is a directory (an `annotate` artifact), its `annotations.jsonl`.
 pub fn label_file(path: &Path) -> PathBuf {
     if path.is_dir() {
-        path.join("annotations.jsonl")
+        path.join(Annotation::NAME)
     } else {
         path.to_path_buf()
     }
@@ -88,21 +87,15 @@ pub fn read_labels(path: &Path) -> OpResult<(Vec<LabelRow>, u64)> {
             if line.trim().is_empty() {
                 return Ok(());
             }
-            let v: Json = serde_json::from_str(line)
-                .map_err(|e| miette!("{name}:{n}: malformed JSON: {e}"))?;
-            let id = match &v["id"] {
-                Json::String(s) => s.clone(),
-                Json::Number(x) => x.to_string(),
-                _ => return Err(miette!("{name}:{n}: no `id`")),
-            };
-            match &v["label"] {
-                Json::String(l) => rows.push(LabelRow {
-                    id,
-                    annotator: v["annotator"].as_str().unwrap_or("model").to_string(),
-                    label: l.clone(),
+            let a: Annotation = serde_json::from_str(line)
+                .map_err(|e| miette!("{name}:{n}: not {} ({e})", Annotation::WHAT))?;
+            match a.label {
+                Some(label) => rows.push(LabelRow {
+                    id: a.id,
+                    annotator: a.annotator.unwrap_or_else(|| "model".into()),
+                    label,
                 }),
-                Json::Null => unlabelled += 1,
-                _ => return Err(miette!("{name}:{n}: `label` is not a string")),
+                None => unlabelled += 1,
             }
             Ok(())
         })?;
@@ -294,6 +287,8 @@ impl Op for Agreement {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value as Json;
+
     use super::super::corpus::testutil::*;
     use super::*;
 

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::corpus::{corpus_shards, for_each_doc, write_json_atomic, ShardWriter};
+use super::corpus::{corpus_shards, for_each_doc, ShardWriter};
+use crate::artifacts::data::{SampleStats, ShardCount};
+use crate::artifacts::JsonFile;
 use crate::op::{
     Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
 };
@@ -96,14 +98,14 @@ impl Op for Sample {
             writer.write_line(line)?;
         }
         let shards_out = writer.finish()?;
-        let stats = serde_json::json!({
-            "seen": seen,
-            "documents": chosen.len(),
-            "seed": seed,
-            "method": "bottom-k of blake3(seed le64 || id)",
-            "shards": shards_out.iter().map(|(f, n)| serde_json::json!({"file": f, "documents": n})).collect::<Vec<_>>(),
-        });
-        write_json_atomic(&ctx.out_dir.join("sample.json"), &stats)?;
+        let stats = SampleStats {
+            seen,
+            documents: chosen.len(),
+            seed,
+            method: SampleStats::METHOD.to_string(),
+            shards: ShardCount::list(&shards_out),
+        };
+        stats.write(&ctx.out_dir)?;
         ctx.log(&format!(
             "sampled {} of {seen} documents (seed {seed})",
             chosen.len()
@@ -214,6 +216,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ids(&o).len(), ids(&corpus).len());
+        let stats = SampleStats::read(&o).unwrap();
+        assert_eq!(
+            (stats.seen, stats.documents),
+            (ids(&corpus).len() as u64, ids(&corpus).len())
+        );
+        let written = std::fs::read(o.join("sample.json")).unwrap();
+        assert_eq!(stats.to_bytes().unwrap(), written);
         assert_outside_declared_range(&Sample, "n", Value::Int(0));
     }
 }

@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
 use super::corpus::{corpus_shards, for_each_doc, write_bytes_atomic, write_json_atomic};
-use crate::artifacts::data::AnnotateStats;
-use crate::artifacts::JsonFile;
+use crate::artifacts::data::{AnnotateStats, Annotation};
+use crate::artifacts::{JsonFile, JsonLines};
 use crate::llm::{
     ChatBackend, ChatError, ChatMessage, ChatRequest, LocalBackend, OpenAiBackend, OpenAiSettings,
 };
@@ -501,11 +501,16 @@ impl Sharded for Annotate {
                     }
                 }
             }
-            text += &serde_json::to_string(&json!({"id": a.id, "label": a.label, "raw": a.raw}))
-                .into_diagnostic()?;
+            let line = Annotation {
+                id: a.id.clone(),
+                label: a.label.clone(),
+                raw: a.raw.clone(),
+                annotator: None,
+            };
+            text += &line.to_line()?;
             text.push('\n');
         }
-        write_bytes_atomic(&ctx.out_dir.join("annotations.jsonl"), text.as_bytes())?;
+        write_bytes_atomic(&ctx.out_dir.join(Annotation::NAME), text.as_bytes())?;
         let stats = AnnotateStats {
             n: order.len(),
             labels: per_label.into_iter().collect(),
@@ -530,7 +535,7 @@ impl Sharded for Annotate {
         Ok(BTreeMap::from([
             (
                 "annotations".to_string(),
-                Value::Path("annotations.jsonl".into()),
+                Value::Path(Annotation::NAME.into()),
             ),
             ("stats".to_string(), Value::Path("annotate.json".into())),
         ]))

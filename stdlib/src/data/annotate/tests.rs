@@ -231,11 +231,13 @@ fn params(corpus: &Path, url: &str, extra: &[(&'static str, Value)]) -> Vec<(&'s
     p
 }
 
+/// The lines of an `annotations.jsonl`, read through [`Annotation`], as
+/// JSON values.
 fn read_jsonl(p: &Path) -> Vec<Json> {
-    std::fs::read_to_string(p)
+    Annotation::read_all(p)
         .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .iter()
+        .map(|a| serde_json::to_value(a).unwrap())
         .collect()
 }
 

@@ -1,6 +1,8 @@
 //! The `corpus` op: FineWeb-2 parquet and JSONL in, normalised shards out.
 
 use super::*;
+use crate::artifacts::data::{CorpusSource, CorpusStats, ShardCount};
+use crate::artifacts::JsonFile;
 use crate::op::ParamsShape;
 
 // ---------------------------------------------------------------------------
@@ -8,25 +10,6 @@ use crate::op::ParamsShape;
 
 /// The `corpus` op.
 pub struct Corpus;
-
-#[derive(Serialize, Deserialize, Default)]
-pub(super) struct SourceStats {
-    path: String,
-    format: String,
-    bytes: u64,
-    /// blake3 of the file's bytes, so the artifact says exactly what it read.
-    blake3: String,
-    documents: u64,
-    empty_text: u64,
-    duplicate_ids: u64,
-    errors: u64,
-    /// Documents known to be lost: the unreadable rest of a parquet row group.
-    documents_lost: u64,
-    /// A compressed or broken stream ended early: what was read is kept,
-    /// and this says where it broke off.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    broken_off: Option<String>,
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Format {
@@ -159,7 +142,7 @@ impl Normaliser<'_> {
         place: &str,
         fallback_id: String,
         mut obj: Map<String, Json>,
-        stats: &mut SourceStats,
+        stats: &mut CorpusSource,
     ) -> OpResult<()> {
         let text = match obj.remove(self.text_field) {
             Some(Json::String(s)) => s,
@@ -220,7 +203,7 @@ pub(super) fn json_kind(v: &Json) -> &'static str {
 pub(super) fn read_jsonl(
     path: &Path,
     norm: &mut Normaliser,
-    stats: &mut SourceStats,
+    stats: &mut CorpusSource,
     ctx: &OpContext,
 ) -> OpResult<()> {
     let name = path.display().to_string();
@@ -271,7 +254,7 @@ const PARQUET_BATCH_ROWS: usize = 1024;
 pub(super) fn read_parquet(
     path: &Path,
     norm: &mut Normaliser,
-    stats: &mut SourceStats,
+    stats: &mut CorpusSource,
     ctx: &OpContext,
 ) -> OpResult<()> {
     use parquet::arrow::arrow_reader::{
@@ -555,7 +538,7 @@ impl Op for Corpus {
 /// and the part's files of its documents and events.
 #[derive(Serialize, Deserialize)]
 struct SourcePart {
-    stats: SourceStats,
+    stats: CorpusSource,
     /// `None`: the file had no document.
     docs_file: Option<String>,
     events_file: String,
@@ -578,7 +561,7 @@ fn read_source(
         events: Vec::new(),
     };
     let (bytes, hash) = hash_file(path)?;
-    let mut stats = SourceStats {
+    let mut stats = CorpusSource {
         path: path.display().to_string(),
         format: if format == Format::Parquet {
             "parquet"
@@ -639,7 +622,7 @@ impl Sharded for Corpus {
         let mut seen_ids: HashSet<String> = HashSet::new();
         let mut errors = ErrorLog::default();
         let mut chars = 0u64;
-        let mut sources: Vec<SourceStats> = Vec::new();
+        let mut sources: Vec<CorpusSource> = Vec::new();
         for part in parts {
             let listed: Vec<SourcePart> = read_json_file(&part.join("part.json"))?;
             for SourcePart {
@@ -712,18 +695,18 @@ impl Sharded for Corpus {
             source.path = ctx.input_place(&source.path);
             source.broken_off = source.broken_off.take().map(|b| ctx.input_place(&b));
         }
-        let stats = serde_json::json!({
-            "documents": documents,
-            "characters": chars,
-            "empty_text": sources.iter().map(|s| s.empty_text).sum::<u64>(),
-            "duplicate_ids": sources.iter().map(|s| s.duplicate_ids).sum::<u64>(),
-            "documents_lost": sources.iter().map(|s| s.documents_lost).sum::<u64>(),
-            "broken_off_files": sources.iter().filter(|s| s.broken_off.is_some()).count(),
-            "errors": errors,
-            "sources": sources,
-            "shards": shards.iter().map(|(f, n)| serde_json::json!({"file": f, "documents": n})).collect::<Vec<_>>(),
-        });
-        write_json_atomic(&ctx.out_dir.join("corpus.json"), &stats)?;
+        let stats = CorpusStats {
+            documents,
+            characters: chars,
+            empty_text: sources.iter().map(|s| s.empty_text).sum(),
+            duplicate_ids: sources.iter().map(|s| s.duplicate_ids).sum(),
+            documents_lost: sources.iter().map(|s| s.documents_lost).sum(),
+            broken_off_files: sources.iter().filter(|s| s.broken_off.is_some()).count(),
+            errors,
+            sources,
+            shards: ShardCount::list(&shards),
+        };
+        stats.write(&ctx.out_dir)?;
         let mut out = BTreeMap::new();
         out.insert("stats".to_string(), Value::Path("corpus.json".into()));
         Ok(out)

@@ -1,5 +1,7 @@
 use super::testutil::*;
 use super::*;
+use crate::artifacts::data::CorpusStats;
+use crate::artifacts::JsonFile;
 
 fn demo_jsonl_lines() -> Vec<Json> {
     std::fs::read_to_string(demo_dir().join("fineweb2-demo.jsonl"))
@@ -57,10 +59,9 @@ fn corpus_reads_jsonl_and_parquet_alike() {
         assert_eq!(p["url"], s["url"]);
         assert_eq!(p["language_score"], s["language_score"]);
     }
-    let stats: Json =
-        serde_json::from_str(&std::fs::read_to_string(b.join("corpus.json")).unwrap()).unwrap();
-    assert_eq!(stats["documents"], source.len() as u64);
-    assert_eq!(stats["sources"][0]["format"], "parquet");
+    let stats = CorpusStats::read(&b).unwrap();
+    assert_eq!(stats.documents, source.len() as u64);
+    assert_eq!(stats.sources[0].format, "parquet");
 }
 
 #[test]
@@ -124,21 +125,14 @@ fn corpus_reports_malformed_lines_and_empty_shards() {
     assert!(msg.contains("bad.jsonl:2"), "{msg}");
     let out = tmp.path().join("o2");
     run_op(&Corpus, &[("input", files)], &out).unwrap();
-    let stats: Json =
-        serde_json::from_str(&std::fs::read_to_string(out.join("corpus.json")).unwrap()).unwrap();
-    assert_eq!(stats["documents"], 2);
-    assert_eq!(stats["errors"]["count"], 3);
-    let examples = stats["errors"]["examples"].as_array().unwrap();
-    assert!(examples[0]
-        .as_str()
-        .unwrap()
-        .contains("bad.jsonl:2: malformed JSON"));
-    assert!(examples[1]
-        .as_str()
-        .unwrap()
-        .contains("bad.jsonl:3: no `text` field"));
-    assert!(examples[2].as_str().unwrap().contains("bad.jsonl:4"));
-    assert_eq!(stats["sources"][1]["documents"], 0);
+    let stats = CorpusStats::read(&out).unwrap();
+    assert_eq!(stats.documents, 2);
+    assert_eq!(stats.errors.count, 3);
+    let examples = &stats.errors.examples;
+    assert!(examples[0].contains("bad.jsonl:2: malformed JSON"));
+    assert!(examples[1].contains("bad.jsonl:3: no `text` field"));
+    assert!(examples[2].contains("bad.jsonl:4"));
+    assert_eq!(stats.sources[1].documents, 0);
 }
 
 #[test]
@@ -260,17 +254,12 @@ fn a_corrupt_parquet_page_costs_only_its_row_group_and_is_counted() {
         .iter()
         .filter(|t| t.starts_with("Dokument 1-"))
         .count() as u64;
-    let stats: Json =
-        serde_json::from_str(&std::fs::read_to_string(out.join("corpus.json")).unwrap()).unwrap();
-    assert_eq!(stats["documents"], texts.len() as u64);
+    let stats = CorpusStats::read(&out).unwrap();
+    assert_eq!(stats.documents, texts.len() as u64);
     // Every document is either kept or counted as lost.
-    assert_eq!(
-        stats["documents_lost"].as_u64().unwrap() + kept_of_1,
-        10,
-        "{stats}"
-    );
-    assert_eq!(stats["errors"]["count"], 1, "{stats}");
-    let example = stats["errors"]["examples"][0].as_str().unwrap();
+    assert_eq!(stats.documents_lost + kept_of_1, 10, "{stats:?}");
+    assert_eq!(stats.errors.count, 1, "{stats:?}");
+    let example = &stats.errors.examples[0];
     assert!(
         example.contains("three_groups.parquet") && example.contains("row group 1"),
         "{example}"
@@ -316,9 +305,7 @@ fn truncated_streams_keep_what_was_read_and_a_bom_costs_nothing() {
         let out = tmp.path().join(format!("o-{name}"));
         run_op(&Corpus, &[("input", Value::Path(path))], &out).unwrap();
         let docs = read_corpus(&out);
-        let stats: Json =
-            serde_json::from_str(&std::fs::read_to_string(out.join("corpus.json")).unwrap())
-                .unwrap();
+        let stats = CorpusStats::read(&out).unwrap();
         assert!(
             docs.len() > 1000 && docs.len() < 20000,
             "{name}: {} documents",
@@ -328,12 +315,14 @@ fn truncated_streams_keep_what_was_read_and_a_bom_costs_nothing() {
         for (i, d) in docs.iter().enumerate() {
             assert_eq!(d["id"], format!("d{i}"), "{name}");
         }
-        let broke = stats["sources"][0]["broken_off"].as_str().unwrap();
+        let written = std::fs::read(out.join("corpus.json")).unwrap();
+        assert_eq!(stats.to_bytes().unwrap(), written, "{name}");
+        let broke = stats.sources[0].broken_off.as_deref().unwrap();
         assert!(
             broke.contains(name) && broke.contains("breaks off"),
             "{name}: {broke}"
         );
-        assert_eq!(stats["broken_off_files"], 1);
+        assert_eq!(stats.broken_off_files, 1);
     }
     let path = tmp.path().join("bom.jsonl");
     std::fs::write(
@@ -410,27 +399,21 @@ fn corpus_writes_the_same_bytes_for_any_number_of_shard_tasks() {
         .collect();
     assert_eq!(ids, expected);
     assert_eq!(corpus_shards(&out).unwrap().len(), 4);
-    let stats: Json =
-        serde_json::from_str(&std::fs::read_to_string(out.join("corpus.json")).unwrap()).unwrap();
-    assert_eq!(stats["documents"], 10);
-    assert_eq!(stats["duplicate_ids"], 1);
-    assert_eq!(stats["empty_text"], 1);
-    assert_eq!(stats["errors"]["count"], 2);
-    let examples = stats["errors"]["examples"].as_array().unwrap();
-    assert!(examples[0]
-        .as_str()
-        .unwrap()
-        .starts_with(&format!("{}:2: malformed JSON", files[0].display())));
+    let stats = CorpusStats::read(&out).unwrap();
+    // the struct holds every byte of the file
+    let written = std::fs::read(out.join("corpus.json")).unwrap();
+    assert_eq!(stats.to_bytes().unwrap(), written);
+    assert_eq!(stats.documents, 10);
+    assert_eq!(stats.duplicate_ids, 1);
+    assert_eq!(stats.empty_text, 1);
+    assert_eq!(stats.errors.count, 2);
+    let examples = &stats.errors.examples;
+    assert!(examples[0].starts_with(&format!("{}:2: malformed JSON", files[0].display())));
     assert_eq!(
-        examples[1].as_str().unwrap(),
+        examples[1],
         format!("{}:2: duplicate id \"a2\"", files[1].display())
     );
-    let per_file: Vec<u64> = stats["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["documents"].as_u64().unwrap())
-        .collect();
+    let per_file: Vec<u64> = stats.sources.iter().map(|s| s.documents).collect();
     assert_eq!(per_file, [3, 2, 1, 0, 4]);
 }
 
@@ -575,13 +558,12 @@ fn parquet_row_groups_and_nulls_give_these_records() {
     }
     expected += "{\"id\":\"y\",\"text\":\"Übelkeit\",\"n\":-2,\"score\":0.125}\n";
     assert_eq!(corpus_text(&out), expected);
-    let stats: Json =
-        serde_json::from_str(&std::fs::read_to_string(out.join("corpus.json")).unwrap()).unwrap();
-    assert_eq!(stats["documents"], 1503);
-    assert_eq!(stats["documents_lost"], 0);
-    assert_eq!(stats["errors"]["count"], 1);
+    let stats = CorpusStats::read(&out).unwrap();
+    assert_eq!(stats.documents, 1503);
+    assert_eq!(stats.documents_lost, 0);
+    assert_eq!(stats.errors.count, 1);
     assert_eq!(
-        stats["errors"]["examples"][0],
+        stats.errors.examples[0],
         format!("{}:row 1503: no `text` field", path.display())
     );
 }
