@@ -13,7 +13,9 @@
 //! `classifier.json` is [`crate::data::train_classifier::ClassifierInfo`].
 //! `pack.json` ([`data::PackInfo`]) and `flow_checkpoint.json`
 //! ([`CheckpointLineage`]) are the training runtime's formats, so their
-//! structs are flow-model's, re-exported here. [`eval`] holds the
+//! structs are flow-model's, re-exported here, as is `losses.jsonl`'s
+//! ([`train::LossLine`]); `train_log.jsonl` is
+//! [`crate::data::train_classifier::TrainLogLine`]. [`eval`] holds the
 //! evaluation ops' files, [`data`] the data ops' statistics, [`train`] the
 //! training run's facts; each is written and read through its struct.
 
@@ -29,7 +31,7 @@ pub mod data;
 pub mod eval;
 mod ordered;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod train;
 
 pub use flow_model::train::CheckpointLineage;
