@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 use cli_common::definemed::{keyword_annotator, pipeline, tiny_model, TARGETS, TINY_PARAMS};
 use cli_common::{assert_same_units, text, Project};
+use flow_stdlib::artifacts::train::LossLine;
+use flow_stdlib::artifacts::JsonLines;
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -267,14 +269,10 @@ fn definemed_runs_every_stage_on_a_tiny_model_and_reports_sane_numbers() {
 
     // Training: 3 steps, finite losses, two checkpoints with their lineage.
     let cpt = artifact(&p, "demo.cpt");
-    let losses: Vec<Value> = std::fs::read_to_string(cpt.join("losses.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let losses = LossLine::read_all(&cpt).unwrap();
     assert_eq!(losses.len(), 3);
     for l in &losses {
-        let loss = num(&l["loss"], "loss");
+        let loss = l.loss.expect("a finite loss");
         assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
     }
 

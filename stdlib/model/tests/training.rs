@@ -4,7 +4,9 @@
 mod common;
 use common::*;
 
-use flow_model::train::{checkpoint_steps, OptimConfig, Schedule, Sequence, TrainConfig, Trainer};
+use flow_model::train::{
+    checkpoint_steps, LossLine, OptimConfig, Schedule, Sequence, TrainConfig, Trainer,
+};
 use flow_model::{Model, SaveDtype};
 use rand::{Rng, SeedableRng};
 
@@ -383,6 +385,17 @@ fn resume_is_bit_exact() {
     let ma = std::fs::read(full.path().join("model.safetensors")).unwrap();
     let mb = std::fs::read(resumed.path().join("model.safetensors")).unwrap();
     assert!(ma == mb, "final weights differ after resume");
-    let losses = std::fs::read_to_string(full.path().join("losses.jsonl")).unwrap();
-    assert_eq!(losses.lines().count(), 4);
+    let losses = std::fs::read_to_string(full.path().join(LossLine::FILE)).unwrap();
+    let lines: Vec<LossLine> = losses
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.iter().map(|l| l.step).collect::<Vec<_>>(),
+        [1, 2, 3, 4].map(Some)
+    );
+    assert_eq!(
+        lines.iter().map(|l| l.loss).collect::<Vec<_>>(),
+        a.losses.iter().map(|&x| Some(x)).collect::<Vec<_>>()
+    );
 }

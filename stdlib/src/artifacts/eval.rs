@@ -1,5 +1,5 @@
 //! The evaluation ops' files: `davidson.json`, `judge.json`,
-//! `verdicts.jsonl`, `failure_modes.json`, `relative_gain.json`,
+//! `verdicts.jsonl`, `failure_modes.json`, `failure_modes.jsonl`, `relative_gain.json`,
 //! `heldout_loss.json`.
 
 use std::collections::BTreeMap;
@@ -280,4 +280,33 @@ impl JsonFile for HeldoutLossResult {
     const NAME: &'static str = "heldout_loss.json";
     const WHAT: &'static str = "a heldout_loss result";
     const FINAL_NEWLINE: bool = false;
+}
+
+/// One line of `failure_modes.jsonl`: one response's figures (written by
+/// `failure_modes`, a line per response in the responses' order).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FailureModesLine {
+    pub id: String,
+    pub words: usize,
+    pub foreign_words: usize,
+    /// foreign_words / words (0 for a response without words).
+    pub foreign_share: f64,
+    pub longest_foreign_span: usize,
+    pub foreign_languages: Vec<String>,
+    /// Whether a foreign span has `min_span` or more words.
+    pub mixed: bool,
+    /// Tokens as `generate` counted them, else words.
+    pub length: f64,
+    /// length / the baseline's; `None` (null) without a baseline response.
+    pub length_ratio: Option<f64>,
+    /// 1 - distinct word n-grams / n-grams.
+    pub repetition: f64,
+    pub repetitive: bool,
+    pub truncated: bool,
+}
+
+impl JsonLines for FailureModesLine {
+    const NAME: &'static str = "failure_modes.jsonl";
+    const WHAT: &'static str = "a failure_modes line";
 }

@@ -14,11 +14,13 @@
 //! `classifier.json` is [`crate::data::train_classifier::ClassifierInfo`].
 //! `pack.json` ([`data::PackInfo`]) and `flow_checkpoint.json`
 //! ([`CheckpointLineage`]) are the training runtime's formats, so their
-//! structs are flow-model's, re-exported here. [`eval`] holds the
-//! evaluation ops' files, [`model`] the model
-//! ops' (`generate`, `import_gguf`, `fetch_wheel`), [`data`] the data ops'
-//! statistics (`corpus.json`, `sample.json`, ...) and `annotate`'s
-//! `annotations.jsonl`, [`train`] the
+//! structs are flow-model's, re-exported here, as is `losses.jsonl`'s
+//! ([`train::LossLine`]); `train_log.jsonl` is
+//! [`crate::data::train_classifier::TrainLogLine`]. [`eval`] holds the
+//! evaluation ops' files, [`model`] the model ops' (`generate`,
+//! `import_gguf`, `fetch_wheel`), [`data`] the data ops' statistics
+//! (`corpus.json`, `sample.json`, ...) and `annotate`'s `annotations.jsonl`,
+//! [`train`] the
 //! training run's facts; each is written and read through its struct.
 
 use std::path::{Path, PathBuf};
@@ -34,7 +36,7 @@ pub mod eval;
 pub mod model;
 mod ordered;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod train;
 
 pub use flow_model::train::CheckpointLineage;

@@ -1,10 +1,13 @@
 //! The `train` op's own file: `run-facts/train.json`. (Its checkpoints'
-//! `flow_checkpoint.json` is flow-model's [`super::CheckpointLineage`],
-//! written by the training loop.)
+//! `flow_checkpoint.json` is flow-model's [`super::CheckpointLineage`], and
+//! its `losses.jsonl` flow-model's [`LossLine`], both written by the
+//! training loop.)
 
 use serde::{Deserialize, Serialize};
 
-use super::JsonFile;
+use super::{JsonFile, JsonLines};
+
+pub use flow_model::train::LossLine;
 
 /// `run-facts/train.json`: how a training run ran, its wall time and
 /// device (written by `train` into its run facts, outside the artifact's
@@ -41,4 +44,11 @@ impl JsonFile for TrainRunFacts {
     const NAME: &'static str = "train.json";
     const WHAT: &'static str = "a training run's facts";
     const FINAL_NEWLINE: bool = false;
+}
+
+/// `losses.jsonl` ([`LossLine`]) is the training loop's format, so its
+/// struct is flow-model's; the report reads it through this.
+impl JsonLines for LossLine {
+    const NAME: &'static str = LossLine::FILE;
+    const WHAT: &'static str = "a losses line";
 }

@@ -19,11 +19,12 @@ use std::sync::Arc;
 
 use miette::miette;
 use serde::Deserialize;
-use serde_json::json;
 use whatlang::{Detector, Lang};
 
-use crate::artifacts::eval::{FailureModesResult, LanguageMixing, Repetition, Verbosity};
-use crate::artifacts::{CheckpointLineage, JsonFile};
+use crate::artifacts::eval::{
+    FailureModesLine, FailureModesResult, LanguageMixing, Repetition, Verbosity,
+};
+use crate::artifacts::{finite, CheckpointLineage, JsonFile, JsonLines};
 use crate::merge::slerp::tensors::write_atomic;
 use crate::model::generate::read_responses;
 use crate::op::{
@@ -264,7 +265,7 @@ impl Op for FailureModes {
         let (min_span, min_clause, n) = (p.min_span, p.min_clause_words, p.ngram);
         let (rep_thr, verbose_ratio) = (p.repetition_threshold, p.verbose_ratio);
 
-        let mut per = String::new();
+        let mut per = Vec::new();
         let (mut shares, mut reps, mut ratios, mut lengths, mut base_lengths) =
             (vec![], vec![], vec![], vec![], vec![]);
         let (mut flagged_mix, mut flagged_rep, mut longer, mut truncated) =
@@ -297,14 +298,20 @@ impl Op for FailureModes {
             flagged_mix += mixed as usize;
             flagged_rep += (rep > rep_thr) as usize;
             truncated += r.truncated as usize;
-            per.push_str(
-                &json!({"id": r.id, "words": m.words, "foreign_words": m.foreign_words, "foreign_share": share,
-                    "longest_foreign_span": m.longest_span, "foreign_languages": m.foreign_langs, "mixed": mixed,
-                    "length": r.length, "length_ratio": ratio, "repetition": rep, "repetitive": rep > rep_thr,
-                    "truncated": r.truncated})
-                .to_string(),
-            );
-            per.push('\n');
+            per.push(FailureModesLine {
+                id: r.id.clone(),
+                words: m.words,
+                foreign_words: m.foreign_words,
+                foreign_share: share,
+                longest_foreign_span: m.longest_span,
+                foreign_languages: m.foreign_langs,
+                mixed,
+                length: r.length,
+                length_ratio: ratio.and_then(finite),
+                repetition: rep,
+                repetitive: rep > rep_thr,
+                truncated: r.truncated,
+            });
         }
         let total = rows.len().max(1) as f64;
         let out = FailureModesResult {
@@ -335,7 +342,10 @@ impl Op for FailureModes {
             },
             checkpoint,
         };
-        write_atomic(&ctx.out_dir.join("failure_modes.jsonl"), per.as_bytes())?;
+        write_atomic(
+            &ctx.out_dir.join(FailureModesLine::NAME),
+            FailureModesLine::to_text(&per)?.as_bytes(),
+        )?;
         out.write(&ctx.out_dir)?;
         ctx.log(&format!(
             "{} responses: {flagged_mix} with language mixing, {flagged_rep} repetitive",
@@ -356,7 +366,7 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
 mod tests {
     use super::*;
     use crate::op::testing::run_op;
-    use serde_json::Value as Json;
+    use serde_json::{json, Value as Json};
 
     fn de_en() -> Detector {
         Detector::with_allowlist(vec![Lang::Deu, Lang::Eng])
@@ -437,10 +447,12 @@ mod tests {
         // "Ruhe."×6 (one-word clauses, not classified): 4 trigrams, 1 distinct -> 0.75, flagged.
         assert_eq!(j["repetition"]["flagged"], 1);
         assert_eq!(j["checkpoint"]["tokens_seen"], 5);
-        let lines = std::fs::read_to_string(out.join("failure_modes.jsonl")).unwrap();
-        let first: Json = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
-        assert_eq!(first["foreign_words"], 9);
-        assert!((first["length_ratio"].as_f64().unwrap() - 1.5).abs() < 1e-12);
+        let lines = std::fs::read_to_string(out.join(FailureModesLine::NAME)).unwrap();
+        // The bytes the op wrote with `json!` before the line was typed.
+        assert_eq!(lines, crate::artifacts::tests::FAILURE_MODES_LINES);
+        let first = &FailureModesLine::read_all(&out).unwrap()[0];
+        assert_eq!(first.foreign_words, 9);
+        assert_eq!(first.length_ratio, Some(1.5));
         let res = run_op(
             &FailureModes,
             &[

@@ -6,10 +6,6 @@ use super::*;
 /// What the report calls a model or a result it was given no name for.
 pub(super) use crate::model::generate::short_model_name;
 
-pub(super) fn f(v: &Json) -> Option<f64> {
-    v.as_f64()
-}
-
 /// The artifacts given to the report parameter `param`, read in order.
 pub(super) fn read_param<T: JsonFile>(paths: &[PathBuf], param: &str) -> OpResult<Vec<T>> {
     paths

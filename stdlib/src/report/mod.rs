@@ -28,7 +28,6 @@ use std::sync::Arc;
 
 use miette::{miette, WrapErr};
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
 use crate::artifacts::train::TrainRunFacts;
 use crate::artifacts::{CheckpointLineage, JsonFile};

@@ -1,6 +1,6 @@
 use super::*;
 use crate::op::testing::run_op;
-use serde_json::json;
+use serde_json::{json, Value as Json};
 
 fn put(dir: &Path, file: &str, v: &Json) {
     std::fs::create_dir_all(dir).unwrap();

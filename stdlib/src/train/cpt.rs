@@ -288,6 +288,8 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
+    use crate::artifacts::train::LossLine;
+    use crate::artifacts::JsonLines;
     use crate::op::testing::{full_params, with_context, RunOptions};
 
     fn golden(name: &str) -> PathBuf {
@@ -353,8 +355,8 @@ mod tests {
                 Value::Path("checkpoints/step-000003".into())
             ]
         );
-        let losses = std::fs::read_to_string(out.path().join("losses.jsonl")).unwrap();
-        assert_eq!(losses.lines().count(), 3);
+        let losses = LossLine::read_all(out.path()).unwrap();
+        assert_eq!(losses.len(), 3);
         let model = flow_model::Model::load(out.path()).unwrap();
         assert_eq!(model.config.vocab_size, 300);
         assert!(out.path().join("tokenizer.json").is_file());
@@ -405,14 +407,10 @@ mod tests {
         p.insert("warmup_steps".into(), Value::Int(500));
         p.insert("schedule".into(), Value::Str("linear".into()));
         run(p, out.path(), false).unwrap();
-        let lrs: Vec<f64> = std::fs::read_to_string(out.path().join("losses.jsonl"))
+        let lrs: Vec<f64> = LossLine::read_all(out.path())
             .unwrap()
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["lr"]
-                    .as_f64()
-                    .unwrap()
-            })
+            .iter()
+            .map(|l| l.lr.unwrap())
             .collect();
         let want: Vec<f64> = (0..4).map(|s| 1e-3 * s as f64 / 500.0).collect();
         for (a, b) in lrs.iter().zip(&want) {

@@ -48,7 +48,7 @@ pub struct CheckpointLineage {
 
 /// A count written as a whole number, `4096` or `4096.0` (hand-made
 /// lineages of tests and other tools write them as floats).
-fn whole<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub(crate) fn whole<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Number {

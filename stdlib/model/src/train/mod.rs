@@ -3,12 +3,14 @@
 
 pub mod backward;
 pub mod lineage;
+pub mod losses;
 pub mod optim;
 pub mod packed;
 pub mod run;
 
 pub use backward::Sequence;
 pub use lineage::CheckpointLineage;
+pub use losses::LossLine;
 pub use optim::{OptimConfig, Schedule, StepStats, Trainer, TrainerOn};
 pub use packed::{ErrorLog, PackInfo, PackedData};
 pub use run::warmup_steps;

@@ -17,6 +17,7 @@ use crate::model::{Model, ModelOn};
 use crate::tokenizer::copy_tokenizer_files;
 use crate::train::backward::Sequence;
 use crate::train::lineage::CheckpointLineage;
+use crate::train::losses::LossLine;
 use crate::train::optim::{OptimConfig, Schedule, TrainerOn};
 use crate::train::packed::PackedData;
 use crate::weights::SaveDtype;
@@ -253,7 +254,7 @@ pub fn train_on<B: Backend>(
     let mut tokens_seen: u64 = 0;
     let mut losses = Vec::new();
     std::fs::create_dir_all(out_dir.join("checkpoints")).map_err(|e| ModelError::io(out_dir, e))?;
-    let losses_path = out_dir.join("losses.jsonl");
+    let losses_path = out_dir.join(LossLine::FILE);
     if let Some(r) = resume {
         let meta = trainer.load_optimizer(&r.join("optimizer.safetensors"))?;
         tokens_seen = meta
@@ -286,7 +287,8 @@ pub fn train_on<B: Backend>(
         let stats = trainer.step(&batches)?;
         tokens_seen += stats.tokens as u64;
         losses.push(stats.loss);
-        let line = json!({"step": step + 1, "loss": stats.loss, "lr": stats.lr, "grad_norm": stats.grad_norm, "tokens_seen": tokens_seen});
+        let line = serde_json::to_string(&LossLine::of_step(step + 1, &stats, tokens_seen))
+            .expect("a loss line is JSON");
         writeln!(losses_file, "{line}").map_err(|e| ModelError::io(&losses_path, e))?;
         monitor.on_step(step + 1, total, stats.loss, stats.lr);
         if ckpt_steps.contains(&(step + 1)) {

@@ -24,7 +24,8 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 
 use super::super::corpus::write_bytes_atomic;
-use super::{ClassifierInfo, Common, EncoderFacts, MethodFacts, Split};
+use super::{ClassifierInfo, Common, EncoderFacts, MethodFacts, Split, TrainLogLine};
+use crate::artifacts::{finite, JsonLines};
 use crate::op::{OpContext, OpResult, Outputs};
 
 /// Tokens scored together in one forward pass when filtering.
@@ -220,7 +221,10 @@ pub(super) fn train_encoder(ctx: &OpContext, common: &Common) -> OpResult<Output
             }
             None => run.fine_tune(ctx, FineTuner::new(encoder, cfg))?,
         };
-    write_bytes_atomic(&ctx.out_dir.join("train_log.jsonl"), log.as_bytes())?;
+    write_bytes_atomic(
+        &ctx.out_dir.join(TrainLogLine::NAME),
+        TrainLogLine::to_text(&log)?.as_bytes(),
+    )?;
     let clf = EncoderClassifier {
         encoder: trained,
         tokenizer,
@@ -276,16 +280,16 @@ struct FineTuneRun<'a> {
 
 impl FineTuneRun<'_> {
     /// Trains `tuner` for the epochs (the training documents shuffled each
-    /// epoch); the encoder (on the CPU), train_log.jsonl's text and each
+    /// epoch); the encoder (on the CPU), train_log.jsonl's lines and each
     /// epoch's mean loss.
     fn fine_tune<B: EncoderBackend>(
         &self,
         ctx: &OpContext,
         mut tuner: FineTunerOn<B>,
-    ) -> OpResult<(Encoder, String, Vec<f64>)> {
+    ) -> OpResult<(Encoder, Vec<TrainLogLine>, Vec<f64>)> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ 0x0e0c);
         let mut order = self.train.to_vec();
-        let mut log = String::new();
+        let mut log = Vec::new();
         let mut epoch_losses = Vec::new();
         for epoch in 0..self.epochs {
             order.shuffle(&mut rng);
@@ -303,11 +307,13 @@ impl FineTuneRun<'_> {
                     miette!("training step {step}: {e}")
                 })?;
                 sum += s.loss;
-                log.push_str(
-                    &serde_json::json!({"step": tuner.step, "epoch": epoch + 1, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm})
-                        .to_string(),
-                );
-                log.push('\n');
+                log.push(TrainLogLine {
+                    step: tuner.step,
+                    epoch: epoch + 1,
+                    loss: finite(s.loss),
+                    lr: s.lr,
+                    grad_norm: finite(s.grad_norm),
+                });
                 ctx.progress.inc(1);
             }
             let mean = sum / self.steps_per_epoch as f64;

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::agreement::{majority, read_labels};
 use super::corpus::{corpus_shards, for_each_doc, write_bytes_atomic};
-use crate::artifacts::JsonFile;
+use crate::artifacts::{JsonFile, JsonLines};
 use crate::op::{
     Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
 };
@@ -158,6 +158,26 @@ impl JsonFile for ClassifierInfo {
     const NAME: &'static str = "classifier.json";
     const WHAT: &'static str = "a train_classifier info file";
     const FINAL_NEWLINE: bool = true;
+}
+
+/// One line of `train_log.jsonl`: one fine-tuning step of the encoder
+/// classifier (written by `train_classifier` with `method: "encoder"`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainLogLine {
+    /// The optimizer step, from 1.
+    pub step: u64,
+    /// The epoch, from 1.
+    pub epoch: u32,
+    /// The batch's mean cross-entropy; `None` (null) when not finite.
+    pub loss: Option<f64>,
+    pub lr: f64,
+    /// The gradient norm before clipping; `None` (null) when not finite.
+    pub grad_norm: Option<f64>,
+}
+
+impl JsonLines for TrainLogLine {
+    const NAME: &'static str = "train_log.jsonl";
+    const WHAT: &'static str = "a train_log line";
 }
 
 impl ClassifierInfo {

@@ -1,6 +1,17 @@
 //! The training run (loss and learning rate) and the compute table.
 
 use super::*;
+use crate::artifacts::train::LossLine;
+use crate::artifacts::JsonLines;
+
+/// The lines of a train node's `losses.jsonl`, none when it has none.
+fn read_losses(p: &Path) -> OpResult<Vec<LossLine>> {
+    let file = p.join(LossLine::NAME);
+    if !file.is_file() {
+        return Ok(Vec::new());
+    }
+    LossLine::read_all(&file).wrap_err("report: parameter `train`")
+}
 
 /// `names`: one per path, or empty (the run's own name).
 pub(in crate::report) fn compute_section(
@@ -16,13 +27,7 @@ pub(in crate::report) fn compute_section(
     let mut rows = Vec::new();
     for (i, p) in paths.iter().enumerate() {
         let ck = CheckpointLineage::read(p).map_err(|e| miette!("report: {e}"))?;
-        let losses = p.join("losses.jsonl");
-        let last: Option<Json> = std::fs::read_to_string(&losses).ok().and_then(|t| {
-            t.lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .and_then(|l| serde_json::from_str(l).ok())
-        });
+        let last = read_losses(p)?.pop();
         // flow's train writes its timing as run facts; older artifacts and
         // other tools' runs have it at the top.
         let facts = [
@@ -39,38 +44,35 @@ pub(in crate::report) fn compute_section(
         .unwrap_or_default();
         // The run's facts first, then the last losses.jsonl line, then the
         // lineage (which has no timing).
-        let in_last = |k: &str| last.as_ref().and_then(|v| f(&v[k]));
+        let in_last = |k: fn(&LossLine) -> Option<f64>| last.as_ref().and_then(k);
         let tokens = facts
             .tokens_seen
-            .or_else(|| in_last("tokens_seen"))
+            .or_else(|| in_last(|l| l.tokens_seen.map(|t| t as f64)))
             .or_else(|| tokens_of(ck.as_ref()));
         let flops = facts
             .flops
-            .or_else(|| in_last("flops"))
+            .or_else(|| in_last(|l| l.flops))
             .or_else(|| flops_of(ck.as_ref()));
         let params = match (flops, tokens) {
             (Some(fl), Some(t)) if t > 0.0 => Some(fl / (6.0 * t)),
-            _ => facts.params.or_else(|| in_last("params")),
+            _ => facts.params.or_else(|| in_last(|l| l.params)),
         };
         let wall = facts
             .wall_s
-            .or_else(|| in_last("wall_s"))
+            .or_else(|| in_last(|l| l.wall_s))
             .or(facts.elapsed_s)
-            .or_else(|| in_last("elapsed_s"))
+            .or_else(|| in_last(|l| l.elapsed_s))
             .or(facts.seconds)
-            .or_else(|| in_last("seconds"));
+            .or_else(|| in_last(|l| l.seconds));
         let devices = facts
             .devices
             .map(|d| d as f64)
-            .or_else(|| in_last("devices"))
+            .or_else(|| in_last(|l| l.devices))
             .unwrap_or(1.0);
         let device = facts
             .device
             .clone()
-            .or_else(|| {
-                last.as_ref()
-                    .and_then(|v| v["device"].as_str().map(str::to_owned))
-            })
+            .or_else(|| last.as_ref().and_then(|l| l.device.clone()))
             .unwrap_or_else(|| {
                 if default_device.is_empty() {
                     "–".into()
@@ -122,20 +124,10 @@ pub(in crate::report) fn training_section(
 ) -> OpResult<()> {
     let mut runs = Vec::new();
     for (i, p) in paths.iter().enumerate() {
-        let file = p.join("losses.jsonl");
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            continue;
-        };
         let mut rows = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let v: Json = serde_json::from_str(line).map_err(|e| {
-                miette!("report: {}:{}: not a JSON line: {e}", file.display(), n + 1)
-            })?;
-            if let (Some(step), Some(loss)) = (f(&v["step"]), f(&v["loss"])) {
-                rows.push((step, loss, f(&v["lr"]), f(&v["tokens_seen"])));
+        for l in read_losses(p)? {
+            if let (Some(step), Some(loss)) = (l.step, l.loss) {
+                rows.push((step as f64, loss, l.lr, l.tokens_seen.map(|t| t as f64)));
             }
         }
         if rows.is_empty() {
