@@ -180,6 +180,8 @@ fn import_and_fetch_json_read_and_write_back_byte_for_byte() {
     let fetch = FetchInfo::read(dir.path()).unwrap();
     assert_eq!(fetch.bytes, 98_362_432);
     assert_eq!(String::from_utf8(fetch.to_bytes().unwrap()).unwrap(), FETCH);
+}
+
 /// `corpus.json` as the op wrote it before it was typed (its `json!`
 /// value through `write_json_atomic`): two sources of two runs, one whose
 /// `.gz` broke off, the temporary directories' paths shortened.

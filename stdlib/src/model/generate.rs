@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use miette::miette;
 use serde::Deserialize;
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
 
 use crate::artifacts::model::{FinishReasons, GenerateSummary, ResponseLine};
 use crate::artifacts::{read_object_lines, CheckpointLineage, JsonFile, JsonLines, ObjectLine};
@@ -519,6 +519,7 @@ mod tests {
     use super::*;
     use crate::model::runtime::ToyModel;
     use crate::op::testing::{full_params, with_context, RunOptions};
+    use serde_json::json;
 
     fn write(dir: &Path, text: &str) -> std::path::PathBuf {
         let p = dir.join("prompts.jsonl");

@@ -30,7 +30,6 @@ use std::sync::Arc;
 
 use miette::miette;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::artifacts::{finite, CheckpointLineage, JsonFile, JsonLines};
 use crate::model::runtime;

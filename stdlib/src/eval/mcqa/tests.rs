@@ -2,7 +2,7 @@ use super::*;
 use crate::model::runtime::LogLikelihood;
 use crate::model::runtime::ToyModel;
 use crate::op::testing::{full_params, with_context, RunOptions};
-use serde_json::Value as Json;
+use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
 
 fn one_thread() -> RunOptions {
