@@ -14,6 +14,7 @@ use serde_json::{json, Value as Json};
 
 pub use flow_model::ChatMessage;
 
+use crate::artifacts::FailedRequest;
 use crate::model::runtime::LanguageModel;
 
 /// One chat completion request.
@@ -82,9 +83,13 @@ impl ChatError {
         matches!(self, ChatError::Status(401 | 403, _))
     }
 
-    /// `{"class", "status"}`: what artifacts store about a failed call.
-    pub fn to_record(&self) -> Json {
-        json!({"class": self.class(), "status": self.status()})
+    /// What artifacts store about the failed call for item `id`.
+    pub fn failed_request(&self, id: &str) -> FailedRequest {
+        FailedRequest {
+            class: self.class().to_owned(),
+            status: self.status(),
+            id: id.to_owned(),
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::{JsonFile, JsonLines, OrderedMap};
+use super::{FailedRequest, JsonFile, JsonLines, OrderedMap};
 use crate::data::agreement::Prf;
 use crate::data::corpus::ErrorLog;
 pub use flow_model::train::PackInfo;
@@ -52,11 +52,20 @@ pub struct AnnotateStats {
     pub backend: Json,
     pub json_schema: bool,
     pub config_hash: String,
-    /// Up to 20 `{id, raw}` answers that named no label.
-    pub unparseable_examples: Vec<Json>,
+    /// Up to 20 answers that named no label.
+    pub unparseable_examples: Vec<UnparseableAnswer>,
     pub max_failures: u64,
-    /// Up to 20 `{id, class, status}` of failed requests.
-    pub failed_examples: Vec<Json>,
+    /// Up to 20 failed requests.
+    pub failed_examples: Vec<FailedRequest>,
+}
+
+/// An answer that named no label, as `annotate.json` keeps up to 20.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UnparseableAnswer {
+    pub id: String,
+    /// The model's answer.
+    pub raw: Option<String>,
 }
 
 impl JsonFile for AnnotateStats {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::{CheckpointLineage, Interval, JsonFile, JsonLines, OrderedMap};
+use super::{CheckpointLineage, FailedRequest, Interval, JsonFile, JsonLines, OrderedMap};
 
 /// `davidson.json`: the joint Davidson fit of a set of verdicts (written by
 /// `davidson`, read by `report`). Per-model maps follow `models`' order.
@@ -97,8 +97,8 @@ pub struct JudgeSummary {
     pub failed: usize,
     pub failed_requests: usize,
     pub max_failures: usize,
-    /// Up to 20 `{id, class, status}` of failed requests.
-    pub failed_examples: Vec<Json>,
+    /// Up to 20 failed requests.
+    pub failed_examples: Vec<FailedRequest>,
     pub n: usize,
     /// wins / judged; `None` when nothing was judged.
     pub win_rate: Option<f64>,

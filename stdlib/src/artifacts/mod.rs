@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use miette::{miette, IntoDiagnostic, WrapErr};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::op::OpResult;
 
@@ -117,6 +117,20 @@ pub trait JsonFile: Serialize + DeserializeOwned {
             Ok(None)
         }
     }
+}
+
+/// A request to a chat model that failed, as `annotate.json` and
+/// `judge.json` keep up to 20 of them: the kind of failure and the HTTP
+/// status, never the server's text (it may echo the key).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FailedRequest {
+    /// `transport`, `unauthorized`, `http_status`, `malformed_answer` or
+    /// `local_model`.
+    pub class: String,
+    pub status: Option<u16>,
+    /// The document's or prompt's id.
+    pub id: String,
 }
 
 /// One line of a JSONL input file read as a JSON object.

@@ -1,13 +1,12 @@
 //! The model ops' files: `generate.json`, `responses.jsonl`, `import.json`,
 //! `fetch.json`.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::{CheckpointLineage, JsonFile, JsonLines};
 use crate::model::runtime::ChatMessage;
+use flow_model::gguf::ImportSummary;
 
 /// `generate.json`: the token counts and settings of a `generate` run
 /// (written by `generate`; `judge` and `failure_modes` read its `model` and
@@ -102,21 +101,13 @@ impl JsonLines for ResponseLine {
 }
 
 /// `import.json`: what `import_gguf` converted, for people reading the
-/// model directory.
+/// model directory: the GGUF file's input identity, then flow-model's
+/// summary of the conversion.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImportInfo {
-    /// The GGUF file's input identity.
     pub source: String,
-    /// `general.architecture` (llama, qwen2).
-    pub architecture: String,
-    /// The HF class written to config.json.
-    pub hf_architecture: String,
-    pub tensors: usize,
-    pub parameters: u64,
-    /// Tensor count per GGML type of the source file.
-    pub source_types: BTreeMap<String, usize>,
-    pub vocab_size: usize,
-    pub tied_embeddings: bool,
+    #[serde(flatten)]
+    pub summary: ImportSummary,
 }
 
 impl JsonFile for ImportInfo {

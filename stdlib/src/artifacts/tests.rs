@@ -172,7 +172,7 @@ fn import_and_fetch_json_read_and_write_back_byte_for_byte() {
     std::fs::write(dir.path().join("import.json"), IMPORT).unwrap();
     std::fs::write(dir.path().join("fetch.json"), FETCH).unwrap();
     let import = ImportInfo::read(dir.path()).unwrap();
-    assert_eq!(import.source_types["Q4_1"], 211);
+    assert_eq!(import.summary.source_types["Q4_1"], 211);
     assert_eq!(
         String::from_utf8(import.to_bytes().unwrap()).unwrap(),
         IMPORT

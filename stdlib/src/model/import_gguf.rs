@@ -74,17 +74,12 @@ impl Op for ImportGguf {
         let input = p.input.as_path();
         ctx.progress.message("converting GGUF");
         let summary = import(input, &ctx.out_dir)?;
-        ImportInfo {
+        let info = ImportInfo {
             source: ctx.input_name(input),
-            architecture: summary.architecture.clone(),
-            hf_architecture: summary.hf_architecture.clone(),
-            tensors: summary.tensors,
-            parameters: summary.parameters,
-            source_types: summary.source_types.clone(),
-            vocab_size: summary.vocab_size,
-            tied_embeddings: summary.tied_embeddings,
-        }
-        .write(&ctx.out_dir)?;
+            summary,
+        };
+        info.write(&ctx.out_dir)?;
+        let summary = info.summary;
         ctx.log(&format!(
             "imported {} ({}, {} parameters, {} tensors)",
             input.display(),

@@ -47,8 +47,9 @@ pub enum GgufError {
     },
 }
 
-/// What an import produced.
-#[derive(Clone, Debug, PartialEq)]
+/// What an import produced (the `import_gguf` op writes it to
+/// `import.json`, the files aside).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ImportSummary {
     /// `general.architecture` (llama, qwen2).
     pub architecture: String,
@@ -65,6 +66,7 @@ pub struct ImportSummary {
     /// True when the file had no `output.weight` (lm_head tied to the embedding).
     pub tied_embeddings: bool,
     /// The files written, in out_dir.
+    #[serde(skip)]
     pub files: Vec<PathBuf>,
 }
 

@@ -123,7 +123,7 @@ pub(super) struct Failures {
     pub(super) count: u64,
     /// Up to 20 `{id, class, status}`: no server text, which may echo the
     /// key or the document.
-    pub(super) examples: Vec<Json>,
+    pub(super) examples: Vec<FailedRequest>,
 }
 
 /// Failed requests whose message goes into the log (the rest are counted).
@@ -141,9 +141,7 @@ impl Failures {
     ) -> Option<String> {
         self.count += 1;
         if self.examples.len() < 20 {
-            let mut record = error.to_record();
-            record["id"] = json!(id);
-            self.examples.push(record);
+            self.examples.push(error.failed_request(id));
         }
         if self.count <= LOGGED_FAILURES {
             // the backend redacted the key from this text

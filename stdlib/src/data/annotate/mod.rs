@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
 use super::corpus::{corpus_shards, for_each_doc, write_bytes_atomic, write_json_atomic};
-use crate::artifacts::data::{AnnotateStats, Annotation};
-use crate::artifacts::{JsonFile, JsonLines};
+use crate::artifacts::data::{AnnotateStats, Annotation, UnparseableAnswer};
+use crate::artifacts::{FailedRequest, JsonFile, JsonLines};
 use crate::llm::{
     ChatBackend, ChatError, ChatMessage, ChatRequest, LocalBackend, OpenAiBackend, OpenAiSettings,
 };
@@ -165,7 +165,7 @@ struct AnnotatePart {
     order: Vec<String>,
     reused: u64,
     failed: u64,
-    failed_examples: Vec<Json>,
+    failed_examples: Vec<FailedRequest>,
     backend: Json,
     json_schema: bool,
     config_hash: String,
@@ -442,7 +442,7 @@ impl Sharded for Annotate {
         let mut order: Vec<String> = Vec::new();
         let mut answers: HashMap<String, Answer> = HashMap::new();
         let (mut reused, mut failed) = (0u64, 0u64);
-        let mut failed_examples: Vec<Json> = Vec::new();
+        let mut failed_examples: Vec<FailedRequest> = Vec::new();
         let mut partial: Vec<u8> = Vec::new();
         let mut head: Option<(Json, bool, String)> = None;
         for part in parts {
@@ -497,7 +497,10 @@ impl Sharded for Annotate {
                 None => {
                     unparseable += 1;
                     if unparseable_examples.len() < 20 {
-                        unparseable_examples.push(json!({"id": id, "raw": a.raw}));
+                        unparseable_examples.push(UnparseableAnswer {
+                            id: id.clone(),
+                            raw: a.raw.clone(),
+                        });
                     }
                 }
             }

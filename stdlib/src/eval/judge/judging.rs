@@ -144,9 +144,7 @@ pub fn run_judging(
                 Some(Err(e)) => {
                     // class and status only: the server's text may echo the key
                     if failed_examples.len() < 20 {
-                        let mut record = e.to_record();
-                        record["id"] = json!(id);
-                        failed_examples.push(record);
+                        failed_examples.push(e.failed_request(&id));
                     }
                     prompt_failed = true;
                     continue;
