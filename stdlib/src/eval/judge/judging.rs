@@ -144,7 +144,7 @@ pub fn run_judging(
                 Some(Err(e)) => {
                     // class and status only: the server's text may echo the key
                     if failed_examples.len() < 20 {
-                        failed_examples.push(e.failed_request(&id));
+                        failed_examples.push(e.failed_request(id));
                     }
                     prompt_failed = true;
                     continue;
