@@ -191,6 +191,15 @@ pub trait JsonLines: Serialize + DeserializeOwned {
         Ok(text)
     }
 
+    /// Writes `records` as the file of the artifact directory `dir`,
+    /// atomically.
+    fn write_all(records: &[Self], dir: &Path) -> OpResult<()> {
+        crate::data::corpus::write_bytes_atomic(
+            &dir.join(Self::NAME),
+            Self::to_text(records)?.as_bytes(),
+        )
+    }
+
     /// Reads every line (blank lines are skipped); `path` is the file or
     /// the artifact directory. A line that is not a record is an error
     /// naming the file and line.

@@ -25,7 +25,6 @@ use crate::artifacts::eval::{
     FailureModesLine, FailureModesResult, LanguageMixing, Repetition, Verbosity,
 };
 use crate::artifacts::{finite, CheckpointLineage, JsonFile, JsonLines};
-use crate::merge::slerp::tensors::write_atomic;
 use crate::model::generate::read_responses;
 use crate::op::{
     Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
@@ -342,10 +341,7 @@ impl Op for FailureModes {
             },
             checkpoint,
         };
-        write_atomic(
-            &ctx.out_dir.join(FailureModesLine::NAME),
-            FailureModesLine::to_text(&per)?.as_bytes(),
-        )?;
+        FailureModesLine::write_all(&per, &ctx.out_dir)?;
         out.write(&ctx.out_dir)?;
         ctx.log(&format!(
             "{} responses: {flagged_mix} with language mixing, {flagged_rep} repetitive",

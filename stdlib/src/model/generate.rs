@@ -23,7 +23,6 @@ use serde_json::Value as Json;
 
 use crate::artifacts::model::{FinishReasons, GenerateSummary, ResponseLine};
 use crate::artifacts::{read_object_lines, CheckpointLineage, JsonFile, JsonLines, ObjectLine};
-use crate::eval::mcqa::write_atomic;
 use crate::model::runtime::{self, ChatMessage, FinishReason, GenerateOptions, LanguageModel};
 use crate::op::{
     Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, Resources, Type, Value,
@@ -290,11 +289,7 @@ pub fn write_outputs(
             source: String::new(),
         })
         .collect();
-    write_atomic(
-        out_dir,
-        ResponseLine::NAME,
-        ResponseLine::to_text(&lines)?.as_bytes(),
-    )?;
+    ResponseLine::write_all(&lines, out_dir)?;
     let prompt_tokens: usize = responses.iter().map(|r| r.prompt_tokens).sum();
     let completion_tokens: usize = responses.iter().map(|r| r.tokens).sum();
     let stopped = responses
@@ -395,6 +390,9 @@ pub fn read_responses(path: &Path) -> OpResult<GeneratedResponses> {
     let mut records = Vec::new();
     let mut seen = std::collections::HashMap::new();
     for ObjectLine { line, at, object } in read_object_lines(&file)? {
+        if matches!(object.get("messages"), Some(Json::Array(m)) if m.is_empty()) {
+            return Err(miette!("{at}: `messages` is empty"));
+        }
         let mut record: ResponseLine = serde_json::from_value(Json::Object(object))
             .map_err(|e| miette!("{at}: not {} ({e})", ResponseLine::WHAT))?;
         if record.id.is_null() {
@@ -862,6 +860,10 @@ mod tests {
             (
                 "{\"id\": \"b\", \"response\": \"r\", \"messages\": [{\"role\": \"user\"}]}\n",
                 "missing field `content`",
+            ),
+            (
+                "{\"id\": \"b\", \"response\": \"r\", \"messages\": []}\n",
+                ":2: `messages` is empty",
             ),
             ("[1, 2]\n", ":2: each line must be a JSON object"),
         ];

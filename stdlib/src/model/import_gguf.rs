@@ -79,7 +79,7 @@ impl Op for ImportGguf {
             summary,
         };
         info.write(&ctx.out_dir)?;
-        let summary = info.summary;
+        let summary = &info.summary;
         ctx.log(&format!(
             "imported {} ({}, {} parameters, {} tensors)",
             input.display(),

@@ -488,7 +488,7 @@ impl Sharded for Annotate {
         let mut per_label: BTreeMap<String, u64> = labels.iter().map(|l| (l.clone(), 0)).collect();
         let mut unparseable = 0u64;
         let mut unparseable_examples = Vec::new();
-        let mut text = String::new();
+        let mut lines = Vec::with_capacity(order.len());
         for id in &order {
             // a failed document has no answer: left out, counted in `failed`
             let Some(a) = answers.get(id) else { continue };
@@ -504,16 +504,14 @@ impl Sharded for Annotate {
                     }
                 }
             }
-            let line = Annotation {
+            lines.push(Annotation {
                 id: a.id.clone(),
                 label: a.label.clone(),
                 raw: a.raw.clone(),
                 annotator: None,
-            };
-            text += &line.to_line()?;
-            text.push('\n');
+            });
         }
-        write_bytes_atomic(&ctx.out_dir.join(Annotation::NAME), text.as_bytes())?;
+        Annotation::write_all(&lines, &ctx.out_dir)?;
         let stats = AnnotateStats {
             n: order.len(),
             labels: per_label.into_iter().collect(),

@@ -23,7 +23,6 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use super::super::corpus::write_bytes_atomic;
 use super::{ClassifierInfo, Common, EncoderFacts, MethodFacts, Split, TrainLogLine};
 use crate::artifacts::{finite, JsonLines};
 use crate::op::{OpContext, OpResult, Outputs};
@@ -221,10 +220,7 @@ pub(super) fn train_encoder(ctx: &OpContext, common: &Common) -> OpResult<Output
             }
             None => run.fine_tune(ctx, FineTuner::new(encoder, cfg))?,
         };
-    write_bytes_atomic(
-        &ctx.out_dir.join(TrainLogLine::NAME),
-        TrainLogLine::to_text(&log)?.as_bytes(),
-    )?;
+    TrainLogLine::write_all(&log, &ctx.out_dir)?;
     let clf = EncoderClassifier {
         encoder: trained,
         tokenizer,

@@ -39,7 +39,6 @@ use crate::artifacts::{CheckpointLineage, JsonFile, JsonLines};
 use crate::llm::{
     ChatBackend, ChatError, ChatMessage, ChatRequest, LocalBackend, OpenAiBackend, OpenAiSettings,
 };
-use crate::merge::slerp::tensors::write_atomic;
 use crate::model::generate::read_responses;
 use crate::op::{
     Op, OpContext, OpResult, OpSpec, Output, Outputs, Param, ParamsShape, PathOrStr, Resources,
@@ -187,8 +186,7 @@ impl Op for Judge {
             max_tokens,
             max_failures,
         )?;
-        let text = Verdict::to_text(&lines)?;
-        write_atomic(&ctx.out_dir.join(Verdict::NAME), text.as_bytes())?;
+        Verdict::write_all(&lines, &ctx.out_dir)?;
         summary.write(&ctx.out_dir)?;
         ctx.log(&format!(
             "{name_a} vs {name_b}: {} wins, {} ties, {} losses, {} unparseable",

@@ -52,13 +52,6 @@ pub fn ops() -> Vec<Arc<dyn Op>> {
     vec![Arc::new(Mcqa)]
 }
 
-/// Writes `bytes` to `dir/name` through a temporary file and a rename.
-pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> OpResult<PathBuf> {
-    let path = dir.join(name);
-    crate::data::corpus::write_bytes_atomic(&path, bytes)?;
-    Ok(path)
-}
-
 /// `mcqa`'s params (see its spec).
 #[derive(Deserialize)]
 struct McqaParams {
@@ -230,11 +223,7 @@ pub fn write_results(
             is_greedy: r.is_greedy.clone(),
         })
         .collect();
-    write_atomic(
-        out_dir,
-        McqaItemLine::NAME,
-        McqaItemLine::to_text(&lines)?.as_bytes(),
-    )?;
+    McqaItemLine::write_all(&lines, out_dir)?;
     doc.write(out_dir)?;
     let mut out = Outputs::new();
     out.insert("result".into(), Value::Path(McqaResult::NAME.into()));
