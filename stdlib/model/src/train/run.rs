@@ -287,8 +287,9 @@ pub fn train_on<B: Backend>(
         let stats = trainer.step(&batches)?;
         tokens_seen += stats.tokens as u64;
         losses.push(stats.loss);
+        // One write a line: a run stopped mid-step leaves whole lines only.
         let line = serde_json::to_string(&LossLine::of_step(step + 1, &stats, tokens_seen))
-            .expect("a loss line is JSON");
+            .map_err(|e| ModelError::io(&losses_path, e.into()))?;
         writeln!(losses_file, "{line}").map_err(|e| ModelError::io(&losses_path, e))?;
         monitor.on_step(step + 1, total, stats.loss, stats.lr);
         if ckpt_steps.contains(&(step + 1)) {
