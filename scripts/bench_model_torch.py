@@ -47,19 +47,28 @@ def main():
 
     if a.decode_tokens > 0:
         prompt = ids[:1, : a.decode_prompt]
-        best = float("inf")
-        with torch.no_grad():
-            for r in range(a.reps + 1):
-                t0 = time.perf_counter()
-                out = model.generate(
-                    prompt, max_new_tokens=a.decode_tokens, min_new_tokens=a.decode_tokens,
-                    do_sample=False, pad_token_id=0,
-                )
-                dt = time.perf_counter() - t0
-                assert out.shape[1] == a.decode_prompt + a.decode_tokens
-                if r > 0:
-                    best = min(best, dt)
-        print(f"RESULT torch decode tokens/s {a.decode_tokens / best:.1f} (HF generate, greedy, prompt {a.decode_prompt}, {a.decode_tokens} new tokens, best of {a.reps}: {best:.3}s)")
+
+        def time_decode(m):
+            best = float("inf")
+            with torch.no_grad():
+                for r in range(a.reps + 1):
+                    t0 = time.perf_counter()
+                    out = m.generate(
+                        prompt, max_new_tokens=a.decode_tokens, min_new_tokens=a.decode_tokens,
+                        do_sample=False, pad_token_id=0,
+                    )
+                    dt = time.perf_counter() - t0
+                    assert out.shape[1] == a.decode_prompt + a.decode_tokens
+                    if r > 0:
+                        best = min(best, dt)
+            return best
+
+        best = time_decode(model)
+        print(f"RESULT torch decode tokens/s {a.decode_tokens / best:.1f} (HF generate, greedy, f32 weights, prompt {a.decode_prompt}, {a.decode_tokens} new tokens, best of {a.reps}: {best:.3}s)")
+        # the same weights in bf16 (a copy: the f32 model trains below)
+        import copy
+        best = time_decode(copy.deepcopy(model).to(torch.bfloat16))
+        print(f"RESULT torch decode-bf16 tokens/s {a.decode_tokens / best:.1f} (HF generate, greedy, bf16 weights, prompt {a.decode_prompt}, {a.decode_tokens} new tokens, best of {a.reps}: {best:.3}s)")
 
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use flow_model::{ChatMessage, ChatTemplate, GenerateOptions, Model, Tokenizer};
+use flow_stdlib::model::runtime::WeightDtype;
 
 /// `flow generate MODEL_DIR --prompt TEXT`.
 #[derive(Args, Debug)]
@@ -60,6 +61,10 @@ pub struct ServeArgs {
     /// auto, cpu, cuda or cuda:N: where the model computes.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// The weights' type on the CPU: auto (the checkpoint's: bf16 when every
+    /// tensor is stored in bf16, else f32), float32 or bfloat16.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "float32", "bfloat16"])]
+    pub dtype: String,
 }
 
 fn fail(what: impl std::fmt::Display) -> i32 {
@@ -173,6 +178,11 @@ pub fn serve(a: ServeArgs) -> i32 {
         model_name: a.name,
         allow_non_loopback: a.host.is_some(),
         device,
+        dtype: match a.dtype.as_str() {
+            "float32" => WeightDtype::Float32,
+            "bfloat16" => WeightDtype::Bfloat16,
+            _ => WeightDtype::Auto,
+        },
     };
     match flow_stdlib::serve::serve(&a.model, &addr, &opts) {
         Ok(()) => 0,

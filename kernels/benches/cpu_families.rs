@@ -6,7 +6,12 @@
 //! which stays comparable on a machine shared with other work). Run by `cargo bench -p flow-kernels --bench cpu_families`
 //! (see docs/performance.md); nothing here is a test.
 //!
-//! Usage: cpu_families [--reps 3] [--layers 30] [--gemm-only 1]
+//! Usage: cpu_families [--reps 3] [--layers 30] [--gemm-only 1] [--decode-only 1]
+//!
+//! The decode section times the products of one decoding step (1 and 6
+//! sequences, the demo's batch) with f32 weights (`linear_forward`, the
+//! `gemm` crate) and bf16 weights (`linear_forward_bf16`), and gives the
+//! bandwidth over the weights' bytes, which is what bounds them.
 
 use std::time::Instant;
 
@@ -136,6 +141,50 @@ fn main() {
         rayon::current_num_threads(),
     );
     let report = |what: &str, secs: f64| println!("RESULT {what:<58} {:>8.3} s", secs);
+
+    // one decoding step's products: every weight read once for `t` rows, each
+    // call with its own weights (as the layers have), so they stream from memory
+    for t in [1usize, 6] {
+        let list = forward_products(t, layers);
+        let mut calls = Vec::new();
+        for &(m, n, k, _, _, count) in &list {
+            for c in 0..count {
+                let w = fill(n * k, 2 + c as u32);
+                let mut w16 = vec![half::bf16::ZERO; w.len()];
+                cpu::f32_to_bf16(&w, &mut w16);
+                calls.push((m, n, k, fill(m * k, 1), w, w16, vec![0.0f32; m * n]));
+            }
+        }
+        let params: usize = calls.iter().map(|c| c.1 * c.2).sum();
+        let f32_secs = best(reps, || {
+            for (m, n, k, x, w, _, y) in calls.iter_mut() {
+                cpu::linear_forward(x, w, None, *m, *k, *n, y);
+            }
+        });
+        let bf16_secs = best(reps, || {
+            for (m, n, k, x, _, w16, y) in calls.iter_mut() {
+                cpu::linear_forward_bf16(x, w16, None, *m, *k, *n, y);
+            }
+        });
+        let gbs = |bytes: usize, secs: f64| bytes as f64 / secs / 1e9;
+        report(
+            &format!(
+                "decode step {t} row(s), f32 weights ({:.1} GB/s)",
+                gbs(4 * params, f32_secs)
+            ),
+            f32_secs,
+        );
+        report(
+            &format!(
+                "decode step {t} row(s), bf16 weights ({:.1} GB/s)",
+                gbs(2 * params, bf16_secs)
+            ),
+            bf16_secs,
+        );
+    }
+    if arg("--decode-only", 0) == 1 {
+        return;
+    }
 
     // matrix products
     {

@@ -103,3 +103,67 @@ fn k_zero_sets_or_keeps_c() {
     cpu::gemm(2, 3, 0, &[], false, &[], false, &mut c, 1.0);
     assert_eq!(c, vec![1.5; 6], "k = 0, beta 1");
 }
+
+/// The bf16-weight product (inference) against the naive f64 product of the
+/// same weights widened to f64, on both of its paths (a few rows: the
+/// register kernel; many rows: widened blocks through `gemm`) and shapes that
+/// are multiples of neither its 16 or 8 lanes nor its blocks of weight rows.
+#[test]
+fn bf16_weight_product_matches_naive_element_by_element() {
+    let mut r = rng(43);
+    let shapes: &[(usize, usize, usize)] = &[
+        // (rows of x, out features, in features)
+        (1, 1, 1),
+        (1, 77, 300),
+        (1, 576, 576),
+        (2, 33, 17),
+        (3, 300, 15),
+        (4, 31, 9),
+        (5, 17, 64),
+        (8, 129, 33),
+        (9, 65, 31),
+        (20, 257, 40),
+        (33, 600, 7),
+    ];
+    for &(t, out_f, in_f) in shapes {
+        for with_bias in [false, true] {
+            let x = randn(&mut r, t * in_f, 1.0);
+            let w: Vec<half::bf16> = randn(&mut r, out_f * in_f, 1.0)
+                .iter()
+                .map(|&v| half::bf16::from_f32(v))
+                .collect();
+            let bias: Vec<half::bf16> = randn(&mut r, out_f, 1.0)
+                .iter()
+                .map(|&v| half::bf16::from_f32(v))
+                .collect();
+            let wide: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+            let (mut want, mag) = naive(t, out_f, in_f, &x, false, &wide, true);
+            if with_bias {
+                for (i, v) in want.iter_mut().enumerate() {
+                    *v += bias[i % out_f].to_f32() as f64;
+                }
+            }
+            // every element is written: NaN left in y would show
+            let mut y = vec![f32::NAN; t * out_f];
+            cpu::linear_forward_bf16(
+                &x,
+                &w,
+                with_bias.then_some(bias.as_slice()),
+                t,
+                in_f,
+                out_f,
+                &mut y,
+            );
+            let what = format!("t={t} out={out_f} in={in_f} bias={with_bias}");
+            assert_each_close(&what, &y, &want, &mag);
+        }
+    }
+}
+
+#[test]
+fn bf16_weight_product_of_zero_depth_is_the_bias() {
+    let bias = [half::bf16::from_f32(1.5), half::bf16::from_f32(-2.0)];
+    let mut y = vec![f32::NAN; 4];
+    cpu::linear_forward_bf16(&[], &[], Some(&bias), 2, 0, 2, &mut y);
+    assert_eq!(y, vec![1.5, -2.0, 1.5, -2.0]);
+}

@@ -90,7 +90,8 @@ pub fn gemm(
     }
 }
 
-/// y[t×out] = x[t×in]·Wᵀ + bias  (W is out×in, the HF nn.Linear layout).
+/// y[t×out] = x[t×in]·Wᵀ + bias  (W is out×in, the HF nn.Linear layout); up to
+/// `SKINNY_ROWS` rows by streaming the weights, above through `gemm`.
 pub fn linear_forward(
     x: &[f32],
     w: &[f32],
@@ -103,6 +104,19 @@ pub fn linear_forward(
     assert_eq!(x.len(), t * in_f, "linear_forward: x");
     assert_eq!(w.len(), out_f * in_f, "linear_forward: w");
     assert_eq!(y.len(), t * out_f, "linear_forward: y");
+    if t <= super::skinny::SKINNY_ROWS {
+        // decoding and short continuations: stream the weights (skinny.rs)
+        super::skinny::skinny_product(x, w, t, in_f, out_f, y);
+        if let Some(b) = bias {
+            assert_eq!(b.len(), out_f, "linear_forward: bias");
+            for row in y.chunks_exact_mut(out_f.max(1)) {
+                for (o, b) in row.iter_mut().zip(b) {
+                    *o += b;
+                }
+            }
+        }
+        return;
+    }
     match bias {
         Some(b) => {
             assert_eq!(b.len(), out_f, "linear_forward: bias");

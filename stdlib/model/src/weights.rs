@@ -262,6 +262,27 @@ pub(crate) fn weight_files(model_dir: &Path) -> Result<Vec<PathBuf>, ModelError>
     ))
 }
 
+/// Whether every tensor of the model's weight files is stored in bf16 (what
+/// inference with `dtype: auto` keeps; only the files' headers are read).
+pub fn stored_in_bf16(model_dir: &Path) -> Result<bool, ModelError> {
+    for file in weight_files(model_dir)? {
+        let f = std::fs::File::open(&file).map_err(|e| ModelError::io(&file, e))?;
+        // SAFETY: the file is only read; flow never writes model files in place (saves go through rename).
+        let mmap = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| ModelError::io(&file, e))?;
+        let (_, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| {
+            ModelError::invalid(&file, format!("not a valid safetensors file: {e}"))
+        })?;
+        if meta
+            .tensors()
+            .values()
+            .any(|info| info.dtype != Dtype::BF16)
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Loads every parameter the config asks for, converting to f32 and checking shapes.
 pub fn load_params(model_dir: &Path, config: &Config) -> Result<Params, ModelError> {
     let files = weight_files(model_dir)?;

@@ -107,7 +107,8 @@ impl Op for HeldoutLoss {
         };
         let checkpoint =
             runtime::read_checkpoint(&model_dir).map_err(|e| miette!("heldout_loss: {e}"))?;
-        let model = runtime::load_for(ctx, &model_dir).map_err(|e| miette!("heldout_loss: {e}"))?;
+        let model = runtime::load_for(ctx, &model_dir, runtime::WeightDtype::Float32)
+            .map_err(|e| miette!("heldout_loss: {e}"))?;
         if data.seq_len > model.max_context() {
             return Err(miette!(
                 help = "pack the held-out corpus with a seq_len the model takes",

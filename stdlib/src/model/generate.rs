@@ -439,6 +439,7 @@ impl Op for Generate {
                 Param::optional("batch_size", Type::Int, Value::Int(8), "prompts decoded together (greedy only; results do not depend on it)").at_least(1.0),
                 Param::optional("chat", Type::Bool, Value::Bool(true), "render prompts with the model's chat template"),
                 Param::optional("system", Type::Str, Value::Str(String::new()), "a system message for chats without one"),
+                runtime::WeightDtype::param(),
             ],
             produces: Type::Dir,
             outputs: vec![
@@ -460,7 +461,8 @@ impl Op for Generate {
         let items = load_prompts(&p.prompts, &p.system)?;
         let checkpoint =
             runtime::read_checkpoint(model_dir).map_err(|e| miette!("generate: {e}"))?;
-        let model = runtime::load_for(ctx, model_dir).map_err(|e| miette!("generate: {e}"))?;
+        let model =
+            runtime::load_for(ctx, model_dir, p.dtype).map_err(|e| miette!("generate: {e}"))?;
         ctx.progress.set_total(items.len() as u64, "prompts");
         let responses = generate_all(model.as_ref(), &items, &settings, &mut |n| {
             ctx.progress.inc(n as u64);
@@ -491,6 +493,7 @@ struct GenerateParams {
     batch_size: NonZeroUsize,
     chat: bool,
     system: String,
+    dtype: runtime::WeightDtype,
 }
 
 fn settings_from(p: &GenerateParams) -> OpResult<GenerateSettings> {

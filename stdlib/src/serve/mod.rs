@@ -58,6 +58,8 @@ pub struct ServeOptions {
     pub allow_non_loopback: bool,
     /// Where the model computes (a device that does not open: the CPU, said).
     pub device: crate::op::Device,
+    /// The weights' type on the CPU.
+    pub dtype: runtime::WeightDtype,
 }
 
 /// How a [`Server`] listens.
@@ -83,8 +85,9 @@ impl Default for ServerConfig {
 /// Loads `model_dir` and serves it at `addr` (`127.0.0.1:PORT`; other
 /// addresses only with `allow_non_loopback`) until the process ends.
 pub fn serve(model_dir: &Path, addr: &str, opts: &ServeOptions) -> Result<(), String> {
-    let gpu = runtime::cuda_backend(opts.device, &|line| eprintln!("flow serve: {line}"));
-    let model = runtime::load_on(model_dir, gpu)?;
+    let notice = |line: &str| eprintln!("flow serve: {line}");
+    let gpu = runtime::cuda_backend(opts.device, &notice);
+    let model = runtime::load_on(model_dir, gpu, opts.dtype, &notice)?;
     let name = opts.model_name.clone().unwrap_or_else(|| {
         model_dir
             .file_name()

@@ -18,13 +18,13 @@ pub struct CpuBackend;
 type R<T> = Result<T, Infallible>;
 
 /// One segment's share of a layer's attention: q, new k, new v, output, lse, and its keys.
-type SegmentWork<'s, 'k> = (
+type SegmentWork<'s, 'k, B> = (
     &'s [f32],
     &'s [f32],
     &'s [f32],
     &'s mut [f32],
     &'s mut [f32],
-    &'s mut Keys<'k, CpuBackend>,
+    &'s mut Keys<'k, B>,
 );
 
 impl Backend for CpuBackend {
@@ -256,41 +256,7 @@ impl Backend for CpuBackend {
         out: &mut Vec<f32>,
         lse: &mut Vec<f32>,
     ) -> R<()> {
-        let qd = params.q_heads * params.head_dim;
-        let kvd = params.kv_heads * params.head_dim;
-        let qs = split_rows(q, lens, qd);
-        let ks = split_rows(k, lens, kvd);
-        let vs = split_rows(v, lens, kvd);
-        let outs = split_rows_mut(out, lens, qd);
-        let lses = split_rows_mut(lse, lens, params.q_heads);
-        let work: Vec<SegmentWork> = qs
-            .into_iter()
-            .zip(ks)
-            .zip(vs)
-            .zip(outs)
-            .zip(lses)
-            .zip(keys.iter_mut())
-            .map(|(((((q, k), v), out), lse), keys)| (q, k, v, out, lse, keys))
-            .collect();
-        work.into_par_iter()
-            .for_each(|(qs, ks, vs, out, lse, keys)| {
-                let n = qs.len() / qd;
-                if n == 0 {
-                    return;
-                }
-                match keys {
-                    Keys::Cache(cache) => {
-                        let (kc, vc) = cache.layer_mut(layer);
-                        kc.extend_from_slice(ks);
-                        vc.extend_from_slice(vs);
-                        let s = kc.len() / kvd;
-                        k::attention_forward(params, n, s, qs, kc, vc, None, out, lse);
-                    }
-                    Keys::Own(docs) => {
-                        k::attention_forward(params, n, n, qs, ks, vs, *docs, out, lse);
-                    }
-                }
-            });
+        attention_forward_on_host(params, layer, lens, q, k, v, keys, out, lse);
         Ok(())
     }
     fn attention_backward(
@@ -400,6 +366,57 @@ impl Backend for CpuBackend {
             });
         Ok(())
     }
+}
+
+/// The CPU attention of every segment, for any backend whose activations and
+/// cached keys are host `Vec<f32>`s (the CPU backends).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attention_forward_on_host<B: Backend<KvLayer = Vec<f32>>>(
+    params: &AttnParams,
+    layer: usize,
+    lens: &[usize],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    keys: &mut [Keys<'_, B>],
+    out: &mut [f32],
+    lse: &mut [f32],
+) {
+    let qd = params.q_heads * params.head_dim;
+    let kvd = params.kv_heads * params.head_dim;
+    let qs = split_rows(q, lens, qd);
+    let ks = split_rows(k, lens, kvd);
+    let vs = split_rows(v, lens, kvd);
+    let outs = split_rows_mut(out, lens, qd);
+    let lses = split_rows_mut(lse, lens, params.q_heads);
+    let work: Vec<SegmentWork<'_, '_, B>> = qs
+        .into_iter()
+        .zip(ks)
+        .zip(vs)
+        .zip(outs)
+        .zip(lses)
+        .zip(keys.iter_mut())
+        .map(|(((((q, k), v), out), lse), keys)| (q, k, v, out, lse, keys))
+        .collect();
+    work.into_par_iter()
+        .for_each(|(qs, ks, vs, out, lse, keys)| {
+            let n = qs.len() / qd;
+            if n == 0 {
+                return;
+            }
+            match keys {
+                Keys::Cache(cache) => {
+                    let (kc, vc) = cache.layer_mut(layer);
+                    kc.extend_from_slice(ks);
+                    vc.extend_from_slice(vs);
+                    let s = kc.len() / kvd;
+                    k::attention_forward(params, n, s, qs, kc, vc, None, out, lse);
+                }
+                Keys::Own(docs) => {
+                    k::attention_forward(params, n, n, qs, ks, vs, *docs, out, lse);
+                }
+            }
+        });
 }
 
 /// Splits `buf` into consecutive chunks of `lens[i] * width`.

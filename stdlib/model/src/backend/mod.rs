@@ -13,6 +13,7 @@
 //! tests the device path's orchestration too.
 
 pub mod cpu;
+pub mod cpu_bf16;
 pub mod cuda;
 pub mod encoder;
 
@@ -20,6 +21,7 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 
 pub use cpu::CpuBackend;
+pub use cpu_bf16::{Bf16Params, CpuBf16Backend};
 pub use cuda::CudaBackend;
 pub use encoder::EncoderBackend;
 pub use flow_kernels::cpu::{AdamW, AttnParams};

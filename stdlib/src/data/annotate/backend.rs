@@ -5,6 +5,7 @@ use super::*;
 
 use std::sync::{Mutex, Weak};
 
+use crate::model::runtime::WeightDtype;
 use crate::op::Device;
 
 pub(super) fn backend_from(p: &AnnotateParams, ctx: &OpContext) -> OpResult<Arc<dyn ChatBackend>> {
@@ -40,7 +41,7 @@ pub(super) fn backend_from(p: &AnnotateParams, ctx: &OpContext) -> OpResult<Arc<
                 ));
             }
             let dir = Path::new(&p.model);
-            Ok(shared_local(dir, &ctx.input_name(dir), ctx)
+            Ok(shared_local(dir, &ctx.input_name(dir), p.dtype, ctx)
                 .map_err(|e| miette!("annotate: cannot load the local model: {e}"))?)
         }
     }
@@ -55,13 +56,18 @@ pub(super) fn backend_from(p: &AnnotateParams, ctx: &OpContext) -> OpResult<Arc<
 /// on the lock inside a rayon worker would keep that work from running, a
 /// deadlock two tests sharing the global pool once hit. A task that finds
 /// another loading the same directory runs pending rayon work while it waits.
-fn shared_local(dir: &Path, name: &str, ctx: &OpContext) -> Result<Arc<LocalBackend>, String> {
+fn shared_local(
+    dir: &Path,
+    name: &str,
+    dtype: WeightDtype,
+    ctx: &OpContext,
+) -> Result<Arc<LocalBackend>, String> {
     enum Entry {
         Loading,
         Loaded(Weak<LocalBackend>),
     }
-    /// A loaded model: its directory, its name in results, its device.
-    type Id = (PathBuf, String, Device);
+    /// A loaded model: its directory, its name in results, its device, its weights' type.
+    type Id = (PathBuf, String, Device, WeightDtype);
     static REGISTRY: Mutex<Vec<(Id, Entry)>> = Mutex::new(Vec::new());
     let registry = || REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
 
@@ -75,7 +81,7 @@ fn shared_local(dir: &Path, name: &str, ctx: &OpContext) -> Result<Arc<LocalBack
                 .retain(|(d, e)| !(d == self.0 && matches!(e, Entry::Loading)));
         }
     }
-    let id = (dir.to_path_buf(), name.to_owned(), ctx.device);
+    let id = (dir.to_path_buf(), name.to_owned(), ctx.device, dtype);
 
     loop {
         {
@@ -96,7 +102,7 @@ fn shared_local(dir: &Path, name: &str, ctx: &OpContext) -> Result<Arc<LocalBack
                     drop(entries);
                     // On an error or a panic the mark's drop frees the directory.
                     let mark = LoadingMark(&id);
-                    let model = crate::model::runtime::load_for(ctx, dir)?;
+                    let model = crate::model::runtime::load_for(ctx, dir, dtype)?;
                     let backend = Arc::new(LocalBackend::new(model, name.to_owned())?);
                     let mut entries = registry();
                     if let Some((_, e)) = entries

@@ -87,6 +87,7 @@ impl Op for Annotate {
                 Param::optional("max_chars", Type::Int, Value::Int(8000), "document characters put into the prompt").at_least(1.0),
                 Param::optional("state_dir", Type::Str, Value::Str(String::new()), "a directory keeping answers across runs (resume); empty: only the output directory"),
                 Param::optional("max_failures", Type::Int, Value::Int(0), "documents whose request may fail (connection, timeout, HTTP error after retries, malformed answer) before the op fails; they are left out of annotations.jsonl and counted in annotate.json. A refused key (401/403) always fails").at_least(0.0),
+                crate::model::runtime::WeightDtype::param(),
             ],
             produces: Type::Dir,
             outputs: vec![
@@ -130,6 +131,7 @@ pub(super) struct AnnotateParams {
     max_chars: usize,
     state_dir: String,
     max_failures: u64,
+    dtype: crate::model::runtime::WeightDtype,
 }
 
 /// Who answers: an OpenAI-compatible endpoint or flow's model runtime.

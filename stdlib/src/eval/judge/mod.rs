@@ -80,6 +80,8 @@ struct JudgeParams {
     backoff_s: f64,
     timeout_s: f64,
     max_failures: usize,
+    /// The local judge's weights.
+    dtype: crate::model::runtime::WeightDtype,
 }
 
 impl Op for Judge {
@@ -104,6 +106,7 @@ impl Op for Judge {
                 Param::optional("backoff_s", Type::Float, Value::Float(1.0), "first backoff; doubles per retry").at_least(0.0),
                 Param::optional("timeout_s", Type::Float, Value::Float(180.0), "limit per request").at_least(0.0),
                 Param::optional("max_failures", Type::Int, Value::Int(0), "prompts with a failed request (connection, timeout, HTTP error after retries, malformed answer) tolerated before the op fails; they are left out of verdicts.jsonl and counted in judge.json. A refused key (401/403) always fails").at_least(0.0),
+                crate::model::runtime::WeightDtype::param(),
             ],
             produces: Type::Dir,
             outputs: vec![
@@ -143,7 +146,7 @@ impl Op for Judge {
         let (max_failures, max_tokens) = (p.max_failures, p.max_tokens);
         let backend: Box<dyn ChatBackend> = match &p.judge {
             PathOrStr::Path(dir) => Box::new(
-                crate::model::runtime::load_for(ctx, dir)
+                crate::model::runtime::load_for(ctx, dir, p.dtype)
                     .and_then(|model| LocalBackend::new(model, ctx.input_name(dir)))
                     .map_err(|e| miette!("judge model {}: {e}", dir.display()))?,
             ),

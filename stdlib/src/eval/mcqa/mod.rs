@@ -64,6 +64,7 @@ struct McqaParams {
     fewshot_seed: u64,
     limit: usize,
     batch_items: std::num::NonZeroUsize,
+    dtype: runtime::WeightDtype,
 }
 
 /// How few-shot examples are chosen (see the `fewshot` param).
@@ -99,6 +100,7 @@ impl Op for Mcqa {
                 Param::optional("fewshot_seed", Type::Int, Value::Int(1234), "seed of the `random` sampler (lm-eval's fewshot seed: 1234)").at_least(0.0),
                 Param::optional("limit", Type::Int, Value::Int(0), "score only the first N items (0: all)").at_least(0.0),
                 Param::optional("batch_items", Type::Int, Value::Int(16), "items scored per model call (results do not depend on it)").at_least(1.0),
+                runtime::WeightDtype::param(),
             ],
             produces: Type::Dir,
             outputs: vec![
@@ -136,7 +138,7 @@ impl Op for Mcqa {
             (Fewshot::LmEval, _) => Sampler::FirstN,
         };
         let checkpoint = runtime::read_checkpoint(model_dir).map_err(|e| miette!("mcqa: {e}"))?;
-        let model = runtime::load_for(ctx, model_dir).map_err(|e| miette!("mcqa: {e}"))?;
+        let model = runtime::load_for(ctx, model_dir, p.dtype).map_err(|e| miette!("mcqa: {e}"))?;
         ctx.progress.set_total(bench.len() as u64, "items");
         let results = score_items(
             model.as_ref(),
