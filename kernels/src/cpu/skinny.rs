@@ -230,7 +230,10 @@ unsafe fn row_portable<W: WeightElem>(
     }
 }
 
+// Index loops: one index walks the accumulators, the inputs and the outputs
+// together, as the registers are laid out.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)]
 mod x86 {
     use std::arch::x86_64::*;
 

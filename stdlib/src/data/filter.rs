@@ -254,7 +254,7 @@ impl Op for Filter {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "filter",
-            version: 5,
+            version: 6,
             doc: "Applies a train_classifier model to every document of a corpus (parallel over shards and documents); keeps those scoring at or above the threshold; filter.json has per-shard documents, whitespace tokens and characters in and out.",
             params: vec![
                 Param::required("corpus", Type::Dir, "corpus artifact"),

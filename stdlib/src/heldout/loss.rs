@@ -66,7 +66,7 @@ impl Op for HeldoutLoss {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "heldout_loss",
-            version: 3,
+            version: 4,
             doc: "Mean next-token loss (nats) and perplexity of a model on a packed held-out set (pack of holdout's `heldout`), with the training loss's masking: per document, padding left out. Copies the model's checkpoint lineage, so the report plots it over tokens seen.",
             params: vec![
                 Param::required("model", Type::Model, "the model to score (the source, a checkpoint, a merge)"),

@@ -427,7 +427,7 @@ impl Op for Generate {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "generate",
-            version: 4,
+            version: 5,
             doc: "A response from the model for every prompt of a JSONL file ({id, prompt} or {id, messages}), through the model's chat template.",
             params: vec![
                 Param::required("model", Type::Model, "the model"),
@@ -705,6 +705,57 @@ mod tests {
             line["response"],
             model.decode(&shown, true).unwrap().as_str()
         );
+    }
+
+    /// `dtype` picks the weights the op runs with, and the node's log says
+    /// which: `auto` keeps an f32 checkpoint f32 and a bf16 one bf16;
+    /// `bfloat16` rounds f32 weights. On a bf16 checkpoint the bf16 weights
+    /// answer what the f32 runtime answers with the same weights.
+    #[test]
+    fn generate_op_runs_with_the_weights_dtype_names() {
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/qwen2");
+        let dir = tempfile::tempdir().unwrap();
+        let bf16_dir = dir.path().join("bf16-model");
+        flow_model::Model::load(&golden)
+            .unwrap()
+            .save(&bf16_dir, flow_model::SaveDtype::Bf16)
+            .unwrap();
+        for f in ["tokenizer.json", "tokenizer_config.json"] {
+            if golden.join(f).is_file() {
+                std::fs::copy(golden.join(f), bf16_dir.join(f)).unwrap();
+            }
+        }
+        let p = write(
+            dir.path(),
+            "{\"id\": 1, \"prompt\": \"The patient\"}\n{\"id\": 2, \"prompt\": \"Der Arzt\"}\n",
+        );
+        let run = |model: &Path, dtype: &str, out: &str| {
+            let out_dir = dir.path().join(out);
+            let params = full_params(
+                &Generate,
+                &[
+                    ("model", Value::Path(model.to_path_buf())),
+                    ("prompts", Value::Path(p.clone())),
+                    ("max_tokens", Value::Int(8)),
+                    ("dtype", Value::Str(dtype.into())),
+                ],
+            );
+            let (result, log) = with_context(params, &out_dir, RunOptions::default(), |ctx| {
+                Generate.run(ctx)
+            });
+            result.unwrap();
+            let lines = std::fs::read_to_string(out_dir.join("responses.jsonl")).unwrap();
+            (lines, log.join("\n"))
+        };
+        let (_, log) = run(&golden, "auto", "f32-auto");
+        assert!(log.contains("weights: f32 on the CPU"), "{log}");
+        let (_, log) = run(&golden, "bfloat16", "f32-rounded");
+        assert!(log.contains("weights: bf16 on the CPU"), "{log}");
+        let (bf16_answers, log) = run(&bf16_dir, "auto", "bf16-auto");
+        assert!(log.contains("weights: bf16 on the CPU"), "{log}");
+        let (f32_answers, log) = run(&bf16_dir, "float32", "bf16-widened");
+        assert!(log.contains("weights: f32 on the CPU"), "{log}");
+        assert_eq!(bf16_answers, f32_answers);
     }
 
     /// Writes `responses` into `<dir>/out` as the generate node of the model

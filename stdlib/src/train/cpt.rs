@@ -152,7 +152,7 @@ impl Op for Train {
         let s = |x: &str| Value::Str(x.to_string());
         OpSpec {
             name: "train",
-            version: 7,
+            version: 8,
             doc: "Continued pre-training on a packed dataset (AdamW, warmup then cosine/linear decay, gradient accumulation, global-norm clipping); writes the final model, checkpoints (one per decade of tokens, the rest evenly spaced) and losses.jsonl",
             params: vec![
                 Param::required("model", Type::Model, "the model to train"),

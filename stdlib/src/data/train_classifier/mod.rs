@@ -400,7 +400,7 @@ impl Op for TrainClassifier {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "train_classifier",
-            version: 6,
+            version: 7,
             doc: "Trains a binary document classifier (positive label vs the rest) on labelled documents of a corpus: fitted on a train split, threshold chosen on a validation split, precision/recall/F1 reported on a test split (classifier.json). method encoder writes a Hugging Face *ForSequenceClassification directory.",
             params: vec![
                 Param::required("corpus", Type::Dir, "corpus artifact holding the labelled documents' texts"),
