@@ -6,8 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use flow_model::{ChatMessage, ChatTemplate, GenerateOptions, Model, Tokenizer};
-use flow_stdlib::model::runtime::WeightDtype;
+use flow_stdlib::model::runtime::{self, ChatMessage, FinishReason, GenerateOptions, WeightDtype};
 
 /// `flow generate MODEL_DIR --prompt TEXT`.
 #[derive(Args, Debug)]
@@ -32,6 +31,13 @@ pub struct GenerateArgs {
     /// Apply the model's chat template to the prompt (one user message).
     #[arg(long)]
     pub chat: bool,
+    /// auto, cpu, cuda or cuda:N: where the model computes.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// The weights' type on the CPU: auto (the checkpoint's: bf16 when every
+    /// tensor is stored in bf16, else f32), float32 or bfloat16.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "float32", "bfloat16"])]
+    pub dtype: String,
 }
 
 /// `flow import-gguf IN OUT`.
@@ -74,24 +80,22 @@ fn fail(what: impl std::fmt::Display) -> i32 {
 
 /// Prints the completion alone on stdout; notices go to stderr.
 pub fn generate(a: GenerateArgs) -> i32 {
-    let model = match Model::load(&a.model) {
+    let device = match resolve_device(&a.device) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let notice = |line: &str| eprintln!("flow: {line}");
+    let gpu = runtime::cuda_backend(device, &notice);
+    let model = match runtime::load_on(&a.model, gpu, weight_dtype(&a.dtype), &notice) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
-    let tokenizer = match Tokenizer::load(&a.model) {
-        Ok(t) => t,
-        Err(e) => return fail(e),
-    };
     let text = if a.chat {
-        let template = match ChatTemplate::load(&a.model) {
-            Ok(t) => t,
-            Err(e) => return fail(e),
-        };
         let messages = [ChatMessage {
             role: "user".into(),
             content: a.prompt.clone(),
         }];
-        match template.render(&messages, true) {
+        match model.render_chat(&messages, true) {
             Ok(t) => t,
             Err(e) => return fail(e),
         }
@@ -100,7 +104,7 @@ pub fn generate(a: GenerateArgs) -> i32 {
     };
     // A chat template carries its own special tokens; a raw prompt gets the
     // tokenizer's (e.g. a BOS), as transformers' pipelines do.
-    let ids = match tokenizer.encode(&text, !a.chat) {
+    let ids = match model.encode(&text, !a.chat) {
         Ok(ids) => ids,
         Err(e) => return fail(e),
     };
@@ -112,20 +116,19 @@ pub fn generate(a: GenerateArgs) -> i32 {
         stop_tokens: Vec::new(),
     };
     let started = std::time::Instant::now();
-    let generation = match model
-        .generate(std::slice::from_ref(&ids), &opts)
-        .into_iter()
-        .next()
-    {
-        Some(g) => g,
-        None => return fail("the model returned no generation"),
+    let generation = match model.generate(std::slice::from_ref(&ids), &opts) {
+        Ok(g) => match g.into_iter().next() {
+            Some(g) => g,
+            None => return fail("the model returned no generation"),
+        },
+        Err(e) => return fail(e),
     };
     let mut tokens = generation.tokens.clone();
     // The stop token ends the completion; it is not part of it.
-    if matches!(generation.finish_reason, flow_model::FinishReason::Stop) {
+    if matches!(generation.finish_reason, FinishReason::Stop) {
         tokens.pop();
     }
-    let completion = match tokenizer.decode(&tokens, true) {
+    let completion = match model.decode(&tokens, true) {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
@@ -138,6 +141,26 @@ pub fn generate(a: GenerateArgs) -> i32 {
         started.elapsed().as_secs_f64()
     );
     0
+}
+
+/// The device `--device` names, resolved (a missing driver: the CPU, said on
+/// stderr); an unreadable name is an error (the exit code).
+fn resolve_device(name: &str) -> Result<flow_stdlib::op::Device, i32> {
+    let request = flow_engine::device::parse_device(name).map_err(fail)?;
+    let (device, notice) = flow_engine::device::resolve_device(request, super::cuda_probe);
+    if let Some(notice) = notice {
+        eprintln!("{notice}");
+    }
+    Ok(device)
+}
+
+/// `--dtype`'s value (clap has checked it is one of these).
+fn weight_dtype(name: &str) -> WeightDtype {
+    match name {
+        "float32" => WeightDtype::Float32,
+        "bfloat16" => WeightDtype::Bfloat16,
+        _ => WeightDtype::Auto,
+    }
 }
 
 pub fn import_gguf(a: ImportGgufArgs) -> i32 {
@@ -165,24 +188,16 @@ pub fn serve(a: ServeArgs) -> i32 {
     } else {
         format!("{host}:{}", a.port)
     };
-    let request = match flow_engine::device::parse_device(&a.device) {
-        Ok(r) => r,
-        Err(e) => return fail(e),
+    let device = match resolve_device(&a.device) {
+        Ok(d) => d,
+        Err(code) => return code,
     };
-    let (device, notice) = flow_engine::device::resolve_device(request, super::cuda_probe);
-    if let Some(notice) = notice {
-        eprintln!("{notice}");
-    }
     eprintln!("flow: serving {} on http://{addr}/v1", a.model.display());
     let opts = flow_stdlib::serve::ServeOptions {
         model_name: a.name,
         allow_non_loopback: a.host.is_some(),
         device,
-        dtype: match a.dtype.as_str() {
-            "float32" => WeightDtype::Float32,
-            "bfloat16" => WeightDtype::Bfloat16,
-            _ => WeightDtype::Auto,
-        },
+        dtype: weight_dtype(&a.dtype),
     };
     match flow_stdlib::serve::serve(&a.model, &addr, &opts) {
         Ok(()) => 0,
