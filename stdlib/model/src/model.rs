@@ -97,22 +97,6 @@ impl<B: Backend> KvCacheOn<B> {
             len: self.len,
         })
     }
-    /// A copy of the first `len` positions (at most [`KvCacheOn::len`]); `kv_dim` is the
-    /// width of a layer's rows.
-    pub fn prefix(&self, backend: &B, len: usize, kv_dim: usize) -> Result<KvCacheOn<B>, B::Error> {
-        let len = len.min(self.len);
-        let copy = |layers: &[B::KvLayer]| {
-            layers
-                .iter()
-                .map(|l| backend.kv_prefix(l, len, kv_dim))
-                .collect::<Result<Vec<_>, _>>()
-        };
-        Ok(KvCacheOn {
-            k: copy(&self.k)?,
-            v: copy(&self.v)?,
-            len,
-        })
-    }
     /// Layer `layer`'s keys and values, for a backend's attention to append to.
     pub fn layer_mut(&mut self, layer: usize) -> (&mut B::KvLayer, &mut B::KvLayer) {
         (&mut self.k[layer], &mut self.v[layer])
@@ -137,10 +121,6 @@ pub struct TokenLogprob {
     pub logprob: f32,
     pub top: Vec<(u32, f32)>,
 }
-
-/// The positions a scored context is computed in at a time (see `try_loglikelihood`):
-/// contexts that share a prefix share its whole blocks.
-pub const PREFIX_BLOCK: usize = 64;
 
 const FAILED: LogLikelihood = LogLikelihood {
     logprob: f64::NEG_INFINITY,
@@ -364,7 +344,9 @@ impl<B: Backend> ModelOn<B> {
             .collect();
         // Requests that share a context (the choices of one question, the
         // labels of one document) run the context once and each
-        // continuation on a copy of its KV cache.
+        // continuation on a copy of its KV cache. Every request takes this
+        // same path alone or in a batch, so the numbers never depend on
+        // what else is in the batch.
         let mut groups: Vec<(&[u32], Vec<usize>)> = Vec::new();
         let mut index: std::collections::HashMap<&[u32], usize> = std::collections::HashMap::new();
         for &i in &valid {
@@ -375,75 +357,34 @@ impl<B: Backend> ModelOn<B> {
             });
             groups[g].1.push(i);
         }
-        // Contexts in token order, so that one shares the longest prefix
-        // with the one before it (the few-shot examples of a subject, a
-        // prompt's instructions): the shared whole blocks of that prefix are
-        // taken from its cache, not computed again. A context is always
-        // computed in the same `PREFIX_BLOCK`-aligned pieces, so a block
-        // taken over holds exactly the bits this context would compute
-        // itself: the numbers never depend on what else is in the batch.
-        groups.sort_by(|a, b| a.0.cmp(b.0));
-        let kv_dim = self.config.kv_dim();
-        let mut previous: Option<(&[u32], KvCacheOn<B>)> = None;
-        for (ctx, members) in &groups {
-            let shared = match &previous {
-                Some((before, _)) => before
-                    .iter()
-                    .zip(ctx.iter())
-                    .take_while(|(a, b)| a == b)
-                    .count(),
-                None => 0,
-            };
-            // at least the context's last position is computed here: its row predicts
-            let reused = shared.min(ctx.len() - 1) / PREFIX_BLOCK * PREFIX_BLOCK;
-            let mut cache = match &previous {
-                Some((_, before)) if reused > 0 => before.prefix(&self.backend, reused, kv_dim)?,
-                _ => KvCacheOn::new(&self.config),
-            };
-            let last = self.prefill_in_blocks(&ctx[reused..], &mut cache)?;
-            let conts: Vec<&[u32]> = members.iter().map(|&i| requests[i].1.as_slice()).collect();
-            for (&i, score) in members
-                .iter()
-                .zip(self.score_continuations(&cache, &last, &conts)?)
-            {
-                results[i] = score;
-            }
-            previous = Some((ctx, cache));
+        let scored: Vec<Vec<(usize, LogLikelihood)>> = groups
+            .par_iter()
+            .map(|(ctx, members)| {
+                let conts: Vec<&[u32]> =
+                    members.iter().map(|&i| requests[i].1.as_slice()).collect();
+                let scores = self.score_continuations(ctx, &conts)?;
+                Ok(members.iter().copied().zip(scores).collect())
+            })
+            .collect::<Result<_, B::Error>>()?;
+        for (i, r) in scored.into_iter().flatten() {
+            results[i] = r;
         }
         Ok(results)
     }
 
-    /// Appends `tokens` to `cache` in pieces that end on multiples of [`PREFIX_BLOCK`]
-    /// positions (the last piece ends with the tokens); returns the hidden row of the last token.
-    fn prefill_in_blocks(
-        &self,
-        tokens: &[u32],
-        cache: &mut KvCacheOn<B>,
-    ) -> Result<B::Buf, B::Error> {
-        let h = self.config.hidden_size;
-        let mut rest = tokens;
-        loop {
-            let start = cache.len();
-            let piece = ((start / PREFIX_BLOCK + 1) * PREFIX_BLOCK - start).min(rest.len());
-            let (now, later) = rest.split_at(piece);
-            let hidden = self.forward_checked(&mut [(now, &mut *cache)])?;
-            if later.is_empty() {
-                return self.backend.gather_rows(&hidden, &[now.len() - 1], h);
-            }
-            rest = later;
-        }
-    }
-
-    /// Scores every continuation after a context whose positions are in `prefix_cache` and
-    /// whose last hidden row is `last` (tokens checked): each continuation on a copy of the cache.
+    /// Scores every continuation after one shared context (tokens checked): the context's
+    /// forward pass once, then each continuation on a copy of its cache.
     fn score_continuations(
         &self,
-        prefix_cache: &KvCacheOn<B>,
-        last: &B::Buf,
+        ctx: &[u32],
         conts: &[&[u32]],
     ) -> Result<Vec<LogLikelihood>, B::Error> {
         let b = &self.backend;
-        let v = self.config.vocab_size;
+        let (v, h) = (self.config.vocab_size, self.config.hidden_size);
+        let mut prefix_cache = KvCacheOn::new(&self.config);
+        let prefix = self.forward_checked(&mut [(ctx, &mut prefix_cache)])?;
+        // The context's last position predicts a continuation's first token.
+        let last = b.gather_rows(&prefix, &[ctx.len() - 1], h)?;
         conts
             .par_iter()
             .map(|cont| {
@@ -457,9 +398,9 @@ impl<B: Backend> ModelOn<B> {
                     let mut cache = prefix_cache.duplicate(b)?;
                     let hidden =
                         self.forward_checked(&mut [(&cont[..cont.len() - 1], &mut cache)])?;
-                    b.concat(last, &hidden)?
+                    b.concat(&last, &hidden)?
                 } else {
-                    b.duplicate(last)?
+                    b.duplicate(&last)?
                 };
                 let logits = b.download(self.logits(&rows, cont.len())?)?;
                 let lp = flow_kernels::cpu::token_logprobs(&logits, cont, cont.len(), v);

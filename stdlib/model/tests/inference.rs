@@ -123,66 +123,6 @@ fn loglikelihood_matches_transformers_and_is_batch_independent() {
     }
 }
 
-/// Contexts that share a long prefix (the few-shot examples of one subject)
-/// share its cached blocks (`PREFIX_BLOCK` positions each): every request
-/// gives, bit for bit, what it gives alone, and what the log-softmax of one
-/// whole forward pass over context and continuation gives.
-#[test]
-fn contexts_sharing_a_prefix_score_as_they_do_alone() {
-    // the prefix below spans at least one whole block
-    const _: () = assert!(flow_model::model::PREFIX_BLOCK < 100);
-    for arch in ARCHS {
-        let model = Model::load(&golden_dir(arch)).unwrap();
-        let v = model.config.vocab_size as u32;
-        let prefix: Vec<u32> = (0..100u32).map(|i| (i * 37 + 11) % v).collect();
-        let with = |tail: &[u32]| [prefix.as_slice(), tail].concat();
-        let reqs: Vec<(Vec<u32>, Vec<u32>)> = vec![
-            (with(&[5, 6, 7]), vec![8]),
-            (with(&[5, 6, 7]), vec![9, 10, 11]),
-            (with(&[5, 6, 7, 8, 9, 10, 11, 12]), vec![1, 2]),
-            (prefix[..70].to_vec(), vec![3]),
-            (with(&[40]), vec![41, 42]),
-            (prefix.clone(), vec![7]),
-            // the same length, but apart from position 10 on: nothing to share past it
-            (
-                prefix
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &t)| if i >= 10 { (t + 1) % v } else { t })
-                    .collect(),
-                vec![4],
-            ),
-        ];
-        let all = model.loglikelihood(&reqs);
-        for (i, (ctx, cont)) in reqs.iter().enumerate() {
-            let alone = model.loglikelihood(&reqs[i..i + 1]);
-            assert_eq!(
-                alone[0], all[i],
-                "{arch} request {i}: batched and alone differ"
-            );
-            // the reference: one forward pass over context and continuation
-            let tokens = [ctx.as_slice(), cont.as_slice()].concat();
-            let logits = model.forward_logits(&tokens);
-            let vs = v as usize;
-            let want: f64 = cont
-                .iter()
-                .enumerate()
-                .map(|(j, &t)| {
-                    let row = &logits[(ctx.len() - 1 + j) * vs..(ctx.len() + j) * vs];
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-                    let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
-                    row[t as usize] as f64 - max - sum.ln()
-                })
-                .sum();
-            assert!(
-                (all[i].logprob - want).abs() < 1e-4 * want.abs().max(1.0),
-                "{arch} request {i}: {} vs {want}",
-                all[i].logprob
-            );
-        }
-    }
-}
-
 #[test]
 fn token_logprobs_agree_with_loglikelihood() {
     let model = Model::load(&golden_dir("qwen2")).unwrap();

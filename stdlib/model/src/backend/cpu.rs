@@ -113,9 +113,6 @@ impl Backend for CpuBackend {
     fn duplicate_kv(&self, layer: &Vec<f32>) -> R<Vec<f32>> {
         Ok(layer.clone())
     }
-    fn kv_prefix(&self, layer: &Vec<f32>, rows: usize, width: usize) -> R<Vec<f32>> {
-        Ok(layer[..rows * width].to_vec())
-    }
 
     fn embedding_forward(
         &self,

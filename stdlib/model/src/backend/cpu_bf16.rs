@@ -144,9 +144,6 @@ impl Backend for CpuBf16Backend {
     fn duplicate_kv(&self, layer: &Vec<f32>) -> R<Vec<f32>> {
         Ok(layer.clone())
     }
-    fn kv_prefix(&self, layer: &Vec<f32>, rows: usize, width: usize) -> R<Vec<f32>> {
-        cpu(CpuBackend.kv_prefix(layer, rows, width))
-    }
 
     fn embedding_forward(
         &self,

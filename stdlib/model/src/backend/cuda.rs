@@ -369,17 +369,6 @@ impl Backend for CudaBackend {
             rows: layer.rows.as_ref().map(|r| self.duplicate(r)).transpose()?,
         })
     }
-    fn kv_prefix(&self, layer: &CudaKv, rows: usize, width: usize) -> R<CudaKv> {
-        let copy = match &layer.rows {
-            Some(r) if rows > 0 => Some(
-                self.stream()
-                    .clone_dtod(&r.slice(..rows * width))
-                    .map_err(driver)?,
-            ),
-            _ => None,
-        };
-        Ok(CudaKv { rows: copy })
-    }
 
     fn embedding_forward(
         &self,

@@ -124,13 +124,6 @@ pub trait Backend: Send + Sync + Sized {
     ) -> Result<Self::Rope, Self::Error>;
     /// A copy of one cached layer.
     fn duplicate_kv(&self, layer: &Self::KvLayer) -> Result<Self::KvLayer, Self::Error>;
-    /// A copy of the first `rows` rows (`width` wide) of one cached layer.
-    fn kv_prefix(
-        &self,
-        layer: &Self::KvLayer,
-        rows: usize,
-        width: usize,
-    ) -> Result<Self::KvLayer, Self::Error>;
 
     // --- the kernels of the passes ---
 

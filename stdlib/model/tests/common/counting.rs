@@ -106,9 +106,6 @@ impl Backend for Counting {
     fn duplicate_kv(&self, layer: &V) -> R<V> {
         CpuBackend.duplicate_kv(layer)
     }
-    fn kv_prefix(&self, layer: &V, rows: usize, width: usize) -> R<V> {
-        CpuBackend.kv_prefix(layer, rows, width)
-    }
     fn embedding_forward(&self, ids: &Vec<u32>, table: &[f32], dim: usize, out: &mut V) -> R<()> {
         self.count("embedding_forward")
             .embedding_forward(ids, table, dim, out)

@@ -68,7 +68,7 @@ impl Op for Annotate {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "annotate",
-            version: 12,
+            version: 11,
             doc: "Zero-shot labelling of every document of a corpus by a chat model (OpenAI-compatible endpoint or the local runtime); writes annotations.jsonl (id, label or null when the answer named none, raw answer) and annotate.json (counts per label, unparseable, failed). Documents whose request failed are left out and counted; more than max_failures of them, or a refused key (401/403), fail the op.",
             params: vec![
                 Param::required("corpus", Type::Dir, "corpus artifact (usually a sample)"),

@@ -88,7 +88,7 @@ impl Op for Judge {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "judge",
-            version: 11,
+            version: 10,
             doc: "Pairwise LLM-as-judge of two generate artifacts: every shared prompt judged in both orders (disagreement counts as a tie), raw answers saved in verdicts.jsonl ({model_a, model_b, winner: A|B|0|null, ...}), win/tie/loss counts of model a in judge.json. A prompt with a failed request is left out and counted (failed); more than max_failures of them, or a refused key (401/403), fail the op.",
             params: vec![
                 Param::required("a", Type::Either(Box::new(Type::Dir), Box::new(Type::File)), "generate node (or responses.jsonl) of model A, e.g. a checkpoint"),

@@ -83,7 +83,7 @@ impl Op for Mcqa {
     fn spec(&self) -> OpSpec {
         OpSpec {
             name: "mcqa",
-            version: 7,
+            version: 6,
             doc: "Multiple-choice accuracy by log-likelihood with lm-evaluation-harness's prompts and scoring (MMLU, openGPT-X MMLUX German, MedQA).",
             params: vec![
                 Param::required("model", Type::Model, "the model to evaluate"),
