@@ -41,6 +41,7 @@ fn cuda_probe() -> Result<usize, String> {
 }
 
 fn main() {
+    flow_model::host_memory::keep_freed_buffers();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

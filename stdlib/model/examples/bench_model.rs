@@ -20,6 +20,8 @@ fn arg(name: &str, default: usize) -> usize {
 }
 
 fn main() {
+    // as the flow binary does
+    flow_model::host_memory::keep_freed_buffers();
     let seq = arg("--seq", 512);
     let fwd_batch = arg("--fwd-batch", 2);
     let train_batch = arg("--train-batch", 1);

@@ -10,6 +10,7 @@ pub mod error;
 mod forward;
 pub mod generate;
 pub mod gguf;
+pub mod host_memory;
 pub mod model;
 pub mod tokenizer;
 pub mod train;
