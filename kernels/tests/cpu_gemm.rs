@@ -167,3 +167,59 @@ fn bf16_weight_product_of_zero_depth_is_the_bias() {
     cpu::linear_forward_bf16(&[], &[], Some(&bias), 2, 0, 2, &mut y);
     assert_eq!(y, vec![1.5, -2.0, 1.5, -2.0]);
 }
+
+/// Products of one input run together (a decoding step's q, k and v) give,
+/// bit for bit, what each gives alone, for f32 and bf16 weights.
+#[test]
+fn shared_input_products_equal_each_product_alone() {
+    let mut r = rng(47);
+    for t in [1, 3, 8] {
+        let in_f = 77;
+        let x = randn(&mut r, t * in_f, 1.0);
+        let widths = [65, 1, 200];
+        let ws: Vec<Vec<f32>> = widths
+            .iter()
+            .map(|&n| randn(&mut r, n * in_f, 1.0))
+            .collect();
+        let alone: Vec<Vec<f32>> = ws
+            .iter()
+            .zip(widths)
+            .map(|(w, n)| {
+                let mut y = vec![f32::NAN; t * n];
+                cpu::skinny_product(&x, w, t, in_f, n, &mut y);
+                y
+            })
+            .collect();
+        let mut ys: Vec<Vec<f32>> = widths.iter().map(|&n| vec![f32::NAN; t * n]).collect();
+        let mut products: Vec<(&[f32], usize, &mut [f32])> = ws
+            .iter()
+            .zip(widths)
+            .zip(ys.iter_mut())
+            .map(|((w, n), y)| (w.as_slice(), n, y.as_mut_slice()))
+            .collect();
+        cpu::skinny_products(&x, t, in_f, &mut products);
+        assert_eq!(ys, alone, "f32, t={t}");
+        let w16: Vec<Vec<half::bf16>> = ws
+            .iter()
+            .map(|w| w.iter().map(|&v| half::bf16::from_f32(v)).collect())
+            .collect();
+        let alone: Vec<Vec<f32>> = w16
+            .iter()
+            .zip(widths)
+            .map(|(w, n)| {
+                let mut y = vec![f32::NAN; t * n];
+                cpu::skinny_product(&x, w, t, in_f, n, &mut y);
+                y
+            })
+            .collect();
+        let mut ys: Vec<Vec<f32>> = widths.iter().map(|&n| vec![f32::NAN; t * n]).collect();
+        let mut products: Vec<(&[half::bf16], usize, &mut [f32])> = w16
+            .iter()
+            .zip(widths)
+            .zip(ys.iter_mut())
+            .map(|((w, n), y)| (w.as_slice(), n, y.as_mut_slice()))
+            .collect();
+        cpu::skinny_products(&x, t, in_f, &mut products);
+        assert_eq!(ys, alone, "bf16, t={t}");
+    }
+}

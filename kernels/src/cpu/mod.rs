@@ -29,6 +29,6 @@ pub use matmul::{gemm, linear_backward, linear_forward};
 pub use reduce::{scale_in_place, sum_of_squares};
 pub use rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 pub use rope::{rope_backward, rope_forward, RopeTable};
-pub use skinny::{linear_forward_bf16, skinny_product, SKINNY_ROWS};
+pub use skinny::{linear_forward_bf16, skinny_product, skinny_products, SKINNY_ROWS};
 pub use slerp::{slerp, SLERP_DOT_THRESHOLD, SLERP_NORM_EPS};
 pub use swiglu::{swiglu_backward, swiglu_forward};

@@ -12,7 +12,7 @@
 //! checkpointing: the backward recomputes a layer from it), or each layer's
 //! input and activations (the backward reads them).
 
-use crate::backend::{AttnParams, Backend, Keys};
+use crate::backend::{AttnParams, Backend, Keys, LinearOut};
 use crate::model::{KvCacheOn, ModelOn};
 use crate::weights::LayerIdx;
 
@@ -273,12 +273,16 @@ impl<B: Backend> ModelOn<B> {
         let t = segs.len();
         b.rmsnorm_forward(x, self.w(lw.input_norm), eps, t, h, &mut a.h1, &mut a.rstd1)?;
         let w_b = |w: usize, bias: Option<usize>| (self.w(w), bias.map(|i| self.w(i)));
-        let (qw, qb) = w_b(lw.q_w, lw.q_b);
-        b.linear_forward(&a.h1, qw, qb, t, h, qd, &mut a.q)?;
-        let (kw, kb) = w_b(lw.k_w, lw.k_b);
-        b.linear_forward(&a.h1, kw, kb, t, h, kvd, &mut a.kk)?;
-        let (vw, vb) = w_b(lw.v_w, lw.v_b);
-        b.linear_forward(&a.h1, vw, vb, t, h, kvd, &mut a.vv)?;
+        b.linear_forward_shared(
+            &a.h1,
+            t,
+            h,
+            &mut [
+                out(w_b(lw.q_w, lw.q_b), qd, &mut a.q),
+                out(w_b(lw.k_w, lw.k_b), kvd, &mut a.kk),
+                out(w_b(lw.v_w, lw.v_b), kvd, &mut a.vv),
+            ],
+        )?;
         if let (Some(qn), Some(kn), Some(n)) = (lw.q_norm, lw.k_norm, a.qk_norm.as_mut()) {
             std::mem::swap(&mut a.q, &mut n.q_pre);
             b.rmsnorm_forward(
@@ -323,10 +327,26 @@ impl<B: Backend> ModelOn<B> {
             a.x_mid = Some(b.duplicate(x)?);
         }
         b.rmsnorm_forward(x, self.w(lw.post_norm), eps, t, h, &mut a.h2, &mut a.rstd2)?;
-        b.linear_forward(&a.h2, self.w(lw.gate), None, t, h, inter, &mut a.gate)?;
-        b.linear_forward(&a.h2, self.w(lw.up), None, t, h, inter, &mut a.up)?;
+        b.linear_forward_shared(
+            &a.h2,
+            t,
+            h,
+            &mut [
+                out((self.w(lw.gate), None), inter, &mut a.gate),
+                out((self.w(lw.up), None), inter, &mut a.up),
+            ],
+        )?;
         b.swiglu_forward(&a.gate, &a.up, &mut a.act)?;
         b.linear_forward(&a.act, self.w(lw.down), None, t, inter, h, &mut tmp)?;
         b.add_in_place(x, &tmp)
     }
+}
+
+/// One product of a shared-input call: `(weight, bias)`, output width, output.
+fn out<'a, B: Backend>(
+    (w, bias): (&'a B::Weight, Option<&'a B::Weight>),
+    out_f: usize,
+    y: &'a mut B::Buf,
+) -> LinearOut<'a, B> {
+    LinearOut { w, bias, out_f, y }
 }

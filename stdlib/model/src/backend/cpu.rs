@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use flow_kernels::cpu as k;
 use rayon::prelude::*;
 
-use super::{two_mut, AdamW, AttnParams, Backend, Keys};
+use super::{two_mut, AdamW, AttnParams, Backend, Keys, LinearOut};
 use crate::weights::Params;
 
 /// Today's CPU kernels over host buffers.
@@ -172,6 +172,18 @@ impl Backend for CpuBackend {
         y: &mut Vec<f32>,
     ) -> R<()> {
         k::linear_forward(x, w, bias, t, in_f, out_f, y);
+        Ok(())
+    }
+    fn linear_forward_shared(
+        &self,
+        x: &Vec<f32>,
+        t: usize,
+        in_f: usize,
+        products: &mut [LinearOut<'_, CpuBackend>],
+    ) -> R<()> {
+        shared_products_on_host(x, t, in_f, products, |x, p| {
+            k::linear_forward(x, p.w, p.bias, t, in_f, p.out_f, p.y)
+        });
         Ok(())
     }
     fn linear_backward(
@@ -417,6 +429,41 @@ pub(super) fn attention_forward_on_host<B: Backend<KvLayer = Vec<f32>>>(
                 }
             }
         });
+}
+
+/// The shared-input products of a CPU backend whose weights are `[E]`: up to
+/// `SKINNY_ROWS` rows in one streaming pass over every product's weights
+/// (biases added after), more through `one` per product.
+pub(super) fn shared_products_on_host<B, E>(
+    x: &[f32],
+    t: usize,
+    in_f: usize,
+    products: &mut [LinearOut<'_, B>],
+    mut one: impl FnMut(&[f32], &mut LinearOut<'_, B>),
+) where
+    B: Backend<Weight = [E], Buf = Vec<f32>>,
+    E: k::skinny::WeightElem,
+{
+    if t > k::SKINNY_ROWS {
+        for p in products.iter_mut() {
+            one(x, p);
+        }
+        return;
+    }
+    let mut outs: Vec<(&[E], usize, &mut [f32])> = products
+        .iter_mut()
+        .map(|p| (p.w, p.out_f, p.y.as_mut_slice()))
+        .collect();
+    k::skinny_products(x, t, in_f, &mut outs);
+    for p in products.iter_mut() {
+        if let Some(b) = p.bias {
+            for row in p.y.chunks_exact_mut(p.out_f.max(1)) {
+                for (o, b) in row.iter_mut().zip(b) {
+                    *o += b.to_f32();
+                }
+            }
+        }
+    }
 }
 
 /// Splits `buf` into consecutive chunks of `lens[i] * width`.

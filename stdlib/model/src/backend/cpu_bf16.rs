@@ -14,8 +14,8 @@ use flow_kernels::cpu as k;
 use half::bf16;
 use rayon::prelude::*;
 
-use super::cpu::attention_forward_on_host;
-use super::{AdamW, AttnParams, Backend, CpuBackend, Keys};
+use super::cpu::{attention_forward_on_host, shared_products_on_host};
+use super::{AdamW, AttnParams, Backend, CpuBackend, Keys, LinearOut};
 use crate::error::ModelError;
 use crate::weights::Params;
 
@@ -207,6 +207,18 @@ impl Backend for CpuBf16Backend {
         y: &mut Vec<f32>,
     ) -> R<()> {
         k::linear_forward_bf16(x, w, bias, t, in_f, out_f, y);
+        Ok(())
+    }
+    fn linear_forward_shared(
+        &self,
+        x: &Vec<f32>,
+        t: usize,
+        in_f: usize,
+        products: &mut [LinearOut<'_, CpuBf16Backend>],
+    ) -> R<()> {
+        shared_products_on_host(x, t, in_f, products, |x, p| {
+            k::linear_forward_bf16(x, p.w, p.bias, t, in_f, p.out_f, p.y)
+        });
         Ok(())
     }
     fn linear_backward(

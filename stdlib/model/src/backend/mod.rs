@@ -38,6 +38,14 @@ pub enum Keys<'a, B: Backend> {
     Own(Option<&'a [u32]>),
 }
 
+/// One product of [`Backend::linear_forward_shared`]: `y[t×out_f] = x·wᵀ + bias`.
+pub struct LinearOut<'a, B: Backend> {
+    pub w: &'a B::Weight,
+    pub bias: Option<&'a B::Weight>,
+    pub out_f: usize,
+    pub y: &'a mut B::Buf,
+}
+
 /// A place the model's tensors live and its arithmetic runs.
 ///
 /// Buffers are flat, row-major: a `[rows, width]` matrix is `rows × width`
@@ -178,6 +186,21 @@ pub trait Backend: Send + Sync + Sized {
         out_f: usize,
         y: &mut Self::Buf,
     ) -> Result<(), Self::Error>;
+    /// [`Backend::linear_forward`] of one input `x` (`t × in_f`) with each of `products`:
+    /// the projections that read the same activations (q, k, v; gate, up). A backend may
+    /// run them together; each output is what `linear_forward` gives.
+    fn linear_forward_shared(
+        &self,
+        x: &Self::Buf,
+        t: usize,
+        in_f: usize,
+        products: &mut [LinearOut<'_, Self>],
+    ) -> Result<(), Self::Error> {
+        for p in products.iter_mut() {
+            self.linear_forward(x, p.w, p.bias, t, in_f, p.out_f, p.y)?;
+        }
+        Ok(())
+    }
     /// `dx` (set) `= dy·W`; `dw += dyᵀ·x`; `dbias += Σ_rows dy`.
     #[allow(clippy::too_many_arguments)]
     fn linear_backward(
